@@ -1,0 +1,124 @@
+"""The configuration of one run: a dataclass that saves itself as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+# Fields that may change when a run is resumed; all others define the run.
+RESUMABLE_FIELDS = frozenset({"epochs", "eval_every"})
+
+
+@dataclass
+class FitConfig:
+    """Everything that defines a training run. Defaults follow the paper."""
+
+    family: str = "logitnormal"
+    latent_dim: int = 20
+    alpha: float = 1.0
+    categories: int = 10
+    temperature: float = 0.5
+    prior_temperature: float = 1.0
+    anneal_rate: float = 0.0
+    min_temperature: float = 0.5
+    hidden: int = 500
+    dataset: str = "mnist"
+    subset: int = 0
+    epochs: int = 200
+    batch_size: int = 50
+    lr: float = 1e-3
+    clip_norm: float = 10.0
+    elbo: str = "trace"
+    num_particles: int = 1
+    seed: int = 0
+    eval_every: int = 1
+
+    def validate(self) -> FitConfig:
+        """Raise :class:`ConfigError` naming the first invalid field."""
+        from .data import DATASETS
+        from .families import FAMILIES
+        from .inference import ELBOS
+
+        _choice("family", self.family, FAMILIES)
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("elbo", self.elbo, ELBOS)
+        _positive("alpha", self.alpha, "the prior variance of the Logit-normal")
+        _positive("temperature", self.temperature)
+        _positive("prior_temperature", self.prior_temperature)
+        _positive("min_temperature", self.min_temperature)
+        _positive("lr", self.lr)
+        _positive("clip_norm", self.clip_norm)
+        if not (math.isfinite(self.anneal_rate) and self.anneal_rate >= 0):
+            raise ConfigError(f"--anneal-rate must be >= 0, got {self.anneal_rate}")
+        _at_least("latent_dim", self.latent_dim, 1)
+        _at_least("categories", self.categories, 2)
+        _at_least("hidden", self.hidden, 1)
+        _at_least("epochs", self.epochs, 1)
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("num_particles", self.num_particles, 1)
+        _at_least("eval_every", self.eval_every, 1)
+        _at_least("subset", self.subset, 0)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write ``config.json`` atomically."""
+        from .rundir import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FitConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config fields: {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FitConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"cannot read {path}: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} does not hold a JSON object")
+        return cls.from_dict(data)
+
+    def differences(self, other: FitConfig) -> list[str]:
+        """Fields (other than :data:`RESUMABLE_FIELDS`) on which two configs differ."""
+        return [
+            f.name
+            for f in fields(self)
+            if f.name not in RESUMABLE_FIELDS and getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _choice(name: str, value: str, registry) -> None:
+    if value not in registry:
+        raise ConfigError(
+            f"unknown {name} {value!r} for {_flag(name)}; choose from {', '.join(sorted(registry))}"
+        )
+
+
+def _positive(name: str, value: float, what: str = "") -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        extra = f" ({what})" if what else ""
+        raise ConfigError(f"{_flag(name)} must be a positive number{extra}, got {value}")
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if not (isinstance(value, int) and value >= low):
+        raise ConfigError(f"{_flag(name)} must be an integer >= {low}, got {value}")

@@ -1,0 +1,153 @@
+"""Datasets as in-memory tensors, dynamic binarisation, and where the files live."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import DataError
+
+ENV_DATA = "PYRO_DVAE_DATA"
+TEST_BINARIZE_SEED = 20170101  # one fixed binarisation of the test set for every run
+
+
+@dataclass
+class Dataset:
+    """Grey-level training images in [0, 1] and a test set binarised once, as (N, D) tensors."""
+
+    name: str
+    train: torch.Tensor
+    train_labels: torch.Tensor
+    test: torch.Tensor
+    test_labels: torch.Tensor
+    image_shape: tuple[int, int]
+
+    @property
+    def input_dim(self) -> int:
+        return self.train.shape[1]
+
+    def to(self, device: torch.device | str) -> Dataset:
+        return Dataset(
+            self.name,
+            self.train.to(device),
+            self.train_labels.to(device),
+            self.test.to(device),
+            self.test_labels.to(device),
+            self.image_shape,
+        )
+
+
+def binarize(grey: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One Bernoulli draw per pixel with the grey level as probability."""
+    return torch.bernoulli(grey, generator=generator)
+
+
+def default_data_dir() -> Path:
+    """``$PYRO_DVAE_DATA`` if set, else a per-user cache folder."""
+    env = os.environ.get(ENV_DATA)
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "pyro-dvae"
+
+
+# --------------------------------------------------------------------------- loaders
+
+Loader = Callable[[Path], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+DATASETS: dict[str, Loader] = {}
+IMAGE_SHAPES: dict[str, tuple[int, int]] = {}
+
+
+def register_dataset(name: str, image_shape: tuple[int, int]):
+    """Register ``fn(root) -> (train_x, train_y, test_x, test_y)`` with grey levels in [0, 1]."""
+
+    def deco(fn: Loader) -> Loader:
+        DATASETS[name] = fn
+        IMAGE_SHAPES[name] = image_shape
+        return fn
+
+    return deco
+
+
+def _download(cls, root: Path) -> None:
+    """Fetch a torchvision dataset into ``root`` (kept separate so tests can stand in for it)."""
+    cls(root=str(root), train=True, download=True)
+    cls(root=str(root), train=False, download=True)
+
+
+def _torchvision_loader(name: str, class_name: str):
+    def load(root: Path):
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, class_name)
+        raw = root / class_name / "raw"
+        try:
+            cls(root=str(root), train=True, download=False)
+            cls(root=str(root), train=False, download=False)
+        except RuntimeError:
+            try:
+                _download(cls, root)
+            except Exception as err:  # no network, mirror down, disk full...
+                raise DataError(
+                    f"{name} is not in {raw} and could not be downloaded ({_short(err)}); "
+                    f"copy the four raw files there, point --data-dir or ${ENV_DATA} at their "
+                    f"root, or use --dataset digits, which needs no download"
+                ) from None
+        except Exception as err:
+            raise DataError(f"cannot read {name} from {raw}: {_short(err)}") from None
+        parts = []
+        for train in (True, False):
+            try:
+                ds = cls(root=str(root), train=train, download=False)
+                x, y = ds.data, ds.targets
+            except Exception as err:
+                raise DataError(f"cannot read {name} from {raw}: {_short(err)}") from None
+            if x.dim() != 3 or x.shape[1:] != (28, 28) or x.dtype != torch.uint8 or len(y) != len(x):
+                raise DataError(f"{name} files in {raw} are damaged: images of shape {tuple(x.shape)}")
+            parts += [x.reshape(len(x), -1).float().div_(255.0), y.long()]
+        return tuple(parts)
+
+    return load
+
+
+register_dataset("mnist", (28, 28))(_torchvision_loader("mnist", "MNIST"))
+register_dataset("fashion-mnist", (28, 28))(_torchvision_loader("fashion-mnist", "FashionMNIST"))
+register_dataset("kmnist", (28, 28))(_torchvision_loader("kmnist", "KMNIST"))
+
+
+@register_dataset("digits", (8, 8))
+def _load_digits(root: Path):
+    """scikit-learn's 8x8 digits (shipped with it): 1497 training and 300 test images."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.as_tensor(bunch.data, dtype=torch.float32) / 16.0
+    y = torch.as_tensor(bunch.target, dtype=torch.long)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    return x[300:], y[300:], x[:300], y[:300]
+
+
+def load_dataset(
+    name: str, data_dir: str | Path | None = None, subset: int = 0
+) -> Dataset:
+    """Load ``name`` into memory; ``subset > 0`` keeps the first ``subset`` images of each split."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(sorted(DATASETS))}")
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    train_x, train_y, test_x, test_y = DATASETS[name](root)
+    if subset:
+        train_x, train_y = train_x[:subset], train_y[:subset]
+        test_x, test_y = test_x[:subset], test_y[:subset]
+    gen = torch.Generator().manual_seed(TEST_BINARIZE_SEED)
+    test_bin = binarize(test_x, gen)
+    return Dataset(name, train_x.contiguous(), train_y, test_bin, test_y, IMAGE_SHAPES[name])
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

@@ -1,0 +1,87 @@
+"""ExpConcrete (Maddison et al., 2016): a relaxed categorical sampled in log space."""
+
+from __future__ import annotations
+
+import torch
+from pyro.distributions import TorchDistribution
+from torch.distributions import constraints
+from torch.distributions.utils import broadcast_all
+
+
+class _LogSimplex(constraints.Constraint):
+    """Vectors ``y`` with ``logsumexp(y) == 0``: the log of a point on the simplex."""
+
+    event_dim = 1
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        tol = 1e-4 if value.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-8
+        return (value.logsumexp(-1).abs() < tol) & (value <= tol).all(-1)
+
+    def __repr__(self) -> str:
+        return "log_simplex"
+
+
+log_simplex = _LogSimplex()
+
+
+class ExpRelaxedCategorical(TorchDistribution):
+    r"""ExpConcrete with location logits and a temperature ``λ``.
+
+    A sample is ``y = log_softmax((logits + G) / λ)`` with ``G`` i.i.d. Gumbel(0, 1);
+    ``exp(y)`` is a Concrete (Gumbel-softmax) sample. Working in log space avoids
+    the underflow of small probabilities at low temperature. ``temperature`` is
+    held as a 0-dim tensor.
+    """
+
+    arg_constraints = {"logits": constraints.real_vector, "temperature": constraints.positive}
+    support = log_simplex
+    has_rsample = True
+
+    def __init__(self, temperature, logits=None, probs=None, validate_args=None):
+        if (logits is None) == (probs is None):
+            raise ValueError("give exactly one of logits or probs")
+        if logits is None:
+            logits = torch.as_tensor(probs).clamp_min(torch.finfo(torch.as_tensor(probs).dtype).tiny).log()
+        logits = torch.as_tensor(logits)
+        if logits.dim() < 1:
+            raise ValueError("logits must have at least one dimension (the categories)")
+        self.logits = logits - logits.logsumexp(-1, keepdim=True)
+        temperature = torch.as_tensor(temperature, dtype=logits.dtype, device=logits.device)
+        if temperature.dim() != 0:
+            raise ValueError("temperature must be a scalar (0-dim) tensor")
+        self.temperature = temperature
+        batch_shape, event_shape = logits.shape[:-1], logits.shape[-1:]
+        super().__init__(batch_shape, event_shape, validate_args=validate_args)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self.logits.exp()
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(ExpRelaxedCategorical, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.logits = self.logits.expand(batch_shape + self.event_shape)
+        new.temperature = self.temperature
+        super(ExpRelaxedCategorical, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        finfo = torch.finfo(self.logits.dtype)
+        # Uniforms kept off 0 and 1 so that both logs below stay finite.
+        u = torch.rand(shape, dtype=self.logits.dtype, device=self.logits.device)
+        u = u.clamp(min=finfo.tiny, max=1.0 - finfo.eps)
+        gumbels = -(-u.log()).log()
+        scores = (self.logits + gumbels) / self.temperature
+        return scores - scores.logsumexp(-1, keepdim=True)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        logits, value = broadcast_all(self.logits, value)
+        k = self.event_shape[-1]
+        lam = self.temperature
+        score = logits - lam * value
+        log_norm = torch.lgamma(lam.new_tensor(float(k))) + (k - 1) * lam.log()
+        return (score - score.logsumexp(-1, keepdim=True)).sum(-1) + log_norm

@@ -1,0 +1,171 @@
+"""Latent families: what the encoder emits, the posterior, the prior, and the decoder's input.
+
+Adding a family is adding a class decorated with :func:`register_family`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import pyro.distributions as dist
+import torch
+
+from .config import FitConfig
+from .distributions import ExpRelaxedCategorical, LogitNormal
+
+FAMILIES: dict[str, type[LatentFamily]] = {}
+
+
+def register_family(cls: type[LatentFamily]) -> type[LatentFamily]:
+    FAMILIES[cls.name] = cls
+    return cls
+
+
+def make_family(config: FitConfig) -> LatentFamily:
+    return FAMILIES[config.family](config)
+
+
+class LatentFamily:
+    """One latent site ``z``; subclasses set ``name`` and the four methods."""
+
+    name: ClassVar[str]
+    #: event dimensions of ``z`` (1 for a vector, 2 for M categorical variables)
+    event_dim: ClassVar[int] = 1
+
+    def __init__(self, config: FitConfig):
+        self.latent_dim = config.latent_dim
+
+    @property
+    def head_size(self) -> int:
+        """Number of encoder outputs the posterior needs."""
+        raise NotImplementedError
+
+    @property
+    def code_size(self) -> int:
+        """Width of the decoder's input."""
+        return self.latent_dim
+
+    def posterior(self, head: torch.Tensor) -> dist.TorchDistribution:
+        """q(z | x) from the encoder output ``head`` of shape (batch, head_size)."""
+        raise NotImplementedError
+
+    def prior(self, like: torch.Tensor) -> dist.TorchDistribution:
+        """p(z) for a batch like ``like`` (same batch size, device and dtype)."""
+        raise NotImplementedError
+
+    def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def describe(self) -> str:
+        return self.name
+
+    # temperature hooks; only relaxed families use them
+    def set_step(self, step: int) -> None:
+        """Called before every training step with the global step count."""
+
+
+def _loc_scale(head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    loc, log_var = head.chunk(2, dim=-1)
+    return loc, torch.exp(0.5 * log_var)
+
+
+@register_family
+class GaussianFamily(LatentFamily):
+    """q = N(μ, σ²I), p = N(0, I) (Kingma & Welling)."""
+
+    name = "gaussian"
+
+    @property
+    def head_size(self) -> int:
+        return 2 * self.latent_dim
+
+    def posterior(self, head):
+        loc, scale = _loc_scale(head)
+        return dist.Normal(loc, scale).to_event(1)
+
+    def prior(self, like):
+        zeros = like.new_zeros(like.shape[0], self.latent_dim)
+        return dist.Normal(zeros, zeros + 1.0).to_event(1)
+
+
+@register_family
+class LogitNormalFamily(LatentFamily):
+    """q = LN(μ, σ²I), p = LN(0, αI) with α the prior variance."""
+
+    name = "logitnormal"
+
+    def __init__(self, config: FitConfig):
+        super().__init__(config)
+        self.alpha = config.alpha
+
+    @property
+    def head_size(self) -> int:
+        return 2 * self.latent_dim
+
+    def posterior(self, head):
+        loc, scale = _loc_scale(head)
+        return LogitNormal(loc, scale).to_event(1)
+
+    def prior(self, like):
+        zeros = like.new_zeros(like.shape[0], self.latent_dim)
+        return LogitNormal(zeros, zeros + math.sqrt(self.alpha)).to_event(1)
+
+    def describe(self) -> str:
+        return f"logitnormal(alpha={self.alpha:g})"
+
+
+@register_family
+class ConcreteFamily(LatentFamily):
+    """``latent_dim`` ExpConcrete variables of ``categories`` classes each.
+
+    The posterior has learned logits and temperature ``τ_q`` (optionally annealed
+    per step as ``max(min_temperature, temperature · exp(-anneal_rate · step))``);
+    the prior is uniform with temperature ``τ_p``. The decoder receives ``exp(z)``.
+    """
+
+    name = "concrete"
+    event_dim = 2
+
+    def __init__(self, config: FitConfig):
+        super().__init__(config)
+        self.categories = config.categories
+        self.initial_temperature = config.temperature
+        self.prior_temperature = config.prior_temperature
+        self.anneal_rate = config.anneal_rate
+        self.min_temperature = config.min_temperature
+        self.temperature = self.temperature_at(0)
+
+    def temperature_at(self, step: int) -> float:
+        if self.anneal_rate == 0.0:
+            return self.initial_temperature
+        decayed = self.initial_temperature * math.exp(-self.anneal_rate * step)
+        return max(self.min_temperature, decayed)
+
+    def set_step(self, step: int) -> None:
+        self.temperature = self.temperature_at(step)
+
+    @property
+    def head_size(self) -> int:
+        return self.latent_dim * self.categories
+
+    @property
+    def code_size(self) -> int:
+        return self.latent_dim * self.categories
+
+    def posterior(self, head):
+        logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
+        return ExpRelaxedCategorical(head.new_tensor(self.temperature), logits=logits).to_event(1)
+
+    def prior(self, like):
+        logits = like.new_zeros(like.shape[0], self.latent_dim, self.categories)
+        return ExpRelaxedCategorical(like.new_tensor(self.prior_temperature), logits=logits).to_event(1)
+
+    def decoder_input(self, z):
+        return z.exp().flatten(-2)
+
+    def describe(self) -> str:
+        return (
+            f"concrete({self.latent_dim}x{self.categories}, "
+            f"tau_q={self.initial_temperature:g}, tau_p={self.prior_temperature:g})"
+        )

@@ -1,0 +1,48 @@
+"""The VAE as a Pyro model and guide over one latent site ``z``."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from .families import LatentFamily
+from .networks import Decoder, Encoder
+
+
+class VAE(nn.Module):
+    """``model`` and ``guide`` as methods, following Pyro's ``examples/vae/vae.py``.
+
+    Both sum over the batch (one ``pyro.plate("data")``); training divides by the
+    batch size so the loss is the mean −ELBO per image, as in the paper.
+    """
+
+    def __init__(self, family: LatentFamily, input_dim: int, hidden: int = 500):
+        super().__init__()
+        self.family = family
+        self.input_dim = input_dim
+        self.encoder = Encoder(input_dim, hidden, family.head_size)
+        self.decoder = Decoder(family.code_size, hidden, input_dim)
+
+    def model(self, x: torch.Tensor) -> None:
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", self.family.prior(x))
+            logits = self.decoder(self.family.decoder_input(z))
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    def guide(self, x: torch.Tensor) -> None:
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", self.family.posterior(self.encoder(x)))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """The posterior q(z | x) for a batch."""
+        return self.family.posterior(self.encoder(x))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities for latent values ``z``."""
+        return torch.sigmoid(self.decoder(self.family.decoder_input(z)))
