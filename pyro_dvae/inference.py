@@ -13,8 +13,23 @@ from pyro.poutine.util import prune_subsample_sites
 ANALYTIC, MONTE_CARLO = "analytic", "monte-carlo"
 
 
-class _RecordsReconstruction:
-    """Mixin: ``last_recon`` holds −log p(x | z) of the last ``loss_and_grads`` call."""
+def data_size(model_trace) -> int:
+    """Size of the ``data`` plate around the observed sites (1 if there is none)."""
+    for site in model_trace.nodes.values():
+        if site["type"] == "sample" and site["is_observed"]:
+            for frame in site["cond_indep_stack"]:
+                if frame.name == "data":
+                    return frame.size
+    return 1
+
+
+class _PerImage:
+    """Mixin: the loss is the mean −ELBO per image (the paper's loss), not the sum.
+
+    Dividing by the size of the ``data`` plate here, rather than scaling the model
+    and guide, keeps user guides free of any scaling. ``last_recon`` holds the
+    mean −log p(x | z) of the last ``loss_and_grads`` call.
+    """
 
     last_recon: torch.Tensor | float = 0.0
 
@@ -23,25 +38,28 @@ class _RecordsReconstruction:
         return super().loss_and_grads(model, guide, *args, **kwargs)
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
-        out = super()._differentiable_loss_particle(model_trace, guide_trace)
+        loss, surrogate = super()._differentiable_loss_particle(model_trace, guide_trace)
+        n = data_size(model_trace)
         for site in model_trace.nodes.values():
             if site["type"] == "sample" and site["is_observed"]:
-                self.last_recon = self.last_recon - site["log_prob_sum"].detach() / self.num_particles
-        return out
+                self.last_recon = self.last_recon - site["log_prob_sum"].detach() / (
+                    n * self.num_particles
+                )
+        return loss / n, surrogate / n
 
 
-class RecordingTraceELBO(_RecordsReconstruction, Trace_ELBO):
+class MeanTraceELBO(_PerImage, Trace_ELBO):
     """``Trace_ELBO``: KL estimated by Monte Carlo, ``log q(z) − log p(z)`` at the sample."""
 
 
-class RecordingMeanFieldELBO(_RecordsReconstruction, TraceMeanField_ELBO):
+class MeanTraceMeanFieldELBO(_PerImage, TraceMeanField_ELBO):
     """``TraceMeanField_ELBO``: analytic KL where one is registered, else Monte Carlo."""
 
 
 #: ``--elbo`` name → (ELBO class, whether it uses analytic KLs where it can)
 ELBOS: dict[str, tuple[type, bool]] = {
-    "trace": (RecordingTraceELBO, False),
-    "analytic": (RecordingMeanFieldELBO, True),
+    "trace": (MeanTraceELBO, False),
+    "analytic": (MeanTraceMeanFieldELBO, True),
 }
 
 

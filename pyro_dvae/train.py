@@ -11,7 +11,6 @@ from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
@@ -34,16 +33,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError("--device cuda was asked for, but no CUDA device is available")
     return device
-
-
-def per_image(fn: Callable) -> Callable:
-    """Scale a model or guide by 1/batch so the ELBO is a mean over images (the paper's loss)."""
-
-    def scaled(x, *args, **kwargs):
-        with poutine.scale(scale=1.0 / x.shape[0]):
-            return fn(x, *args, **kwargs)
-
-    return scaled
 
 
 class TrainingInterrupted(Exception):
@@ -80,7 +69,7 @@ class Trainer:
         self.optim = FusedClippedAdam(lr=config.lr, clip_norm=config.clip_norm)
         self.elbo = make_elbo(config.elbo, config.num_particles)
         self.analytic = ELBOS[config.elbo][1]
-        self.svi = SVI(per_image(self.vae.model), per_image(self.vae.guide), self.optim, self.elbo)
+        self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
         self.data_gen = torch.Generator(device=self.device).manual_seed(config.seed)
         self.epoch = 0
         self.step = 0

@@ -58,8 +58,10 @@ class ExpRelaxedCategorical(TorchDistribution):
         return self.logits.exp()
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(ExpRelaxedCategorical, _instance)
         batch_shape = torch.Size(batch_shape)
+        if _instance is None and batch_shape == self.batch_shape:
+            return self
+        new = self._get_checked_instance(ExpRelaxedCategorical, _instance)
         new.logits = self.logits.expand(batch_shape + self.event_shape)
         new.temperature = self.temperature
         super(ExpRelaxedCategorical, new).__init__(batch_shape, self.event_shape, validate_args=False)

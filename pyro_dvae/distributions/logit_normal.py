@@ -33,8 +33,20 @@ class LogitNormal(TransformedDistribution):
         super().__init__(base_dist, _SIGMOID, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
+        if _instance is None and torch.Size(batch_shape) == self.batch_shape:
+            return self  # distributions are immutable; plates expand to the same shape every step
         new = self._get_checked_instance(LogitNormal, _instance)
         return super().expand(batch_shape, _instance=new)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``log N(y; loc, scale) - log z - log(1 - z)`` with ``y = logit(z)``."""
+        if self._validate_args:
+            self._validate_sample(value)
+        y = self.transforms[0].inv(value)  # the exact pre-image when ``value`` was sampled here
+        # log z + log(1 - z) = log sigmoid(y) + log sigmoid(-y) = -|y| - 2 softplus(-|y|)
+        a = y.abs()
+        log_jacobian = a + 2.0 * torch.nn.functional.softplus(-a)
+        return self.base_dist.log_prob(y) + log_jacobian
 
     @property
     def loc(self) -> torch.Tensor:

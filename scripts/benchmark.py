@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""Milliseconds per training step: a hand-written PyTorch loop against pyro-dvae's step.
+
+Both train the same model (the paper's MLPs, one-sample Monte Carlo KL, mean
+−ELBO over a batch) on the same in-memory data, one epoch over ``--images``
+images at a time, with a fresh binarisation and permutation each epoch:
+
+(a) plain PyTorch: reparameterised sample, Bernoulli log-likelihood and KL by
+    hand, ``torch.optim.Adam(fused=True)``;
+(b) pyro-dvae: ``Trainer.train_epoch`` — ``SVI.step`` with ``Trace_ELBO`` and
+    ``FusedClippedAdam``, exactly what ``pyro-dvae fit`` runs.
+
+The two alternate epoch by epoch in one process; the medians are compared.
+
+    python scripts/benchmark.py --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from pyro_dvae.config import FitConfig
+from pyro_dvae.data import binarize, load_dataset
+from pyro_dvae.errors import DataError
+from pyro_dvae.train import Trainer
+
+
+def hand_written(trainer: Trainer, family: str, alpha: float):
+    """A copy of the trainer's networks trained by a plain PyTorch loop."""
+    enc = type(trainer.vae.encoder)(trainer.data.input_dim, trainer.config.hidden,
+                                    trainer.family.head_size).to(trainer.device)
+    dec = type(trainer.vae.decoder)(trainer.family.code_size, trainer.config.hidden,
+                                    trainer.data.input_dim).to(trainer.device)
+    enc.load_state_dict(trainer.vae.encoder.state_dict())
+    dec.load_state_dict(trainer.vae.decoder.state_dict())
+    params = list(enc.parameters()) + list(dec.parameters())
+    opt = torch.optim.Adam(params, lr=trainer.config.lr, fused=True)
+    gen = torch.Generator(device=trainer.device).manual_seed(1)
+    prior_scale = math.sqrt(alpha) if family == "logitnormal" else 1.0
+
+    def epoch(x_grey: torch.Tensor, batch: int) -> None:
+        x_bin = binarize(x_grey, gen)
+        perm = torch.randperm(x_grey.shape[0], generator=gen, device=x_grey.device)
+        for start in range(0, x_grey.shape[0], batch):
+            x = x_bin[perm[start : start + batch]]
+            loc, log_var = enc(x).chunk(2, dim=-1)
+            scale = torch.exp(0.5 * log_var)
+            eps = torch.randn_like(loc)
+            y = loc + scale * eps
+            z = torch.sigmoid(y) if family == "logitnormal" else y
+            recon = F.binary_cross_entropy_with_logits(dec(z), x, reduction="none").sum(-1)
+            # log q - log p at the sample; the sigmoid's Jacobian cancels for the Logit-normal
+            log_q = (-0.5 * eps**2 - scale.log()).sum(-1)
+            log_p = (-0.5 * (y / prior_scale) ** 2 - math.log(prior_scale)).sum(-1)
+            loss = (recon + log_q - log_p).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss.item()  # the Pyro step also returns a float
+
+    return epoch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", default=FitConfig.family, choices=["gaussian", "logitnormal"])
+    p.add_argument("--alpha", type=float, default=FitConfig.alpha)
+    p.add_argument("--latent-dim", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--hidden", type=int, default=500)
+    p.add_argument("--images", type=int, default=5000, help="images per timed epoch")
+    p.add_argument("--rounds", type=int, default=12, help="timed epochs of each loop")
+    p.add_argument("--data-dir", default=None, help="MNIST root (default $PYRO_DVAE_DATA)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    cfg = FitConfig(family=args.family, alpha=args.alpha, latent_dim=args.latent_dim,
+                    batch_size=args.batch_size, hidden=args.hidden, subset=args.images)
+    try:
+        data = load_dataset("mnist", args.data_dir, subset=args.images)
+        source = "MNIST"
+    except DataError as err:
+        print(f"({err}; timing on random images instead)")
+        from pyro_dvae.data import Dataset
+
+        g = torch.Generator().manual_seed(0)
+        data = Dataset("random", torch.rand(args.images, 784, generator=g), torch.zeros(args.images),
+                       torch.rand(100, 784, generator=g).round(), torch.zeros(100), (28, 28))
+        source = "random"
+    trainer = Trainer(cfg, data, args.device, progress=False)
+    hand_epoch = hand_written(trainer, args.family, args.alpha)
+    x = trainer.data.train
+    steps = math.ceil(x.shape[0] / args.batch_size)
+
+    def pyro_epoch() -> None:
+        import pyro
+
+        with pyro.validation_enabled(False):
+            trainer.train_epoch()
+
+    def timed(fn) -> float:
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / steps * 1e3
+
+    timed(lambda: hand_epoch(x, args.batch_size))  # warm-up
+    timed(pyro_epoch)
+    hand, pyro_ms = [], []
+    for _ in range(args.rounds):
+        hand.append(timed(lambda: hand_epoch(x, args.batch_size)))
+        pyro_ms.append(timed(pyro_epoch))
+    a, b = statistics.median(hand), statistics.median(pyro_ms)
+    print(f"{args.family}, latent {args.latent_dim}, batch {args.batch_size}, hidden {args.hidden}, "
+          f"{source}, {trainer.device}, {torch.get_num_threads()} threads, "
+          f"{args.rounds} x {steps} steps each")
+    print(f"(a) hand-written PyTorch + fused Adam : {a:7.3f} ms/step (min {min(hand):.3f})")
+    print(f"(b) pyro-dvae SVI step                : {b:7.3f} ms/step (min {min(pyro_ms):.3f})")
+    print(f"ratio (b)/(a): {b / a:.3f}  (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()

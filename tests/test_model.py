@@ -1,0 +1,158 @@
+"""Model/guide structure, ELBO parts against Pyro's own estimators, and training on digits."""
+
+import math
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.util import prune_subsample_sites
+
+from pyro_dvae.config import FitConfig
+from pyro_dvae.data import load_dataset
+from pyro_dvae.families import FAMILIES, make_family
+from pyro_dvae.inference import ANALYTIC, MONTE_CARLO, elbo_parts, kl_kinds, make_elbo
+from pyro_dvae.train import Trainer
+from pyro_dvae.vae import VAE
+
+CASES = {
+    "gaussian": (FitConfig(family="gaussian", latent_dim=3), (3,)),
+    "logitnormal": (FitConfig(family="logitnormal", latent_dim=3, alpha=1.78), (3,)),
+    "concrete": (FitConfig(family="concrete", latent_dim=2, categories=5), (2, 5)),
+}
+
+
+def test_every_registered_family_has_a_case():
+    assert set(CASES) == set(FAMILIES)
+
+
+def _vae(name, dtype=torch.float32, input_dim=12):
+    cfg, _ = CASES[name]
+    return VAE(make_family(cfg), input_dim=input_dim, hidden=8).to(dtype)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_model_and_guide_sites(name, dtype):
+    _, z_shape = CASES[name]
+    vae = _vae(name, dtype)
+    x = torch.bernoulli(torch.full((7, 12), 0.3, dtype=dtype))
+    guide_tr = prune_subsample_sites(poutine.trace(vae.guide).get_trace(x))
+    model_tr = prune_subsample_sites(
+        poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x)
+    )
+    z_q, z_p, obs = guide_tr.nodes["z"], model_tr.nodes["z"], model_tr.nodes["x"]
+    assert z_q["value"].shape == (7, *z_shape)
+    assert z_q["value"].dtype == dtype
+    for site in (z_q, z_p):
+        assert site["fn"].batch_shape == (7,)
+        assert site["fn"].event_shape == z_shape
+        assert [f.name for f in site["cond_indep_stack"]] == ["data"]
+        assert site["fn"].has_rsample
+    # the prior is built on the input's dtype and batch
+    assert z_p["fn"].sample().dtype == dtype
+    assert obs["is_observed"] and torch.equal(obs["value"], x)
+    assert obs["fn"].batch_shape == (7,) and obs["fn"].event_shape == (12,)
+    assert [f.name for f in obs["cond_indep_stack"]] == ["data"]
+    # parameters of both networks are registered with Pyro
+    names = set(pyro.get_param_store().keys())
+    assert any(n.startswith("encoder$$$") for n in names)
+    assert any(n.startswith("decoder$$$") for n in names)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_latent_values_lie_in_the_support(name):
+    vae = _vae(name)
+    x = torch.bernoulli(torch.full((50, 12), 0.5))
+    z = vae.encode(x).rsample()
+    if name == "logitnormal":
+        assert ((z > 0) & (z < 1)).all()
+    if name == "concrete":
+        assert torch.allclose(z.logsumexp(-1), torch.zeros(50, 2), atol=1e-5)
+        assert torch.allclose(vae.family.decoder_input(z).reshape(50, 2, 5).sum(-1), torch.ones(50, 2))
+    assert vae.decode(z).shape == (50, 12)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("analytic", [False, True])
+def test_elbo_parts_match_pyro_estimators(name, analytic):
+    """Our per-image parts sum to exactly what Pyro's ELBO gives for the same sample."""
+    vae = _vae(name, torch.float64)
+    x = torch.bernoulli(torch.full((9, 12), 0.4, dtype=torch.float64))
+    reference = (TraceMeanField_ELBO() if analytic else Trace_ELBO()).loss
+    pyro.set_rng_seed(3)
+    expected = reference(vae.model, vae.guide, x)
+    pyro.set_rng_seed(3)
+    recon, kl = elbo_parts(vae.model, vae.guide, x, analytic=analytic)
+    assert recon.shape == kl.shape == (9,)
+    assert (recon > 0).all()
+    assert float((recon + kl).sum()) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_training_loss_is_the_per_image_mean(name):
+    vae = _vae(name, torch.float64)
+    x = torch.bernoulli(torch.full((6, 12), 0.4, dtype=torch.float64))
+    elbo = make_elbo("trace")
+    pyro.set_rng_seed(5)
+    loss = elbo.loss_and_grads(vae.model, vae.guide, x)
+    pyro.set_rng_seed(5)
+    recon, kl = elbo_parts(vae.model, vae.guide, x)
+    assert loss == pytest.approx(float((recon + kl).mean()), rel=1e-9)
+    assert float(elbo.last_recon) == pytest.approx(float(recon.mean()), rel=1e-9)
+
+
+def test_kl_kinds():
+    x = torch.bernoulli(torch.full((4, 12), 0.5))
+    expected = {"gaussian": ANALYTIC, "logitnormal": ANALYTIC, "concrete": MONTE_CARLO}
+    for name, kind in expected.items():
+        vae = _vae(name)
+        assert kl_kinds(vae.model, vae.guide, x, analytic=True) == {"z": kind}
+        assert kl_kinds(vae.model, vae.guide, x, analytic=False) == {"z": MONTE_CARLO}
+
+
+def test_logitnormal_prior_variance_is_alpha():
+    family = make_family(FitConfig(family="logitnormal", latent_dim=2, alpha=1.78))
+    prior = family.prior(torch.zeros(3, 5)).base_dist
+    assert torch.allclose(prior.scale, torch.full((3, 2), math.sqrt(1.78)))
+    assert torch.equal(prior.loc, torch.zeros(3, 2))
+
+
+def test_concrete_temperature_schedule():
+    cfg = FitConfig(family="concrete", temperature=1.0, anneal_rate=1e-3, min_temperature=0.5)
+    fam = make_family(cfg)
+    for step in (0, 100, 500, 10_000):
+        fam.set_step(step)
+        assert fam.temperature == pytest.approx(max(0.5, math.exp(-1e-3 * step)))
+    fam.set_step(10)
+    head = torch.zeros(2, cfg.latent_dim * cfg.categories)
+    assert float(fam.posterior(head).base_dist.temperature) == pytest.approx(math.exp(-1e-2))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        FitConfig(family="gaussian", latent_dim=4),
+        FitConfig(family="logitnormal", latent_dim=4, alpha=1.78),
+        FitConfig(family="concrete", latent_dim=4, categories=4),
+        FitConfig(family="logitnormal", latent_dim=4, elbo="analytic"),
+    ],
+    ids=["gaussian", "logitnormal", "concrete", "logitnormal-analytic"],
+)
+def test_paper_reliability_checks_on_digits(config):
+    """Section 3 of the paper: the loss is a positive real that decreases over epochs."""
+    config.dataset, config.hidden, config.epochs, config.batch_size = "digits", 64, 6, 50
+    trainer = Trainer(config, load_dataset("digits"), "cpu", progress=False)
+    trainer.fit()
+    losses = [r["train_loss"] for r in trainer.history]
+    assert all(math.isfinite(v) and v > 0 for v in losses)
+    assert losses[-1] < losses[0]
+    assert sum(losses[3:]) < sum(losses[:3])
+    for r in trainer.history:
+        assert r["train_recon"] > 0
+        assert r["train_loss"] == pytest.approx(r["train_recon"] + r["train_kl"])
+    test = trainer.history[-1]
+    assert test["test_loss"] > 0 and math.isfinite(test["test_loss"])
+    # the test set is binarised once, deterministically
+    assert set(trainer.data.test.unique().tolist()) <= {0.0, 1.0}
