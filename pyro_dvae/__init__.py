@@ -1,3 +1,35 @@
 """pyro-dvae: VAEs with Gaussian, Logit-normal and Concrete latents, in Pyro."""
 
+from .config import FitConfig
+from .data import Dataset, load_dataset
+from .distributions import ExpRelaxedCategorical, LogitNormal
+from .families import FAMILIES, LatentFamily, make_family, register_family
+from .inference import ELBOS, elbo_parts, evaluate_elbo, kl_kinds
+from .optim import FusedClippedAdam
+from .rundir import RunDir
+from .train import Trainer, fit, resume
+from .vae import VAE
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "ELBOS",
+    "FAMILIES",
+    "Dataset",
+    "ExpRelaxedCategorical",
+    "FitConfig",
+    "FusedClippedAdam",
+    "LatentFamily",
+    "LogitNormal",
+    "RunDir",
+    "Trainer",
+    "VAE",
+    "elbo_parts",
+    "evaluate_elbo",
+    "fit",
+    "kl_kinds",
+    "load_dataset",
+    "make_family",
+    "register_family",
+    "resume",
+]

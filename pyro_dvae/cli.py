@@ -53,52 +53,141 @@ def _default_out(cfg: FitConfig) -> Path:
 
 
 @cli.command()
-@click.option("--family", type=click.Choice(sorted(FAMILIES)), default=_DEFAULTS.family,
-              show_default=True, help="Latent family: posterior and prior.")
-@click.option("--latent-dim", type=int, default=_DEFAULTS.latent_dim, show_default=True,
-              help="Latent size; for concrete, the number of categorical variables.")
-@click.option("--alpha", type=float, default=_DEFAULTS.alpha, show_default=True,
-              help="Logit-normal prior variance: p(z) = LN(0, alpha I).")
-@click.option("--categories", type=int, default=_DEFAULTS.categories, show_default=True,
-              help="Concrete: classes per categorical variable.")
-@click.option("--temperature", type=float, default=_DEFAULTS.temperature, show_default=True,
-              help="Concrete: posterior temperature (initial value when annealed).")
-@click.option("--prior-temperature", type=float, default=_DEFAULTS.prior_temperature,
-              show_default=True, help="Concrete: prior temperature.")
-@click.option("--anneal-rate", type=float, default=_DEFAULTS.anneal_rate, show_default=True,
-              help="Concrete: temperature = max(min, initial * exp(-rate * step)); 0 keeps it fixed.")
-@click.option("--min-temperature", type=float, default=_DEFAULTS.min_temperature,
-              show_default=True, help="Concrete: floor of the annealed temperature.")
-@click.option("--hidden", type=int, default=_DEFAULTS.hidden, show_default=True,
-              help="Width of the two hidden layers of encoder and decoder.")
-@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default=_DEFAULTS.dataset,
-              show_default=True, help="digits needs no download (scikit-learn ships it).")
-@click.option("--subset", type=int, default=_DEFAULTS.subset, show_default=True,
-              help="Use only the first N training and test images (0: all).")
+@click.option(
+    "--family",
+    type=click.Choice(sorted(FAMILIES)),
+    default=_DEFAULTS.family,
+    show_default=True,
+    help="Latent family: posterior and prior.",
+)
+@click.option(
+    "--latent-dim",
+    type=int,
+    default=_DEFAULTS.latent_dim,
+    show_default=True,
+    help="Latent size; for concrete, the number of categorical variables.",
+)
+@click.option(
+    "--alpha",
+    type=float,
+    default=_DEFAULTS.alpha,
+    show_default=True,
+    help="Logit-normal prior variance: p(z) = LN(0, alpha I).",
+)
+@click.option(
+    "--categories",
+    type=int,
+    default=_DEFAULTS.categories,
+    show_default=True,
+    help="Concrete: classes per categorical variable.",
+)
+@click.option(
+    "--temperature",
+    type=float,
+    default=_DEFAULTS.temperature,
+    show_default=True,
+    help="Concrete: posterior temperature (initial value when annealed).",
+)
+@click.option(
+    "--prior-temperature",
+    type=float,
+    default=_DEFAULTS.prior_temperature,
+    show_default=True,
+    help="Concrete: prior temperature.",
+)
+@click.option(
+    "--anneal-rate",
+    type=float,
+    default=_DEFAULTS.anneal_rate,
+    show_default=True,
+    help="Concrete: temperature = max(min, initial * exp(-rate * step)); 0 keeps it fixed.",
+)
+@click.option(
+    "--min-temperature",
+    type=float,
+    default=_DEFAULTS.min_temperature,
+    show_default=True,
+    help="Concrete: floor of the annealed temperature.",
+)
+@click.option(
+    "--hidden",
+    type=int,
+    default=_DEFAULTS.hidden,
+    show_default=True,
+    help="Width of the two hidden layers of encoder and decoder.",
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(sorted(DATASETS)),
+    default=_DEFAULTS.dataset,
+    show_default=True,
+    help="digits needs no download (scikit-learn ships it).",
+)
+@click.option(
+    "--subset",
+    type=int,
+    default=_DEFAULTS.subset,
+    show_default=True,
+    help="Use only the first N training and test images (0: all).",
+)
 @click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True)
-@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True,
-              help="ClippedAdam learning rate.")
-@click.option("--clip-norm", type=float, default=_DEFAULTS.clip_norm, show_default=True,
-              help="ClippedAdam: each gradient element is clipped to [-c, c].")
-@click.option("--elbo", type=click.Choice(sorted(ELBOS)), default=_DEFAULTS.elbo,
-              show_default=True,
-              help="trace: Trace_ELBO, Monte Carlo KL (the paper); analytic: TraceMeanField_ELBO.")
-@click.option("--num-particles", type=int, default=_DEFAULTS.num_particles, show_default=True,
-              help="Samples per image in the ELBO estimate.")
+@click.option(
+    "--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="ClippedAdam learning rate."
+)
+@click.option(
+    "--clip-norm",
+    type=float,
+    default=_DEFAULTS.clip_norm,
+    show_default=True,
+    help="ClippedAdam: each gradient element is clipped to [-c, c].",
+)
+@click.option(
+    "--elbo",
+    type=click.Choice(sorted(ELBOS)),
+    default=_DEFAULTS.elbo,
+    show_default=True,
+    help="trace: Trace_ELBO, Monte Carlo KL (the paper); analytic: TraceMeanField_ELBO.",
+)
+@click.option(
+    "--num-particles",
+    type=int,
+    default=_DEFAULTS.num_particles,
+    show_default=True,
+    help="Samples per image in the ELBO estimate.",
+)
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
-@click.option("--eval-every", type=int, default=_DEFAULTS.eval_every, show_default=True,
-              help="Evaluate the test -ELBO every N epochs (and after the last).")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Run directory [default: runs/<family>-<dataset>-d<dim>-<time>].")
-@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
-              help="Continue the run in this directory (--epochs may be raised).")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help=f"Dataset root [default: ${ENV_DATA}, else ~/.cache/pyro-dvae].")
+@click.option(
+    "--eval-every",
+    type=int,
+    default=_DEFAULTS.eval_every,
+    show_default=True,
+    help="Evaluate the test -ELBO every N epochs (and after the last).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run directory [default: runs/<family>-<dataset>-d<dim>-<time>].",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Continue the run in this directory (--epochs may be raised).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"Dataset root [default: ${ENV_DATA}, else ~/.cache/pyro-dvae].",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Show a progress bar.")
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
+)
 @click.pass_context
 def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress, **options):
     """Train one VAE and write its run directory."""
@@ -126,12 +215,15 @@ def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress
             from .rundir import RunDir
 
             stored = RunDir.open(resume_dir).read_config()
-            clash = [k for k in sorted(given - RESUMABLE_FIELDS) if options[k] != getattr(stored, k)]
+            clash = [
+                k for k in sorted(given - RESUMABLE_FIELDS) if options[k] != getattr(stored, k)
+            ]
             if clash:
                 k = clash[0]
                 raise RunDirError(
                     f"{resume_dir} was trained with --{k.replace('_', '-')} {getattr(stored, k)}; "
-                    f"it cannot be resumed with {options[k]} (only --epochs and --eval-every may change)"
+                    f"it cannot be resumed with {options[k]} "
+                    "(only --epochs and --eval-every may change)"
                 )
             if "eval_every" in given:
                 stored.eval_every = options["eval_every"]
@@ -147,8 +239,11 @@ def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress
             click.echo(f"run directory: {out}", err=True)
             summary = fit_run(config, out, data_dir, device, progress, log)
     except TrainingInterrupted as err:
-        click.echo(f"Interrupted after epoch {err.epoch}; continue with: "
-                   f"pyro-dvae fit --resume {out or resume_dir}", err=True)
+        click.echo(
+            f"Interrupted after epoch {err.epoch}; continue with: "
+            f"pyro-dvae fit --resume {out or resume_dir}",
+            err=True,
+        )
         return 130
     final = summary.get("final_test", {})
     msg = f"done: {summary['epochs_completed']} epochs"

@@ -106,8 +106,15 @@ def _torchvision_loader(name: str, class_name: str):
                 x, y = ds.data, ds.targets
             except Exception as err:
                 raise DataError(f"cannot read {name} from {raw}: {_short(err)}") from None
-            if x.dim() != 3 or x.shape[1:] != (28, 28) or x.dtype != torch.uint8 or len(y) != len(x):
-                raise DataError(f"{name} files in {raw} are damaged: images of shape {tuple(x.shape)}")
+            if (
+                x.dim() != 3
+                or x.shape[1:] != (28, 28)
+                or x.dtype != torch.uint8
+                or len(y) != len(x)
+            ):
+                raise DataError(
+                    f"{name} files in {raw} are damaged: images of shape {tuple(x.shape)}"
+                )
             parts += [x.reshape(len(x), -1).float().div_(255.0), y.long()]
         return tuple(parts)
 
@@ -132,9 +139,7 @@ def _load_digits(root: Path):
     return x[300:], y[300:], x[:300], y[:300]
 
 
-def load_dataset(
-    name: str, data_dir: str | Path | None = None, subset: int = 0
-) -> Dataset:
+def load_dataset(name: str, data_dir: str | Path | None = None, subset: int = 0) -> Dataset:
     """Load ``name`` into memory; ``subset > 0`` keeps the first ``subset`` images of each split."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(sorted(DATASETS))}")

@@ -159,7 +159,9 @@ class ConcreteFamily(LatentFamily):
 
     def prior(self, like):
         logits = like.new_zeros(like.shape[0], self.latent_dim, self.categories)
-        return ExpRelaxedCategorical(like.new_tensor(self.prior_temperature), logits=logits).to_event(1)
+        return ExpRelaxedCategorical(
+            like.new_tensor(self.prior_temperature), logits=logits
+        ).to_event(1)
 
     def decoder_input(self, z):
         return z.exp().flatten(-2)

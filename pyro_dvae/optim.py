@@ -55,7 +55,9 @@ class FusedClippedAdam(PyroOptim):
         group = dict(lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
         if self.optimizer is None:
             fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in new)
-            self.optimizer = torch.optim.Adam(new, fused=fused, foreach=None if fused else True, **group)
+            self.optimizer = torch.optim.Adam(
+                new, fused=fused, foreach=None if fused else True, **group
+            )
         else:
             self.optimizer.add_param_group({"params": new, **group})
         self.params += new

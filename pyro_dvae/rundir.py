@@ -13,7 +13,12 @@ import torch
 from .config import FitConfig
 from .errors import ConfigError, RunDirError
 
-CONFIG, METRICS, CHECKPOINT, SUMMARY = "config.json", "metrics.jsonl", "checkpoint.pt", "summary.json"
+CONFIG, METRICS, CHECKPOINT, SUMMARY = (
+    "config.json",
+    "metrics.jsonl",
+    "checkpoint.pt",
+    "summary.json",
+)
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -76,7 +76,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         # One validated pass: shapes and supports are checked here, not in the hot loop.
         with pyro.validation_enabled(True):
-            self.kl = kl_kinds(self.vae.model, self.vae.guide, self.data.test[:2], analytic=self.analytic)
+            self.kl = kl_kinds(
+                self.vae.model, self.vae.guide, self.data.test[:2], analytic=self.analytic
+            )
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -147,11 +149,22 @@ class Trainer:
     def fit(self, epochs: int | None = None) -> dict[str, Any]:
         """Train up to ``epochs`` (default: the config's) and return the summary."""
         epochs = epochs or self.config.epochs
-        if self.run_dir is not None and self.epoch == 0 and not self.run_dir.checkpoint_path.exists():
+        if (
+            self.run_dir is not None
+            and self.epoch == 0
+            and not self.run_dir.checkpoint_path.exists()
+        ):
             self.run_dir.save_checkpoint(self.state_dict())  # a resumable start
         total = epochs * self.steps_per_epoch()
-        bar = tqdm(total=total, initial=min(self.step, total), unit="step", dynamic_ncols=True,
-                   disable=not self.progress, desc=self.family.describe(), leave=False)
+        bar = tqdm(
+            total=total,
+            initial=min(self.step, total),
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.progress,
+            desc=self.family.describe(),
+            leave=False,
+        )
         status = "running"
         try:
             with pyro.validation_enabled(False):
@@ -183,8 +196,10 @@ class Trainer:
         return summary
 
     def _log_epoch(self, r: dict[str, Any], epochs: int) -> None:
-        msg = (f"epoch {r['epoch']}/{epochs}  train -ELBO {r['train_loss']:.2f} "
-               f"(recon {r['train_recon']:.2f}, KL {r['train_kl']:.2f})")
+        msg = (
+            f"epoch {r['epoch']}/{epochs}  train -ELBO {r['train_loss']:.2f} "
+            f"(recon {r['train_recon']:.2f}, KL {r['train_kl']:.2f})"
+        )
         if "test_loss" in r:
             msg += f"  test -ELBO {r['test_loss']:.2f}"
         self.log(msg + f"  {r['seconds']:.1f}s")
@@ -202,10 +217,15 @@ class Trainer:
             "kl": self.kl,
             "final": {k: v for k, v in (records[-1] if records else {}).items() if k != "epoch"},
             "final_test": {k: v for k, v in last_test.items() if k.startswith("test_")},
-            "seconds_per_epoch": (sum(r["seconds"] for r in records) / len(records)) if records else None,
+            "seconds_per_epoch": (sum(r["seconds"] for r in records) / len(records))
+            if records
+            else None,
             "device": str(self.device),
-            "versions": {"torch": torch.__version__, "pyro": pyro.__version__,
-                         "python": platform.python_version()},
+            "versions": {
+                "torch": torch.__version__,
+                "pyro": pyro.__version__,
+                "python": platform.python_version(),
+            },
         }
         if self.run_dir is not None:
             self.run_dir.write_summary(summary)

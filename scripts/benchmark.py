@@ -33,10 +33,12 @@ from pyro_dvae.train import Trainer
 
 def hand_written(trainer: Trainer, family: str, alpha: float):
     """A copy of the trainer's networks trained by a plain PyTorch loop."""
-    enc = type(trainer.vae.encoder)(trainer.data.input_dim, trainer.config.hidden,
-                                    trainer.family.head_size).to(trainer.device)
-    dec = type(trainer.vae.decoder)(trainer.family.code_size, trainer.config.hidden,
-                                    trainer.data.input_dim).to(trainer.device)
+    enc = type(trainer.vae.encoder)(
+        trainer.data.input_dim, trainer.config.hidden, trainer.family.head_size
+    ).to(trainer.device)
+    dec = type(trainer.vae.decoder)(
+        trainer.family.code_size, trainer.config.hidden, trainer.data.input_dim
+    ).to(trainer.device)
     enc.load_state_dict(trainer.vae.encoder.state_dict())
     dec.load_state_dict(trainer.vae.decoder.state_dict())
     params = list(enc.parameters()) + list(dec.parameters())
@@ -68,7 +70,9 @@ def hand_written(trainer: Trainer, family: str, alpha: float):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--family", default=FitConfig.family, choices=["gaussian", "logitnormal"])
     p.add_argument("--alpha", type=float, default=FitConfig.alpha)
     p.add_argument("--latent-dim", type=int, default=20)
@@ -83,8 +87,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    cfg = FitConfig(family=args.family, alpha=args.alpha, latent_dim=args.latent_dim,
-                    batch_size=args.batch_size, hidden=args.hidden, subset=args.images)
+    cfg = FitConfig(
+        family=args.family,
+        alpha=args.alpha,
+        latent_dim=args.latent_dim,
+        batch_size=args.batch_size,
+        hidden=args.hidden,
+        subset=args.images,
+    )
     try:
         data = load_dataset("mnist", args.data_dir, subset=args.images)
         source = "MNIST"
@@ -93,8 +103,14 @@ def main() -> None:
         from pyro_dvae.data import Dataset
 
         g = torch.Generator().manual_seed(0)
-        data = Dataset("random", torch.rand(args.images, 784, generator=g), torch.zeros(args.images),
-                       torch.rand(100, 784, generator=g).round(), torch.zeros(100), (28, 28))
+        data = Dataset(
+            "random",
+            torch.rand(args.images, 784, generator=g),
+            torch.zeros(args.images),
+            torch.rand(100, 784, generator=g).round(),
+            torch.zeros(100),
+            (28, 28),
+        )
         source = "random"
     trainer = Trainer(cfg, data, args.device, progress=False)
     hand_epoch = hand_written(trainer, args.family, args.alpha)
@@ -123,9 +139,11 @@ def main() -> None:
         hand.append(timed(lambda: hand_epoch(x, args.batch_size)))
         pyro_ms.append(timed(pyro_epoch))
     a, b = statistics.median(hand), statistics.median(pyro_ms)
-    print(f"{args.family}, latent {args.latent_dim}, batch {args.batch_size}, hidden {args.hidden}, "
-          f"{source}, {trainer.device}, {torch.get_num_threads()} threads, "
-          f"{args.rounds} x {steps} steps each")
+    print(
+        f"{args.family}, latent {args.latent_dim}, batch {args.batch_size}, hidden {args.hidden}, "
+        f"{source}, {trainer.device}, {torch.get_num_threads()} threads, "
+        f"{args.rounds} x {steps} steps each"
+    )
     print(f"(a) hand-written PyTorch + fused Adam : {a:7.3f} ms/step (min {min(hand):.3f})")
     print(f"(b) pyro-dvae SVI step                : {b:7.3f} ms/step (min {min(pyro_ms):.3f})")
     print(f"ratio (b)/(a): {b / a:.3f}  (target <= 1.10)")

@@ -280,6 +280,25 @@ def test_resume_finished_run_changes_nothing(run_copy, extra):
     assert "done: 2 epochs" in result.stderr
 
 
+def test_resume_with_fewer_epochs_than_done_keeps_run_consistent(run_copy):
+    """--epochs below the epochs already trained must not leave config.json claiming fewer."""
+    before = snapshot(run_copy)
+    result = invoke(["fit", "--no-progress", "--resume", str(run_copy), "--epochs", "1"])
+    assert load_checkpoint(run_copy)["epoch"] == 2
+    assert read_json(run_copy / "config.json")["epochs"] >= 2, (
+        "config.json now says 1 epoch for a run with 2 done"
+    )
+    if result.exit_code != 0:  # refusing is fine too, if it names the option and changes nothing
+        assert result.exit_code == 2 and "--epochs" in error_message(result)
+        assert snapshot(run_copy) == before
+
+
+def test_run_files_share_one_permission_mode(finished_run):
+    """config.json, summary.json and checkpoint.pt are as readable as metrics.jsonl."""
+    modes = {p.name: p.stat().st_mode & 0o777 for p in finished_run.iterdir()}
+    assert len(set(modes.values())) == 1, f"file modes differ: { {k: oct(v) for k, v in modes.items()} }"
+
+
 # --------------------------------------------------------------------------- 3. bad options
 
 

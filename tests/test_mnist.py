@@ -12,7 +12,9 @@ from pyro_dvae.train import Trainer
 from .conftest import mnist_root
 
 ROOT = mnist_root()
-pytestmark = pytest.mark.skipif(ROOT is None, reason="MNIST raw files not found (set PYRO_DVAE_DATA)")
+pytestmark = pytest.mark.skipif(
+    ROOT is None, reason="MNIST raw files not found (set PYRO_DVAE_DATA)"
+)
 
 
 def test_mnist_tensors():
@@ -29,7 +31,9 @@ def test_mnist_tensors():
 
 
 def test_mnist_slice_trains():
-    cfg = FitConfig(family="logitnormal", alpha=1.78, latent_dim=8, hidden=200, epochs=2, subset=2000)
+    cfg = FitConfig(
+        family="logitnormal", alpha=1.78, latent_dim=8, hidden=200, epochs=2, subset=2000
+    )
     trainer = Trainer(cfg, load_dataset("mnist", ROOT, subset=cfg.subset), "cpu", progress=False)
     trainer.fit()
     first, last = trainer.history

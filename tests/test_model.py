@@ -70,7 +70,9 @@ def test_latent_values_lie_in_the_support(name):
         assert ((z > 0) & (z < 1)).all()
     if name == "concrete":
         assert torch.allclose(z.logsumexp(-1), torch.zeros(50, 2), atol=1e-5)
-        assert torch.allclose(vae.family.decoder_input(z).reshape(50, 2, 5).sum(-1), torch.ones(50, 2))
+        assert torch.allclose(
+            vae.family.decoder_input(z).reshape(50, 2, 5).sum(-1), torch.ones(50, 2)
+        )
     assert vae.decode(z).shape == (50, 12)
 
 

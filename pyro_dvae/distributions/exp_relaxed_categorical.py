@@ -41,7 +41,11 @@ class ExpRelaxedCategorical(TorchDistribution):
         if (logits is None) == (probs is None):
             raise ValueError("give exactly one of logits or probs")
         if logits is None:
-            logits = torch.as_tensor(probs).clamp_min(torch.finfo(torch.as_tensor(probs).dtype).tiny).log()
+            logits = (
+                torch.as_tensor(probs)
+                .clamp_min(torch.finfo(torch.as_tensor(probs).dtype).tiny)
+                .log()
+            )
         logits = torch.as_tensor(logits)
         if logits.dim() < 1:
             raise ValueError("logits must have at least one dimension (the categories)")
@@ -64,12 +68,14 @@ class ExpRelaxedCategorical(TorchDistribution):
         new = self._get_checked_instance(ExpRelaxedCategorical, _instance)
         new.logits = self.logits.expand(batch_shape + self.event_shape)
         new.temperature = self.temperature
-        super(ExpRelaxedCategorical, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        super(ExpRelaxedCategorical, new).__init__(
+            batch_shape, self.event_shape, validate_args=False
+        )
         new._validate_args = self._validate_args
         return new
 
-    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
-        shape = self._extended_shape(sample_shape)
+    def rsample(self, sample_shape=()) -> torch.Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))
         finfo = torch.finfo(self.logits.dtype)
         # Uniforms kept off 0 and 1 so that both logs below stay finite.
         u = torch.rand(shape, dtype=self.logits.dtype, device=self.logits.device)
