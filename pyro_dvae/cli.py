@@ -25,6 +25,9 @@ class _OneLineErrors(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except getattr(click.exceptions, "NoArgsIsHelpError", ()) as err:  # click >= 8.2
+            click.echo(err.ctx.get_help(), err=True)
+            sys.exit(err.exit_code)
         except click.ClickException as err:
             click.echo(f"Error: {err.format_message()}", err=True)
             sys.exit(err.exit_code)
@@ -225,18 +228,15 @@ def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress
                     f"it cannot be resumed with {options[k]} "
                     "(only --epochs and --eval-every may change)"
                 )
-            if "eval_every" in given:
-                stored.eval_every = options["eval_every"]
-                stored.validate()
-                stored.save(RunDir(resume_dir).config_path)
             epochs = options["epochs"] if "epochs" in given else None
-            click.echo(f"resuming {resume_dir}", err=True)
-            summary = resume_run(resume_dir, epochs, data_dir, device, progress, log)
+            eval_every = options["eval_every"] if "eval_every" in given else None
+            summary = resume_run(
+                resume_dir, epochs, data_dir, device, progress, log, eval_every=eval_every
+            )
             out = resume_dir
         else:
             config = FitConfig(**{f.name: options[f.name] for f in fields(FitConfig)}).validate()
             out = out or _default_out(config)
-            click.echo(f"run directory: {out}", err=True)
             summary = fit_run(config, out, data_dir, device, progress, log)
     except TrainingInterrupted as err:
         click.echo(

@@ -79,6 +79,11 @@ def _download(cls, root: Path) -> None:
     cls(root=str(root), train=False, download=True)
 
 
+def _raw_names(cls) -> list[str]:
+    """The uncompressed raw file names torchvision looks for, e.g. train-images-idx3-ubyte."""
+    return [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
+
+
 def _torchvision_loader(name: str, class_name: str):
     def load(root: Path):
         import torchvision.datasets as tvd
@@ -88,7 +93,12 @@ def _torchvision_loader(name: str, class_name: str):
         try:
             cls(root=str(root), train=True, download=False)
             cls(root=str(root), train=False, download=False)
-        except RuntimeError:
+        except RuntimeError as err:
+            if all((raw / f).is_file() for f in _raw_names(cls)):
+                raise DataError(
+                    f"{name} files in {raw} are damaged ({_short(err)}); "
+                    f"delete them to download them again"
+                ) from None
             try:
                 _download(cls, root)
             except Exception as err:  # no network, mirror down, disk full...

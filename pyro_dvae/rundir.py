@@ -26,6 +26,9 @@ def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the mode open() would
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -128,6 +131,8 @@ class RunDir:
             state = torch.load(self.checkpoint_path, map_location=map_location, weights_only=True)
         except Exception as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            if "weights_only" in str(err):
+                first = "it holds objects other than tensors and plain data"
             raise RunDirError(f"checkpoint {self.checkpoint_path} is damaged: {first}") from None
         if not isinstance(state, dict) or not {"epoch", "model", "optim"} <= set(state):
             raise RunDirError(f"checkpoint {self.checkpoint_path} is damaged: missing entries")

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .config import FitConfig
 from .data import Dataset, binarize, load_dataset
-from .errors import RunDirError, TrainingError
+from .errors import ConfigError, RunDirError, TrainingError
 from .families import make_family
 from .inference import ELBOS, MONTE_CARLO, evaluate_elbo, kl_kinds, make_elbo
 from .optim import FusedClippedAdam
@@ -246,6 +246,7 @@ def fit(
     trainer = Trainer(config, dataset, device, None, progress, log)
     if out is not None:
         trainer.run_dir = RunDir.create(out, config)
+        trainer.log(f"run directory: {trainer.run_dir.path}")
     for note in _kl_notes(trainer):
         trainer.log(note)
     return trainer.fit()
@@ -258,6 +259,7 @@ def resume(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    eval_every: int | None = None,
 ) -> dict[str, Any]:
     """Continue a run from its checkpoint, to the same result as an uninterrupted run."""
     run_dir = RunDir.open(run_path)
@@ -266,16 +268,24 @@ def resume(
     if state.get("config") is not None and FitConfig.from_dict(state["config"]).differences(config):
         raise RunDirError(f"checkpoint in {run_dir.path} does not match its config.json")
     if epochs is not None:
+        if epochs < int(state["epoch"]):
+            raise ConfigError(
+                f"--epochs {epochs} is below the {int(state['epoch'])} epochs "
+                f"{run_dir.path} has already completed"
+            )
         config.epochs = epochs
-        config.validate()
+    if eval_every is not None:
+        config.eval_every = eval_every
+    config.validate()
     dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
     trainer = Trainer(config, dataset, device, run_dir, progress, log)
     try:
         trainer.load_state_dict(state)
-    except (RuntimeError, ValueError, KeyError) as err:
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
         raise RunDirError(f"checkpoint in {run_dir.path} does not fit this model: {err}") from None
+    trainer.log(f"resuming {run_dir.path} from epoch {trainer.epoch}")
     run_dir.truncate_metrics(trainer.epoch)
-    if epochs is not None:
+    if epochs is not None or eval_every is not None:
         config.save(run_dir.config_path)
     for note in _kl_notes(trainer):
         trainer.log(note)
