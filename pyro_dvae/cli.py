@@ -159,6 +159,12 @@ def _default_out(cfg: FitConfig) -> Path:
     show_default=True,
     help="Samples per image in the ELBO estimate.",
 )
+@click.option(
+    "--jit/--no-jit",
+    default=_DEFAULTS.jit,
+    show_default=True,
+    help="Compile the ELBO with pyro.ops.jit (off by itself for annealed Concrete).",
+)
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
 @click.option(
     "--eval-every",
@@ -226,13 +232,10 @@ def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress
                 raise RunDirError(
                     f"{resume_dir} was trained with --{k.replace('_', '-')} {getattr(stored, k)}; "
                     f"it cannot be resumed with {options[k]} "
-                    "(only --epochs and --eval-every may change)"
+                    "(only --epochs, --eval-every and --jit may change)"
                 )
-            epochs = options["epochs"] if "epochs" in given else None
-            eval_every = options["eval_every"] if "eval_every" in given else None
-            summary = resume_run(
-                resume_dir, epochs, data_dir, device, progress, log, eval_every=eval_every
-            )
+            changes = {k: options[k] for k in given & RESUMABLE_FIELDS}
+            summary = resume_run(resume_dir, data_dir, device, progress, log, **changes)
             out = resume_dir
         else:
             config = FitConfig(**{f.name: options[f.name] for f in fields(FitConfig)}).validate()

@@ -12,7 +12,7 @@ from typing import Any
 from .errors import ConfigError
 
 # Fields that may change when a run is resumed; all others define the run.
-RESUMABLE_FIELDS = frozenset({"epochs", "eval_every"})
+RESUMABLE_FIELDS = frozenset({"epochs", "eval_every", "jit"})
 
 
 @dataclass
@@ -38,6 +38,7 @@ class FitConfig:
     num_particles: int = 1
     seed: int = 0
     eval_every: int = 1
+    jit: bool = True
 
     def validate(self) -> FitConfig:
         """Raise :class:`ConfigError` naming the first invalid field."""

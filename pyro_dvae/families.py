@@ -64,6 +64,11 @@ class LatentFamily:
     def set_step(self, step: int) -> None:
         """Called before every training step with the global step count."""
 
+    @property
+    def static(self) -> bool:
+        """Whether model and guide are the same function at every step (so they can be compiled)."""
+        return True
+
 
 def _loc_scale(head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     loc, log_var = head.chunk(2, dim=-1)
@@ -144,6 +149,10 @@ class ConcreteFamily(LatentFamily):
 
     def set_step(self, step: int) -> None:
         self.temperature = self.temperature_at(step)
+
+    @property
+    def static(self) -> bool:
+        return self.anneal_rate == 0.0
 
     @property
     def head_size(self) -> int:

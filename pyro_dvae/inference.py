@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
+import pyro.ops.jit
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
@@ -29,23 +31,74 @@ class _PerImage:
     Dividing by the size of the ``data`` plate here, rather than scaling the model
     and guide, keeps user guides free of any scaling. ``last_recon`` holds the
     mean −log p(x | z) of the last ``loss_and_grads`` call.
+
+    With ``jit=True`` the particle loop (guide, model, log-densities, KL) is
+    compiled with ``pyro.ops.jit.trace`` once per input shape, which removes the
+    Python overhead of Pyro's effect handlers from every step. It needs a fully
+    reparameterised guide with a static structure.
     """
 
     last_recon: torch.Tensor | float = 0.0
 
+    def __init__(self, *args, jit: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.jit = jit
+        self._compiled: dict = {}
+
     def loss_and_grads(self, model, guide, *args, **kwargs):
-        self.last_recon = 0.0
-        return super().loss_and_grads(model, guide, *args, **kwargs)
+        if not self.jit:
+            self.last_recon = 0.0
+            return super().loss_and_grads(model, guide, *args, **kwargs)
+        surrogate, recon = self._compiled_particles(model, guide, *args, **kwargs)
+        surrogate.backward()
+        self.last_recon = recon.detach()
+        # For a reparameterised guide the surrogate's value is the loss itself.
+        return surrogate.item()
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         loss, surrogate = super()._differentiable_loss_particle(model_trace, guide_trace)
         n = data_size(model_trace)
-        for site in model_trace.nodes.values():
-            if site["type"] == "sample" and site["is_observed"]:
-                self.last_recon = self.last_recon - site["log_prob_sum"].detach() / (
-                    n * self.num_particles
-                )
+        self.last_recon = self.last_recon + _reconstruction(model_trace) / (n * self.num_particles)
         return loss / n, surrogate / n
+
+    def _compiled_particles(self, model, guide, *args, **kwargs):
+        shapes = tuple(tuple(a.shape) if torch.is_tensor(a) else a for a in args)
+        key = (id(model), id(guide), shapes, tuple(sorted(kwargs.items())))
+        fn = self._compiled.get(key)
+        if fn is None:
+            elbo, base = self, super()
+
+            def particles(*args, **kwargs):
+                surrogate = recon = 0.0
+                for model_trace, guide_trace in elbo._get_traces(model, guide, args, kwargs):
+                    _, surrogate_particle = base._differentiable_loss_particle(
+                        model_trace, guide_trace
+                    )
+                    n = data_size(model_trace) * elbo.num_particles
+                    surrogate = surrogate + surrogate_particle / n
+                    recon = recon + _reconstruction(model_trace) / n
+                return surrogate, recon
+
+            fn = pyro.ops.jit.trace(particles, ignore_warnings=True)
+            devices = sorted(
+                {a.device.index or 0 for a in args if torch.is_tensor(a) and a.is_cuda}
+            )
+            # Compiling runs the function twice; keep those draws off the training RNG so a
+            # resumed run matches an uninterrupted one.
+            with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's notice
+                fn(*args, **kwargs)
+            self._compiled[key] = fn
+        return fn(*args, **kwargs)
+
+
+def _reconstruction(model_trace) -> torch.Tensor:
+    """−Σ log p(x | z) over the observed sites of a trace (detached)."""
+    total = 0.0
+    for site in model_trace.nodes.values():
+        if site["type"] == "sample" and site["is_observed"]:
+            total = total - site["log_prob_sum"].detach()
+    return total
 
 
 class MeanTraceELBO(_PerImage, Trace_ELBO):
@@ -63,9 +116,19 @@ ELBOS: dict[str, tuple[type, bool]] = {
 }
 
 
-def make_elbo(name: str, num_particles: int = 1):
+def make_elbo(name: str, num_particles: int = 1, jit: bool = False):
     cls, _ = ELBOS[name]
-    return cls(num_particles=num_particles, max_plate_nesting=1)
+    return cls(num_particles=num_particles, max_plate_nesting=1, jit=jit)
+
+
+def fully_reparameterized(model: Callable, guide: Callable, *args, **kwargs) -> bool:
+    """Whether every latent site of the guide has ``rsample``."""
+    _, guide_tr = _traces(model, guide, *args, **kwargs)
+    return all(
+        site["fn"].has_rsample
+        for site in guide_tr.nodes.values()
+        if site["type"] == "sample" and not site["is_observed"]
+    )
 
 
 def _traces(model: Callable, guide: Callable, *args, **kwargs):

@@ -73,8 +73,12 @@ class FusedClippedAdam(PyroOptim):
         grads = [p.grad for p in self.params if p.grad is not None]
         if not grads:
             return
-        torch._foreach_clamp_min_(grads, -self.clip_norm)
-        torch._foreach_clamp_max_(grads, self.clip_norm)
+        if grads[0].device.type == "cpu":
+            for g in grads:  # one pass per tensor; CPU foreach would loop twice
+                g.clamp_(-self.clip_norm, self.clip_norm)
+        else:
+            torch._foreach_clamp_min_(grads, -self.clip_norm)
+            torch._foreach_clamp_max_(grads, self.clip_norm)
         self.step_count += 1
         eps_t = self.eps / math.sqrt(1.0 - self.betas[1] ** self.step_count)
         for group in self.optimizer.param_groups:
@@ -92,6 +96,7 @@ class FusedClippedAdam(PyroOptim):
         return {
             "step_count": self.step_count,
             "names": list(self.names),
+            "shapes": [list(p.shape) for p in self.params],
             "optimizer": self.optimizer.state_dict(),
         }
 
@@ -107,7 +112,10 @@ class FusedClippedAdam(PyroOptim):
         if state.get("optimizer") is None:
             self._pending_state = None
             return
-        if list(state["names"]) != self.names:
+        # Names carry the model's instance prefix, so a restored model matches by
+        # the order (sorted by name) and shapes of its parameters.
+        shapes = [list(p.shape) for p in self.params]
+        if state.get("shapes", shapes) != shapes or len(state["names"]) != len(self.names):
             raise ValueError(
                 f"optimiser state is for parameters {state['names']}, not {self.names}"
             )

@@ -14,11 +14,18 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from .config import FitConfig
+from .config import RESUMABLE_FIELDS, FitConfig
 from .data import Dataset, binarize, load_dataset
 from .errors import ConfigError, RunDirError, TrainingError
 from .families import make_family
-from .inference import ELBOS, MONTE_CARLO, evaluate_elbo, kl_kinds, make_elbo
+from .inference import (
+    ELBOS,
+    MONTE_CARLO,
+    evaluate_elbo,
+    fully_reparameterized,
+    kl_kinds,
+    make_elbo,
+)
 from .optim import FusedClippedAdam
 from .rundir import RunDir
 from .vae import VAE
@@ -62,23 +69,26 @@ class Trainer:
         self.progress = progress
         self.log = log or (lambda msg: tqdm.write(msg))
 
-        pyro.clear_param_store()
         pyro.set_rng_seed(config.seed)
         self.family = make_family(config)
         self.vae = VAE(self.family, self.data.input_dim, config.hidden).to(self.device)
         self.optim = FusedClippedAdam(lr=config.lr, clip_norm=config.clip_norm)
-        self.elbo = make_elbo(config.elbo, config.num_particles)
         self.analytic = ELBOS[config.elbo][1]
-        self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
         self.data_gen = torch.Generator(device=self.device).manual_seed(config.seed)
         self.epoch = 0
         self.step = 0
         self.history: list[dict[str, Any]] = []
         # One validated pass: shapes and supports are checked here, not in the hot loop.
+        probe = self.data.test[:2]
         with pyro.validation_enabled(True):
-            self.kl = kl_kinds(
-                self.vae.model, self.vae.guide, self.data.test[:2], analytic=self.analytic
+            self.kl = kl_kinds(self.vae.model, self.vae.guide, probe, analytic=self.analytic)
+            self.jit = (
+                config.jit
+                and self.family.static
+                and fully_reparameterized(self.vae.model, self.vae.guide, probe)
             )
+        self.elbo = make_elbo(config.elbo, config.num_particles, jit=self.jit)
+        self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -215,6 +225,7 @@ class Trainer:
             "family": self.family.describe(),
             "elbo": self.config.elbo,
             "kl": self.kl,
+            "jit": self.jit,
             "final": {k: v for k, v in (records[-1] if records else {}).items() if k != "epoch"},
             "final_test": {k: v for k, v in last_test.items() if k.startswith("test_")},
             "seconds_per_epoch": (sum(r["seconds"] for r in records) / len(records))
@@ -254,28 +265,34 @@ def fit(
 
 def resume(
     run_path: str | Path,
-    epochs: int | None = None,
     data_dir: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-    eval_every: int | None = None,
+    **changes: Any,
 ) -> dict[str, Any]:
-    """Continue a run from its checkpoint, to the same result as an uninterrupted run."""
+    """Continue a run from its checkpoint, to the same result as an uninterrupted run.
+
+    ``changes`` may set the fields in :data:`RESUMABLE_FIELDS` (``epochs``,
+    ``eval_every``, ``jit``); ``None`` leaves a field as stored.
+    """
+    changes = {k: v for k, v in changes.items() if v is not None}
+    fixed = sorted(set(changes) - RESUMABLE_FIELDS)
+    if fixed:
+        raise ConfigError(f"a resumed run cannot change {', '.join(fixed)}")
     run_dir = RunDir.open(run_path)
     config = run_dir.read_config()
     state = run_dir.load_checkpoint()
     if state.get("config") is not None and FitConfig.from_dict(state["config"]).differences(config):
         raise RunDirError(f"checkpoint in {run_dir.path} does not match its config.json")
-    if epochs is not None:
-        if epochs < int(state["epoch"]):
-            raise ConfigError(
-                f"--epochs {epochs} is below the {int(state['epoch'])} epochs "
-                f"{run_dir.path} has already completed"
-            )
-        config.epochs = epochs
-    if eval_every is not None:
-        config.eval_every = eval_every
+    done = int(state["epoch"])
+    if changes.get("epochs", config.epochs) < done:
+        raise ConfigError(
+            f"--epochs {changes['epochs']} is below the {done} epochs "
+            f"{run_dir.path} has already completed"
+        )
+    for key, value in changes.items():
+        setattr(config, key, value)
     config.validate()
     dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
     trainer = Trainer(config, dataset, device, run_dir, progress, log)
@@ -285,7 +302,7 @@ def resume(
         raise RunDirError(f"checkpoint in {run_dir.path} does not fit this model: {err}") from None
     trainer.log(f"resuming {run_dir.path} from epoch {trainer.epoch}")
     run_dir.truncate_metrics(trainer.epoch)
-    if epochs is not None or eval_every is not None:
+    if changes:
         config.save(run_dir.config_path)
     for note in _kl_notes(trainer):
         trainer.log(note)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -10,30 +12,38 @@ from torch import nn
 from .families import LatentFamily
 from .networks import Decoder, Encoder
 
+_instances = itertools.count()
+
 
 class VAE(nn.Module):
     """``model`` and ``guide`` as methods, following Pyro's ``examples/vae/vae.py``.
 
     Both sum over the batch (one ``pyro.plate("data")``); training divides by the
-    batch size so the loss is the mean −ELBO per image, as in the paper.
+    batch size so the loss is the mean −ELBO per image, as in the paper. The
+    networks are registered in Pyro's global param store as ``<name>.encoder`` and
+    ``<name>.decoder``; each instance gets its own ``name`` so that several models
+    can live in one process.
     """
 
-    def __init__(self, family: LatentFamily, input_dim: int, hidden: int = 500):
+    def __init__(
+        self, family: LatentFamily, input_dim: int, hidden: int = 500, name: str | None = None
+    ):
         super().__init__()
+        self.name = name or f"vae{next(_instances)}"
         self.family = family
         self.input_dim = input_dim
         self.encoder = Encoder(input_dim, hidden, family.head_size)
         self.decoder = Decoder(family.code_size, hidden, input_dim)
 
     def model(self, x: torch.Tensor) -> None:
-        pyro.module("decoder", self.decoder)
+        pyro.module(f"{self.name}.decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.family.prior(x))
             logits = self.decoder(self.family.decoder_input(z))
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
-        pyro.module("encoder", self.encoder)
+        pyro.module(f"{self.name}.encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", self.family.posterior(self.encoder(x)))
 

@@ -57,8 +57,19 @@ def test_model_and_guide_sites(name, dtype):
     assert [f.name for f in obs["cond_indep_stack"]] == ["data"]
     # parameters of both networks are registered with Pyro
     names = set(pyro.get_param_store().keys())
-    assert any(n.startswith("encoder$$$") for n in names)
-    assert any(n.startswith("decoder$$$") for n in names)
+    assert any(n.startswith(f"{vae.name}.encoder$$$") for n in names)
+    assert any(n.startswith(f"{vae.name}.decoder$$$") for n in names)
+
+
+def test_two_models_in_one_process_keep_their_own_parameters():
+    first, second = _vae("gaussian"), _vae("gaussian")
+    assert first.name != second.name
+    x = torch.bernoulli(torch.full((4, 12), 0.5))
+    for vae in (first, second, first):
+        poutine.trace(vae.guide).get_trace(x)
+    store = pyro.get_param_store()
+    assert store[f"{first.name}.encoder$$$net.0.weight"] is first.encoder.net[0].weight
+    assert store[f"{second.name}.encoder$$$net.0.weight"] is second.encoder.net[0].weight
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
