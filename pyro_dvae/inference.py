@@ -89,7 +89,8 @@ class _PerImage:
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's notice
                 fn(*args, **kwargs)
             self._compiled[key] = fn
-        return fn(*args, **kwargs)
+        with torch.jit.optimized_execution(False):
+            return fn(*args, **kwargs)
 
 
 def _reconstruction(model_trace) -> torch.Tensor:

@@ -97,6 +97,7 @@ def main() -> None:
         batch_size=args.batch_size,
         hidden=args.hidden,
         subset=args.images,
+        jit=not args.no_jit,
     )
     try:
         data = load_dataset("mnist", args.data_dir, subset=args.images)
