@@ -46,10 +46,15 @@ class _PerImage:
         self._compiled: dict = {}
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
+        if self.jit:
+            try:
+                surrogate, recon = self._compiled_particles(model, guide, *args, **kwargs)
+            except _NotCompilable as err:
+                warnings.warn(f"the ELBO could not be compiled ({err}); using the eager step")
+                self.jit = False
         if not self.jit:
             self.last_recon = 0.0
             return super().loss_and_grads(model, guide, *args, **kwargs)
-        surrogate, recon = self._compiled_particles(model, guide, *args, **kwargs)
         surrogate.backward()
         self.last_recon = recon.detach()
         # For a reparameterised guide the surrogate's value is the loss itself.
@@ -87,10 +92,17 @@ class _PerImage:
             # resumed run matches an uninterrupted one.
             with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's notice
-                fn(*args, **kwargs)
+                try:
+                    fn(*args, **kwargs)
+                except Exception as err:
+                    raise _NotCompilable(str(err).strip().split("\n")[0]) from err
             self._compiled[key] = fn
         with torch.jit.optimized_execution(False):
             return fn(*args, **kwargs)
+
+
+class _NotCompilable(Exception):
+    """``torch.jit.trace`` failed on this model and guide."""
 
 
 def _reconstruction(model_trace) -> torch.Tensor:

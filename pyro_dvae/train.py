@@ -225,7 +225,7 @@ class Trainer:
             "family": self.family.describe(),
             "elbo": self.config.elbo,
             "kl": self.kl,
-            "jit": self.jit,
+            "jit": self.elbo.jit,
             "final": {k: v for k, v in (records[-1] if records else {}).items() if k != "epoch"},
             "final_test": {k: v for k, v in last_test.items() if k.startswith("test_")},
             "seconds_per_epoch": (sum(r["seconds"] for r in records) / len(records))
