@@ -50,7 +50,9 @@ class _PerImage:
             try:
                 surrogate, recon = self._compiled_particles(model, guide, *args, **kwargs)
             except _NotCompilable as err:
-                warnings.warn(f"the ELBO could not be compiled ({err}); using the eager step")
+                warnings.warn(
+                    f"the ELBO could not be compiled ({err}); using the eager step", stacklevel=2
+                )
                 self.jit = False
         if not self.jit:
             self.last_recon = 0.0
