@@ -60,6 +60,21 @@ class LatentFamily:
     def describe(self) -> str:
         return self.name
 
+    def code_mean(self, q: dist.Distribution, num_samples: int = 1000) -> torch.Tensor:
+        """E_q[decoder_input(z)] per image: exact where ``q.mean`` is, else Monte Carlo."""
+        if self.code_is_z:
+            try:
+                return q.mean
+            except NotImplementedError:
+                pass
+        total = 0.0
+        for _ in range(0, num_samples, 100):
+            total = total + self.decoder_input(q.sample((100,))).sum(0)
+        return total / (100 * len(range(0, num_samples, 100)))
+
+    #: whether the decoder receives z itself (so E[code] is E[z])
+    code_is_z: ClassVar[bool] = True
+
     # temperature hooks; only relaxed families use them
     def set_step(self, step: int) -> None:
         """Called before every training step with the global step count."""
@@ -171,6 +186,8 @@ class ConcreteFamily(LatentFamily):
         return ExpRelaxedCategorical(
             like.new_tensor(self.prior_temperature), logits=logits
         ).to_event(1)
+
+    code_is_z = False
 
     def decoder_input(self, z):
         return z.exp().flatten(-2)

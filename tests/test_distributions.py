@@ -175,6 +175,18 @@ def test_logit_normal_sample_moments_match_numerical_integration(mu, sigma):
     assert abs(z.var(ddof=1) - var) < N_SE * se_var
 
 
+@pytest.mark.parametrize("mu,sigma", [(0.7, 1.3), (-1.5, 0.5), (2.0, 2.0), (0.0, 0.05)])
+def test_logit_normal_mean_and_variance_match_numerical_integration(mu, sigma):
+    _, mean, var, _ = _numeric_moments(mu, sigma)
+    d = LogitNormal(torch.tensor(mu, dtype=torch.float64), torch.tensor(sigma, dtype=torch.float64))
+    assert d.mean.item() == pytest.approx(mean, rel=1e-9)
+    assert d.variance.item() == pytest.approx(var, rel=1e-6)
+    batched = LogitNormal(torch.tensor([[mu, 0.0]]), torch.tensor([[sigma, 1.0]])).to_event(1)
+    assert batched.mean.shape == (1, 2)
+    assert batched.mean[0, 0].item() == pytest.approx(mean, rel=1e-5)
+    assert batched.mean[0, 1].item() == pytest.approx(0.5, abs=1e-7)  # symmetric about 1/2
+
+
 @pytest.mark.parametrize("mu,sigma", [(0.0, 1.0), (3.0, 0.3), (-0.5, 3.0)])
 def test_logit_normal_density_integrates_to_one(mu, sigma):
     d = LogitNormal(torch.tensor(mu, dtype=torch.float64), torch.tensor(sigma, dtype=torch.float64))

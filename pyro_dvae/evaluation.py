@@ -1,0 +1,254 @@
+"""Evaluating a trained run: multi-sample ELBO, IWAE log-likelihood, active units, kNN accuracy."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from tqdm.auto import tqdm
+
+from .config import FitConfig
+from .data import Dataset, load_dataset
+from .errors import ConfigError, RunDirError
+from .families import LatentFamily, make_family
+from .rundir import RunDir, atomic_write_text
+from .vae import VAE
+
+EVALUATION = "evaluation.json"
+ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016)
+
+
+@dataclass
+class LoadedRun:
+    """A trained model read back from its run directory."""
+
+    run_dir: RunDir
+    config: FitConfig
+    vae: VAE
+    epoch: int
+
+    @property
+    def family(self) -> LatentFamily:
+        return self.vae.family
+
+
+def load_run(run_path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the VAE of a run and load the weights of its checkpoint."""
+    run_dir = RunDir.open(run_path)
+    config = run_dir.read_config()
+    state = run_dir.load_checkpoint(map_location=device)
+    family = make_family(config)
+    if "temperature" in state and hasattr(family, "temperature"):
+        temperature = float(state["temperature"])
+        if math.isfinite(temperature):
+            family.temperature = temperature
+    try:
+        input_dim = state["model"]["decoder.net.4.bias"].shape[0]
+        vae = VAE(family, input_dim, config.hidden).to(device)
+        vae.load_state_dict(state["model"])
+    except (KeyError, AttributeError, RuntimeError) as err:
+        raise RunDirError(f"checkpoint in {run_dir.path} does not fit its config: {err}") from None
+    vae.eval()
+    return LoadedRun(run_dir, config, vae, int(state["epoch"]))
+
+
+# --------------------------------------------------------------------------- estimates
+
+
+def _vectorized(fn: Callable, num_particles: int) -> Callable:
+    def wrapped(*args, **kwargs):
+        with pyro.plate("iw_particles", num_particles, dim=-2):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+@torch.no_grad()
+def sample_parts(
+    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``−log p(x|z)`` and ``log q(z|x) − log p(z)`` for ``num_samples`` draws per image.
+
+    Both have shape ``(num_samples, batch)``; the draws are vectorised with an
+    outer ``pyro.plate``, so the encoder runs once per image.
+    """
+    guide_tr = poutine.trace(_vectorized(guide, num_samples)).get_trace(x)
+    model_tr = poutine.trace(
+        poutine.replay(_vectorized(model, num_samples), trace=guide_tr)
+    ).get_trace(x)
+    shape = (num_samples, x.shape[0])
+    recon = x.new_zeros(shape)
+    kl = x.new_zeros(shape)
+    for name, site in model_tr.nodes.items():
+        if site["type"] != "sample" or site["name"] == "iw_particles":
+            continue
+        log_p = site["fn"].log_prob(site["value"]).expand(shape)
+        if site["is_observed"]:
+            recon = recon - log_p
+        else:
+            q = guide_tr.nodes[name]
+            kl = kl + q["fn"].log_prob(q["value"]).expand(shape) - log_p
+    return recon, kl
+
+
+@torch.no_grad()
+def importance_weighted(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    k: int = 5000,
+    batch_size: int = 100,
+    max_draws: int = 20000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """IWAE bound ``log (1/k) Σ p(x, z_i) / q(z_i | x)`` per image, and the ELBO of the same draws.
+
+    Returns per-image ``log_likelihood`` (the IWAE estimate), and the mean
+    ``recon`` and ``kl`` over all ``k`` draws per image (their sum is the
+    −ELBO averaged over ``k`` samples). Draws go in chunks of at most
+    ``max_draws`` rows (images × samples) at a time.
+    """
+    n = x.shape[0]
+    batch_size = max(1, min(batch_size, n))
+    chunk = max(1, min(k, max_draws // batch_size))
+    ll = torch.empty(n, dtype=torch.float64)
+    recon_sum = kl_sum = 0.0
+    bar = tqdm(total=n * k, disable=not progress, unit="draw", unit_scale=True, leave=False)
+    for start in range(0, n, batch_size):
+        xb = x[start : start + batch_size]
+        acc = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+        for done in range(0, k, chunk):
+            s = min(chunk, k - done)
+            recon, kl = sample_parts(model, guide, xb, s)
+            log_w = -(recon + kl).double()
+            acc = torch.logaddexp(acc, log_w.logsumexp(0))
+            recon_sum += float(recon.double().sum())
+            kl_sum += float(kl.double().sum())
+            bar.update(s * xb.shape[0])
+        ll[start : start + xb.shape[0]] = (acc - math.log(k)).cpu()
+    bar.close()
+    draws = n * k
+    return {"log_likelihood": ll, "recon": recon_sum / draws, "kl": kl_sum / draws}
+
+
+@torch.no_grad()
+def posterior_means(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """E_q[decoder input] for each image: what the decoder sees, averaged over q(z | x)."""
+    parts = [
+        vae.family.code_mean(vae.encode(x[s : s + batch_size]))
+        for s in range(0, x.shape[0], batch_size)
+    ]
+    return torch.cat(parts).flatten(1)
+
+
+def active_units(means: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> tuple[int, list]:
+    """Burda et al.: unit u is active when Var_x(E_q[z_u | x]) > ``threshold``."""
+    variances = means.double().var(0, unbiased=True)
+    return int((variances > threshold).sum()), [float(v) for v in variances]
+
+
+def knn_accuracy(
+    train_codes: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_codes: torch.Tensor,
+    test_labels: torch.Tensor,
+    n_neighbors: int = 5,
+) -> float:
+    """Test accuracy of a k-nearest-neighbour classifier fitted on training codes."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    clf = KNeighborsClassifier(n_neighbors=n_neighbors)
+    clf.fit(train_codes.cpu().numpy(), train_labels.cpu().numpy())
+    return float(clf.score(test_codes.cpu().numpy(), test_labels.cpu().numpy()))
+
+
+# --------------------------------------------------------------------------- a run
+
+
+def evaluate(
+    run: LoadedRun,
+    data: Dataset,
+    k: int = 5000,
+    images: int = 0,
+    n_neighbors: int = 5,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """All evaluation numbers of a loaded run on ``data`` (already on the run's device)."""
+    if k < 1:
+        raise ConfigError(f"--k must be >= 1, got {k}")
+    if images < 0:
+        raise ConfigError(f"--images must be >= 0, got {images}")
+    if n_neighbors < 1:
+        raise ConfigError(f"--neighbors must be >= 1, got {n_neighbors}")
+    x_test = data.test if images == 0 else data.test[:images]
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+        torch.manual_seed(seed)
+        iw = importance_weighted(run.vae.model, run.vae.guide, x_test, k=k, progress=progress)
+        test_means = posterior_means(run.vae, data.test)
+        # the training images as the model saw them: one fixed binarisation
+        gen = torch.Generator(device=data.train.device).manual_seed(seed)
+        train_means = posterior_means(run.vae, torch.bernoulli(data.train, generator=gen))
+    ll = iw["log_likelihood"]
+    n_active, variances = active_units(test_means)
+    result = {
+        "run": str(run.run_dir.path),
+        "epoch": run.epoch,
+        "family": run.family.describe(),
+        "test_images": int(x_test.shape[0]),
+        "k": k,
+        "test_loss": iw["recon"] + iw["kl"],
+        "test_recon": iw["recon"],
+        "test_kl": iw["kl"],
+        "elbo_samples": k,
+        "test_log_likelihood": float(ll.mean()),
+        "test_log_likelihood_se": float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else None,
+        "active_units": n_active,
+        "latent_units": len(variances),
+        "active_threshold": ACTIVE_THRESHOLD,
+        "posterior_mean_variance": variances,
+        "knn_accuracy": knn_accuracy(
+            train_means, data.train_labels, test_means, data.test_labels, n_neighbors
+        ),
+        "knn_neighbors": n_neighbors,
+        "seed": seed,
+    }
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def evaluate_run(
+    run_path: str | Path,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    k: int = 5000,
+    images: int = 0,
+    n_neighbors: int = 5,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the checkpoint in ``run_path`` and write ``evaluation.json`` beside it."""
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    run = load_run(run_path, dev)
+    data = load_dataset(run.config.dataset, data_dir, subset=run.config.subset).to(dev)
+    result = evaluate(run, data, k, images, n_neighbors, seed, progress)
+    atomic_write_text(run.run_dir.path / EVALUATION, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def read_evaluation(run_path: str | Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(run_path) / EVALUATION).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
