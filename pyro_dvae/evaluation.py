@@ -173,6 +173,15 @@ def knn_accuracy(
 # --------------------------------------------------------------------------- a run
 
 
+def check_options(k: int, images: int, n_neighbors: int) -> None:
+    if k < 1:
+        raise ConfigError(f"--k must be >= 1, got {k}")
+    if images < 0:
+        raise ConfigError(f"--images must be >= 0, got {images}")
+    if n_neighbors < 1:
+        raise ConfigError(f"--neighbors must be >= 1, got {n_neighbors}")
+
+
 def evaluate(
     run: LoadedRun,
     data: Dataset,
@@ -183,12 +192,7 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """All evaluation numbers of a loaded run on ``data`` (already on the run's device)."""
-    if k < 1:
-        raise ConfigError(f"--k must be >= 1, got {k}")
-    if images < 0:
-        raise ConfigError(f"--images must be >= 0, got {images}")
-    if n_neighbors < 1:
-        raise ConfigError(f"--neighbors must be >= 1, got {n_neighbors}")
+    check_options(k, images, n_neighbors)
     x_test = data.test if images == 0 else data.test[:images]
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
@@ -205,6 +209,7 @@ def evaluate(
         "epoch": run.epoch,
         "family": run.family.describe(),
         "test_images": int(x_test.shape[0]),
+        "images_requested": images,
         "k": k,
         "test_loss": iw["recon"] + iw["kl"],
         "test_recon": iw["recon"],

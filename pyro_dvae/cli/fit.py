@@ -1,8 +1,7 @@
-"""The ``pyro-dvae`` command line."""
+"""``pyro-dvae fit``: train one VAE."""
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -10,40 +9,14 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from .config import RESUMABLE_FIELDS, FitConfig
-from .data import DATASETS, ENV_DATA
-from .errors import PyroDvaeError, RunDirError
-from .families import FAMILIES
-from .inference import ELBOS
+from ..config import RESUMABLE_FIELDS, FitConfig
+from ..data import DATASETS, ENV_DATA
+from ..errors import RunDirError
+from ..families import FAMILIES
+from ..inference import ELBOS
+from .group import cli, log_line, set_threads
 
 _DEFAULTS = FitConfig()
-
-
-class _OneLineErrors(click.Group):
-    """Every error a user can act on is printed as one ``Error: ...`` line."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except getattr(click.exceptions, "NoArgsIsHelpError", ()) as err:  # click >= 8.2
-            click.echo(err.ctx.get_help(), err=True)
-            sys.exit(err.exit_code)
-        except click.ClickException as err:
-            click.echo(f"Error: {err.format_message()}", err=True)
-            sys.exit(err.exit_code)
-        except PyroDvaeError as err:
-            click.echo(f"Error: {err}", err=True)
-            sys.exit(err.exit_code)
-        except (click.Abort, KeyboardInterrupt):
-            click.echo("Aborted.", err=True)
-            sys.exit(130)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="pyro-dvae")
-def cli() -> None:
-    """VAEs with Gaussian, Logit-normal and Concrete latents, trained with Pyro."""
 
 
 def _default_out(cfg: FitConfig) -> Path:
@@ -200,28 +173,18 @@ def _default_out(cfg: FitConfig) -> Path:
 @click.pass_context
 def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress, **options):
     """Train one VAE and write its run directory."""
-    import torch
+    from ..train import TrainingInterrupted
+    from ..train import fit as fit_run
+    from ..train import resume as resume_run
 
-    from .train import TrainingInterrupted
-    from .train import fit as fit_run
-    from .train import resume as resume_run
-
-    if threads is not None:
-        if threads < 1:
-            raise click.BadParameter("must be >= 1", param_hint="--threads")
-        torch.set_num_threads(threads)
-
-    def log(msg: str) -> None:
-        from tqdm.auto import tqdm
-
-        tqdm.write(msg, file=sys.stderr)
+    set_threads(threads)
 
     given = {k for k in options if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     try:
         if resume_dir is not None:
             if out is not None:
                 raise click.UsageError("give either --out or --resume, not both")
-            from .rundir import RunDir
+            from ..rundir import RunDir
 
             stored = RunDir.open(resume_dir).read_config()
             clash = [
@@ -235,12 +198,12 @@ def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress
                     "(only --epochs, --eval-every and --jit may change)"
                 )
             changes = {k: options[k] for k in given & RESUMABLE_FIELDS}
-            summary = resume_run(resume_dir, data_dir, device, progress, log, **changes)
+            summary = resume_run(resume_dir, data_dir, device, progress, log_line, **changes)
             out = resume_dir
         else:
             config = FitConfig(**{f.name: options[f.name] for f in fields(FitConfig)}).validate()
             out = out or _default_out(config)
-            summary = fit_run(config, out, data_dir, device, progress, log)
+            summary = fit_run(config, out, data_dir, device, progress, log_line)
     except TrainingInterrupted as err:
         click.echo(
             f"Interrupted after epoch {err.epoch}; continue with: "
@@ -254,11 +217,3 @@ def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress
         msg += f", test -ELBO {final['test_loss']:.2f}"
     click.echo(f"{msg}; run directory {out}", err=True)
     return 0
-
-
-def main() -> None:
-    cli()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,5 @@
+"""``python -m pyro_dvae`` is the ``pyro-dvae`` command."""
+
+from .cli import main
+
+main()

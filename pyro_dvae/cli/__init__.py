@@ -1,0 +1,11 @@
+"""The ``pyro-dvae`` command line: one module per command."""
+
+from . import evaluate, fit  # noqa: F401  (registers the commands)
+from .group import cli
+
+
+def main() -> None:
+    cli()
+
+
+__all__ = ["cli", "main"]

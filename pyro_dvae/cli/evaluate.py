@@ -1,0 +1,108 @@
+"""``pyro-dvae evaluate``: score trained runs on the test set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import RunDirError
+from ..rundir import CONFIG
+from .group import cli, log_line, set_threads
+
+
+def run_dirs(paths: tuple[Path, ...]) -> list[Path]:
+    """Run directories named directly, or found one or two levels below a sweep directory."""
+    found: list[Path] = []
+    for path in paths:
+        if (path / CONFIG).is_file():
+            found.append(path)
+            continue
+        below = sorted({p.parent for p in [*path.glob(f"*/{CONFIG}"), *path.glob(f"*/*/{CONFIG}")]})
+        if not below:
+            raise RunDirError(f"{path} is neither a run directory nor a folder of runs")
+        found.extend(below)
+    return found
+
+
+def _table(rows: list[dict]) -> str:
+    head = ["run", "epoch", "-ELBO", "recon", "KL", "log p(x)", "k", "active", "kNN acc"]
+    lines = [head]
+    for r in rows:
+        lines.append(
+            [
+                Path(r["run"]).name,
+                str(r["epoch"]),
+                f"{r['test_loss']:.2f}",
+                f"{r['test_recon']:.2f}",
+                f"{r['test_kl']:.2f}",
+                f"{r['test_log_likelihood']:.2f}",
+                str(r["k"]),
+                f"{r['active_units']}/{r['latent_units']}",
+                f"{r['knn_accuracy']:.3f}",
+            ]
+        )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in lines
+    )
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--k",
+    type=int,
+    default=5000,
+    show_default=True,
+    help="Importance samples per image for the IWAE log-likelihood (Burda et al.: 5000).",
+)
+@click.option(
+    "--images",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Score the -ELBO and IWAE on the first N test images only (0: all).",
+)
+@click.option(
+    "--neighbors", type=int, default=5, show_default=True, help="k of the kNN classifier."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--skip-done/--redo",
+    default=False,
+    show_default=True,
+    help="Skip runs whose evaluation.json is for the same epoch, --k and --images.",
+)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def evaluate(paths, k, images, neighbors, seed, skip_done, data_dir, device, threads, progress):
+    """Evaluate trained runs; write evaluation.json in each.
+
+    PATHS are run directories or sweep directories holding runs. Each run gets
+    its test -ELBO and parts averaged over k posterior samples, the IWAE
+    log-likelihood bound with k samples, the number of active latent units, and
+    the accuracy of a kNN classifier on the posterior means.
+    """
+    from ..evaluation import check_options, evaluate_run, load_run, read_evaluation
+
+    check_options(k, images, neighbors)
+    set_threads(threads)
+    rows = []
+    for path in run_dirs(paths):
+        done = read_evaluation(path)
+        if skip_done and done:
+            epoch = load_run(path).epoch
+            if (done.get("epoch"), done.get("k"), done.get("images_requested")) == (
+                epoch,
+                k,
+                images,
+            ):
+                log_line(f"{path}: evaluation of epoch {epoch} with k={k} is up to date")
+                rows.append(done)
+                continue
+        log_line(f"evaluating {path} (k={k})")
+        rows.append(evaluate_run(path, data_dir, device, k, images, neighbors, seed, progress))
+    click.echo(_table(rows))

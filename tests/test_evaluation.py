@@ -1,0 +1,204 @@
+"""Evaluation: IWAE against exact likelihoods, its ordering with the ELBO, active units, kNN."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pytest
+import torch
+
+from pyro_dvae.config import FitConfig
+from pyro_dvae.data import load_dataset
+from pyro_dvae.evaluation import (
+    active_units,
+    importance_weighted,
+    knn_accuracy,
+    load_run,
+    posterior_means,
+    sample_parts,
+)
+from pyro_dvae.families import make_family
+from pyro_dvae.inference import elbo_parts
+from pyro_dvae.train import Trainer
+from pyro_dvae.vae import VAE
+
+from .helpers import assert_one_error_line, fit_args, invoke, read_json, run_ok
+
+
+def _exact_log_likelihood(vae: VAE, x: torch.Tensor, family: str, alpha: float = 1.0):
+    """log ∫ p(x|z) p(z) dz for a 1-D latent, by quadrature over the base Normal's space."""
+    y = torch.linspace(-12.0, 12.0, 8001, dtype=torch.float64)
+    dy = y[1] - y[0]
+    prior_sd = 1.0 if family == "gaussian" else math.sqrt(alpha)
+    log_prior = torch.distributions.Normal(0.0, prior_sd).log_prob(y)
+    z = y if family == "gaussian" else torch.sigmoid(y)
+    logits = vae.decoder(z.unsqueeze(-1))  # (grid, D)
+    log_lik = torch.distributions.Bernoulli(logits=logits.unsqueeze(1)).log_prob(x).sum(-1)
+    # (grid, batch); the Logit-normal density in z-space cancels its Jacobian here
+    return torch.logsumexp(log_lik + log_prior.unsqueeze(-1), 0) + dy.log()
+
+
+@pytest.mark.parametrize("family", ["gaussian", "logitnormal"])
+def test_iwae_converges_to_the_exact_log_likelihood_in_one_dimension(family):
+    torch.manual_seed(0)
+    cfg = FitConfig(family=family, latent_dim=1, alpha=1.78)
+    vae = VAE(make_family(cfg), input_dim=10, hidden=6).double()
+    x = torch.bernoulli(torch.full((4, 10), 0.5, dtype=torch.float64))
+    with torch.no_grad():
+        exact = _exact_log_likelihood(vae, x, family, alpha=1.78)
+        iw = importance_weighted(vae.model, vae.guide, x, k=40000, max_draws=40000)
+        recon, kl = sample_parts(vae.model, vae.guide, x, 20000)
+    assert torch.allclose(iw["log_likelihood"], exact, atol=0.02), (iw["log_likelihood"], exact)
+    # the ELBO lies below log p(x): the gap is the KL from q(z|x) to the true posterior
+    assert ((-(recon + kl)).mean(0) < exact).all()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small Gaussian VAE trained on digits until its latents carry a few nats."""
+    pyro.clear_param_store()
+    cfg = FitConfig(
+        family="gaussian", latent_dim=4, dataset="digits", hidden=64, epochs=40, lr=3e-3
+    )
+    cfg.eval_every = cfg.epochs
+    trainer = Trainer(cfg, load_dataset("digits"), "cpu", progress=False, log=lambda m: None)
+    trainer.fit()
+    assert trainer.history[-1]["train_kl"] > 1.0  # otherwise IWAE and ELBO coincide
+    return trainer
+
+
+def test_iwae_is_above_the_elbo_and_rises_with_k(trained):
+    vae, x = trained.vae, trained.data.test
+    torch.manual_seed(1)
+    bounds = {}
+    for k in (1, 10, 100, 1000):
+        iw = importance_weighted(vae.model, vae.guide, x, k=k)
+        bounds[k] = float(iw["log_likelihood"].mean())
+        elbo = -(iw["recon"] + iw["kl"])
+        if k > 1:
+            assert bounds[k] > elbo + 0.1
+    # k = 1 is the one-sample ELBO: compare with the estimator used in training
+    torch.manual_seed(2)
+    recon, kl = elbo_parts(vae.model, vae.guide, x)
+    assert bounds[1] == pytest.approx(-float((recon + kl).mean()), abs=0.5)
+    assert bounds[1] < bounds[10] < bounds[100] < bounds[1000]
+
+
+def test_chunking_does_not_change_the_estimate(trained):
+    vae, x = trained.vae, trained.data.test[:30]
+    results = []
+    for batch_size, max_draws in [(30, 100000), (7, 50)]:
+        torch.manual_seed(3)
+        iw = importance_weighted(
+            vae.model, vae.guide, x, k=200, batch_size=batch_size, max_draws=max_draws
+        )
+        results.append(iw)
+    # different chunks draw different samples; the estimates agree to Monte Carlo error
+    a, b = (r["log_likelihood"] for r in results)
+    assert torch.allclose(a, b, atol=0.5)
+    assert results[0]["kl"] == pytest.approx(results[1]["kl"], rel=0.05)
+
+
+def test_active_units_against_a_hand_made_case():
+    n = 1000
+    sign = torch.tensor([1.0, -1.0]).repeat(n // 2)  # ±1: sample variance n/(n-1)
+    means = torch.stack(
+        [
+            torch.full((n,), 0.3),  # constant: inactive
+            0.05 * sign,  # variance 0.0025: inactive
+            0.099 * sign,  # variance 0.0098: inactive, just under 0.01
+            0.101 * sign,  # variance 0.0102: active
+            2.0 * sign,  # active
+        ],
+        1,
+    )
+    count, variances = active_units(means)
+    assert count == 2
+    assert variances[1] == pytest.approx(0.0025 * n / (n - 1))
+    assert active_units(means, threshold=0.001)[0] == 4
+
+
+def test_knn_accuracy_is_one_for_separated_codes_and_chance_for_noise():
+    torch.manual_seed(0)
+    labels = torch.arange(10).repeat(50)
+    centres = 10.0 * torch.eye(10)
+    codes = centres[labels] + 0.1 * torch.randn(500, 10)
+    assert knn_accuracy(codes, labels, codes[:100] + 0.01, labels[:100]) == 1.0
+    noise = torch.randn(500, 10)
+    acc = knn_accuracy(noise[:400], labels[:400], noise[400:], labels[400:])
+    assert acc < 0.3
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        FitConfig(family="logitnormal", latent_dim=3),
+        FitConfig(family="gaussian", latent_dim=3),
+        FitConfig(family="concrete", latent_dim=2, categories=4),
+    ],
+    ids=["logitnormal", "gaussian", "concrete"],
+)
+def test_posterior_means_are_the_mean_decoder_input(cfg):
+    torch.manual_seed(0)
+    vae = VAE(make_family(cfg), input_dim=12, hidden=8).double()
+    x = torch.bernoulli(torch.full((5, 12), 0.5, dtype=torch.float64))
+    means = posterior_means(vae, x)
+    assert means.shape == (5, vae.family.code_size)
+    q = vae.encode(x)
+    mc = vae.family.decoder_input(q.sample((200000,))).mean(0)
+    # Gaussian and Logit-normal means are exact; Concrete's are 1000-draw Monte Carlo (SE ≲ 0.016)
+    assert torch.allclose(means, mc, atol=0.01 if cfg.family != "concrete" else 0.06)
+    if cfg.family == "concrete":  # every variable's mean lies on the simplex
+        assert torch.allclose(means.reshape(5, 2, 4).sum(-1), torch.ones(5, 2, dtype=means.dtype))
+
+
+# --------------------------------------------------------------------------- the command
+
+
+@pytest.fixture
+def _cli_env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_evaluate_command_writes_evaluation_json(tmp_path, _cli_env):
+    run = tmp_path / "run"
+    run_ok(fit_args(run, family="gaussian"))
+    result = run_ok(["evaluate", str(run), "--k", "20", "--no-progress", "--threads", "1"])
+    ev = read_json(run / "evaluation.json")
+    assert ev["k"] == 20 and ev["epoch"] == 2 and ev["test_images"] == 300
+    assert ev["test_log_likelihood"] > -(ev["test_loss"])  # IWAE(k=20) above the ELBO
+    assert ev["latent_units"] == 2 and 0 <= ev["active_units"] <= 2
+    assert 0.0 <= ev["knn_accuracy"] <= 1.0
+    assert ev["test_loss"] == pytest.approx(ev["test_recon"] + ev["test_kl"])
+    assert "run" in result.stdout and f"{ev['test_log_likelihood']:.2f}" in result.stdout
+    # a second pass with --skip-done reads the file back instead of recomputing
+    before = (run / "evaluation.json").read_bytes()
+    again = run_ok(["evaluate", str(tmp_path), "--k", "20", "--skip-done", "--no-progress"])
+    assert "up to date" in again.stderr
+    assert (run / "evaluation.json").read_bytes() == before
+    # the loaded model is the checkpoint's
+    assert load_run(run).epoch == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--k", "0"], ["--images", "-1"], ["--neighbors", "0"]],
+)
+def test_evaluate_bad_options_are_one_error_line(tmp_path, _cli_env, args):
+    run = tmp_path / "run"
+    run_ok(fit_args(run, epochs=1))
+    result = invoke(["evaluate", str(run), "--no-progress", *args])
+    assert result.exit_code == 2
+    assert_one_error_line(result)
+    assert not (run / "evaluation.json").exists()
+
+
+def test_evaluate_a_folder_without_runs_is_one_error_line(tmp_path, _cli_env):
+    result = invoke(["evaluate", str(tmp_path)])
+    assert result.exit_code != 0
+    assert_one_error_line(result)
