@@ -1,0 +1,145 @@
+"""``pyro-dvae sweep``: a grid of runs, in parallel, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from ..config import FitConfig
+from ..data import DATASETS
+from ..families import FAMILIES
+from ..inference import ELBOS
+from ..sweep import PRESETS
+from .group import cli, log_line
+
+# options applied to every run of the grid when given on the command line
+_COMMON = (
+    "epochs",
+    "dataset",
+    "subset",
+    "hidden",
+    "batch_size",
+    "lr",
+    "seed",
+    "eval_every",
+    "elbo",
+)
+
+
+@cli.command()
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default=None,
+    help="A named grid: " + "; ".join(f"{k}: {v[1]}" for k, v in sorted(PRESETS.items())),
+)
+@click.option(
+    "--family",
+    "families",
+    multiple=True,
+    type=click.Choice(sorted(FAMILIES)),
+    help="Without --preset: families of the grid (repeat the option).",
+)
+@click.option("--latent-dim", "latent_dims", multiple=True, type=int, help="Grid latent sizes.")
+@click.option("--alpha", "alphas", multiple=True, type=float, help="Grid alphas (logitnormal).")
+@click.option(
+    "--categories", "categories", multiple=True, type=int, help="Grid classes (concrete)."
+)
+@click.option("--epochs", type=int, default=FitConfig.epochs, show_default=True)
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default=FitConfig.dataset)
+@click.option("--subset", type=int, default=FitConfig.subset)
+@click.option("--hidden", type=int, default=FitConfig.hidden)
+@click.option("--batch-size", type=int, default=FitConfig.batch_size)
+@click.option("--lr", type=float, default=FitConfig.lr)
+@click.option("--seed", type=int, default=FitConfig.seed)
+@click.option("--eval-every", type=int, default=FitConfig.eval_every)
+@click.option("--elbo", type=click.Choice(sorted(ELBOS)), default=FitConfig.elbo)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Sweep folder [default: sweeps/<preset>, or sweeps/grid].",
+)
+@click.option("--jobs", type=int, default=1, show_default=True, help="Runs at a time.")
+@click.option("--threads", type=int, default=None, help="Threads per run [default: cores // jobs].")
+@click.option(
+    "--evaluate",
+    "evaluate_k",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Evaluate each finished run with this many IWAE samples (0: no evaluation).",
+)
+@click.option(
+    "--images", type=int, default=0, show_default=True, help="Evaluate on N test images (0: all)."
+)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Print what each run needs, run nothing.")
+@click.pass_context
+def sweep(
+    ctx,
+    preset,
+    families,
+    latent_dims,
+    alphas,
+    categories,
+    out,
+    jobs,
+    threads,
+    evaluate_k,
+    images,
+    data_dir,
+    device,
+    dry_run,
+    **common,
+):
+    """Train a grid of configurations into one folder; run it again to continue.
+
+    Finished runs are skipped, unfinished ones resumed from their checkpoints,
+    missing ones started. A run that fails is reported and the others go on.
+    Raising --epochs and running again continues every run to the new length.
+    """
+    from ..sweep import grid, named_grid, plan, run_sweep
+
+    given = {k for k in common if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    if preset is not None:
+        if families or latent_dims or alphas or categories:
+            raise click.UsageError("give either --preset or a grid (--family, --latent-dim, ...)")
+        configs = PRESETS[preset][0]()
+    else:
+        if not families or not latent_dims:
+            raise click.UsageError("give --preset, or at least one --family and --latent-dim")
+        configs = grid(families, latent_dims, alphas or (1.0,), categories or (10,))
+    for config in configs:
+        for key in given:
+            setattr(config, key, common[key])
+        config.validate()
+    if threads is not None and threads < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--threads")
+    if evaluate_k < 0 or images < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--evaluate/--images")
+    out = out or Path("sweeps") / (preset or "grid")
+    if dry_run:
+        for run in plan(out, named_grid(configs), evaluate_k, images):
+            detail = run.reason or (
+                f"{run.epochs_done}/{run.config.epochs} epochs" if run.epochs_done else ""
+            )
+            click.echo(f"{run.state:9s} {run.name}  {detail}")
+        return 0
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in ctx.params.items()}
+    description = {"preset": preset, "options": {k: v for k, v in options.items() if v}}
+    try:
+        outcome = run_sweep(
+            out, configs, jobs, threads, data_dir, device, evaluate_k, images, description, log_line
+        )
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted; run the same command again to continue {out}.", err=True)
+        return 130
+    failed = {k: v for k, v in outcome.items() if v != "finished"}
+    click.echo(f"{len(outcome) - len(failed)} of {len(outcome)} runs finished in {out}", err=True)
+    for name, why in failed.items():
+        click.echo(f"  {name}: {why}", err=True)
+    return 1 if failed else 0

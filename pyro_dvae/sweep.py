@@ -1,0 +1,436 @@
+"""Sweeps: a grid of runs in one folder, run in parallel processes, resumable.
+
+A sweep folder holds ``sweep.json`` (the grid), ``runs/<name>/`` (one run
+directory per configuration) and ``logs/<name>.log``. Running the same sweep
+again skips finished runs, resumes unfinished ones from their checkpoints and
+starts missing ones; one failing run is reported and leaves the others alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .config import RESUMABLE_FIELDS, FitConfig
+from .errors import ConfigError, RunDirError
+from .evaluation import EVALUATION
+from .rundir import CHECKPOINT, CONFIG, RunDir, atomic_write_text
+
+SWEEP = "sweep.json"
+PAPER_SIZES = (2, 4, 8, 20, 40)
+PAPER_ALPHAS = (0.32, 0.56, 1.0, 1.78)
+
+#: preset name → (grid function, one-line description)
+PRESETS: dict[str, tuple[Callable[[], list[FitConfig]], str]] = {}
+
+
+def register_preset(name: str, description: str):
+    def deco(fn: Callable[[], list[FitConfig]]) -> Callable[[], list[FitConfig]]:
+        PRESETS[name] = (fn, description)
+        return fn
+
+    return deco
+
+
+@register_preset(
+    "paper", "the paper's grid: sizes 2-40; Logit-normal x 4 alphas, Gaussian, Concrete"
+)
+def paper_grid() -> list[FitConfig]:
+    configs = []
+    for size in PAPER_SIZES:
+        configs += [FitConfig(family="logitnormal", latent_dim=size, alpha=a) for a in PAPER_ALPHAS]
+        configs.append(FitConfig(family="gaussian", latent_dim=size))
+        # the paper's Concrete "dimension K" is one K-way variable
+        configs.append(FitConfig(family="concrete", latent_dim=1, categories=size))
+    return configs
+
+
+def grid(
+    families: Iterable[str],
+    latent_dims: Iterable[int],
+    alphas: Iterable[float] = (1.0,),
+    categories: Iterable[int] = (10,),
+    **common: Any,
+) -> list[FitConfig]:
+    """The product grid: α only varies Logit-normal runs, categories only Concrete runs."""
+    configs = []
+    for family in families:
+        for dim in latent_dims:
+            extra: list[dict[str, Any]] = [{}]
+            if family == "logitnormal":
+                extra = [{"alpha": a} for a in alphas]
+            elif family == "concrete":
+                extra = [{"categories": k} for k in categories]
+            for e in extra:
+                configs.append(FitConfig(family=family, latent_dim=dim, **e, **common))
+    return configs
+
+
+# --------------------------------------------------------------------------- names
+
+# fields that are part of the base name, the same for the whole sweep, or resumable
+_NAMED = {"family", "latent_dim", "alpha", "categories"}
+_SHORT = {
+    "temperature": "tq",
+    "prior_temperature": "tp",
+    "anneal_rate": "anneal",
+    "min_temperature": "tmin",
+    "num_particles": "particles",
+}
+
+
+def run_name(config: FitConfig, vary: Iterable[str] = ()) -> str:
+    """A readable, unique folder name: the family's identity plus the fields in ``vary``."""
+    if config.family == "logitnormal":
+        name = f"logitnormal-d{config.latent_dim}-a{config.alpha:g}"
+    elif config.family == "concrete":
+        name = f"concrete-{config.latent_dim}x{config.categories}"
+    else:
+        name = f"{config.family}-d{config.latent_dim}"
+    for key in sorted(set(vary) - _NAMED - RESUMABLE_FIELDS):
+        value = getattr(config, key)
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        name += f"-{_SHORT.get(key, key.replace('_', '-'))}{text}"
+    return name
+
+
+def varying_fields(configs: list[FitConfig]) -> set[str]:
+    """Fields whose value differs between configurations of the same base name."""
+    by_base: dict[str, list[FitConfig]] = {}
+    for c in configs:
+        by_base.setdefault(run_name(c), []).append(c)
+    vary = set()
+    for group in by_base.values():
+        for f in fields(FitConfig):
+            if len({json.dumps(getattr(c, f.name)) for c in group}) > 1:
+                vary.add(f.name)
+    return vary
+
+
+def named_grid(configs: list[FitConfig]) -> dict[str, FitConfig]:
+    vary = varying_fields(configs)
+    named: dict[str, FitConfig] = {}
+    for c in configs:
+        name = run_name(c, vary)
+        if name in named:
+            if not named[name].differences(c):
+                continue  # the same configuration twice
+            raise ConfigError(f"two configurations of the grid would share the name {name}")
+        named[name] = c
+    return named
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class PlannedRun:
+    name: str
+    config: FitConfig
+    path: Path
+    state: str  # new | resume | finished | evaluate | conflict
+    epochs_done: int = 0
+    reason: str = ""
+    commands: list[list[str]] = field(default_factory=list)
+
+
+def _epochs_done(run_dir: RunDir) -> int:
+    summary = run_dir.read_summary()
+    if "epochs_completed" in summary:
+        return int(summary["epochs_completed"])
+    return len(run_dir.read_metrics())
+
+
+def _evaluation_current(path: Path, epoch: int, k: int, images: int) -> bool:
+    try:
+        ev = json.loads((path / EVALUATION).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (ev.get("epoch"), ev.get("k"), ev.get("images_requested")) == (epoch, k, images)
+
+
+def plan(
+    sweep_dir: Path, configs: dict[str, FitConfig], evaluate_k: int = 0, images: int = 0
+) -> list[PlannedRun]:
+    """What each configuration needs: a new run, a resume, nothing, or (a conflict) a report."""
+    planned = []
+    for name, config in configs.items():
+        path = sweep_dir / "runs" / name
+        run = PlannedRun(name, config, path, "new")
+        if path.exists():
+            run_dir = RunDir(path)
+            try:
+                stored = run_dir.read_config() if run_dir.config_path.is_file() else None
+            except RunDirError as err:
+                stored, run.state, run.reason = None, "conflict", str(err)
+            if run.state == "conflict":
+                pass
+            elif stored is None or not run_dir.checkpoint_path.is_file():
+                leftovers = {p.name for p in path.iterdir()} - {CONFIG}
+                if leftovers:
+                    run.state = "conflict"
+                    run.reason = (
+                        f"{path} has no checkpoint but holds {', '.join(sorted(leftovers))}"
+                    )
+                # else: a start that died before its first checkpoint; it is started again
+            else:
+                diff = [k for k in config.differences(stored) if k not in RESUMABLE_FIELDS]
+                if diff:
+                    run.state = "conflict"
+                    run.reason = (
+                        f"{path} was made with another configuration ({', '.join(diff)} differ)"
+                    )
+                else:
+                    run.epochs_done = _epochs_done(run_dir)
+                    finished = run.epochs_done >= config.epochs
+                    run.state = "finished" if finished else "resume"
+        if run.state == "finished" and evaluate_k:
+            if not _evaluation_current(path, run.epochs_done, evaluate_k, images):
+                run.state = "evaluate"
+        planned.append(run)
+    return planned
+
+
+def _fit_args(config: FitConfig) -> list[str]:
+    args = []
+    for f in fields(FitConfig):
+        value = getattr(config, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{f.name.replace('_', '-')}")
+        else:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return args
+
+
+def commands_for(
+    run: PlannedRun,
+    threads: int,
+    data_dir: Path | None,
+    device: str,
+    evaluate_k: int,
+    images: int,
+) -> list[list[str]]:
+    """The ``pyro-dvae`` commands (as argument lists) that bring ``run`` up to date."""
+    exe = [sys.executable, "-m", "pyro_dvae"]
+    common = ["--threads", str(threads), "--device", device, "--no-progress"]
+    if data_dir is not None:
+        common += ["--data-dir", str(data_dir)]
+    cmds = []
+    if run.state == "new":
+        if run.path.exists():  # only a config.json from a start that never checkpointed
+            shutil.rmtree(run.path)
+        cmds.append([*exe, "fit", *_fit_args(run.config), "--out", str(run.path), *common])
+    elif run.state == "resume":
+        cmds.append(
+            [
+                *exe,
+                "fit",
+                "--resume",
+                str(run.path),
+                "--epochs",
+                str(run.config.epochs),
+                "--eval-every",
+                str(run.config.eval_every),
+                *common,
+            ]
+        )
+    if evaluate_k and run.state in ("new", "resume", "evaluate"):
+        cmds.append(
+            [
+                *exe,
+                "evaluate",
+                str(run.path),
+                "--k",
+                str(evaluate_k),
+                "--images",
+                str(images),
+                "--skip-done",
+                *common,
+            ]
+        )
+    return cmds
+
+
+# --------------------------------------------------------------------------- run
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@dataclass
+class _Job:
+    run: PlannedRun
+    commands: list[list[str]]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+
+    def start_next(self) -> None:
+        cmd = self.commands.pop(0)
+        with open(self.log_path, "a") as log:
+            log.write(f"\n$ {' '.join(cmd[1:])}\n")
+            log.flush()
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _last_error(log_path: Path) -> str:
+    lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error:")]
+    return (errors or lines or ["no output"])[-1]
+
+
+def run_sweep(
+    sweep_dir: str | Path,
+    configs: list[FitConfig],
+    jobs: int = 1,
+    threads: int | None = None,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    evaluate_k: int = 0,
+    images: int = 0,
+    description: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+    poll: float = 0.5,
+) -> dict[str, Any]:
+    """Bring every configuration of the grid up to date; return what happened to each."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    for c in configs:
+        c.validate()
+    named = named_grid(configs)
+    sweep_dir = Path(sweep_dir)
+    threads = threads or max(1, available_cores() // jobs)
+    data_dir = Path(data_dir).resolve() if data_dir is not None else None
+    planned = plan(sweep_dir, named, evaluate_k, images)
+    _write_sweep_json(sweep_dir, named, description)
+
+    outcome: dict[str, str] = {}
+    queue: list[_Job] = []
+    (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
+    for run in planned:
+        if run.state == "conflict":
+            outcome[run.name] = f"failed: {run.reason}"
+            log(f"[skip] {run.name}: {run.reason}")
+            continue
+        cmds = commands_for(run, threads, data_dir, device, evaluate_k, images)
+        if not cmds:
+            outcome[run.name] = "finished"
+            continue
+        queue.append(_Job(run, cmds, sweep_dir / "logs" / f"{run.name}.log"))
+    done_before = sum(1 for v in outcome.values() if v == "finished")
+    log(
+        f"sweep {sweep_dir}: {len(named)} runs, {done_before} already finished, "
+        f"{len(queue)} to run ({jobs} at a time, {threads} threads each)"
+    )
+
+    running: list[_Job] = []
+    total = len(queue)
+    started = 0
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                job = queue.pop(0)
+                started += 1
+                what = {"new": "start", "resume": f"resume from epoch {job.run.epochs_done}"}.get(
+                    job.run.state, "evaluate"
+                )
+                log(f"[{started}/{total}] {job.run.name}: {what}")
+                job.started = time.perf_counter()
+                job.start_next()
+                running.append(job)
+            time.sleep(poll)
+            for job in list(running):
+                rc = job.proc.poll()
+                if rc is None:
+                    continue
+                if rc == 0 and job.commands:
+                    job.start_next()
+                    continue
+                running.remove(job)
+                seconds = time.perf_counter() - job.started
+                if rc == 0:
+                    outcome[job.run.name] = "finished"
+                    log(f"[done] {job.run.name} ({seconds:.0f}s){_result_text(job.run.path)}")
+                else:
+                    outcome[job.run.name] = f"failed: {_last_error(job.log_path)}"
+                    log(
+                        f"[FAILED] {job.run.name}: {_last_error(job.log_path)} (see {job.log_path})"
+                    )
+    except KeyboardInterrupt:
+        for job in running:
+            if job.proc.poll() is None:
+                job.proc.send_signal(signal.SIGINT)
+        for job in running:
+            try:
+                job.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                job.proc.terminate()
+                job.proc.wait()
+            outcome[job.run.name] = "interrupted"
+        for job in queue:
+            outcome[job.run.name] = "not started"
+        raise
+    return outcome
+
+
+def _result_text(path: Path) -> str:
+    summary = RunDir(path).read_summary()
+    test = summary.get("final_test", {}).get("test_loss")
+    text = f": {summary.get('epochs_completed', '?')} epochs" if summary else ""
+    if test is not None:
+        text += f", test -ELBO {test:.2f}"
+    try:
+        ev = json.loads((path / EVALUATION).read_text())
+        text += f", log p(x) {ev['test_log_likelihood']:.2f} (k={ev['k']})"
+    except (OSError, json.JSONDecodeError, KeyError):
+        pass
+    return text
+
+
+def _write_sweep_json(
+    sweep_dir: Path, named: dict[str, FitConfig], description: dict[str, Any] | None
+) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        **(description or {}),
+        "runs": {name: config.to_dict() for name, config in named.items()},
+    }
+    atomic_write_text(sweep_dir / SWEEP, json.dumps(doc, indent=2) + "\n")
+
+
+def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
+    path = Path(sweep_dir) / SWEEP
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RunDirError(
+            f"{sweep_dir} is not a sweep folder (no readable {SWEEP}: {err})"
+        ) from None
+
+
+__all__ = [
+    "CHECKPOINT",
+    "PRESETS",
+    "grid",
+    "named_grid",
+    "paper_grid",
+    "plan",
+    "read_sweep",
+    "register_preset",
+    "run_name",
+    "run_sweep",
+]
