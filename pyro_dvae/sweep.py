@@ -284,7 +284,10 @@ class _Job:
         with open(self.log_path, "a") as log:
             log.write(f"\n$ {' '.join(cmd[1:])}\n")
             log.flush()
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            # its own session: a terminal's Ctrl-C reaches the sweep, which forwards it once
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
 
 def _last_error(log_path: Path) -> str:
@@ -405,9 +408,13 @@ def _write_sweep_json(
     sweep_dir: Path, named: dict[str, FitConfig], description: dict[str, Any] | None
 ) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:  # a sweep folder may be filled by several grids: keep the runs of earlier ones
+        earlier = json.loads((sweep_dir / SWEEP).read_text()).get("runs", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        earlier = {}
     doc = {
         **(description or {}),
-        "runs": {name: config.to_dict() for name, config in named.items()},
+        "runs": {**earlier, **{name: config.to_dict() for name, config in named.items()}},
     }
     atomic_write_text(sweep_dir / SWEEP, json.dumps(doc, indent=2) + "\n")
 

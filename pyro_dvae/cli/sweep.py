@@ -117,6 +117,8 @@ def sweep(
         for key in given:
             setattr(config, key, common[key])
         config.validate()
+    if jobs < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--jobs")
     if threads is not None and threads < 1:
         raise click.BadParameter("must be >= 1", param_hint="--threads")
     if evaluate_k < 0 or images < 0:

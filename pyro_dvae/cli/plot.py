@@ -1,0 +1,84 @@
+"""``pyro-dvae plot``: the paper's figures from a sweep folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .group import cli, log_line, set_threads
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of sizes") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("sizes must be >= 1")
+    return sizes
+
+
+@cli.command()
+@click.argument("sweep_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("figures"), show_default=True)
+@click.option(
+    "--figure",
+    "names",
+    multiple=True,
+    type=click.Choice(["fig2", "fig3", "fig4", "fig5", "fig6"]),
+    help="Draw only these (repeat the option) [default: all].",
+)
+@click.option("--sizes", default="4,40", show_default=True, help="Figure 2: latent sizes.")
+@click.option("--tsne-size", type=int, default=8, show_default=True, help="Figure 3: size.")
+@click.option(
+    "--tsne-alpha", type=float, default=0.32, show_default=True, help="Figure 3: Logit-normal α."
+)
+@click.option(
+    "--images", type=int, default=10000, show_default=True, help="Figure 3: test images (0: all)."
+)
+@click.option("--hist-size", type=int, default=40, show_default=True, help="Figure 4: size.")
+@click.option("--grid", type=int, default=20, show_default=True, help="Figure 5: cells per side.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=int, default=None)
+def plot(
+    sweep_dir,
+    out,
+    names,
+    sizes,
+    tsne_size,
+    tsne_alpha,
+    images,
+    hist_size,
+    grid,
+    seed,
+    data_dir,
+    device,
+    threads,
+):
+    """Figures 2-6 of the paper as PNG files: reconstruction curves (2), t-SNE of
+    the test encodings (3), one latent dimension's histogram (4), the decoded 2-D
+    latent space (5) and Logit-normal densities (6)."""
+    from ..plots import make_figures
+
+    set_threads(threads)
+    if images < 0 or grid < 1:
+        raise click.BadParameter("--images must be >= 0 and --grid >= 1")
+    paths = make_figures(
+        sweep_dir,
+        out,
+        list(names) or None,
+        sizes=_sizes(sizes),
+        tsne_size=tsne_size,
+        tsne_alpha=tsne_alpha,
+        images=images,
+        hist_size=hist_size,
+        grid=grid,
+        seed=seed,
+        data_dir=data_dir,
+        device=device,
+    )
+    for path in paths:
+        log_line(f"written: {path}")

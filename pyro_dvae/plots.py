@@ -1,0 +1,254 @@
+"""The paper's Figures 2-6 from a sweep folder, as PNG files."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .data import IMAGE_SHAPES, load_dataset  # noqa: E402
+from .errors import RunDirError  # noqa: E402
+from .report import RunResult, collect  # noqa: E402
+from .sweep import PAPER_ALPHAS  # noqa: E402
+
+FIGURES: dict[str, Callable[..., Path]] = {}
+_DIGIT_COLOURS = plt.get_cmap("tab10")
+
+
+def register_figure(name: str):
+    def deco(fn):
+        FIGURES[name] = fn
+        return fn
+
+    return deco
+
+
+def _label(r: RunResult) -> str:
+    c = r.config
+    if c.family == "logitnormal":
+        return f"Logit-normal α={c.alpha:g}"
+    if c.family == "concrete":
+        return f"Concrete {c.latent_dim}×{c.categories}"
+    return c.family.capitalize()
+
+
+def _pick(runs: list[RunResult], family: str, size: int, alpha: float | None = None):
+    found = [
+        r
+        for r in runs
+        if r.config.family == family
+        and r.size == size
+        and (alpha is None or abs(r.config.alpha - alpha) < 1e-9)
+    ]
+    return found[0] if found else None
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------- Figure 2
+
+
+@register_figure("fig2")
+def reconstruction_curves(runs, out: Path, sizes=(4, 40), **_) -> Path:
+    """Negative log-Bernoulli (reconstruction) per epoch, every family, one panel per size."""
+    fig, axes = plt.subplots(len(sizes), 1, figsize=(7, 3.4 * len(sizes)), squeeze=False)
+    for ax, size in zip(axes[:, 0], sizes, strict=True):
+        chosen = [r for r in runs if r.size == size]
+        chosen.sort(key=lambda r: (r.config.family, r.config.alpha))
+        for r in chosen:
+            records = r.run_dir_metrics()
+            epochs = [m["epoch"] for m in records]
+            ax.plot(epochs, [m["train_recon"] for m in records], label=_label(r))
+        ax.set_title(f"latent dimension {size}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("−log p(x | z) (train, nats)")
+        if chosen:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, f"no runs of size {size}", ha="center", transform=ax.transAxes)
+    fig.suptitle("Figure 2: reconstruction loss per epoch")
+    return _save(fig, out / "fig2_reconstruction.png")
+
+
+# --------------------------------------------------------------------------- Figure 3
+
+
+def _test_codes(r: RunResult, data_dir, device, images: int):
+    from .evaluation import load_run, posterior_means
+
+    loaded = load_run(r.path, device)
+    data = load_dataset(r.config.dataset, data_dir, subset=r.config.subset)
+    x = data.test[:images].to(device) if images else data.test.to(device)
+    labels = data.test_labels[: x.shape[0]].numpy()
+    return loaded, posterior_means(loaded.vae, x).cpu().numpy(), labels, data
+
+
+def _scatter(ax, xy: np.ndarray, labels: np.ndarray, title: str) -> None:
+    for digit in range(int(labels.max()) + 1):
+        mask = labels == digit
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=2, color=_DIGIT_COLOURS(digit), label=str(digit))
+    ax.set_title(title, fontsize=10)
+
+
+@register_figure("fig3")
+def tsne_encodings(
+    runs,
+    out: Path,
+    tsne_size=8,
+    tsne_alpha=0.32,
+    images=10000,
+    data_dir=None,
+    device="cpu",
+    seed=0,
+    **_,
+) -> Path:
+    """t-SNE of the test posterior means (size ``tsne_size``) and the raw 2-D Logit-normal codes."""
+    from sklearn.manifold import TSNE
+
+    panels = [
+        (_pick(runs, "logitnormal", tsne_size, tsne_alpha), True),
+        (_pick(runs, "gaussian", tsne_size), True),
+        (_pick(runs, "concrete", tsne_size), True),
+        (_pick(runs, "logitnormal", 2, tsne_alpha) or _pick(runs, "logitnormal", 2), False),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 10))
+    for ax, (r, tsne) in zip(axes.flat, panels, strict=True):
+        if r is None:
+            ax.text(0.5, 0.5, "no such run in the sweep", ha="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        _, codes, labels, _ = _test_codes(r, data_dir, device, images)
+        if tsne:
+            xy = TSNE(n_components=2, init="pca", random_state=seed).fit_transform(codes)
+            ax.set_xlabel("t-SNE 1")
+            ax.set_ylabel("t-SNE 2")
+            title = f"{_label(r)}, size {r.size}: t-SNE"
+        else:
+            xy = codes
+            ax.set_xlabel("E[z₁ | x]")
+            ax.set_ylabel("E[z₂ | x]")
+            title = f"{_label(r)}, 2-D codes (no t-SNE)"
+        _scatter(ax, xy, labels, f"{title} (epoch {r.epochs})")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, title="digit", markerscale=5, loc="center right")
+    fig.suptitle(f"Figure 3: encodings of {images or 'all'} test images, coloured by digit")
+    return _save(fig, out / "fig3_tsne.png")
+
+
+# --------------------------------------------------------------------------- Figure 4
+
+
+@register_figure("fig4")
+def latent_histograms(
+    runs, out: Path, hist_size=40, hist_alpha=1.78, data_dir=None, device="cpu", seed=0, **_
+) -> Path:
+    """Histogram of one latent dimension's sampled z over the test set: Gaussian vs Logit-normal."""
+    from .evaluation import active_units
+
+    pair = [_pick(runs, "gaussian", hist_size), _pick(runs, "logitnormal", hist_size, hist_alpha)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, r in zip(axes, pair, strict=True):
+        if r is None:
+            ax.text(0.5, 0.5, "no such run in the sweep", ha="center", transform=ax.transAxes)
+            continue
+        loaded, means, _, data = _test_codes(r, data_dir, device, 0)
+        _, variances = active_units(torch.as_tensor(means))
+        dim = int(np.argmax(variances))  # the most informative unit
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            z = loaded.vae.encode(data.test.to(device)).sample()[:, dim].cpu().numpy()
+        ax.hist(z, bins=80, color="tab:blue" if r.config.family == "gaussian" else "tab:orange")
+        ax.set_title(f"{_label(r)}, size {hist_size}: z_{dim + 1} (epoch {r.epochs})", fontsize=10)
+        ax.set_xlabel(f"z_{dim + 1}, one posterior sample per test image")
+        ax.set_ylabel("count")
+    fig.suptitle("Figure 4: one latent dimension over the test set")
+    return _save(fig, out / "fig4_histograms.png")
+
+
+# --------------------------------------------------------------------------- Figure 5
+
+
+@register_figure("fig5")
+def latent_grid(runs, out: Path, grid=20, device="cpu", **_) -> Path:
+    """Decoded 2-D latent spaces: Logit-normal over (0, 1)², Gaussian through Φ⁻¹ of the grid."""
+    from .evaluation import load_run
+
+    ln = _pick(runs, "logitnormal", 2, 1.78) or _pick(runs, "logitnormal", 2)
+    pair = [ln, _pick(runs, "gaussian", 2)]
+    u = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid  # cell centres in (0, 1)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+    for ax, r in zip(axes, pair, strict=True):
+        ax.set_axis_off()
+        if r is None:
+            ax.text(0.5, 0.5, "no 2-D run in the sweep", ha="center", transform=ax.transAxes)
+            continue
+        vae = load_run(r.path, device).vae
+        h, w = IMAGE_SHAPES[r.config.dataset]
+        z1, z2 = torch.meshgrid(u, u.flip(0), indexing="xy")  # z2 grows upwards
+        z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1)
+        if r.config.family == "gaussian":
+            z = torch.distributions.Normal(0.0, 1.0).icdf(z)
+        images = vae.decode(z.to(device)).cpu().reshape(grid, grid, h, w)
+        canvas = images.permute(0, 2, 1, 3).reshape(grid * h, grid * w).numpy()
+        ax.imshow(canvas, cmap="gray", extent=(0, 1, 0, 1))
+        ax.set_axis_on()
+        ax.set_xlabel("z₁" if r.config.family != "gaussian" else "Φ(z₁)")
+        ax.set_ylabel("z₂" if r.config.family != "gaussian" else "Φ(z₂)")
+        ax.set_title(f"{_label(r)} (epoch {r.epochs})")
+    fig.suptitle("Figure 5: decoded 2-D latent space")
+    return _save(fig, out / "fig5_latent_grid.png")
+
+
+# --------------------------------------------------------------------------- Figure 6
+
+
+def logit_normal_pdf(z: np.ndarray, mu: float, variance: float) -> np.ndarray:
+    """The paper's density: exp(−(logit z − μ)² / 2σ²) / (σ √(2π) z (1 − z))."""
+    sigma = math.sqrt(variance)
+    logit = np.log(z) - np.log1p(-z)
+    return np.exp(-((logit - mu) ** 2) / (2 * variance)) / (
+        sigma * math.sqrt(2 * math.pi) * z * (1 - z)
+    )
+
+
+@register_figure("fig6")
+def logit_normal_densities(runs, out: Path, **_) -> Path:
+    """Logit-normal densities for the paper's α at μ = 0 and μ = 1 (no runs needed)."""
+    z = np.linspace(1e-4, 1 - 1e-4, 2000)
+    fig, axes = plt.subplots(2, 1, figsize=(7, 7))
+    for ax, mu in zip(axes, (0.0, 1.0), strict=True):
+        for a in PAPER_ALPHAS:
+            ax.plot(z, logit_normal_pdf(z, mu, a), label=f"α = σ² = {a:g}")
+        ax.set_title(f"μ = {mu:g}")
+        ax.set_xlabel("z")
+        ax.set_ylabel("density")
+        ax.set_ylim(0, 4)
+        ax.legend()
+    fig.suptitle("Figure 6: Logit-normal densities")
+    return _save(fig, out / "fig6_logitnormal_densities.png")
+
+
+def make_figures(
+    sweep_dir: str | Path, out: str | Path, names: list[str] | None = None, **options
+) -> list[Path]:
+    """Draw the figures ``names`` (default: all) from the runs of ``sweep_dir``."""
+    runs = collect(sweep_dir)
+    names = names or sorted(FIGURES)
+    if not runs and any(n != "fig6" for n in names):
+        raise RunDirError(f"{sweep_dir} holds no runs")
+    return [FIGURES[n](runs, Path(out), **options) for n in names]

@@ -1,0 +1,321 @@
+"""Tables of a sweep in the paper's layout (Tables 1-3), as Markdown and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import FitConfig
+from .evaluation import read_evaluation
+from .rundir import CONFIG, RunDir, atomic_write_text
+from .sweep import PAPER_ALPHAS, PAPER_SIZES
+
+# The paper's numbers (Tables 1-3; it does not say whether they are train or test).
+PAPER_TABLE1 = {  # −ELBO of the Logit-normal, rows: size, columns: α
+    2: (145.42, 142.67, 141.33, 140.21),
+    4: (124.04, 121.73, 120.10, 118.63),
+    8: (105.02, 109.43, 101.61, 105.57),
+    20: (99.98, 98.45, 97.62, 96.97),
+    40: (104.13, 100.25, 100.45, 104.02),
+}
+PAPER_TABLE2 = {  # KL of the Logit-normal
+    2: (7.00, 6.79, 6.53, 6.37),
+    4: (10.03, 9.97, 10.14, 10.43),
+    8: (16.02, 14.92, 16.71, 15.47),
+    20: (21.02, 21.37, 20.13, 22.17),
+    40: (21.02, 21.01, 18.31, 23.84),
+}
+PAPER_TABLE3 = {  # −ELBO: Logit-normal α = 1.78, Gaussian, Concrete (one K-way variable)
+    2: (140.21, 138.59, 185.88),
+    4: (118.63, 121.87, 167.86),
+    8: (105.57, 100.54, 158.62),
+    20: (96.97, 96.52, 169.05),
+    40: (104.02, 96.21, 227.97),
+}
+
+
+@dataclass
+class RunResult:
+    name: str
+    config: FitConfig
+    epochs: int
+    status: str
+    path: Path
+    last: dict[str, Any] = field(default_factory=dict)  # the last metrics record
+    last_test: dict[str, Any] = field(default_factory=dict)  # the last record with a test score
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    def run_dir_metrics(self) -> list[dict[str, Any]]:
+        return RunDir(self.path).read_metrics()
+
+    @property
+    def size(self) -> int | None:
+        """The paper's 'latent dimension': the vector size, or K for one K-way Concrete."""
+        c = self.config
+        if c.family == "concrete":
+            return c.categories if c.latent_dim == 1 else None
+        return c.latent_dim
+
+    def value(self, split: str, part: str) -> float | None:
+        """``split`` train|test, ``part`` loss|recon|kl|nll."""
+        if part == "nll":
+            ll = self.evaluation.get("test_log_likelihood")
+            return None if ll is None or split != "test" else -ll
+        source = self.last if split == "train" else self.last_test
+        return source.get(f"{split}_{part}")
+
+
+def collect(sweep_dir: str | Path) -> list[RunResult]:
+    """Every run below ``sweep_dir`` (``runs/*`` or directly below) with its latest numbers."""
+    root = Path(sweep_dir)
+    paths = sorted({p.parent for p in [*root.glob(f"runs/*/{CONFIG}"), *root.glob(f"*/{CONFIG}")]})
+    results = []
+    for path in paths:
+        run = RunDir(path)
+        try:
+            config = run.read_config()
+        except Exception:
+            continue
+        metrics = run.read_metrics()
+        summary = run.read_summary()
+        tests = [r for r in metrics if "test_loss" in r]
+        evaluation = read_evaluation(path)
+        epochs = metrics[-1]["epoch"] if metrics else 0
+        if evaluation.get("epoch") != epochs:
+            evaluation = {}  # stale: made at another epoch
+        results.append(
+            RunResult(
+                path.name,
+                config,
+                epochs,
+                summary.get("status", "unknown"),
+                path,
+                metrics[-1] if metrics else {},
+                tests[-1] if tests else {},
+                evaluation,
+            )
+        )
+    return results
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[tuple[str, list[str]]]
+    note: str = ""
+
+    def markdown(self) -> str:
+        out = [f"**{self.title}**", ""]
+        out.append("| " + " | ".join(["size", *self.columns]) + " |")
+        out.append("|" + " --- |" * (len(self.columns) + 1))
+        for label, cells in self.rows:
+            out.append("| " + " | ".join([label, *cells]) + " |")
+        if self.note:
+            out += ["", self.note]
+        return "\n".join(out) + "\n"
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["size", *self.columns])
+        for label, cells in self.rows:
+            writer.writerow([label, *cells])
+        return buf.getvalue()
+
+
+def _fmt(value: float | None, paper: float | None = None) -> str:
+    text = "–" if value is None else f"{value:.2f}"
+    return f"{text} ({paper:.2f})" if paper is not None else text
+
+
+def _epochs_note(runs: list[RunResult], planned: int | None = None) -> str:
+    if not runs:
+        return "no runs"
+    epochs = sorted({r.epochs for r in runs})
+    span = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}–{epochs[-1]}"
+    target = max(r.config.epochs for r in runs) if planned is None else planned
+    text = f"epochs reached: {span} (of {target} planned)"
+    if epochs[0] < 200:
+        text += "; the paper trained 200 epochs"
+    return text
+
+
+def _find(runs: list[RunResult], family: str, size: int, alpha: float | None = None):
+    for r in runs:
+        if r.config.family == family and r.size == size:
+            if alpha is None or abs(r.config.alpha - alpha) < 1e-9:
+                return r
+    return None
+
+
+def paper_tables(runs: list[RunResult], split: str) -> list[Table]:
+    """Tables 1-3 for ``split`` (train or test), cells 'ours (paper)'; and the IWAE tables."""
+    alpha_cols = [f"α = {a:g}" for a in PAPER_ALPHAS]
+    used: list[RunResult] = []
+
+    def ln_table(part: str, paper: dict, title: str) -> Table:
+        rows = []
+        for size in PAPER_SIZES:
+            cells = []
+            for i, a in enumerate(PAPER_ALPHAS):
+                r = _find(runs, "logitnormal", size, a)
+                used.extend([r] if r else [])
+                cells.append(_fmt(r.value(split, part) if r else None, paper[size][i]))
+            rows.append((str(size), cells))
+        return Table(title, alpha_cols, rows)
+
+    t1 = ln_table("loss", PAPER_TABLE1, f"Table 1 ({split}): −ELBO of the Logit-normal VAE")
+    t2 = ln_table("kl", PAPER_TABLE2, f"Table 2 ({split}): KL of the Logit-normal VAE")
+    rows3 = []
+    for size in PAPER_SIZES:
+        ln = [r for a in PAPER_ALPHAS if (r := _find(runs, "logitnormal", size, a))]
+        scored = [r for r in ln if r.value(split, "loss") is not None]
+        best = min(scored, key=lambda r: r.value(split, "loss")) if scored else None
+        g, c = _find(runs, "gaussian", size), _find(runs, "concrete", size)
+        used.extend(x for x in (best, g, c) if x)
+        best_cell = _fmt(best.value(split, "loss") if best else None, PAPER_TABLE3[size][0])
+        if best:
+            best_cell += f" [α={best.config.alpha:g}]"
+        rows3.append(
+            (
+                str(size),
+                [
+                    best_cell,
+                    _fmt(g.value(split, "loss") if g else None, PAPER_TABLE3[size][1]),
+                    _fmt(c.value(split, "loss") if c else None, PAPER_TABLE3[size][2]),
+                ],
+            )
+        )
+    t3 = Table(
+        f"Table 3 ({split}): −ELBO of the best Logit-normal, the Gaussian and the Concrete VAE",
+        ["best Logit-normal", "Gaussian", "Concrete (1 × K)"],
+        rows3,
+    )
+    note = _epochs_note(used) + ". Cells: ours (the paper's)."
+    for t in (t1, t2, t3):
+        t.note = note
+    return [t1, t2, t3]
+
+
+def likelihood_tables(runs: list[RunResult]) -> list[Table]:
+    """The Table 1 and Table 3 layouts for the IWAE estimate of −log p(x) on the test set."""
+    evaluated = [r for r in runs if r.evaluation]
+    if not evaluated:
+        return []
+    rows1, rows3 = [], []
+    for size in PAPER_SIZES:
+        cells = []
+        for a in PAPER_ALPHAS:
+            r = _find(evaluated, "logitnormal", size, a)
+            cells.append(_fmt(r.value("test", "nll") if r else None))
+        rows1.append((str(size), cells))
+        row3 = []
+        for family in ("logitnormal", "gaussian", "concrete"):
+            if family == "logitnormal":
+                vals = [
+                    v
+                    for a in PAPER_ALPHAS
+                    if (r := _find(evaluated, family, size, a))
+                    and (v := r.value("test", "nll")) is not None
+                ]
+                row3.append(_fmt(min(vals)) if vals else "–")
+            else:
+                r = _find(evaluated, family, size)
+                row3.append(_fmt(r.value("test", "nll") if r else None))
+        rows3.append((str(size), row3))
+    ks = sorted({r.evaluation["k"] for r in evaluated})
+    images = sorted({r.evaluation["test_images"] for r in evaluated})
+    note = (
+        f"IWAE bound with k = {', '.join(map(str, ks))} samples on "
+        f"{', '.join(map(str, images))} test images; {_epochs_note(evaluated)}."
+    )
+    return [
+        Table(
+            "Test −log p(x) (IWAE) of the Logit-normal VAE",
+            [f"α = {a:g}" for a in PAPER_ALPHAS],
+            rows1,
+            note,
+        ),
+        Table(
+            "Test −log p(x) (IWAE): best Logit-normal, Gaussian, Concrete",
+            ["best Logit-normal", "Gaussian", "Concrete (1 × K)"],
+            rows3,
+            note,
+        ),
+    ]
+
+
+def runs_table(runs: list[RunResult]) -> Table:
+    """Every run, one row: what a sweep outside the paper's grid is read from."""
+    cols = [
+        "epochs",
+        "status",
+        "train −ELBO",
+        "test −ELBO",
+        "test recon",
+        "test KL",
+        "test −log p(x)",
+        "k",
+        "active units",
+        "kNN accuracy",
+    ]
+    rows = []
+    for r in runs:
+        ev = r.evaluation
+        rows.append(
+            (
+                r.name,
+                [
+                    str(r.epochs),
+                    r.status,
+                    _fmt(r.value("train", "loss")),
+                    _fmt(r.value("test", "loss")),
+                    _fmt(r.value("test", "recon")),
+                    _fmt(r.value("test", "kl")),
+                    _fmt(r.value("test", "nll")),
+                    str(ev.get("k", "–")),
+                    f"{ev['active_units']}/{ev['latent_units']}" if ev else "–",
+                    f"{ev['knn_accuracy']:.3f}" if ev else "–",
+                ],
+            )
+        )
+    return Table("All runs", cols, rows, _epochs_note(runs))
+
+
+def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``report.md`` and one CSV per table into ``out`` (default: ``SWEEP_DIR/report``)."""
+    runs = collect(sweep_dir)
+    if not runs:
+        from .errors import RunDirError
+
+        raise RunDirError(f"{sweep_dir} holds no runs")
+    out = Path(out) if out is not None else Path(sweep_dir) / "report"
+    tables: dict[str, Table] = {}
+    if any(r.size in PAPER_SIZES for r in runs):
+        for split in ("train", "test"):
+            for i, t in enumerate(paper_tables(runs, split), start=1):
+                tables[f"table{i}_{split}"] = t
+        for i, t in zip((1, 3), likelihood_tables(runs), strict=False):
+            tables[f"table{i}_iwae"] = t
+    tables["runs"] = runs_table(runs)
+    md = [f"# Report of {Path(sweep_dir).name}", ""]
+    for name, table in tables.items():
+        md += [table.markdown(), f"CSV: `{name}.csv`", ""]
+        atomic_write_text(out / f"{name}.csv", table.csv())
+    atomic_write_text(out / "report.md", "\n".join(md))
+    atomic_write_text(
+        out / "runs.json",
+        json.dumps(
+            [{"name": r.name, "epochs": r.epochs, "status": r.status} for r in runs], indent=2
+        )
+        + "\n",
+    )
+    return out / "report.md"

@@ -1,0 +1,223 @@
+"""``pyro-dvae sweep``: the paper grid, skipping, resuming, interruption and failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_dvae.config import FitConfig
+from pyro_dvae.sweep import PAPER_ALPHAS, PAPER_SIZES, grid, named_grid, paper_grid, run_name
+
+from .helpers import invoke, load_checkpoint, read_json, read_metrics, run_ok
+
+TINY = ["--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--threads", "1"]
+
+
+def sweep_args(out: Path, *extra: str, epochs: int = 2) -> list[str]:
+    return [
+        "sweep",
+        "--family",
+        "gaussian",
+        "--family",
+        "logitnormal",
+        "--alpha",
+        "1.78",
+        "--epochs",
+        str(epochs),
+        "--out",
+        str(out),
+        *TINY,
+        *extra,
+    ]
+
+
+def run_files(sweep: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(sweep)): p.read_bytes()
+        for p in sorted((sweep / "runs").rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYRO_DVAE_DATA", str(tmp_path / "no-data"))
+
+
+def test_paper_preset_is_the_papers_grid():
+    configs = paper_grid()
+    assert len(configs) == len(PAPER_SIZES) * (len(PAPER_ALPHAS) + 2) == 30
+    assert all(c.epochs == 200 and c.batch_size == 50 and c.dataset == "mnist" for c in configs)
+    ln = {(c.latent_dim, c.alpha) for c in configs if c.family == "logitnormal"}
+    assert ln == {(d, a) for d in (2, 4, 8, 20, 40) for a in (0.32, 0.56, 1.0, 1.78)}
+    assert {c.latent_dim for c in configs if c.family == "gaussian"} == {2, 4, 8, 20, 40}
+    concrete = [c for c in configs if c.family == "concrete"]
+    assert {(c.latent_dim, c.categories) for c in concrete} == {(1, k) for k in (2, 4, 8, 20, 40)}
+    assert all(c.temperature == 0.5 and c.prior_temperature == 1.0 for c in concrete)
+    assert len(named_grid(configs)) == 30  # every run gets its own folder
+
+
+def test_run_names_show_what_varies():
+    configs = grid(["concrete"], [20], categories=[10])
+    configs.append(FitConfig(family="concrete", latent_dim=20, categories=10, temperature=1.0))
+    names = sorted(named_grid(configs))
+    assert names == ["concrete-20x10-tq0.5", "concrete-20x10-tq1"]
+    assert run_name(FitConfig(family="logitnormal", latent_dim=8, alpha=0.32)) == (
+        "logitnormal-d8-a0.32"
+    )
+
+
+def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path):
+    result = run_ok(["sweep", "--preset", "paper", "--out", "sw", "--dry-run"])
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 30 and all(line.startswith("new") for line in lines)
+    assert not (tmp_path / "sw").exists()
+
+
+def test_sweep_runs_the_grid_then_skips_finished_runs(tmp_path):
+    sweep = tmp_path / "sw"
+    result = run_ok(sweep_args(sweep, "--jobs", "2"))
+    names = {"gaussian-d2", "logitnormal-d2-a1.78"}
+    assert {p.name for p in (sweep / "runs").iterdir()} == names
+    for name in names:
+        summary = read_json(sweep / "runs" / name / "summary.json")
+        assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+        assert load_checkpoint(sweep / "runs" / name)["epoch"] == 2
+    assert set(read_json(sweep / "sweep.json")["runs"]) == names
+    assert "2 of 2 runs finished" in result.stderr
+
+    before = run_files(sweep)
+    again = run_ok(sweep_args(sweep))
+    assert "2 already finished, 0 to run" in again.stderr
+    assert run_files(sweep) == before
+
+
+def test_raising_epochs_resumes_every_run_to_the_uninterrupted_result(tmp_path):
+    sweep = tmp_path / "sw"
+    run_ok(sweep_args(sweep, epochs=1))
+    result = run_ok(sweep_args(sweep, epochs=3))
+    assert result.stderr.count("resume from epoch 1") == 2
+    # the same configuration trained in one go
+    direct = tmp_path / "direct"
+    run_ok(
+        [
+            "fit",
+            "--family",
+            "gaussian",
+            "--epochs",
+            "3",
+            "--out",
+            str(direct),
+            "--no-progress",
+            *TINY,
+        ]
+    )
+    resumed = sweep / "runs" / "gaussian-d2"
+    assert [r["epoch"] for r in read_metrics(resumed)] == [1, 2, 3]
+    a, b = load_checkpoint(direct)["model"], load_checkpoint(resumed)["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_interrupted_sweep_continues_where_it_stopped(tmp_path):
+    sweep = tmp_path / "sw"
+    args = ["--family", "gaussian", "--latent-dim", "2", "--epochs", "400", "--out", str(sweep)]
+    cmd = [sys.executable, "-m", "pyro_dvae", "sweep", *args, *TINY[:4], "--threads", "1"]
+    env = {**os.environ, "PYRO_DVAE_DATA": str(tmp_path)}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
+    )
+    run = sweep / "runs" / "gaussian-d2"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_metrics(run)) < 2:
+        time.sleep(0.1)
+    assert len(read_metrics(run)) >= 2, "the run never got going"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    summary = read_json(run / "summary.json")
+    done = summary["epochs_completed"]
+    assert summary["status"] == "interrupted" and 2 <= done < 400
+    assert load_checkpoint(run)["epoch"] == done
+    assert "run the same command again" in err.decode()
+
+    result = run_ok(["sweep", *args, *TINY])
+    assert f"resume from epoch {done}" in result.stderr
+    assert read_json(run / "summary.json")["epochs_completed"] == 400
+    assert [r["epoch"] for r in read_metrics(run)] == list(range(1, 401))
+
+
+def test_a_failing_run_is_reported_and_leaves_the_others_whole(tmp_path):
+    sweep = tmp_path / "sw"
+    run_ok(sweep_args(sweep, epochs=1))
+    # damage one run's checkpoint; put a run of another configuration in a third run's place
+    broken = sweep / "runs" / "logitnormal-d2-a1.78"
+    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    clash = sweep / "runs" / "logitnormal-d2-a0.5"
+    run_ok(
+        [
+            "fit",
+            "--family",
+            "logitnormal",
+            "--alpha",
+            "3",
+            "--epochs",
+            "1",
+            "--out",
+            str(clash),
+            "--no-progress",
+            *TINY,
+        ]
+    )
+    broken_before, clash_before = run_files(sweep), None
+    clash_before = {
+        k: v for k, v in broken_before.items() if k.startswith("runs/logitnormal-d2-a0.5")
+    }
+    broken_before = {k: v for k, v in broken_before.items() if k.startswith(f"runs/{broken.name}")}
+
+    result = invoke(sweep_args(sweep, "--alpha", "0.5", "--jobs", "2", epochs=2))
+    assert result.exit_code == 1
+    assert "logitnormal-d2-a1.78: failed" in result.stderr and "damaged" in result.stderr
+    assert "logitnormal-d2-a0.5: failed" in result.stderr
+    assert "another configuration" in result.stderr
+    # the healthy run went on to 2 epochs
+    assert read_json(sweep / "runs" / "gaussian-d2" / "summary.json")["epochs_completed"] == 2
+    # the failing ones are untouched
+    after = run_files(sweep)
+    for k, v in {**broken_before, **clash_before}.items():
+        assert after[k] == v, f"{k} was changed"
+    assert "1 of 3 runs finished" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--preset", "paper", "--family", "gaussian"],
+        ["--family", "gaussian"],
+        ["--preset", "paper", "--epochs", "0"],
+        ["--preset", "paper", "--jobs", "0"],
+        ["--preset", "nope"],
+    ],
+)
+def test_bad_sweep_options_are_one_error_line(tmp_path, args):
+    result = invoke(["sweep", "--out", "sw", "--dry-run", *args])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ")
+    assert not (tmp_path / "sw").exists()
+
+
+def test_sweep_json_records_the_grid(tmp_path):
+    sweep = tmp_path / "sw"
+    run_ok(sweep_args(sweep, epochs=1))
+    doc = json.loads((sweep / "sweep.json").read_text())
+    cfg = FitConfig.from_dict(doc["runs"]["logitnormal-d2-a1.78"])
+    assert cfg.alpha == 1.78 and cfg.dataset == "digits" and cfg.epochs == 1
