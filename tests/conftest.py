@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pyro
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -13,6 +14,16 @@ def mnist_root() -> Path | None:
         if root and (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
             return Path(root)
     return None
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The test models are tiny: one thread is faster, and it does not stall on a busy
+    machine, where OpenMP threads competing for cores slow torch down many times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
