@@ -11,6 +11,12 @@ from typing import Any
 
 from .errors import ConfigError
 
+#: Concrete objectives: relaxed densities (Maddison et al.) or discrete KL (Jang et al.)
+KL_OBJECTIVES = {
+    "relaxed": "KL of the relaxed ExpConcrete densities, by Monte Carlo",
+    "discrete": "KL of the underlying categoricals, analytic",
+}
+
 # Fields that may change when a run is resumed; all others define the run.
 RESUMABLE_FIELDS = frozenset({"epochs", "eval_every", "jit"})
 
@@ -27,6 +33,7 @@ class FitConfig:
     prior_temperature: float = 1.0
     anneal_rate: float = 0.0
     min_temperature: float = 0.5
+    kl: str = "relaxed"
     hidden: int = 500
     dataset: str = "mnist"
     subset: int = 0
@@ -49,6 +56,14 @@ class FitConfig:
         _choice("family", self.family, FAMILIES)
         _choice("dataset", self.dataset, DATASETS)
         _choice("elbo", self.elbo, ELBOS)
+        _choice("kl", self.kl, KL_OBJECTIVES)
+        if self.kl == "discrete" and not ELBOS[self.elbo][1]:
+            raise ConfigError(
+                "--kl discrete is the analytic KL of the underlying categoricals; "
+                "use it with --elbo analytic"
+            )
+        if self.kl == "discrete" and self.family != "concrete":
+            raise ConfigError("--kl discrete applies to --family concrete only")
         _positive("alpha", self.alpha, "the prior variance of the Logit-normal")
         _positive("temperature", self.temperature)
         _positive("prior_temperature", self.prior_temperature)

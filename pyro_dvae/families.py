@@ -12,7 +12,7 @@ import pyro.distributions as dist
 import torch
 
 from .config import FitConfig
-from .distributions import ExpRelaxedCategorical, LogitNormal
+from .distributions import ExpRelaxedCategorical, ExpRelaxedCategoricalDiscreteKL, LogitNormal
 
 FAMILIES: dict[str, type[LatentFamily]] = {}
 
@@ -155,6 +155,10 @@ class ConcreteFamily(LatentFamily):
         self.anneal_rate = config.anneal_rate
         self.min_temperature = config.min_temperature
         self.temperature = self.temperature_at(0)
+        self.kl = config.kl
+        self._dist = (
+            ExpRelaxedCategoricalDiscreteKL if config.kl == "discrete" else ExpRelaxedCategorical
+        )
 
     def temperature_at(self, step: int) -> float:
         if self.anneal_rate == 0.0:
@@ -179,13 +183,11 @@ class ConcreteFamily(LatentFamily):
 
     def posterior(self, head):
         logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
-        return ExpRelaxedCategorical(head.new_tensor(self.temperature), logits=logits).to_event(1)
+        return self._dist(head.new_tensor(self.temperature), logits=logits).to_event(1)
 
     def prior(self, like):
         logits = like.new_zeros(like.shape[0], self.latent_dim, self.categories)
-        return ExpRelaxedCategorical(
-            like.new_tensor(self.prior_temperature), logits=logits
-        ).to_event(1)
+        return self._dist(like.new_tensor(self.prior_temperature), logits=logits).to_event(1)
 
     code_is_z = False
 
@@ -195,5 +197,6 @@ class ConcreteFamily(LatentFamily):
     def describe(self) -> str:
         return (
             f"concrete({self.latent_dim}x{self.categories}, "
-            f"tau_q={self.initial_temperature:g}, tau_p={self.prior_temperature:g})"
+            f"tau_q={self.initial_temperature:g}, tau_p={self.prior_temperature:g}"
+            + (", discrete KL)" if self.kl == "discrete" else ")")
         )

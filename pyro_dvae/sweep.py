@@ -54,6 +54,29 @@ def paper_grid() -> list[FitConfig]:
     return configs
 
 
+@register_preset(
+    "concrete",
+    "the Concrete investigation: 1x20 and 20x10, relaxed vs discrete KL, temperatures, annealing",
+)
+def concrete_grid() -> list[FitConfig]:
+    def c(m: int, k: int, **kw: Any) -> FitConfig:
+        return FitConfig(family="concrete", latent_dim=m, categories=k, **kw)
+
+    jang = {"kl": "discrete", "elbo": "analytic"}
+    anneal = {"temperature": 1.0, "anneal_rate": 3e-5, "min_temperature": 0.5}
+    return [
+        c(1, 20),  # the paper's setting: τq = 0.5, τp = 1.0, relaxed KL
+        c(1, 20, prior_temperature=0.5),  # the same without the KL floor
+        c(1, 20, **jang),
+        c(20, 10),  # Jang et al.'s structure with the paper's temperatures
+        c(20, 10, temperature=2 / 3, prior_temperature=0.5),  # Maddison et al.'s temperatures
+        c(20, 10, prior_temperature=0.5),
+        c(20, 10, prior_temperature=0.5, **anneal),
+        c(20, 10, **jang),
+        c(20, 10, **jang, **anneal),  # Jang et al.: discrete KL, τ annealed from 1 to 0.5
+    ]
+
+
 def grid(
     families: Iterable[str],
     latent_dims: Iterable[int],
@@ -85,6 +108,8 @@ _SHORT = {
     "anneal_rate": "anneal",
     "min_temperature": "tmin",
     "num_particles": "particles",
+    "kl": "kl-",
+    "elbo": "elbo-",
 }
 
 
@@ -96,7 +121,9 @@ def run_name(config: FitConfig, vary: Iterable[str] = ()) -> str:
         name = f"concrete-{config.latent_dim}x{config.categories}"
     else:
         name = f"{config.family}-d{config.latent_dim}"
-    for key in sorted(set(vary) - _NAMED - RESUMABLE_FIELDS):
+    defaults = FitConfig()
+    shown = {k for k in (*_SHORT, "kl", "elbo") if getattr(config, k) != getattr(defaults, k)}
+    for key in sorted((set(vary) | shown) - _NAMED - RESUMABLE_FIELDS):
         value = getattr(config, key)
         text = f"{value:g}" if isinstance(value, float) else str(value)
         name += f"-{_SHORT.get(key, key.replace('_', '-'))}{text}"

@@ -24,7 +24,12 @@ from torch.distributions.relaxed_categorical import (
     ExpRelaxedCategorical as TorchExpRelaxedCategorical,
 )
 
-from pyro_dvae.distributions import ExpRelaxedCategorical, LogitNormal, log_simplex
+from pyro_dvae.distributions import (
+    ExpRelaxedCategorical,
+    ExpRelaxedCategoricalDiscreteKL,
+    LogitNormal,
+    log_simplex,
+)
 
 # Number of Monte Carlo standard errors allowed in statistical checks. With a
 # fixed seed the tests are deterministic; 5 SE would be exceeded by chance with
@@ -555,3 +560,28 @@ def test_exp_concrete_expand_to_event_and_log_simplex_constraint():
     assert not log_simplex.check(good64 + 1e-6).any()
     with pytest.raises(ValueError):
         ExpRelaxedCategorical(0.5, logits=logits, validate_args=True).log_prob(torch.zeros(3, 5))
+
+
+def test_discrete_kl_is_the_kl_of_the_underlying_categoricals():
+    torch.manual_seed(0)
+    q_logits, p_logits = torch.randn(6, 3, 5), torch.randn(5)
+    q = ExpRelaxedCategoricalDiscreteKL(torch.tensor(0.5), logits=q_logits)
+    p = ExpRelaxedCategoricalDiscreteKL(torch.tensor(1.0), logits=p_logits.expand(6, 3, 5))
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Categorical(logits=q_logits),
+        torch.distributions.Categorical(logits=p_logits),
+    )
+    assert torch.allclose(kl_divergence(q, p), expected, atol=1e-6)
+    # through .to_event(1), as the model and guide use it: summed over the variables
+    kl_event = kl_divergence(q.to_event(1), p.to_event(1))
+    assert torch.allclose(kl_event, expected.sum(-1), atol=1e-5)
+    # the temperatures do not enter it, and it vanishes for identical logits
+    same = ExpRelaxedCategoricalDiscreteKL(torch.tensor(0.1), logits=q_logits)
+    assert torch.allclose(kl_divergence(q, same), torch.zeros(6, 3), atol=1e-6)
+    # samples and densities stay the ExpConcrete's
+    y = q.rsample()
+    plain = ExpRelaxedCategorical(torch.tensor(0.5), logits=q_logits)
+    assert torch.allclose(q.log_prob(y), plain.log_prob(y))
+    # the plain ExpConcrete has no analytic KL: Pyro falls back to Monte Carlo
+    with pytest.raises(NotImplementedError):
+        kl_divergence(plain, ExpRelaxedCategorical(torch.tensor(1.0), logits=p_logits))

@@ -211,3 +211,33 @@ def test_untraceable_guide_falls_back_to_the_eager_step():
         loss = elbo.loss_and_grads(vae.model, guide, x)
     assert not elbo.jit and math.isfinite(loss)
     assert hidden.weight.grad is not None
+
+
+def test_discrete_kl_objective_trains_jang_et_al_elbo():
+    """--kl discrete: the KL site is analytic and equals the categorical KL to the uniform."""
+    cfg = FitConfig(family="concrete", latent_dim=3, categories=4, kl="discrete", elbo="analytic")
+    vae = VAE(make_family(cfg), input_dim=12, hidden=8)
+    x = torch.bernoulli(torch.full((5, 12), 0.5))
+    assert kl_kinds(vae.model, vae.guide, x, analytic=True) == {"z": ANALYTIC}
+    _, kl = elbo_parts(vae.model, vae.guide, x, analytic=True)
+    logits = vae.encoder(x).reshape(5, 3, 4).log_softmax(-1)
+    expected = (logits.exp() * (logits + math.log(4))).sum((-1, -2))
+    assert torch.allclose(kl, expected, atol=1e-5)
+    _, kl_again = elbo_parts(vae.model, vae.guide, x, analytic=True)
+    assert torch.equal(kl, kl_again)  # deterministic: no sampling in the KL
+    assert (expected <= 3 * math.log(4) + 1e-6).all()  # at most log K nats per variable
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"family": "concrete", "kl": "discrete"}, "--elbo analytic"),
+        ({"family": "gaussian", "kl": "discrete", "elbo": "analytic"}, "concrete only"),
+        ({"kl": "hard"}, "unknown kl"),
+    ],
+)
+def test_discrete_kl_config_errors(changes, match):
+    from pyro_dvae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        FitConfig(**changes).validate()

@@ -71,7 +71,15 @@ def test_run_names_show_what_varies():
     configs = grid(["concrete"], [20], categories=[10])
     configs.append(FitConfig(family="concrete", latent_dim=20, categories=10, temperature=1.0))
     names = sorted(named_grid(configs))
-    assert names == ["concrete-20x10-tq0.5", "concrete-20x10-tq1"]
+    assert names == ["concrete-20x10", "concrete-20x10-tq1"]  # defaults are not spelled out
+    both = [
+        FitConfig(family="concrete", latent_dim=20, kl=kl, elbo="analytic")
+        for kl in ("relaxed", "discrete")
+    ]
+    assert sorted(named_grid(both)) == [
+        "concrete-20x10-elbo-analytic",
+        "concrete-20x10-elbo-analytic-kl-discrete",
+    ]
     assert run_name(FitConfig(family="logitnormal", latent_dim=8, alpha=0.32)) == (
         "logitnormal-d8-a0.32"
     )

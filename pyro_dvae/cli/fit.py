@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from ..config import RESUMABLE_FIELDS, FitConfig
+from ..config import KL_OBJECTIVES, RESUMABLE_FIELDS, FitConfig
 from ..data import DATASETS, ENV_DATA
 from ..errors import RunDirError
 from ..families import FAMILIES
@@ -84,6 +84,14 @@ def _default_out(cfg: FitConfig) -> Path:
     default=_DEFAULTS.min_temperature,
     show_default=True,
     help="Concrete: floor of the annealed temperature.",
+)
+@click.option(
+    "--kl",
+    type=click.Choice(sorted(KL_OBJECTIVES)),
+    default=_DEFAULTS.kl,
+    show_default=True,
+    help="Concrete: relaxed (Maddison et al., Monte Carlo) or discrete (Jang et al.: analytic "
+    "KL of the underlying categoricals; needs --elbo analytic).",
 )
 @click.option(
     "--hidden",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
+from torch.distributions.kl import register_kl
 from torch.distributions.utils import broadcast_all
 
 
@@ -93,3 +94,19 @@ class ExpRelaxedCategorical(TorchDistribution):
         score = logits - lam * value
         log_norm = torch.lgamma(lam.new_tensor(float(k))) + (k - 1) * lam.log()
         return (score - score.logsumexp(-1, keepdim=True)).sum(-1) + log_norm
+
+
+class ExpRelaxedCategoricalDiscreteKL(ExpRelaxedCategorical):
+    """An :class:`ExpRelaxedCategorical` whose KL to another is that of the underlying
+    categoricals, ``Σ_k q_k log(q_k / p_k)`` (Jang et al., 2017), not the relaxed KL.
+
+    Samples and densities are those of the ExpConcrete; only ``kl_divergence``
+    differs, so ``TraceMeanField_ELBO`` trains Jang et al.'s objective while
+    ``Trace_ELBO`` would still score the relaxed densities.
+    """
+
+
+@register_kl(ExpRelaxedCategoricalDiscreteKL, ExpRelaxedCategoricalDiscreteKL)
+def _kl_discrete(q: ExpRelaxedCategorical, p: ExpRelaxedCategorical) -> torch.Tensor:
+    q_logits, p_logits = broadcast_all(q.logits, p.logits)  # both normalised in __init__
+    return (q_logits.exp() * (q_logits - p_logits)).sum(-1)
