@@ -230,3 +230,20 @@ def test_sweep_json_records_the_grid(tmp_path):
     doc = json.loads((sweep / "sweep.json").read_text())
     cfg = FitConfig.from_dict(doc["runs"]["logitnormal-d2-a1.78"])
     assert cfg.alpha == 1.78 and cfg.dataset == "digits" and cfg.epochs == 1
+
+
+def test_concrete_preset_covers_the_investigation():
+    from pyro_dvae.sweep import PRESETS
+
+    configs = PRESETS["concrete"][0]()
+    named = named_grid([c.validate() for c in configs])
+    assert len(named) == len(configs)
+    shapes = {(c.latent_dim, c.categories) for c in configs}
+    assert shapes == {(1, 20), (20, 10)}
+    kinds = {(c.latent_dim, c.kl, c.anneal_rate > 0) for c in configs}
+    # relaxed and discrete KL for 20 x 10, with and without annealing; the paper's 1 x 20
+    assert {(20, "relaxed", False), (20, "discrete", False), (20, "discrete", True)} <= kinds
+    assert (20, "relaxed", True) in kinds and (1, "relaxed", False) in kinds
+    assert all(c.elbo == "analytic" for c in configs if c.kl == "discrete")
+    paper = [c for c in configs if c.latent_dim == 1 and c.kl == "relaxed"]
+    assert any(c.temperature == 0.5 and c.prior_temperature == 1.0 for c in paper)
