@@ -80,6 +80,13 @@ def sample_parts(
     Both have shape ``(num_samples, batch)``; the draws are vectorised with an
     outer ``pyro.plate``, so the encoder runs once per image.
     """
+    return differentiable_parts(model, guide, x, num_samples)
+
+
+def differentiable_parts(
+    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sample_parts` with the autograd graph kept (for gradient estimators)."""
     guide_tr = poutine.trace(_vectorized(guide, num_samples)).get_trace(x)
     model_tr = poutine.trace(
         poutine.replay(_vectorized(model, num_samples), trace=guide_tr)

@@ -1,6 +1,6 @@
 """The ``pyro-dvae`` command line: one module per command."""
 
-from . import evaluate, fit, plot, report, sweep  # noqa: F401  (registers the commands)
+from . import estimators, evaluate, fit, plot, report, sweep  # noqa: F401  (registers the commands)
 from .group import cli
 
 

@@ -1,0 +1,162 @@
+"""``pyro-dvae compare-estimators``: ELBO estimators side by side at fixed parameters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..config import FitConfig
+from ..families import FAMILIES
+from .group import cli, log_line, set_threads
+
+_COLUMNS = [
+    ("estimator", "estimator", "{}"),
+    ("KL", "kl", "{}"),
+    ("loss mean", "loss_mean", "{:.3f}"),
+    ("loss sd", "loss_sd", "{:.3f}"),
+    ("grad var (all)", "grad_var_all", "{:.4g}"),
+    ("grad var (encoder)", "grad_var_encoder", "{:.4g}"),
+    ("grad var (decoder)", "grad_var_decoder", "{:.4g}"),
+    ("grad SNR (all)", "grad_snr_all", "{:.3f}"),
+    ("ms / estimate", "seconds", "{:.1f}"),
+]
+
+
+def _cell(row: dict, key: str, fmt: str) -> str:
+    value = row[key]
+    if key == "kl":
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    if key == "seconds":
+        value = 1000 * value
+    return fmt.format(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(c[0] for c in _COLUMNS) + " |", "|" + " --- |" * len(_COLUMNS)]
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(r, k, f) for _, k, f in _COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["estimator"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, key, label in [
+        (axes[0], "grad_var_encoder", "gradient variance, encoder (sum over parameters)"),
+        (axes[1], "grad_var_decoder", "gradient variance, decoder (sum over parameters)"),
+        (axes[2], "grad_snr_all", "mean gradient SNR |E g| / sd(g)"),
+    ]:
+        ax.bar(names, [r[key] for r in rows], color="tab:blue")
+        ax.set_ylabel(label, fontsize=8)
+        ax.tick_params(axis="x", rotation=45)
+        if key.startswith("grad_var"):
+            ax.set_yscale("log")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@cli.command("compare-estimators")
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--family",
+    type=click.Choice(sorted(FAMILIES)),
+    default=None,
+    help="Without RUN_DIR: an untrained model of this family.",
+)
+@click.option("--latent-dim", type=int, default=20, show_default=True)
+@click.option("--alpha", type=float, default=1.0, show_default=True)
+@click.option("--categories", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=50, show_default=True, help="Images scored.")
+@click.option("--repeats", type=int, default=100, show_default=True, help="Estimates each.")
+@click.option("--num-particles", type=int, default=10, show_default=True)
+@click.option("--iwae", "iwae_k", type=int, multiple=True, help="IWAE k values [5, 50].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--threads", type=int, default=None)
+def compare_estimators(
+    run_dir,
+    family,
+    latent_dim,
+    alpha,
+    categories,
+    batch_size,
+    repeats,
+    num_particles,
+    iwae_k,
+    seed,
+    out,
+    data_dir,
+    threads,
+):
+    """Compare ELBO estimators on one test batch at fixed parameters.
+
+    Trace_ELBO with one and --num-particles samples (Monte Carlo KL),
+    TraceMeanField_ELBO (analytic KL where one is registered: Gaussian and
+    Logit-normal, not the relaxed Concrete), for Concrete the discrete KL of
+    Jang et al., and IWAE bounds. For each: mean and sd of the loss, gradient
+    variance (all, encoder, decoder), gradient SNR and time per estimate, as
+    Markdown, CSV, JSON and a PNG.
+    """
+    import pyro
+
+    from ..data import load_dataset
+    from ..estimators import compare, default_estimators
+    from ..evaluation import load_run
+    from ..families import make_family
+    from ..vae import VAE
+
+    set_threads(threads)
+    for name, value, low in [
+        ("--batch-size", batch_size, 1),
+        ("--repeats", repeats, 2),
+        ("--num-particles", num_particles, 1),
+        ("--iwae", min(iwae_k, default=1), 1),
+    ]:
+        if value < low:
+            raise click.BadParameter(f"must be >= {low}", param_hint=name)
+    if (run_dir is None) == (family is None):
+        raise click.UsageError("give either RUN_DIR or --family (an untrained model)")
+    if run_dir is not None:
+        run = load_run(run_dir)
+        vae, config, epoch = run.vae, run.config, run.epoch
+        out = out or Path(run_dir) / "estimators"
+    else:
+        config = FitConfig(
+            family=family, latent_dim=latent_dim, alpha=alpha, categories=categories
+        ).validate()
+        pyro.set_rng_seed(seed)
+        vae, epoch = VAE(make_family(config), 784, config.hidden), 0
+        out = out or Path("estimators")
+    data = load_dataset(config.dataset, data_dir, subset=config.subset)
+    x = data.test[:batch_size]
+    if vae.input_dim != x.shape[1]:
+        raise click.UsageError(
+            f"the model expects {vae.input_dim} pixels, the data has {x.shape[1]}"
+        )
+    ests = default_estimators(vae, num_particles, tuple(iwae_k) or (5, 50))
+    log_line(f"{len(ests)} estimators x {repeats} estimates on {x.shape[0]} test images")
+    rows = compare(vae, x, ests, repeats, seed)
+    title = f"{vae.family.describe()}, epoch {epoch}, batch {x.shape[0]}, {repeats} repeats"
+    from ..rundir import atomic_write_text
+
+    md = f"{title}\n\n{markdown_table(rows)}"
+    atomic_write_text(out / "estimators.md", md)
+    atomic_write_text(out / "estimators.json", json.dumps(rows, indent=2) + "\n")
+    header = ",".join(k for _, k, _ in _COLUMNS)
+    lines = [header] + [
+        ",".join(json.dumps(r[k]).replace(",", ";") for _, k, _ in _COLUMNS) for r in rows
+    ]
+    atomic_write_text(out / "estimators.csv", "\n".join(lines) + "\n")
+    _plot(rows, out / "estimators.png", title)
+    click.echo(md)
+    log_line(f"written: {out}")
