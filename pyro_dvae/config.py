@@ -34,6 +34,7 @@ class FitConfig:
     anneal_rate: float = 0.0
     min_temperature: float = 0.5
     kl: str = "relaxed"
+    guide: str = ""
     hidden: int = 500
     dataset: str = "mnist"
     subset: int = 0

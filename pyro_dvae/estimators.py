@@ -36,7 +36,7 @@ def _discrete_kl_vae(vae: VAE) -> VAE:
     other._dist = ExpRelaxedCategoricalDiscreteKL
     other.kl = "discrete"
     twin = VAE(other, vae.input_dim, hidden=1, name=f"{vae.name}-discrete")
-    twin.encoder, twin.decoder = vae.encoder, vae.decoder
+    twin.encoder, twin.decoder, twin.guide_module = vae.encoder, vae.decoder, vae.guide_module
     return twin
 
 
@@ -67,7 +67,7 @@ def default_estimators(vae: VAE, num_particles: int = 10, iwae_k=(5, 50)) -> lis
             lambda: TraceMeanField_ELBO(),
         ),
     ]
-    if getattr(vae.family, "name", "") == "concrete":
+    if getattr(vae.family, "name", "") == "concrete" and vae.guide_module is None:
         ests.append(
             Estimator(
                 "discrete-kl",
@@ -119,7 +119,7 @@ def compare(
     """
     estimators = estimators or default_estimators(vae)
     groups = {
-        "encoder": list(vae.encoder.parameters()),
+        "encoder": vae.encoder_parameters(),
         "decoder": list(vae.decoder.parameters()),
     }
     rows = []

@@ -40,8 +40,10 @@ class LoadedRun:
         return self.vae.family
 
 
-def load_run(run_path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """Rebuild the VAE of a run and load the weights of its checkpoint."""
+def load_run(
+    run_path: str | Path, device: str | torch.device = "cpu", guide: torch.nn.Module | None = None
+) -> LoadedRun:
+    """Rebuild the VAE of a run (with its ``--guide``, or ``guide``) and load its checkpoint."""
     run_dir = RunDir.open(run_path)
     config = run_dir.read_config()
     state = run_dir.load_checkpoint(map_location=device)
@@ -50,9 +52,19 @@ def load_run(run_path: str | Path, device: str | torch.device = "cpu") -> Loaded
         temperature = float(state["temperature"])
         if math.isfinite(temperature):
             family.temperature = temperature
+    custom = any(k.startswith("guide_module.") for k in state.get("model", {}))
     try:
         input_dim = state["model"]["decoder.net.4.bias"].shape[0]
-        vae = VAE(family, input_dim, config.hidden).to(device)
+        if guide is None and config.guide:
+            from .guides import build_guide
+
+            guide = build_guide(config.guide, family, input_dim, config.hidden)
+        if custom and guide is None:
+            raise RunDirError(
+                f"{run_dir.path} was trained with a guide given in Python; "
+                "pass the same guide to load_run(..., guide=...)"
+            )
+        vae = VAE(family, input_dim, config.hidden, guide_module=guide).to(device)
         vae.load_state_dict(state["model"])
     except (KeyError, AttributeError, RuntimeError) as err:
         raise RunDirError(f"checkpoint in {run_dir.path} does not fit its config: {err}") from None

@@ -12,12 +12,14 @@ from typing import Any
 import pyro
 import torch
 from pyro.infer import SVI
+from torch import nn
 from tqdm.auto import tqdm
 
 from .config import RESUMABLE_FIELDS, FitConfig
 from .data import Dataset, binarize, load_dataset
 from .errors import ConfigError, RunDirError, TrainingError
 from .families import make_family
+from .guides import build_guide, check_guide
 from .inference import (
     ELBOS,
     MONTE_CARLO,
@@ -61,6 +63,7 @@ class Trainer:
         run_dir: RunDir | None = None,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
+        guide: nn.Module | None = None,
     ):
         self.config = config.validate()
         self.device = resolve_device(device)
@@ -71,7 +74,10 @@ class Trainer:
 
         pyro.set_rng_seed(config.seed)
         self.family = make_family(config)
-        self.vae = VAE(self.family, self.data.input_dim, config.hidden).to(self.device)
+        if guide is None and config.guide:
+            guide = build_guide(config.guide, self.family, self.data.input_dim, config.hidden)
+        self.vae = VAE(self.family, self.data.input_dim, config.hidden, guide_module=guide)
+        self.vae.to(self.device)
         self.optim = FusedClippedAdam(lr=config.lr, clip_norm=config.clip_norm)
         self.analytic = ELBOS[config.elbo][1]
         self.data_gen = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -81,6 +87,8 @@ class Trainer:
         # One validated pass: shapes and supports are checked here, not in the hot loop.
         probe = self.data.test[:2]
         with pyro.validation_enabled(True):
+            if guide is not None:
+                check_guide(self.vae.model, self.vae.guide, probe)
             self.kl = kl_kinds(self.vae.model, self.vae.guide, probe, analytic=self.analytic)
             self.jit = (
                 config.jit
@@ -250,11 +258,16 @@ def fit(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    guide: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Train a new run; the run directory is created only once the data and model are ready."""
+    """Train a new run; the run directory is created only once the data and model are ready.
+
+    ``guide`` replaces the family's guide (see :mod:`pyro_dvae.guides`); one given
+    here as an object must be given again to :func:`resume`.
+    """
     config.validate()
     dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
-    trainer = Trainer(config, dataset, device, None, progress, log)
+    trainer = Trainer(config, dataset, device, None, progress, log, guide=guide)
     if out is not None:
         trainer.run_dir = RunDir.create(out, config)
         trainer.log(f"run directory: {trainer.run_dir.path}")
@@ -269,6 +282,7 @@ def resume(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    guide: nn.Module | None = None,
     **changes: Any,
 ) -> dict[str, Any]:
     """Continue a run from its checkpoint, to the same result as an uninterrupted run.
@@ -295,7 +309,7 @@ def resume(
         setattr(config, key, value)
     config.validate()
     dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
-    trainer = Trainer(config, dataset, device, run_dir, progress, log)
+    trainer = Trainer(config, dataset, device, run_dir, progress, log, guide=guide)
     try:
         trainer.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:

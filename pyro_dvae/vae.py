@@ -7,6 +7,8 @@ import itertools
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
+from pyro.nn import PyroModule
 from torch import nn
 
 from .families import LatentFamily
@@ -23,16 +25,29 @@ class VAE(nn.Module):
     networks are registered in Pyro's global param store as ``<name>.encoder`` and
     ``<name>.decoder``; each instance gets its own ``name`` so that several models
     can live in one process.
+
+    ``guide_module`` replaces the family's amortised guide: an ``nn.Module`` (or
+    ``PyroModule``) whose ``forward(x)`` samples site ``z`` inside
+    ``pyro.plate("data", x.shape[0])``. It is a submodule, so its weights are
+    saved with the model's.
     """
 
     def __init__(
-        self, family: LatentFamily, input_dim: int, hidden: int = 500, name: str | None = None
+        self,
+        family: LatentFamily,
+        input_dim: int,
+        hidden: int = 500,
+        name: str | None = None,
+        guide_module: nn.Module | None = None,
     ):
         super().__init__()
         self.name = name or f"vae{next(_instances)}"
         self.family = family
         self.input_dim = input_dim
-        self.encoder = Encoder(input_dim, hidden, family.head_size)
+        self.guide_module = guide_module
+        self.encoder = (
+            Encoder(input_dim, hidden, family.head_size) if guide_module is None else None
+        )
         self.decoder = Decoder(family.code_size, hidden, input_dim)
 
     def model(self, x: torch.Tensor) -> None:
@@ -43,6 +58,10 @@ class VAE(nn.Module):
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
+        if self.guide_module is not None:
+            if not isinstance(self.guide_module, PyroModule):
+                pyro.module(f"{self.name}.guide", self.guide_module)
+            return self.guide_module(x)
         pyro.module(f"{self.name}.encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", self.family.posterior(self.encoder(x)))
@@ -50,9 +69,16 @@ class VAE(nn.Module):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> dist.TorchDistribution:
         """The posterior q(z | x) for a batch."""
-        return self.family.posterior(self.encoder(x))
+        if self.guide_module is None:
+            return self.family.posterior(self.encoder(x))
+        return poutine.trace(self.guide).get_trace(x).nodes["z"]["fn"]
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Pixel probabilities for latent values ``z``."""
         return torch.sigmoid(self.decoder(self.family.decoder_input(z)))
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The guide's parameters: the encoder's, or the custom guide's."""
+        net = self.encoder if self.guide_module is None else self.guide_module
+        return list(net.parameters())

@@ -94,6 +94,12 @@ def _default_out(cfg: FitConfig) -> Path:
     "KL of the underlying categoricals; needs --elbo analytic).",
 )
 @click.option(
+    "--guide",
+    default=_DEFAULTS.guide,
+    help="Your own guide: package.module:factory or file.py:factory, called as "
+    "factory(family, input_dim, hidden) -> nn.Module (see the README).",
+)
+@click.option(
     "--hidden",
     type=int,
     default=_DEFAULTS.hidden,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -13,6 +14,7 @@ class _OneLineErrors(click.Group):
     """Every error a user can act on is printed as one ``Error: ...`` line."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        warnings.formatwarning = _one_line_warning
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except getattr(click.exceptions, "NoArgsIsHelpError", ()) as err:  # click >= 8.2
@@ -34,6 +36,10 @@ class _OneLineErrors(click.Group):
 @click.version_option(package_name="pyro-dvae")
 def cli() -> None:
     """VAEs with Gaussian, Logit-normal and Concrete latents, trained with Pyro."""
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
 
 
 def log_line(msg: str) -> None:

@@ -6,10 +6,12 @@ from .exp_relaxed_categorical import (
     log_simplex,
 )
 from .logit_normal import LogitNormal
+from .multivariate_logit_normal import MultivariateLogitNormal
 
 __all__ = [
     "ExpRelaxedCategorical",
     "ExpRelaxedCategoricalDiscreteKL",
     "LogitNormal",
+    "MultivariateLogitNormal",
     "log_simplex",
 ]

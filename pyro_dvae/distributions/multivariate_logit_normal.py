@@ -1,0 +1,47 @@
+"""A Logit-normal with a full-covariance base: a MultivariateNormal under the sigmoid."""
+
+from __future__ import annotations
+
+import torch
+from pyro.distributions import MultivariateNormal, TransformedDistribution
+from pyro.distributions.torch import Independent
+from torch.distributions import constraints
+from torch.distributions.kl import kl_divergence, register_kl
+
+from .logit_normal import _SIGMOID, LogitNormal
+
+
+class MultivariateLogitNormal(TransformedDistribution):
+    """``z = sigmoid(y)``, ``y ~ MultivariateNormal(loc, scale_tril)``; event dimension 1."""
+
+    arg_constraints = {"loc": constraints.real_vector, "scale_tril": constraints.lower_cholesky}
+    support = constraints.independent(constraints.unit_interval, 1)
+    has_rsample = True
+
+    def __init__(self, loc, scale_tril, validate_args=None):
+        base = MultivariateNormal(loc, scale_tril=scale_tril, validate_args=validate_args)
+        super().__init__(base, _SIGMOID, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        if _instance is None and torch.Size(batch_shape) == self.batch_shape:
+            return self
+        new = self._get_checked_instance(MultivariateLogitNormal, _instance)
+        return super().expand(batch_shape, _instance=new)
+
+    @property
+    def loc(self) -> torch.Tensor:
+        return self.base_dist.loc
+
+    @property
+    def scale_tril(self) -> torch.Tensor:
+        return self.base_dist.scale_tril
+
+
+@register_kl(MultivariateLogitNormal, Independent)
+def _kl_mvln_independent(q: MultivariateLogitNormal, p: Independent) -> torch.Tensor:
+    """Analytic against a diagonal Logit-normal prior (``LogitNormal(...).to_event(1)``)."""
+    if not isinstance(p.base_dist, LogitNormal) or p.reinterpreted_batch_ndims != 1:
+        raise NotImplementedError
+    base = p.base_dist.base_dist  # the prior's Normal
+    prior = MultivariateNormal(base.loc, scale_tril=torch.diag_embed(base.scale))
+    return kl_divergence(q.base_dist, prior)
