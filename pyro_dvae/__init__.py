@@ -2,8 +2,16 @@
 
 from .config import FitConfig
 from .data import Dataset, load_dataset
-from .distributions import ExpRelaxedCategorical, LogitNormal
+from .distributions import (
+    ExpRelaxedCategorical,
+    ExpRelaxedCategoricalDiscreteKL,
+    LogitNormal,
+    MultivariateLogitNormal,
+)
+from .estimators import compare as compare_estimators
+from .evaluation import evaluate_run, load_run
 from .families import FAMILIES, LatentFamily, make_family, register_family
+from .guides import check_guide
 from .inference import ELBOS, elbo_parts, evaluate_elbo, kl_kinds
 from .optim import FusedClippedAdam
 from .rundir import RunDir
@@ -17,6 +25,12 @@ __all__ = [
     "FAMILIES",
     "Dataset",
     "ExpRelaxedCategorical",
+    "ExpRelaxedCategoricalDiscreteKL",
+    "MultivariateLogitNormal",
+    "check_guide",
+    "compare_estimators",
+    "evaluate_run",
+    "load_run",
     "FitConfig",
     "FusedClippedAdam",
     "LatentFamily",
