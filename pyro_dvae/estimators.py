@@ -163,3 +163,55 @@ def compare(
 
 
 __all__ = ["IWAE", "Estimator", "compare", "default_estimators"]
+
+
+#: training objectives a run can use: name → FitConfig changes
+TRAINABLE = {
+    "trace": {"elbo": "trace", "num_particles": 1},
+    "trace-N": {"elbo": "trace"},  # num_particles given by the caller
+    "analytic": {"elbo": "analytic", "num_particles": 1},
+    "discrete-kl": {"elbo": "analytic", "kl": "discrete", "num_particles": 1},
+}
+
+
+def train_side_by_side(
+    config,
+    dataset,
+    epochs: int,
+    num_particles: int = 10,
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, list[float]]:
+    """Train one model per training objective from the same seed; the test −ELBO per epoch.
+
+    Every model is scored with the same estimator (one-sample Monte Carlo −ELBO with the
+    relaxed densities, the paper's), so the curves compare what each objective learns.
+    """
+    from dataclasses import replace
+
+    from .inference import evaluate_elbo
+    from .train import EVAL_SEED, Trainer
+
+    names = ["trace", "trace-N", "analytic"]
+    if config.family == "concrete":
+        names.append("discrete-kl")
+    curves: dict[str, list[float]] = {}
+    for name in names:
+        changes = dict(TRAINABLE[name])
+        if name == "trace-N":
+            changes["num_particles"] = num_particles
+        cfg = replace(config, epochs=epochs, eval_every=epochs, guide=config.guide, **changes)
+        label = f"trace-{num_particles}" if name == "trace-N" else name
+        trainer = Trainer(cfg, dataset, device, progress=False, log=lambda m: None)
+        curve = []
+        for epoch in range(1, epochs + 1):
+            trainer.fit(epochs=epoch)
+            with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+                torch.manual_seed(EVAL_SEED)
+                x = trainer.data.test
+                score = evaluate_elbo(trainer.vae.model, trainer.vae.guide, x, analytic=False)
+            curve.append(score["loss"])
+            if log:
+                log(f"{label}: epoch {epoch}/{epochs}, test -ELBO {score['loss']:.2f}")
+        curves[label] = curve
+    return curves

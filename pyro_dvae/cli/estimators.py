@@ -64,6 +64,24 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, curve in curves.items():
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test −ELBO (one-sample Monte Carlo, nats)")
+    ax.set_title(f"training objectives side by side: {title}", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 @cli.command("compare-estimators")
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path))
 @click.option(
@@ -80,6 +98,14 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
 @click.option("--num-particles", type=int, default=10, show_default=True)
 @click.option("--iwae", "iwae_k", type=int, multiple=True, help="IWAE k values [5, 50].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--train-epochs",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Also train one model per objective (trace, trace-N, analytic, discrete-kl) from the "
+    "same seed for N epochs and plot their test -ELBO curves.",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--threads", type=int, default=None)
@@ -94,6 +120,7 @@ def compare_estimators(
     num_particles,
     iwae_k,
     seed,
+    train_epochs,
     out,
     data_dir,
     threads,
@@ -121,6 +148,7 @@ def compare_estimators(
         ("--repeats", repeats, 2),
         ("--num-particles", num_particles, 1),
         ("--iwae", min(iwae_k, default=1), 1),
+        ("--train-epochs", train_epochs, 0),
     ]:
         if value < low:
             raise click.BadParameter(f"must be >= {low}", param_hint=name)
@@ -159,4 +187,12 @@ def compare_estimators(
     atomic_write_text(out / "estimators.csv", "\n".join(lines) + "\n")
     _plot(rows, out / "estimators.png", title)
     click.echo(md)
+    if train_epochs:
+        from ..estimators import train_side_by_side
+
+        curves = train_side_by_side(config, data, train_epochs, num_particles, log=log_line)
+        atomic_write_text(out / "training.json", json.dumps(curves, indent=2) + "\n")
+        _plot_curves(curves, out / "training.png", f"{vae.family.describe()}, seed {config.seed}")
+        for name, curve in curves.items():
+            click.echo(f"{name}: test -ELBO after {len(curve)} epochs {curve[-1]:.2f}")
     log_line(f"written: {out}")
