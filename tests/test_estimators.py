@@ -123,3 +123,4 @@ def test_train_epochs_trains_every_objective_from_one_seed(tmp_path, monkeypatch
     assert curves["analytic"] == pytest.approx(curves["trace"], rel=1e-4)
     assert (run / "estimators" / "training.png").read_bytes()[:4] == b"\x89PNG"
     assert "discrete-kl: test -ELBO after 2 epochs" in result.stdout
+    assert "fell back to Monte Carlo" in result.stdout

@@ -178,6 +178,14 @@ def compare_estimators(
     from ..rundir import atomic_write_text
 
     md = f"{title}\n\n{markdown_table(rows)}"
+    for r in rows:
+        fallback = [site for site, kind in r["kl"].items() if kind == "monte-carlo"]
+        if r["estimator"] == "analytic" and fallback:
+            md += (
+                f"\nNote: no analytic KL is registered for site {', '.join(fallback)} "
+                f"({vae.family.describe()}): TraceMeanField_ELBO fell back to Monte Carlo, "
+                "so 'analytic' is the same estimator as 'trace' here.\n"
+            )
     atomic_write_text(out / "estimators.md", md)
     atomic_write_text(out / "estimators.json", json.dumps(rows, indent=2) + "\n")
     header = ",".join(k for _, k, _ in _COLUMNS)
