@@ -65,7 +65,9 @@ def _save(fig, path: Path) -> Path:
 @register_figure("fig2")
 def reconstruction_curves(runs, out: Path, sizes=(4, 40), **_) -> Path:
     """Negative log-Bernoulli (reconstruction) per epoch, every family, one panel per size."""
-    fig, axes = plt.subplots(len(sizes), 1, figsize=(7, 3.4 * len(sizes)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(sizes), 1, figsize=(7, 3.6 * len(sizes)), squeeze=False, layout="constrained"
+    )
     for ax, size in zip(axes[:, 0], sizes, strict=True):
         chosen = [r for r in runs if r.size == size]
         chosen.sort(key=lambda r: (r.config.family, r.config.alpha))
