@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import platform
+import signal
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError("--device cuda was asked for, but no CUDA device is available")
     return device
+
+
+@contextmanager
+def _deferred_interrupt():
+    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 class TrainingInterrupted(Exception):
@@ -198,9 +217,11 @@ class Trainer:
                     self.history.append(record)
                     self._log_epoch(record, epochs)
                     if self.run_dir is not None:
-                        self.run_dir.append_metrics(record)
-                        self.run_dir.save_checkpoint(self.state_dict())
-                        self._write_summary("running", epochs)
+                        # metrics, checkpoint and summary of an epoch land together or not at all
+                        with _deferred_interrupt():
+                            self.run_dir.append_metrics(record)
+                            self.run_dir.save_checkpoint(self.state_dict())
+                            self._write_summary("running", epochs)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
