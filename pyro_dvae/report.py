@@ -111,10 +111,11 @@ class Table:
     columns: list[str]
     rows: list[tuple[str, list[str]]]
     note: str = ""
+    first: str = "size"
 
     def markdown(self) -> str:
         out = [f"**{self.title}**", ""]
-        out.append("| " + " | ".join(["size", *self.columns]) + " |")
+        out.append("| " + " | ".join([self.first, *self.columns]) + " |")
         out.append("|" + " --- |" * (len(self.columns) + 1))
         for label, cells in self.rows:
             out.append("| " + " | ".join([label, *cells]) + " |")
@@ -125,7 +126,7 @@ class Table:
     def csv(self) -> str:
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(["size", *self.columns])
+        writer.writerow([self.first, *self.columns])
         for label, cells in self.rows:
             writer.writerow([label, *cells])
         return buf.getvalue()
@@ -287,7 +288,7 @@ def runs_table(runs: list[RunResult]) -> Table:
                 ],
             )
         )
-    return Table("All runs", cols, rows, _epochs_note(runs))
+    return Table("All runs", cols, rows, _epochs_note(runs), first="run")
 
 
 def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
