@@ -31,13 +31,8 @@ class Estimator:
 def _discrete_kl_vae(vae: VAE) -> VAE:
     """The same networks with Jang et al.'s discrete KL (Concrete only)."""
     other = copy.copy(vae.family)
-    from .distributions import ExpRelaxedCategoricalDiscreteKL
-
-    other._dist = ExpRelaxedCategoricalDiscreteKL
     other.kl = "discrete"
-    twin = VAE(other, vae.input_dim, hidden=1, name=f"{vae.name}-discrete")
-    twin.encoder, twin.decoder, twin.guide_module = vae.encoder, vae.decoder, vae.guide_module
-    return twin
+    return vae.with_family(other)
 
 
 class IWAE:

@@ -159,10 +159,15 @@ def importance_weighted(
 
 
 @torch.no_grad()
-def posterior_means(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """E_q[decoder input] for each image: what the decoder sees, averaged over q(z | x)."""
+def posterior_means(
+    vae: VAE, x: torch.Tensor, batch_size: int = 1000, num_samples: int = 200
+) -> torch.Tensor:
+    """E_q[decoder input] for each image: what the decoder sees, averaged over q(z | x).
+
+    ``num_samples`` draws per image where the mean has no closed form (Concrete).
+    """
     parts = [
-        vae.family.code_mean(vae.encode(x[s : s + batch_size]))
+        vae.family.code_mean(vae.encode(x[s : s + batch_size]), num_samples)
         for s in range(0, x.shape[0], batch_size)
     ]
     return torch.cat(parts).flatten(1)
@@ -246,8 +251,28 @@ def evaluate(
         "knn_neighbors": n_neighbors,
         "seed": seed,
     }
+    discrete = _discrete_view(run.vae)
+    if discrete is not None:
+        with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+            torch.manual_seed(seed)
+            iw = importance_weighted(discrete.model, discrete.guide, x_test, k=k, progress=progress)
+        result["discrete"] = {
+            "family": discrete.family.describe(),
+            "test_loss": iw["recon"] + iw["kl"],
+            "test_recon": iw["recon"],
+            "test_kl": iw["kl"],
+            "test_log_likelihood": float(iw["log_likelihood"].mean()),
+        }
     result["seconds"] = time.perf_counter() - t0
     return result
+
+
+def _discrete_view(vae: VAE) -> VAE | None:
+    """The run's networks scoring the discrete model its relaxed family stands for, if any."""
+    family = vae.family.discrete()
+    if family is None or vae.guide_module is not None:
+        return None
+    return vae.with_family(family)
 
 
 def evaluate_run(
@@ -269,6 +294,17 @@ def evaluate_run(
     result = evaluate(run, data, k, images, n_neighbors, seed, progress)
     atomic_write_text(run.run_dir.path / EVALUATION, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def evaluation_is_current(run_path: str | Path, k: int, images: int) -> bool:
+    """Whether ``evaluation.json`` scores the run's latest epoch with this ``k`` and ``images``."""
+    ev = read_evaluation(run_path)
+    epoch = RunDir(run_path).epochs_completed()
+    return bool(ev) and (ev.get("epoch"), ev.get("k"), ev.get("images_requested")) == (
+        epoch,
+        k,
+        images,
+    )
 
 
 def read_evaluation(run_path: str | Path) -> dict[str, Any]:

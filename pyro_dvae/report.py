@@ -11,7 +11,7 @@ from typing import Any
 
 from .config import FitConfig
 from .evaluation import read_evaluation
-from .rundir import CONFIG, RunDir, atomic_write_text
+from .rundir import RunDir, atomic_write_text, find_runs
 from .sweep import PAPER_ALPHAS, PAPER_SIZES
 
 # The paper's numbers (Tables 1-3; it does not say whether they are train or test).
@@ -72,7 +72,7 @@ class RunResult:
 def collect(sweep_dir: str | Path) -> list[RunResult]:
     """Every run below ``sweep_dir`` (``runs/*`` or directly below) with its latest numbers."""
     root = Path(sweep_dir)
-    paths = sorted({p.parent for p in [*root.glob(f"runs/*/{CONFIG}"), *root.glob(f"*/{CONFIG}")]})
+    paths = find_runs(root)
     results = []
     for path in paths:
         run = RunDir(path)
@@ -267,10 +267,13 @@ def runs_table(runs: list[RunResult]) -> Table:
         "k",
         "active units",
         "kNN accuracy",
+        "one-hot −ELBO",
+        "one-hot −log p(x)",
     ]
     rows = []
     for r in runs:
         ev = r.evaluation
+        hard = ev.get("discrete", {})
         rows.append(
             (
                 r.name,
@@ -285,10 +288,18 @@ def runs_table(runs: list[RunResult]) -> Table:
                     str(ev.get("k", "–")),
                     f"{ev['active_units']}/{ev['latent_units']}" if ev else "–",
                     f"{ev['knn_accuracy']:.3f}" if ev else "–",
+                    _fmt(hard.get("test_loss")),
+                    _fmt(-hard["test_log_likelihood"] if hard else None),
                 ],
             )
         )
-    return Table("All runs", cols, rows, _epochs_note(runs), first="run")
+    note = _epochs_note(runs)
+    if any("discrete" in r.evaluation for r in runs):
+        note += (
+            ". One-hot: the Concrete run's networks scoring its discrete model (one-hot codes,"
+            " uniform categorical prior), with the same k."
+        )
+    return Table("All runs", cols, rows, note, first="run")
 
 
 def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -43,6 +43,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
+def find_runs(root: str | Path) -> list[Path]:
+    """``root`` itself if it is a run directory, else the runs one or two levels below it."""
+    root = Path(root)
+    if (root / CONFIG).is_file():
+        return [root]
+    return sorted({p.parent for p in [*root.glob(f"*/{CONFIG}"), *root.glob(f"*/*/{CONFIG}")]})
+
+
 class RunDir:
     """The files of one training run."""
 
@@ -141,6 +149,13 @@ class RunDir:
     # ------------------------------------------------------------------ summary
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
+
+    def epochs_completed(self) -> int:
+        """Epochs the checkpoint holds, as the summary records them (else the metrics)."""
+        summary = self.read_summary()
+        if "epochs_completed" in summary:
+            return int(summary["epochs_completed"])
+        return len(self.read_metrics())
 
     def read_summary(self) -> dict[str, Any]:
         try:

@@ -16,14 +16,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from .config import RESUMABLE_FIELDS, FitConfig
 from .errors import ConfigError, RunDirError
-from .evaluation import EVALUATION
-from .rundir import CHECKPOINT, CONFIG, RunDir, atomic_write_text
+from .evaluation import evaluation_is_current, read_evaluation
+from .rundir import CONFIG, RunDir, atomic_write_text
 
 SWEEP = "sweep.json"
 PAPER_SIZES = (2, 4, 8, 20, 40)
@@ -54,6 +54,11 @@ def paper_grid() -> list[FitConfig]:
     return configs
 
 
+#: Jang et al.'s objective and temperature schedule (what made the Concrete VAE train)
+JANG = {"kl": "discrete", "elbo": "analytic"}
+ANNEAL = {"temperature": 1.0, "anneal_rate": 3e-5, "min_temperature": 0.5}
+
+
 @register_preset(
     "concrete",
     "the Concrete investigation: 1x20 and 20x10, relaxed vs discrete KL, temperatures, annealing",
@@ -62,18 +67,29 @@ def concrete_grid() -> list[FitConfig]:
     def c(m: int, k: int, **kw: Any) -> FitConfig:
         return FitConfig(family="concrete", latent_dim=m, categories=k, **kw)
 
-    jang = {"kl": "discrete", "elbo": "analytic"}
-    anneal = {"temperature": 1.0, "anneal_rate": 3e-5, "min_temperature": 0.5}
     return [
         c(1, 20),  # the paper's setting: τq = 0.5, τp = 1.0, relaxed KL
         c(1, 20, prior_temperature=0.5),  # the same without the KL floor
-        c(1, 20, **jang),
+        c(1, 20, **JANG),
         c(20, 10),  # Jang et al.'s structure with the paper's temperatures
         c(20, 10, temperature=2 / 3, prior_temperature=0.5),  # Maddison et al.'s temperatures
         c(20, 10, prior_temperature=0.5),
-        c(20, 10, prior_temperature=0.5, **anneal),
-        c(20, 10, **jang),
-        c(20, 10, **jang, **anneal),  # Jang et al.: discrete KL, τ annealed from 1 to 0.5
+        c(20, 10, prior_temperature=0.5, **ANNEAL),
+        c(20, 10, **JANG),
+        c(20, 10, **JANG, **ANNEAL),  # Jang et al.: discrete KL, τ annealed from 1 to 0.5
+    ]
+
+
+@register_preset(
+    "concrete-working",
+    "the Concrete VAE that trains: 20x10, discrete KL, tau annealed 1 -> 0.5; and its relaxed twin",
+)
+def concrete_working_grid() -> list[FitConfig]:
+    return [
+        # Jang et al.: relaxed samples to the decoder, analytic KL of the categoricals
+        FitConfig(family="concrete", latent_dim=20, categories=10, **JANG, **ANNEAL),
+        # all-relaxed (Maddison et al.'s objective) with the prior at the posterior's final τ
+        FitConfig(family="concrete", latent_dim=20, categories=10, prior_temperature=0.5, **ANNEAL),
     ]
 
 
@@ -167,22 +183,6 @@ class PlannedRun:
     state: str  # new | resume | finished | evaluate | conflict
     epochs_done: int = 0
     reason: str = ""
-    commands: list[list[str]] = field(default_factory=list)
-
-
-def _epochs_done(run_dir: RunDir) -> int:
-    summary = run_dir.read_summary()
-    if "epochs_completed" in summary:
-        return int(summary["epochs_completed"])
-    return len(run_dir.read_metrics())
-
-
-def _evaluation_current(path: Path, epoch: int, k: int, images: int) -> bool:
-    try:
-        ev = json.loads((path / EVALUATION).read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return (ev.get("epoch"), ev.get("k"), ev.get("images_requested")) == (epoch, k, images)
 
 
 def plan(
@@ -198,10 +198,10 @@ def plan(
             try:
                 stored = run_dir.read_config() if run_dir.config_path.is_file() else None
             except RunDirError as err:
-                stored, run.state, run.reason = None, "conflict", str(err)
-            if run.state == "conflict":
-                pass
-            elif stored is None or not run_dir.checkpoint_path.is_file():
+                run.state, run.reason = "conflict", str(err)
+                planned.append(run)
+                continue
+            if stored is None or not run_dir.checkpoint_path.is_file():
                 leftovers = {p.name for p in path.iterdir()} - {CONFIG}
                 if leftovers:
                     run.state = "conflict"
@@ -217,11 +217,11 @@ def plan(
                         f"{path} was made with another configuration ({', '.join(diff)} differ)"
                     )
                 else:
-                    run.epochs_done = _epochs_done(run_dir)
+                    run.epochs_done = run_dir.epochs_completed()
                     finished = run.epochs_done >= config.epochs
                     run.state = "finished" if finished else "resume"
         if run.state == "finished" and evaluate_k:
-            if not _evaluation_current(path, run.epochs_done, evaluate_k, images):
+            if not evaluation_is_current(path, evaluate_k, images):
                 run.state = "evaluate"
         planned.append(run)
     return planned
@@ -423,11 +423,9 @@ def _result_text(path: Path) -> str:
     text = f": {summary.get('epochs_completed', '?')} epochs" if summary else ""
     if test is not None:
         text += f", test -ELBO {test:.2f}"
-    try:
-        ev = json.loads((path / EVALUATION).read_text())
+    ev = read_evaluation(path)
+    if "test_log_likelihood" in ev:
         text += f", log p(x) {ev['test_log_likelihood']:.2f} (k={ev['k']})"
-    except (OSError, json.JSONDecodeError, KeyError):
-        pass
     return text
 
 
@@ -446,24 +444,12 @@ def _write_sweep_json(
     atomic_write_text(sweep_dir / SWEEP, json.dumps(doc, indent=2) + "\n")
 
 
-def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
-    path = Path(sweep_dir) / SWEEP
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise RunDirError(
-            f"{sweep_dir} is not a sweep folder (no readable {SWEEP}: {err})"
-        ) from None
-
-
 __all__ = [
-    "CHECKPOINT",
     "PRESETS",
     "grid",
     "named_grid",
     "paper_grid",
     "plan",
-    "read_sweep",
     "register_preset",
     "run_name",
     "run_sweep",

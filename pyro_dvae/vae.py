@@ -78,6 +78,15 @@ class VAE(nn.Module):
         """Pixel probabilities for latent values ``z``."""
         return torch.sigmoid(self.decoder(self.family.decoder_input(z)))
 
+    def with_family(self, family: LatentFamily) -> VAE:
+        """A twin sharing these networks but scoring ``family`` (same head and code sizes)."""
+        if (family.head_size, family.code_size) != (self.family.head_size, self.family.code_size):
+            raise ValueError("with_family needs the same encoder head and decoder input sizes")
+        twin = VAE(family, self.input_dim, hidden=1, name=f"{self.name}-{family.name}")
+        twin.encoder, twin.decoder = self.encoder, self.decoder
+        twin.guide_module = self.guide_module
+        return twin
+
     def encoder_parameters(self) -> list[nn.Parameter]:
         """The guide's parameters: the encoder's, or the custom guide's."""
         net = self.encoder if self.guide_module is None else self.guide_module

@@ -54,6 +54,27 @@ def test_iwae_converges_to_the_exact_log_likelihood_in_one_dimension(family):
     assert ((-(recon + kl)).mean(0) < exact).all()
 
 
+def test_one_hot_view_of_a_concrete_vae_is_the_categorical_model():
+    """One K-way variable: log p(x) of the discrete model is a sum over the K one-hot codes."""
+    torch.manual_seed(0)
+    cfg = FitConfig(family="concrete", latent_dim=1, categories=5)
+    vae = VAE(make_family(cfg), input_dim=10, hidden=6).double()
+    hard = vae.with_family(vae.family.discrete())
+    x = torch.bernoulli(torch.full((4, 10), 0.5, dtype=torch.float64))
+    with torch.no_grad():
+        codes = torch.eye(5, dtype=torch.float64)  # (K, K): every value of z
+        log_lik = torch.distributions.Bernoulli(logits=vae.decoder(codes).unsqueeze(1))
+        exact = (log_lik.log_prob(x).sum(-1) - math.log(5)).logsumexp(0)  # uniform prior
+        iw = importance_weighted(hard.model, hard.guide, x, k=20000, max_draws=80000)
+        logits = vae.encoder(x).log_softmax(-1)
+        kl = (logits.exp() * (logits + math.log(5))).sum(-1).mean()  # KL(q || uniform)
+    # k draws over K = 5 codes cover them all: the IWAE equals log p(x) up to MC noise
+    assert torch.allclose(iw["log_likelihood"], exact, atol=0.02), (iw["log_likelihood"], exact)
+    assert iw["kl"] == pytest.approx(float(kl), abs=0.01)
+    assert hard.encode(x).mean.shape == (4, 1, 5)  # E[one-hot] = q's class probabilities
+    assert torch.allclose(hard.encode(x).mean.squeeze(1), logits.exp())
+
+
 @pytest.fixture(scope="module")
 def trained():
     """A small Gaussian VAE trained on digits until its latents carry a few nats."""
@@ -143,7 +164,7 @@ def test_posterior_means_are_the_mean_decoder_input(cfg):
     torch.manual_seed(0)
     vae = VAE(make_family(cfg), input_dim=12, hidden=8).double()
     x = torch.bernoulli(torch.full((5, 12), 0.5, dtype=torch.float64))
-    means = posterior_means(vae, x)
+    means = posterior_means(vae, x, num_samples=1000)
     assert means.shape == (5, vae.family.code_size)
     q = vae.encode(x)
     mc = vae.family.decoder_input(q.sample((200000,))).mean(0)
@@ -183,6 +204,19 @@ def test_evaluate_command_writes_evaluation_json(tmp_path, _cli_env):
     assert (run / "evaluation.json").read_bytes() == before
     # the loaded model is the checkpoint's
     assert load_run(run).epoch == 2
+    assert "discrete" not in ev  # only relaxed families have a discrete model behind them
+
+
+def test_evaluate_scores_the_discrete_model_behind_a_concrete_run(tmp_path, _cli_env):
+    run = tmp_path / "run"
+    run_ok(fit_args(run, family="concrete", latent_dim=3, categories=4))
+    result = run_ok(["evaluate", str(run), "--k", "20", "--no-progress", "--threads", "1"])
+    hard = read_json(run / "evaluation.json")["discrete"]
+    assert "one-hot" in hard["family"]
+    assert hard["test_log_likelihood"] > -hard["test_loss"]  # IWAE(k=20) above its ELBO
+    assert hard["test_loss"] == pytest.approx(hard["test_recon"] + hard["test_kl"])
+    assert 0.0 <= hard["test_kl"] <= 3 * math.log(4) + 1e-6  # KL to uniform ≤ log K per variable
+    assert "one-hot codes" in result.stdout
 
 
 @pytest.mark.parametrize(

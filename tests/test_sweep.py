@@ -247,3 +247,18 @@ def test_concrete_preset_covers_the_investigation():
     assert all(c.elbo == "analytic" for c in configs if c.kl == "discrete")
     paper = [c for c in configs if c.latent_dim == 1 and c.kl == "relaxed"]
     assert any(c.temperature == 0.5 and c.prior_temperature == 1.0 for c in paper)
+
+
+def test_concrete_working_preset_is_in_the_investigation_and_plans(tmp_path, monkeypatch):
+    from pyro_dvae.sweep import PRESETS
+
+    working = PRESETS["concrete-working"][0]()
+    investigated = {run_name(c) for c in PRESETS["concrete"][0]()}
+    # the working setting is one the investigation measured, under the same run name
+    assert {run_name(c) for c in working} <= investigated
+    jang = [c for c in working if c.kl == "discrete"]
+    assert len(jang) == 1 and jang[0].anneal_rate > 0 and jang[0].elbo == "analytic"
+    assert (jang[0].latent_dim, jang[0].categories) == (20, 10)
+    monkeypatch.chdir(tmp_path)
+    result = run_ok(["sweep", "--preset", "concrete-working", "--out", "sw", "--dry-run"])
+    assert all(run_name(c) in result.output for c in working)

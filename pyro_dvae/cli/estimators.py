@@ -33,11 +33,12 @@ def _cell(row: dict, key: str, fmt: str) -> str:
     return fmt.format(value)
 
 
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(c[0] for c in _COLUMNS) + " |", "|" + " --- |" * len(_COLUMNS)]
-    for r in rows:
-        lines.append("| " + " | ".join(_cell(r, k, f) for _, k, f in _COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
+def estimator_table(rows: list[dict], title: str):
+    """The rows as a report :class:`~pyro_dvae.report.Table` (Markdown and CSV)."""
+    from ..report import Table
+
+    cells = [(r["estimator"], [_cell(r, k, f) for _, k, f in _COLUMNS[1:]]) for r in rows]
+    return Table(title, [c[0] for c in _COLUMNS[1:]], cells, first="estimator")
 
 
 def _plot(rows: list[dict], path: Path, title: str) -> None:
@@ -177,7 +178,8 @@ def compare_estimators(
     title = f"{vae.family.describe()}, epoch {epoch}, batch {x.shape[0]}, {repeats} repeats"
     from ..rundir import atomic_write_text
 
-    md = f"{title}\n\n{markdown_table(rows)}"
+    table = estimator_table(rows, title)
+    md = table.markdown()
     for r in rows:
         fallback = [site for site, kind in r["kl"].items() if kind == "monte-carlo"]
         if r["estimator"] == "analytic" and fallback:
@@ -188,11 +190,7 @@ def compare_estimators(
             )
     atomic_write_text(out / "estimators.md", md)
     atomic_write_text(out / "estimators.json", json.dumps(rows, indent=2) + "\n")
-    header = ",".join(k for _, k, _ in _COLUMNS)
-    lines = [header] + [
-        ",".join(json.dumps(r[k]).replace(",", ";") for _, k, _ in _COLUMNS) for r in rows
-    ]
-    atomic_write_text(out / "estimators.csv", "\n".join(lines) + "\n")
+    atomic_write_text(out / "estimators.csv", table.csv())
     _plot(rows, out / "estimators.png", title)
     click.echo(md)
     if train_epochs:

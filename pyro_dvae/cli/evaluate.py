@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import RunDirError
-from ..rundir import CONFIG
+from ..rundir import find_runs
 from .group import cli, log_line, set_threads
 
 
@@ -15,10 +15,7 @@ def run_dirs(paths: tuple[Path, ...]) -> list[Path]:
     """Run directories named directly, or found one or two levels below a sweep directory."""
     found: list[Path] = []
     for path in paths:
-        if (path / CONFIG).is_file():
-            found.append(path)
-            continue
-        below = sorted({p.parent for p in [*path.glob(f"*/{CONFIG}"), *path.glob(f"*/*/{CONFIG}")]})
+        below = find_runs(path)
         if not below:
             raise RunDirError(f"{path} is neither a run directory nor a folder of runs")
         found.extend(below)
@@ -42,6 +39,21 @@ def _table(rows: list[dict]) -> str:
                 f"{r['knn_accuracy']:.3f}",
             ]
         )
+        if "discrete" in r:  # the categorical model behind a relaxed Concrete run
+            d = r["discrete"]
+            lines.append(
+                [
+                    "  one-hot codes",
+                    "",
+                    f"{d['test_loss']:.2f}",
+                    f"{d['test_recon']:.2f}",
+                    f"{d['test_kl']:.2f}",
+                    f"{d['test_log_likelihood']:.2f}",
+                    str(r["k"]),
+                    "",
+                    "",
+                ]
+            )
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     return "\n".join(
         "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in lines
@@ -84,25 +96,20 @@ def evaluate(paths, k, images, neighbors, seed, skip_done, data_dir, device, thr
     PATHS are run directories or sweep directories holding runs. Each run gets
     its test -ELBO and parts averaged over k posterior samples, the IWAE
     log-likelihood bound with k samples, the number of active latent units, and
-    the accuracy of a kNN classifier on the posterior means.
+    the accuracy of a kNN classifier on the posterior means. Concrete runs also
+    get the -ELBO and IWAE of their discrete model (one-hot codes, uniform
+    categorical prior), the model the relaxation stands for.
     """
-    from ..evaluation import check_options, evaluate_run, load_run, read_evaluation
+    from ..evaluation import check_options, evaluate_run, evaluation_is_current, read_evaluation
 
     check_options(k, images, neighbors)
     set_threads(threads)
     rows = []
     for path in run_dirs(paths):
-        done = read_evaluation(path)
-        if skip_done and done:
-            epoch = load_run(path).epoch
-            if (done.get("epoch"), done.get("k"), done.get("images_requested")) == (
-                epoch,
-                k,
-                images,
-            ):
-                log_line(f"{path}: evaluation of epoch {epoch} with k={k} is up to date")
-                rows.append(done)
-                continue
+        if skip_done and evaluation_is_current(path, k, images):
+            log_line(f"{path}: evaluation of its latest epoch with k={k} is up to date")
+            rows.append(read_evaluation(path))
+            continue
         log_line(f"evaluating {path} (k={k})")
         rows.append(evaluate_run(path, data_dir, device, k, images, neighbors, seed, progress))
     click.echo(_table(rows))
