@@ -85,10 +85,12 @@ class LatentFamily:
     def set_step(self, step: int) -> None:
         """Called before every training step with the global step count."""
 
-    @property
-    def static(self) -> bool:
-        """Whether model and guide are the same function at every step (so they can be compiled)."""
-        return True
+    def step_inputs(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Values that may change per step, as tensors like ``like``, for a compiled ELBO."""
+        return ()
+
+    def use_step_inputs(self, inputs: tuple[torch.Tensor, ...] | None) -> None:
+        """Read those values from ``inputs`` (a compiled graph's inputs); None: from self."""
 
 
 def _loc_scale(head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,6 +157,7 @@ class ConcreteFamily(LatentFamily):
     #: score the underlying discrete model instead: one-hot z ~ q's categoricals,
     #: uniform categorical prior, the decoder fed the one-hot code (see :meth:`discrete`)
     hard: bool = False
+    _temperature_input: torch.Tensor | None = None
 
     def __init__(self, config: FitConfig):
         super().__init__(config)
@@ -186,9 +189,16 @@ class ConcreteFamily(LatentFamily):
     def set_step(self, step: int) -> None:
         self.temperature = self.temperature_at(step)
 
-    @property
-    def static(self) -> bool:
-        return self.anneal_rate == 0.0
+    def step_inputs(self, like):
+        return (like.new_tensor(self.temperature),)
+
+    def use_step_inputs(self, inputs):
+        self._temperature_input = inputs[0] if inputs else None
+
+    def _temperature(self, like: torch.Tensor) -> torch.Tensor:
+        if self._temperature_input is not None:  # inside a compiled step: an input
+            return self._temperature_input
+        return like.new_tensor(self.temperature)
 
     @property
     def head_size(self) -> int:
@@ -202,7 +212,7 @@ class ConcreteFamily(LatentFamily):
         logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
         if self.hard:
             return dist.OneHotCategorical(logits=logits).to_event(1)
-        return self._dist(head.new_tensor(self.temperature), logits=logits).to_event(1)
+        return self._dist(self._temperature(head), logits=logits).to_event(1)
 
     def prior(self, like):
         logits = like.new_zeros(like.shape[0], self.latent_dim, self.categories)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import pyro.ops.jit
 import torch
@@ -35,14 +36,19 @@ class _PerImage:
     With ``jit=True`` the particle loop (guide, model, log-densities, KL) is
     compiled with ``pyro.ops.jit.trace`` once per input shape, which removes the
     Python overhead of Pyro's effect handlers from every step. It needs a fully
-    reparameterised guide with a static structure.
+    reparameterised guide with a static structure. Values that change from step
+    to step (an annealed temperature) come from ``state``, an object with
+    ``step_inputs(like) -> tuple of tensors`` and ``use_step_inputs(tensors or
+    None)`` (a latent family): they enter the compiled graph as inputs, not as
+    constants frozen at the first step.
     """
 
     last_recon: torch.Tensor | float = 0.0
 
-    def __init__(self, *args, jit: bool = False, **kwargs):
+    def __init__(self, *args, jit: bool = False, state: Any = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.jit = jit
+        self.state = state
         self._compiled: dict = {}
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
@@ -69,21 +75,30 @@ class _PerImage:
         return loss / n, surrogate / n
 
     def _compiled_particles(self, model, guide, *args, **kwargs):
+        like = next((a for a in args if torch.is_tensor(a)), torch.zeros(()))
+        step_inputs = tuple(self.state.step_inputs(like)) if self.state is not None else ()
         shapes = tuple(tuple(a.shape) if torch.is_tensor(a) else a for a in args)
-        key = (id(model), id(guide), shapes, tuple(sorted(kwargs.items())))
+        key = (_identity(model), _identity(guide), shapes, tuple(sorted(kwargs.items())))
         fn = self._compiled.get(key)
         if fn is None:
-            elbo, base = self, super()
+            elbo, base, n_step = self, super(), len(step_inputs)
 
-            def particles(*args, **kwargs):
+            def particles(*inputs, **kwargs):
+                if elbo.state is not None:
+                    elbo.state.use_step_inputs(inputs[:n_step])
+                args = inputs[n_step:]
                 surrogate = recon = 0.0
-                for model_trace, guide_trace in elbo._get_traces(model, guide, args, kwargs):
-                    _, surrogate_particle = base._differentiable_loss_particle(
-                        model_trace, guide_trace
-                    )
-                    n = data_size(model_trace) * elbo.num_particles
-                    surrogate = surrogate + surrogate_particle / n
-                    recon = recon + _reconstruction(model_trace) / n
+                try:
+                    for model_trace, guide_trace in elbo._get_traces(model, guide, args, kwargs):
+                        _, surrogate_particle = base._differentiable_loss_particle(
+                            model_trace, guide_trace
+                        )
+                        n = data_size(model_trace) * elbo.num_particles
+                        surrogate = surrogate + surrogate_particle / n
+                        recon = recon + _reconstruction(model_trace) / n
+                finally:
+                    if elbo.state is not None:
+                        elbo.state.use_step_inputs(None)
                 return surrogate, recon
 
             fn = pyro.ops.jit.trace(particles, ignore_warnings=True)
@@ -95,12 +110,18 @@ class _PerImage:
             with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's notice
                 try:
-                    fn(*args, **kwargs)
+                    fn(*step_inputs, *args, **kwargs)
                 except Exception as err:
                     raise _NotCompilable(str(err).strip().split("\n")[0]) from err
             self._compiled[key] = fn
         with torch.jit.optimized_execution(False):
-            return fn(*args, **kwargs)
+            return fn(*step_inputs, *args, **kwargs)
+
+
+def _identity(fn: Callable) -> tuple:
+    """The same key for every access of a bound method (``vae.model`` is a new object each time)."""
+    owner = getattr(fn, "__self__", None)
+    return (id(owner), getattr(fn, "__func__", fn)) if owner is not None else (id(fn),)
 
 
 class _NotCompilable(Exception):
@@ -131,9 +152,10 @@ ELBOS: dict[str, tuple[type, bool]] = {
 }
 
 
-def make_elbo(name: str, num_particles: int = 1, jit: bool = False):
+def make_elbo(name: str, num_particles: int = 1, jit: bool = False, state: Any = None):
+    """The ``--elbo`` estimator; ``state`` feeds per-step values to a compiled graph."""
     cls, _ = ELBOS[name]
-    return cls(num_particles=num_particles, max_plate_nesting=1, jit=jit)
+    return cls(num_particles=num_particles, max_plate_nesting=1, jit=jit, state=state)
 
 
 def fully_reparameterized(model: Callable, guide: Callable, *args, **kwargs) -> bool:

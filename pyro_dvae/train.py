@@ -109,12 +109,8 @@ class Trainer:
             if guide is not None:
                 check_guide(self.vae.model, self.vae.guide, probe)
             self.kl = kl_kinds(self.vae.model, self.vae.guide, probe, analytic=self.analytic)
-            self.jit = (
-                config.jit
-                and self.family.static
-                and fully_reparameterized(self.vae.model, self.vae.guide, probe)
-            )
-        self.elbo = make_elbo(config.elbo, config.num_particles, jit=self.jit)
+            self.jit = config.jit and fully_reparameterized(self.vae.model, self.vae.guide, probe)
+        self.elbo = make_elbo(config.elbo, config.num_particles, jit=self.jit, state=self.family)
         self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
 
     # ------------------------------------------------------------------ state
