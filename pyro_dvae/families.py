@@ -230,7 +230,9 @@ class ConcreteFamily(LatentFamily):
     def describe(self) -> str:
         return (
             f"concrete({self.latent_dim}x{self.categories}, "
-            f"tau_q={self.initial_temperature:g}, tau_p={self.prior_temperature:g}"
+            f"tau_q={self.initial_temperature:g}"
+            + (f"->{self.min_temperature:g}" if self.anneal_rate else "")
+            + f", tau_p={self.prior_temperature:g}"
             + (", discrete KL" if self.kl == "discrete" else "")
             + (", one-hot)" if self.hard else ")")
         )
