@@ -18,13 +18,7 @@ RESULTS=${RESULTS:-results/paper}
 pyro-dvae sweep --preset paper --out "$SWEEP" --epochs "$EPOCHS" --jobs "$JOBS" \
   || echo "some runs failed (listed above); the rest goes on" >&2
 pyro-dvae evaluate "$SWEEP" --k "$K" --images "$IMAGES" --skip-done --no-progress || exit 1
-for run in "$SWEEP"/runs/*/; do
-  name=$(basename "$run")
-  mkdir -p "$RESULTS/runs/$name"
-  for f in config.json metrics.jsonl summary.json evaluation.json; do
-    [ -f "$run/$f" ] && cp "$run/$f" "$RESULTS/runs/$name/"
-  done
-done
+"$(dirname "$0")/export_runs.sh" "$SWEEP" "$RESULTS" || exit 1
 pyro-dvae report "$SWEEP" --out "$RESULTS" > /dev/null || exit 1
 pyro-dvae plot "$SWEEP" --out figures || exit 1
 echo "tables: $RESULTS/report.md; figures: figures/" >&2
