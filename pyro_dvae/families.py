@@ -5,7 +5,6 @@ Adding a family is adding a class decorated with :func:`register_family`.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import ClassVar
 
@@ -154,9 +153,6 @@ class ConcreteFamily(LatentFamily):
 
     name = "concrete"
     event_dim = 2
-    #: score the underlying discrete model instead: one-hot z ~ q's categoricals,
-    #: uniform categorical prior, the decoder fed the one-hot code (see :meth:`discrete`)
-    hard: bool = False
     _temperature_input: torch.Tensor | None = None
 
     def __init__(self, config: FitConfig):
@@ -174,11 +170,9 @@ class ConcreteFamily(LatentFamily):
         """The ExpConcrete class whose registered KL is the one ``kl`` asks for."""
         return ExpRelaxedCategoricalDiscreteKL if self.kl == "discrete" else ExpRelaxedCategorical
 
-    def discrete(self) -> ConcreteFamily:
+    def discrete(self) -> OneHotFamily:
         """This family's zero-temperature limit: the categorical VAE the relaxation stands for."""
-        other = copy.copy(self)
-        other.hard = True
-        return other
+        return OneHotFamily(self)
 
     def temperature_at(self, step: int) -> float:
         if self.anneal_rate == 0.0:
@@ -210,22 +204,16 @@ class ConcreteFamily(LatentFamily):
 
     def posterior(self, head):
         logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
-        if self.hard:
-            return dist.OneHotCategorical(logits=logits).to_event(1)
         return self._dist(self._temperature(head), logits=logits).to_event(1)
 
     def prior(self, like):
         logits = like.new_zeros(like.shape[0], self.latent_dim, self.categories)
-        if self.hard:
-            return dist.OneHotCategorical(logits=logits).to_event(1)
         return self._dist(like.new_tensor(self.prior_temperature), logits=logits).to_event(1)
 
-    @property
-    def code_is_z(self) -> bool:  # type: ignore[override]
-        return self.hard  # one-hot codes: E[code] = q's class probabilities, exactly
+    code_is_z = False
 
     def decoder_input(self, z):
-        return (z if self.hard else z.exp()).flatten(-2)
+        return z.exp().flatten(-2)
 
     def describe(self) -> str:
         return (
@@ -233,6 +221,41 @@ class ConcreteFamily(LatentFamily):
             f"tau_q={self.initial_temperature:g}"
             + (f"->{self.min_temperature:g}" if self.anneal_rate else "")
             + f", tau_p={self.prior_temperature:g}"
-            + (", discrete KL" if self.kl == "discrete" else "")
-            + (", one-hot)" if self.hard else ")")
+            + (", discrete KL)" if self.kl == "discrete" else ")")
         )
+
+
+class OneHotFamily(LatentFamily):
+    """The categorical VAE behind a Concrete family, for evaluation (not registered: no rsample).
+
+    The same encoder head and decoder input: z is one-hot, drawn from the encoder's
+    categoricals; the prior is uniform; the decoder gets the one-hot code, so
+    E[code] is q's class probabilities, exactly.
+    """
+
+    name = "one-hot"
+    event_dim = 2
+
+    def __init__(self, relaxed: ConcreteFamily):
+        self.latent_dim, self.categories = relaxed.latent_dim, relaxed.categories
+        self._relaxed = relaxed.describe()
+
+    @property
+    def head_size(self) -> int:
+        return self.latent_dim * self.categories
+
+    code_size = head_size
+
+    def posterior(self, head):
+        logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
+        return dist.OneHotCategorical(logits=logits).to_event(1)
+
+    def prior(self, like):
+        logits = like.new_zeros(like.shape[0], self.latent_dim, self.categories)
+        return dist.OneHotCategorical(logits=logits).to_event(1)
+
+    def decoder_input(self, z):
+        return z.flatten(-2)
+
+    def describe(self) -> str:
+        return self._relaxed[:-1] + ", one-hot)"
