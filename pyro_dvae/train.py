@@ -203,18 +203,21 @@ class Trainer:
             with pyro.validation_enabled(False):
                 while self.epoch < epochs:
                     t0 = time.perf_counter()
-                    record = {"epoch": self.epoch + 1, **self.train_epoch(bar)}
-                    self.epoch += 1
+                    epoch = self.epoch + 1
+                    record = {"epoch": epoch, **self.train_epoch(bar)}
                     record["seconds"] = time.perf_counter() - t0
-                    if self.epoch % self.config.eval_every == 0 or self.epoch == epochs:
+                    if epoch % self.config.eval_every == 0 or epoch == epochs:
                         record.update({f"test_{k}": v for k, v in self.evaluate().items()})
                     if hasattr(self.family, "temperature"):
                         record["temperature"] = self.family.temperature
-                    self.history.append(record)
                     self._log_epoch(record, epochs)
-                    if self.run_dir is not None:
-                        # metrics, checkpoint and summary of an epoch land together or not at all
-                        with _deferred_interrupt():
+                    # An epoch counts once its metrics, checkpoint and summary have landed,
+                    # together: a Ctrl-C before this block leaves the previous epoch's files
+                    # and a summary that says so.
+                    with _deferred_interrupt():
+                        self.epoch = epoch
+                        self.history.append(record)
+                        if self.run_dir is not None:
                             self.run_dir.append_metrics(record)
                             self.run_dir.save_checkpoint(self.state_dict())
                             self._write_summary("running", epochs)

@@ -581,6 +581,29 @@ def test_ctrl_c_keeps_checkpoint_and_resumes_to_same_result(tmp_path, monkeypatc
         assert r_out["train_loss"] == pytest.approx(r_ref["train_loss"], rel=1e-5, abs=1e-5)
 
 
+def test_ctrl_c_during_the_epoch_end_evaluation_counts_only_saved_epochs(tmp_path, monkeypatch):
+    """An interrupt after an epoch's steps but before its files land: that epoch does not count."""
+    from pyro_dvae.train import Trainer
+
+    real_evaluate, calls = Trainer.evaluate, []
+
+    def evaluate(self, x=None):
+        calls.append(1)
+        if len(calls) == 2:  # the test evaluation at the end of epoch 2
+            raise KeyboardInterrupt
+        return real_evaluate(self, x)
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    out = tmp_path / "run"
+    result = invoke(fit_args(out, epochs=3))
+    assert result.exit_code == 130, result.output
+    summary = read_json(out / "summary.json")
+    assert summary["status"] == "interrupted"
+    # the summary, the checkpoint and the metrics agree: one epoch saved
+    assert summary["epochs_completed"] == load_checkpoint(out)["epoch"] == 1
+    assert [r["epoch"] for r in read_metrics(out)] == [1]
+
+
 # --------------------------------------------------------------------------- 9. help
 
 
