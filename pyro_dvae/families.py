@@ -92,6 +92,11 @@ class LatentFamily:
         """Read those values from ``inputs`` (a compiled graph's inputs); None: from self."""
 
 
+def _filled(like: torch.Tensor, *shape: int, value: float = 0.0) -> torch.Tensor:
+    """A constant on ``like``'s device and dtype; a traced graph folds it and what follows."""
+    return torch.full(shape, value, dtype=like.dtype, device=like.device)
+
+
 def _loc_scale(head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     loc, log_var = head.chunk(2, dim=-1)
     return loc, torch.exp(0.5 * log_var)
@@ -112,8 +117,8 @@ class GaussianFamily(LatentFamily):
         return dist.Normal(loc, scale).to_event(1)
 
     def prior(self, like):
-        zeros = like.new_zeros(like.shape[0], self.latent_dim)
-        return dist.Normal(zeros, zeros + 1.0).to_event(1)
+        shape = (like.shape[0], self.latent_dim)
+        return dist.Normal(_filled(like, *shape), _filled(like, *shape, value=1.0)).to_event(1)
 
 
 @register_family
@@ -135,8 +140,9 @@ class LogitNormalFamily(LatentFamily):
         return LogitNormal(loc, scale).to_event(1)
 
     def prior(self, like):
-        zeros = like.new_zeros(like.shape[0], self.latent_dim)
-        return LogitNormal(zeros, zeros + math.sqrt(self.alpha)).to_event(1)
+        shape = (like.shape[0], self.latent_dim)
+        scale = _filled(like, *shape, value=math.sqrt(self.alpha))
+        return LogitNormal(_filled(like, *shape), scale).to_event(1)
 
     def describe(self) -> str:
         return f"logitnormal(alpha={self.alpha:g})"
@@ -207,8 +213,8 @@ class ConcreteFamily(LatentFamily):
         return self._dist(self._temperature(head), logits=logits).to_event(1)
 
     def prior(self, like):
-        logits = like.new_zeros(like.shape[0], self.latent_dim, self.categories)
-        return self._dist(like.new_tensor(self.prior_temperature), logits=logits).to_event(1)
+        logits = _filled(like, like.shape[0], self.latent_dim, self.categories)
+        return self._dist(_filled(like, value=self.prior_temperature), logits=logits).to_event(1)
 
     code_is_z = False
 

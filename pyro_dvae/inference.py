@@ -6,12 +6,15 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import pyro.ops.jit
+import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.util import torch_item, zero_grads
 from pyro.poutine.util import prune_subsample_sites
+
+from .compiled import CompiledGraph
 
 ANALYTIC, MONTE_CARLO = "analytic", "monte-carlo"
 
@@ -34,7 +37,7 @@ class _PerImage:
     mean −log p(x | z) of the last ``loss_and_grads`` call.
 
     With ``jit=True`` the particle loop (guide, model, log-densities, KL) is
-    compiled with ``pyro.ops.jit.trace`` once per input shape, which removes the
+    compiled by ``torch.jit.trace`` once per input shape (:mod:`.compiled`), which removes the
     Python overhead of Pyro's effect handlers from every step. It needs a fully
     reparameterised guide with a static structure. Values that change from step
     to step (an annealed temperature) come from ``state``, an object with
@@ -52,21 +55,44 @@ class _PerImage:
         self._compiled: dict = {}
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
-        if self.jit:
-            try:
-                surrogate, recon = self._compiled_particles(model, guide, *args, **kwargs)
-            except _NotCompilable as err:
-                warnings.warn(
-                    f"the ELBO could not be compiled ({err}); using the eager step", stacklevel=2
-                )
-                self.jit = False
-        if not self.jit:
+        out = self._compiled_step(model, guide, *args, **kwargs) if self.jit else None
+        if out is None:
             self.last_recon = 0.0
             return super().loss_and_grads(model, guide, *args, **kwargs)
+        loss, graph = out
+        # A compiled graph reads its parameters as inputs, not through pyro.param;
+        # name them so a param-capturing caller (pyro's SVI.step) sees them.
+        for name in graph.names:
+            pyro.param(name)
+        return loss
+
+    def loss_and_params(self, model, guide, *args, **kwargs) -> tuple[float, list[torch.Tensor]]:
+        """``loss_and_grads`` and the unconstrained parameters it reached (what SVI updates).
+
+        The compiled step knows its parameters, so it skips the param-capturing
+        trace that ``pyro.infer.SVI.step`` puts around every step.
+        """
+        out = self._compiled_step(model, guide, *args, **kwargs) if self.jit else None
+        if out is not None:
+            return out[0], out[1].params
+        with poutine.trace(param_only=True) as capture:
+            loss = self.loss_and_grads(model, guide, *args, **kwargs)
+        return loss, [site["value"].unconstrained() for site in capture.trace.nodes.values()]
+
+    def _compiled_step(self, model, guide, *args, **kwargs):
+        """The loss (after backward) and the graph that gave it; None if it cannot compile."""
+        try:
+            graph, surrogate, recon = self._compiled_particles(model, guide, *args, **kwargs)
+        except _NotCompilable as err:
+            warnings.warn(
+                f"the ELBO could not be compiled ({err}); using the eager step", stacklevel=3
+            )
+            self.jit = False
+            return None
         surrogate.backward()
         self.last_recon = recon.detach()
         # For a reparameterised guide the surrogate's value is the loss itself.
-        return surrogate.item()
+        return surrogate.item(), graph
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         loss, surrogate = super()._differentiable_loss_particle(model_trace, guide_trace)
@@ -79,11 +105,11 @@ class _PerImage:
         step_inputs = tuple(self.state.step_inputs(like)) if self.state is not None else ()
         shapes = tuple(tuple(a.shape) if torch.is_tensor(a) else a for a in args)
         key = (_identity(model), _identity(guide), shapes, tuple(sorted(kwargs.items())))
-        fn = self._compiled.get(key)
-        if fn is None:
+        graph = self._compiled.get(key)
+        if graph is None or not graph.is_current():
             elbo, base, n_step = self, super(), len(step_inputs)
 
-            def particles(*inputs, **kwargs):
+            def particles(*inputs):
                 if elbo.state is not None:
                     elbo.state.use_step_inputs(inputs[:n_step])
                 args = inputs[n_step:]
@@ -101,21 +127,18 @@ class _PerImage:
                         elbo.state.use_step_inputs(None)
                 return surrogate, recon
 
-            fn = pyro.ops.jit.trace(particles, ignore_warnings=True)
             devices = sorted(
                 {a.device.index or 0 for a in args if torch.is_tensor(a) and a.is_cuda}
             )
             # Compiling runs the function twice; keep those draws off the training RNG so a
             # resumed run matches an uninterrupted one.
-            with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's notice
+            with torch.random.fork_rng(devices=devices):
                 try:
-                    fn(*step_inputs, *args, **kwargs)
+                    graph = CompiledGraph(particles, (*step_inputs, *args))
                 except Exception as err:
                     raise _NotCompilable(str(err).strip().split("\n")[0]) from err
-            self._compiled[key] = fn
-        with torch.jit.optimized_execution(False):
-            return fn(*step_inputs, *args, **kwargs)
+            self._compiled[key] = graph
+        return graph, *graph(*step_inputs, *args)
 
 
 def _identity(fn: Callable) -> tuple:
@@ -150,6 +173,26 @@ ELBOS: dict[str, tuple[type, bool]] = {
     "trace": (MeanTraceELBO, False),
     "analytic": (MeanTraceMeanFieldELBO, True),
 }
+
+
+class SVI(pyro.infer.SVI):
+    """``pyro.infer.SVI`` whose step asks a pyro-dvae ELBO for the parameters it reached.
+
+    Same update as ``pyro.infer.SVI.step``; with a compiled ELBO it skips the
+    per-step param-capturing trace. Any other ELBO takes ``pyro.infer.SVI.step``.
+    """
+
+    def __init__(self, model, guide, optim, loss, **kwargs):
+        super().__init__(model, guide, optim, loss, **kwargs)
+        self.elbo = loss  # pyro's SVI keeps only the bound methods of ``loss``
+
+    def step(self, *args, **kwargs) -> float:
+        if not isinstance(self.elbo, _PerImage):
+            return super().step(*args, **kwargs)
+        loss, params = self.elbo.loss_and_params(self.model, self.guide, *args, **kwargs)
+        self.optim(params)
+        zero_grads(params)
+        return torch_item(loss)
 
 
 def make_elbo(name: str, num_particles: int = 1, jit: bool = False, state: Any = None):

@@ -14,7 +14,6 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.infer import SVI
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -26,6 +25,7 @@ from .guides import build_guide, check_guide
 from .inference import (
     ELBOS,
     MONTE_CARLO,
+    SVI,
     evaluate_elbo,
     fully_reparameterized,
     kl_kinds,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from pyro.infer.svi import SVI
 
 import pyro_dvae.data
 from pyro_dvae.cli import cli  # noqa: F401
+from pyro_dvae.inference import SVI  # the step `pyro-dvae fit` runs
 
 from .helpers import (
     assert_one_error_line,

@@ -142,7 +142,13 @@ def test_interrupted_sweep_continues_where_it_stopped(tmp_path):
     cmd = [sys.executable, "-m", "pyro_dvae", "sweep", *args, *TINY[:4], "--threads", "1"]
     env = {**os.environ, "PYRO_DVAE_DATA": str(tmp_path)}
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+        # as from a terminal: a suite started in the background (``&``) passes SIGINT on ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     run = sweep / "runs" / "gaussian-d2"
     deadline = time.time() + 120
