@@ -142,14 +142,17 @@ def _size_to_constant(g: torch._C.Graph, node) -> None:
 
 
 def _constant(value):
-    """The Python value of a graph constant (a 0-dim tensor as a number), else None."""
+    """The Python value of a graph constant (a tensor of one repeated number: that number)."""
     node = value.node()
     if node.kind() != "prim::Constant" or not node.hasAttribute("value"):
         return None
     kind = node.kindOf("value")
     if kind == "t":
         t = node.t("value")
-        return t.item() if t.dim() == 0 else None
+        if t.numel() == 0 or t.is_complex():
+            return None
+        first = t.reshape(-1)[0]
+        return first.item() if bool((t == first).all()) else None
     if kind == "i":
         return node.i("value")
     if kind == "f":
