@@ -12,7 +12,7 @@ from .estimators import compare as compare_estimators
 from .evaluation import evaluate_run, load_run
 from .families import FAMILIES, LatentFamily, make_family, register_family
 from .guides import check_guide
-from .inference import ELBOS, elbo_parts, evaluate_elbo, kl_kinds
+from .inference import ELBOS, SVI, elbo_parts, evaluate_elbo, kl_kinds, make_elbo
 from .optim import FusedClippedAdam
 from .rundir import RunDir
 from .train import Trainer, fit, resume
@@ -31,11 +31,13 @@ __all__ = [
     "compare_estimators",
     "evaluate_run",
     "load_run",
+    "make_elbo",
     "FitConfig",
     "FusedClippedAdam",
     "LatentFamily",
     "LogitNormal",
     "RunDir",
+    "SVI",
     "Trainer",
     "VAE",
     "elbo_parts",

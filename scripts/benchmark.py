@@ -7,8 +7,9 @@ images at a time, with a fresh binarisation and permutation each epoch:
 
 (a) plain PyTorch: reparameterised sample, Bernoulli log-likelihood and KL by
     hand, ``torch.optim.Adam(fused=True)``;
-(b) pyro-dvae: ``Trainer.train_epoch`` — ``SVI.step`` with ``Trace_ELBO`` and
-    ``FusedClippedAdam``, exactly what ``pyro-dvae fit`` runs.
+(b) pyro-dvae: ``Trainer.train_epoch`` — ``pyro_dvae.SVI.step`` with the compiled
+    ``Trace_ELBO`` (``--no-jit``: Pyro's eager one) and ``FusedClippedAdam``, exactly
+    what ``pyro-dvae fit`` runs.
 
 The two alternate epoch by epoch in one process. Shared machines drift in speed
 over seconds, so each round pairs one epoch of each and the reported ratio is

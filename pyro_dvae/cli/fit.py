@@ -150,7 +150,7 @@ def _default_out(cfg: FitConfig) -> Path:
     "--jit/--no-jit",
     default=_DEFAULTS.jit,
     show_default=True,
-    help="Compile the ELBO with pyro.ops.jit (one graph per batch shape).",
+    help="Compile the ELBO with torch.jit.trace (one graph per batch shape).",
 )
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
 @click.option(
