@@ -68,7 +68,10 @@ class CompiledGraph:
         self.function = traced
         graph = specialise(traced.graph)
         if graph is not None:
-            fast = torch._C._create_function_from_graph("pyro_dvae_elbo", graph)
+            try:
+                fast = torch._C._create_function_from_graph("pyro_dvae_elbo", graph)
+            except (AttributeError, RuntimeError):  # private torch API; keep the traced graph
+                return
             if _same_outputs(traced, fast, (*self.params, *args)):
                 self.function = fast
 
@@ -92,7 +95,8 @@ def specialise(graph: torch._C.Graph) -> torch._C.Graph | None:
     identity at these shapes are removed: ``x * 1``, ``x + 0``, ``x - 0``, and a
     ``reshape``, ``expand`` or ``broadcast_tensors`` that keeps the shape.
     Returns None where that is not safe (an operation with a data-dependent
-    output shape, or control flow) or where a torch pass fails.
+    output shape, or control flow) or where a torch pass fails. The passes are
+    torch's private ``torch._C._jit_pass_*`` functions.
     """
     if any(n.kind() in _DATA_DEPENDENT_SHAPES for n in graph.nodes()):
         return None
@@ -106,7 +110,7 @@ def specialise(graph: torch._C.Graph) -> torch._C.Graph | None:
             _drop_identity(node)
         torch._C._jit_pass_dce(g)
         g.lint()
-    except RuntimeError:
+    except (AttributeError, RuntimeError):  # torch's private JIT passes changed or refused
         return None
     return g
 

@@ -117,3 +117,17 @@ def test_compiled_step_recompiles_when_the_param_store_is_cleared():
     (second,) = elbo._compiled.values()
     assert second is not first and second.is_current()
     assert all(p.grad is not None for p in vae.parameters())
+
+
+def test_without_torchs_private_passes_the_traced_graph_is_used(monkeypatch):
+    monkeypatch.delattr(torch._C, "_jit_pass_constant_propagation")
+    vae = _vae("gaussian")
+    elbo = make_elbo("trace", jit=True)
+    x = torch.bernoulli(torch.full((5, 12), 0.5, dtype=torch.float64))
+    pyro.set_rng_seed(0)
+    loss = elbo.loss_and_grads(vae.model, vae.guide, x)
+    (graph,) = elbo._compiled.values()
+    assert elbo.jit and graph.function is graph.traced
+    vae.zero_grad(set_to_none=True)
+    pyro.set_rng_seed(0)
+    assert make_elbo("trace").loss_and_grads(vae.model, vae.guide, x) == pytest.approx(loss)
