@@ -40,6 +40,7 @@ def test_example_guides_train_on_digits_and_resume(tmp_path, script, kl):
     assert metrics[-1] < metrics[0]
     summary = read_json(out / "summary.json")
     assert summary["kl"] == {"z": kl}
+    assert summary["jit"] is True  # both example guides run on the compiled step
     ckpt = load_checkpoint(out)  # weights_only=True
     assert any(k.startswith("guide_module.") for k in ckpt["model"])
     assert not any(k.startswith("encoder.") for k in ckpt["model"])
@@ -67,6 +68,12 @@ def test_full_covariance_kl_is_analytic_and_matches_monte_carlo():
     log_ratio = q.log_prob(z) - p.log_prob(z)
     se = log_ratio.std(0) / math.sqrt(z.shape[0])
     assert (abs(log_ratio.mean(0) - kl) < 4 * se).all()
+    # the KL of the base Normals, as torch computes it for two MultivariateNormals
+    prior = torch.distributions.MultivariateNormal(
+        p.base_dist.loc, scale_tril=torch.diag_embed(p.base_dist.scale)
+    )
+    expected_kl = torch.distributions.kl_divergence(q.base_dist, prior)
+    assert torch.allclose(kl, expected_kl, rtol=1e-12, atol=1e-12)
     # its density: the MultivariateNormal's at logit z, divided by Π z (1 − z)
     y = torch.logit(z[:5])
     base = torch.distributions.MultivariateNormal(loc, scale_tril=tril)

@@ -6,7 +6,7 @@ import torch
 from pyro.distributions import MultivariateNormal, TransformedDistribution
 from pyro.distributions.torch import Independent
 from torch.distributions import constraints
-from torch.distributions.kl import kl_divergence, register_kl
+from torch.distributions.kl import register_kl
 
 from .logit_normal import _SIGMOID, LogitNormal
 
@@ -42,6 +42,12 @@ def _kl_mvln_independent(q: MultivariateLogitNormal, p: Independent) -> torch.Te
     """Analytic against a diagonal Logit-normal prior (``LogitNormal(...).to_event(1)``)."""
     if not isinstance(p.base_dist, LogitNormal) or p.reinterpreted_batch_ndims != 1:
         raise NotImplementedError
-    base = p.base_dist.base_dist  # the prior's Normal
-    prior = MultivariateNormal(base.loc, scale_tril=torch.diag_embed(base.scale))
-    return kl_divergence(q.base_dist, prior)
+    base = p.base_dist.base_dist  # the prior's Normal N(m, diag(s²))
+    tril, diff = q.scale_tril, q.loc - base.loc
+    # KL(N(μ, LLᵀ) ‖ N(m, diag s²)) = Σ log s − Σ log L_ii + ½ (‖L / s‖²_F + ‖(μ − m) / s‖² − n),
+    # written out: torch's MultivariateNormal KL cannot be traced (it calls _infer_size on shapes)
+    # and would solve a triangular system against a diagonal.
+    trace = (tril / base.scale.unsqueeze(-1)).square().sum((-2, -1))
+    mahalanobis = (diff / base.scale).square().sum(-1)
+    log_det = base.scale.log().sum(-1) - tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    return log_det + 0.5 * (trace + mahalanobis - diff.shape[-1])
