@@ -48,6 +48,13 @@ class CompiledGraph:
     """
 
     def __init__(self, fn: Callable, args: tuple):
+        devices = sorted({a.device.index or 0 for a in args if torch.is_tensor(a) and a.is_cuda})
+        # Compiling runs ``fn`` and the graphs a few times; keep those draws off the caller's
+        # random state, so that a resumed run matches an uninterrupted one.
+        with torch.random.fork_rng(devices=devices):
+            self._compile(fn, args)
+
+    def _compile(self, fn: Callable, args: tuple) -> None:
         with poutine.block(), poutine.trace(param_only=True) as capture:
             fn(*args)
         self.names = sorted(capture.trace.nodes)
@@ -219,7 +226,7 @@ def _same_outputs(reference, candidate, inputs: tuple) -> bool:
     """Whether two graphs give equal outputs for ``inputs`` from the same random state."""
     results = []
     for fn in (reference, candidate):
-        torch.manual_seed(0)  # callers run this inside torch.random.fork_rng
+        torch.manual_seed(0)  # inside CompiledGraph's torch.random.fork_rng
         with torch.no_grad(), torch.jit.optimized_execution(False):
             results.append(fn(*inputs))
     flat = [torch.utils._pytree.tree_leaves(r) for r in results]

@@ -127,16 +127,10 @@ class _PerImage:
                         elbo.state.use_step_inputs(None)
                 return surrogate, recon
 
-            devices = sorted(
-                {a.device.index or 0 for a in args if torch.is_tensor(a) and a.is_cuda}
-            )
-            # Compiling runs the function twice; keep those draws off the training RNG so a
-            # resumed run matches an uninterrupted one.
-            with torch.random.fork_rng(devices=devices):
-                try:
-                    graph = CompiledGraph(particles, (*step_inputs, *args))
-                except Exception as err:
-                    raise _NotCompilable(str(err).strip().split("\n")[0]) from err
+            try:
+                graph = CompiledGraph(particles, (*step_inputs, *args))
+            except Exception as err:
+                raise _NotCompilable(str(err).strip().split("\n")[0]) from err
             self._compiled[key] = graph
         return graph, *graph(*step_inputs, *args)
 

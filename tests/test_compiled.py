@@ -5,7 +5,7 @@ import pytest
 import torch
 from pyro.infer import SVI as PyroSVI
 
-from pyro_dvae.compiled import aten_ops, specialise
+from pyro_dvae.compiled import CompiledGraph, aten_ops, specialise
 from pyro_dvae.config import FitConfig
 from pyro_dvae.families import make_family
 from pyro_dvae.inference import SVI, make_elbo
@@ -131,3 +131,14 @@ def test_without_torchs_private_passes_the_traced_graph_is_used(monkeypatch):
     vae.zero_grad(set_to_none=True)
     pyro.set_rng_seed(0)
     assert make_elbo("trace").loss_and_grads(vae.model, vae.guide, x) == pytest.approx(loss)
+
+
+def test_compiling_leaves_the_callers_random_state_alone():
+    vae = _vae("logitnormal")
+    elbo = make_elbo("trace")
+    x = torch.bernoulli(torch.full((4, 12), 0.5, dtype=torch.float64))
+
+    state = torch.get_rng_state()
+    graph = CompiledGraph(lambda x: elbo.differentiable_loss(vae.model, vae.guide, x), (x,))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert graph.function is not graph.traced
