@@ -10,12 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .fileio import atomic_write_text
 
 #: Concrete objectives: relaxed densities (Maddison et al.) or discrete KL (Jang et al.)
 KL_OBJECTIVES = {
     "relaxed": "KL of the relaxed ExpConcrete densities, by Monte Carlo",
     "discrete": "KL of the underlying categoricals, analytic",
 }
+
+MAX_SEED = 2**32 - 1
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 # Fields that may change when a run is resumed; all others define the run.
 RESUMABLE_FIELDS = frozenset({"epochs", "eval_every", "jit"})
@@ -50,6 +54,7 @@ class FitConfig:
 
     def validate(self) -> FitConfig:
         """Raise :class:`ConfigError` naming the first invalid field."""
+        self._check_types()
         from .data import DATASETS
         from .families import FAMILIES
         from .inference import ELBOS
@@ -81,15 +86,30 @@ class FitConfig:
         _at_least("num_particles", self.num_particles, 1)
         _at_least("eval_every", self.eval_every, 1)
         _at_least("subset", self.subset, 0)
+        if not 0 <= self.seed <= MAX_SEED:  # numpy's seed range (pyro.set_rng_seed seeds numpy)
+            raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         return self
+
+    def _check_types(self) -> None:
+        """Each field holds its declared type (a JSON ``true`` is not an epoch count)."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), type(f.default)
+            if kind is float:
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+            elif kind is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, kind)
+            if not ok:
+                raise ConfigError(
+                    f"{_flag(f.name)} must be {_KIND_NAMES[kind]}, got {json.dumps(value)}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
         """Write ``config.json`` atomically."""
-        from .rundir import atomic_write_text
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod

@@ -25,3 +25,11 @@ class RunDirError(PyroDvaeError):
 
 class TrainingError(PyroDvaeError):
     """Training that had to stop (for example a NaN loss)."""
+
+
+class StorageError(PyroDvaeError):
+    """A file that cannot be written (disk full, read-only folder, permissions)."""
+
+
+class LockError(PyroDvaeError):
+    """A run or sweep folder that another process is writing."""

@@ -176,8 +176,12 @@ def train_side_by_side(
     num_particles: int = 10,
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
+    guide: str | None = None,
 ) -> dict[str, list[float]]:
     """Train one model per training objective from the same seed; the test −ELBO per epoch.
+
+    ``guide`` is the import spec of the guide to train (the caller named it); a
+    config that holds one from a run folder is not imported by itself.
 
     Every model is scored with the same estimator (one-sample Monte Carlo −ELBO with the
     relaxed densities, the paper's), so the curves compare what each objective learns.
@@ -195,9 +199,9 @@ def train_side_by_side(
         changes = dict(TRAINABLE[name])
         if name == "trace-N":
             changes["num_particles"] = num_particles
-        cfg = replace(config, epochs=epochs, eval_every=epochs, guide=config.guide, **changes)
+        cfg = replace(config, epochs=epochs, eval_every=epochs, guide=guide or "", **changes)
         label = f"trace-{num_particles}" if name == "trace-N" else name
-        trainer = Trainer(cfg, dataset, device, progress=False, log=lambda m: None)
+        trainer = Trainer(cfg, dataset, device, progress=False, log=lambda m: None, guide=guide)
         curve = []
         for epoch in range(1, epochs + 1):
             trainer.fit(epochs=epoch)

@@ -19,6 +19,7 @@ from .config import FitConfig
 from .data import Dataset, load_dataset
 from .errors import ConfigError, RunDirError
 from .families import LatentFamily, make_family
+from .fileio import first_line
 from .rundir import RunDir, atomic_write_text
 from .vae import VAE
 
@@ -41,35 +42,67 @@ class LoadedRun:
 
 
 def load_run(
-    run_path: str | Path, device: str | torch.device = "cpu", guide: torch.nn.Module | None = None
+    run_path: str | Path,
+    device: str | torch.device = "cpu",
+    guide: torch.nn.Module | str | None = None,
 ) -> LoadedRun:
-    """Rebuild the VAE of a run (with its ``--guide``, or ``guide``) and load its checkpoint."""
+    """Rebuild the VAE of a run and load its checkpoint.
+
+    A run trained with its own guide needs ``guide`` (the module, or the import spec
+    that builds it): a run folder never makes this process import code by itself.
+    """
+    from .train import guide_refusal
+
     run_dir = RunDir.open(run_path)
     config = run_dir.read_config()
     state = run_dir.load_checkpoint(map_location=device)
+    stored = state.get("config")
+    if isinstance(stored, dict):
+        try:
+            diff = FitConfig.from_dict(stored).differences(config)
+        except (ConfigError, TypeError) as err:
+            raise RunDirError(f"checkpoint in {run_dir.path} is damaged: {err}") from None
+        if diff:
+            raise RunDirError(
+                f"checkpoint in {run_dir.path} was trained with another configuration than its "
+                f"config.json ({', '.join(diff)} differ)"
+            )
     family = make_family(config)
     if "temperature" in state and hasattr(family, "temperature"):
         temperature = float(state["temperature"])
         if math.isfinite(temperature):
             family.temperature = temperature
     custom = any(k.startswith("guide_module.") for k in state.get("model", {}))
-    try:
-        input_dim = state["model"]["decoder.net.4.bias"].shape[0]
-        if guide is None and config.guide:
-            from .guides import build_guide
+    input_dim = _input_dim(state, run_dir)
+    if guide is None and config.guide:
+        raise RunDirError(f"{run_dir.path}: {guide_refusal(config.guide, 'load it')}")
+    if isinstance(guide, str):
+        from .guides import build_guide
 
-            guide = build_guide(config.guide, family, input_dim, config.hidden)
-        if custom and guide is None:
-            raise RunDirError(
-                f"{run_dir.path} was trained with a guide given in Python; "
-                "pass the same guide to load_run(..., guide=...)"
-            )
+        guide = build_guide(guide, family, input_dim, config.hidden)
+    if custom and guide is None:
+        raise RunDirError(
+            f"{run_dir.path} was trained with a guide given in Python; "
+            "pass the same guide to load_run(..., guide=...)"
+        )
+    try:
         vae = VAE(family, input_dim, config.hidden, guide_module=guide).to(device)
         vae.load_state_dict(state["model"])
-    except (KeyError, AttributeError, RuntimeError) as err:
-        raise RunDirError(f"checkpoint in {run_dir.path} does not fit its config: {err}") from None
+    except (KeyError, AttributeError, RuntimeError, TypeError) as err:
+        raise RunDirError(
+            f"checkpoint in {run_dir.path} does not fit its config: {first_line(err)}"
+        ) from None
     vae.eval()
     return LoadedRun(run_dir, config, vae, int(state["epoch"]))
+
+
+def _input_dim(state: dict[str, Any], run_dir: RunDir) -> int:
+    """Pixels per image: the size of the decoder's output layer."""
+    try:
+        biases = [v for k, v in state["model"].items() if k.startswith("decoder.") and "bias" in k]
+        return int(biases[-1].shape[0])
+    except (AttributeError, IndexError, KeyError, TypeError):
+        raise RunDirError(f"checkpoint in {run_dir.path} holds no decoder") from None
 
 
 # --------------------------------------------------------------------------- estimates
@@ -229,7 +262,7 @@ def evaluate(
     ll = iw["log_likelihood"]
     n_active, variances = active_units(test_means)
     result = {
-        "run": str(run.run_dir.path),
+        "run": run.run_dir.path.name,
         "epoch": run.epoch,
         "family": run.family.describe(),
         "test_images": int(x_test.shape[0]),
@@ -284,15 +317,27 @@ def evaluate_run(
     n_neighbors: int = 5,
     seed: int = 0,
     progress: bool = True,
+    guide: torch.nn.Module | str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the checkpoint in ``run_path`` and write ``evaluation.json`` beside it."""
+    """Evaluate the checkpoint in ``run_path`` and write ``evaluation.json`` beside it.
+
+    The run directory is locked meanwhile, so training cannot move it on under the
+    evaluation; options are checked against the data before any sampling.
+    """
     from .train import resolve_device
 
+    check_options(k, images, n_neighbors)
     dev = resolve_device(device)
-    run = load_run(run_path, dev)
-    data = load_dataset(run.config.dataset, data_dir, subset=run.config.subset).to(dev)
-    result = evaluate(run, data, k, images, n_neighbors, seed, progress)
-    atomic_write_text(run.run_dir.path / EVALUATION, json.dumps(result, indent=2) + "\n")
+    with RunDir.open(run_path).lock("run directory"):
+        run = load_run(run_path, dev, guide)
+        data = load_dataset(run.config.dataset, data_dir, subset=run.config.subset).to(dev)
+        if n_neighbors > data.train.shape[0]:
+            raise ConfigError(
+                f"--neighbors {n_neighbors} is more than the {data.train.shape[0]} training "
+                "images the kNN classifier is fitted on"
+            )
+        result = evaluate(run, data, k, images, n_neighbors, seed, progress)
+        atomic_write_text(run.run_dir.path / EVALUATION, json.dumps(result, indent=2) + "\n")
     return result
 
 

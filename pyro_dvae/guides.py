@@ -23,6 +23,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .families import LatentFamily
+from .fileio import first_line
 
 GuideFactory = Callable[[LatentFamily, int, int], nn.Module]
 
@@ -50,8 +51,9 @@ def load_factory(spec: str) -> GuideFactory:
             module = importlib.import_module(module_name)
     except GuideError:
         raise
-    except Exception as err:
-        raise GuideError(f"--guide: cannot import {module_name}: {err}") from None
+    except (Exception, SystemExit) as err:  # a module may even call sys.exit at import
+        what = f"exited with {err.code}" if isinstance(err, SystemExit) else first_line(err)
+        raise GuideError(f"--guide: cannot import {module_name}: {what}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise GuideError(f"--guide: {module_name} has no callable {attr!r}")
@@ -59,7 +61,15 @@ def load_factory(spec: str) -> GuideFactory:
 
 
 def build_guide(spec: str, family: LatentFamily, input_dim: int, hidden: int) -> nn.Module:
-    guide = load_factory(spec)(family, input_dim, hidden)
+    factory = load_factory(spec)
+    try:
+        guide = factory(family, input_dim, hidden)
+    except (Exception, SystemExit) as err:
+        what = f"exited with {err.code}" if isinstance(err, SystemExit) else first_line(err)
+        raise GuideError(
+            f"--guide {spec}: calling it as factory(family, input_dim, hidden) failed: "
+            f"{type(err).__name__}: {what}"
+        ) from None
     if not isinstance(guide, nn.Module):
         raise GuideError(
             f"--guide {spec} returned a {type(guide).__name__}, not an nn.Module "

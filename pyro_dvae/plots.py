@@ -89,10 +89,10 @@ def reconstruction_curves(runs, out: Path, sizes=(4, 40), **_) -> Path:
 # --------------------------------------------------------------------------- Figure 3
 
 
-def _test_codes(r: RunResult, data_dir, device, images: int):
+def _test_codes(r: RunResult, data_dir, device, images: int, guide=None):
     from .evaluation import load_run, posterior_means
 
-    loaded = load_run(r.path, device)
+    loaded = load_run(r.path, device, guide)
     data = load_dataset(r.config.dataset, data_dir, subset=r.config.subset)
     x = data.test[:images].to(device) if images else data.test.to(device)
     labels = data.test_labels[: x.shape[0]].numpy()
@@ -116,6 +116,7 @@ def tsne_encodings(
     data_dir=None,
     device="cpu",
     seed=0,
+    guide=None,
     **_,
 ) -> Path:
     """t-SNE of the test posterior means (size ``tsne_size``) and the raw 2-D Logit-normal codes."""
@@ -133,7 +134,7 @@ def tsne_encodings(
             ax.text(0.5, 0.5, "no such run in the sweep", ha="center", transform=ax.transAxes)
             ax.set_axis_off()
             continue
-        _, codes, labels, _ = _test_codes(r, data_dir, device, images)
+        _, codes, labels, _ = _test_codes(r, data_dir, device, images, guide)
         if tsne:
             xy = TSNE(n_components=2, init="pca", random_state=seed).fit_transform(codes)
             ax.set_xlabel("t-SNE 1")
@@ -157,7 +158,15 @@ def tsne_encodings(
 
 @register_figure("fig4")
 def latent_histograms(
-    runs, out: Path, hist_size=40, hist_alpha=1.78, data_dir=None, device="cpu", seed=0, **_
+    runs,
+    out: Path,
+    hist_size=40,
+    hist_alpha=1.78,
+    data_dir=None,
+    device="cpu",
+    seed=0,
+    guide=None,
+    **_,
 ) -> Path:
     """Histogram of one latent dimension's sampled z over the test set: Gaussian vs Logit-normal."""
     from .evaluation import active_units
@@ -168,7 +177,7 @@ def latent_histograms(
         if r is None:
             ax.text(0.5, 0.5, "no such run in the sweep", ha="center", transform=ax.transAxes)
             continue
-        loaded, means, _, data = _test_codes(r, data_dir, device, 0)
+        loaded, means, _, data = _test_codes(r, data_dir, device, 0, guide)
         _, variances = active_units(torch.as_tensor(means))
         dim = int(np.argmax(variances))  # the most informative unit
         torch.manual_seed(seed)
@@ -186,7 +195,7 @@ def latent_histograms(
 
 
 @register_figure("fig5")
-def latent_grid(runs, out: Path, grid=20, device="cpu", **_) -> Path:
+def latent_grid(runs, out: Path, grid=20, device="cpu", guide=None, **_) -> Path:
     """Decoded 2-D latent spaces: Logit-normal over (0, 1)², Gaussian through Φ⁻¹ of the grid."""
     from .evaluation import load_run
 
@@ -199,7 +208,7 @@ def latent_grid(runs, out: Path, grid=20, device="cpu", **_) -> Path:
         if r is None:
             ax.text(0.5, 0.5, "no 2-D run in the sweep", ha="center", transform=ax.transAxes)
             continue
-        vae = load_run(r.path, device).vae
+        vae = load_run(r.path, device, guide).vae
         h, w = IMAGE_SHAPES[r.config.dataset]
         z1, z2 = torch.meshgrid(u, u.flip(0), indexing="xy")  # z2 grows upwards
         z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1)

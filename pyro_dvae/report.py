@@ -11,7 +11,8 @@ from typing import Any
 
 from .config import FitConfig
 from .evaluation import read_evaluation
-from .rundir import RunDir, atomic_write_text, find_runs
+from .fileio import atomic_write_text
+from .rundir import RunDir, find_runs
 from .sweep import PAPER_ALPHAS, PAPER_SIZES
 
 # The paper's numbers (Tables 1-3; it does not say whether they are train or test).

@@ -1,17 +1,32 @@
-"""A run directory: config.json, metrics.jsonl, checkpoint.pt and summary.json."""
+"""A run directory: config.json, metrics.jsonl, checkpoint.pt and summary.json.
+
+The checkpoint is the truth. An epoch is committed in the order checkpoint (an atomic
+rename; it also holds the metrics of every epoch it covers), then a row of
+``metrics.jsonl``, then ``summary.json``; a process killed in between leaves the
+checkpoint ahead of the other two, and readers go through it: metric rows past its
+epoch are ignored, a summary that claims another epoch is brought up to it. A writer
+(training, evaluation) holds the folder's lock, which also clears the temporaries a
+killed writer left.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import FitConfig
-from .errors import ConfigError, RunDirError
+from .errors import ConfigError, LockError, RunDirError
+from .fileio import (
+    LOCK,
+    FolderLock,
+    append_text,
+    atomic_write,
+    atomic_write_text,
+    remove_temporaries,
+)
 
 CONFIG, METRICS, CHECKPOINT, SUMMARY = (
     "config.json",
@@ -19,28 +34,6 @@ CONFIG, METRICS, CHECKPOINT, SUMMARY = (
     "checkpoint.pt",
     "summary.json",
 )
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the mode open() would
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -51,11 +44,28 @@ def find_runs(root: str | Path) -> list[Path]:
     return sorted({p.parent for p in [*root.glob(f"*/{CONFIG}"), *root.glob(f"*/*/{CONFIG}")]})
 
 
+def summary_numbers(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parts of ``summary.json`` that follow from the metric records."""
+    last_test = next((r for r in reversed(records) if "test_loss" in r), {})
+    return {
+        "final": {k: v for k, v in (records[-1] if records else {}).items() if k != "epoch"},
+        "final_test": {k: v for k, v in last_test.items() if k.startswith("test_")},
+        "seconds_per_epoch": (sum(r["seconds"] for r in records) / len(records))
+        if records
+        else None,
+    }
+
+
 class RunDir:
-    """The files of one training run."""
+    """The files of one training run.
+
+    Used as a context manager, it releases the lock taken by :meth:`create` or
+    :meth:`lock`.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock: FolderLock | None = None
 
     @property
     def config_path(self) -> Path:
@@ -75,29 +85,51 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | Path, config: FitConfig) -> RunDir:
-        """Make a new run directory holding ``config.json``; refuse to reuse a run's folder."""
+        """Make a new run directory holding ``config.json``, locked for this process.
+
+        A folder that holds anything but a lock file is refused: it is somebody's run.
+        """
         run = cls(path)
-        if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
-            raise RunDirError(
-                f"{run.path} already exists and is not empty; continue it with "
-                f"--resume {run.path} or choose another --out"
-            )
+        if run.path.exists() and not run.path.is_dir():
+            raise RunDirError(f"{run.path} exists and is not a folder; choose another --out")
+        if run.path.is_dir() and not run._is_empty():  # somebody's run: add nothing to it
+            raise RunDirError(run._not_empty())
         try:
             run.path.mkdir(parents=True, exist_ok=True)
-            config.save(run.config_path)
         except OSError as err:
             raise RunDirError(f"cannot create run directory {run.path}: {err}") from None
+        run.lock()
+        try:
+            if not run._is_empty():  # filled between the check above and the lock
+                raise RunDirError(run._not_empty())
+            config.save(run.config_path)
+        except BaseException:
+            run.unlock()
+            raise
         return run
 
+    def _is_empty(self) -> bool:
+        return all(p.name == LOCK for p in self.path.iterdir())
+
+    def _not_empty(self) -> str:
+        holder = self.holder()
+        if holder is not None:
+            raise LockError(f"run directory {self.path} is in use by {holder}")
+        return (
+            f"{self.path} already exists and is not empty; continue it with "
+            f"--resume {self.path} or choose another --out"
+        )
+
     @classmethod
-    def open(cls, path: str | Path) -> RunDir:
-        """An existing run directory, checked to hold a config and a checkpoint."""
+    def open(cls, path: str | Path, need_checkpoint: bool = True) -> RunDir:
+        """An existing run directory, checked to hold a config (and a checkpoint)."""
         run = cls(path)
         if not run.path.is_dir():
             raise RunDirError(f"{run.path} is not a run directory (no such folder)")
-        for needed in (run.config_path, run.checkpoint_path):
-            if not needed.is_file():
-                raise RunDirError(f"{run.path} is not a resumable run directory: no {needed.name}")
+        needed = [run.config_path] + ([run.checkpoint_path] if need_checkpoint else [])
+        for path_ in needed:
+            if not path_.is_file():
+                raise RunDirError(f"{run.path} is not a resumable run directory: no {path_.name}")
         return run
 
     def read_config(self) -> FitConfig:
@@ -106,13 +138,39 @@ class RunDir:
         except ConfigError as err:
             raise RunDirError(f"{self.config_path} is not a valid config: {err}") from None
 
+    # ------------------------------------------------------------------ lock
+    def lock(self, what: str = "run directory") -> RunDir:
+        """Take the folder's lock (:class:`LockError` if another process has it), then
+        delete the temporaries a killed writer left behind."""
+        if self._lock is None:
+            lock = FolderLock(self.path, f"{what} {self.path}")
+            lock.acquire()
+            self._lock = lock
+            remove_temporaries(self.path)
+        return self
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def holder(self) -> str | None:
+        """The process writing this run now, if any."""
+        return FolderLock(self.path).holder()
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unlock()
+
     # ------------------------------------------------------------------ metrics
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
+        append_text(self.metrics_path, json.dumps(record) + "\n")
 
-    def read_metrics(self) -> list[dict[str, Any]]:
+    def read_metrics(self, trusted: bool = True) -> list[dict[str, Any]]:
+        """The records of ``metrics.jsonl``; ``trusted``: only the epochs the checkpoint holds,
+        each once (the last row written for it)."""
         if not self.metrics_path.exists():
             return []
         records = []
@@ -123,16 +181,31 @@ class RunDir:
                     records.append(json.loads(line))
                 except json.JSONDecodeError:
                     break  # a line cut short by a kill: everything before it is good
-        return records
+        if not trusted:
+            return records
+        last = self.checkpoint_epoch()
+        by_epoch = {r.get("epoch"): r for r in records if last is None or r.get("epoch", 0) <= last}
+        return [by_epoch[e] for e in sorted(by_epoch, key=lambda e: (e is None, e))]
 
-    def truncate_metrics(self, last_epoch: int) -> None:
-        """Keep the records of epochs up to ``last_epoch`` (those the checkpoint covers)."""
-        kept = [r for r in self.read_metrics() if r.get("epoch", 0) <= last_epoch]
-        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+    def write_metrics(self, records: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+
+    def reconcile(self, epoch: int, history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+        """Make ``metrics.jsonl`` hold exactly the records of epochs 1..``epoch`` (the
+        checkpoint's), from ``history`` when the checkpoint carries it; return them."""
+        rows = self.read_metrics(trusted=False)
+        if history is not None:
+            kept = [r for r in history if r.get("epoch", 0) <= epoch]
+        else:  # a checkpoint from before the history was stored in it
+            by_epoch = {r.get("epoch"): r for r in rows if 0 < r.get("epoch", 0) <= epoch}
+            kept = [by_epoch[e] for e in sorted(by_epoch)]
+        if rows != kept:
+            self.write_metrics(kept)
+        return kept
 
     # ------------------------------------------------------------------ checkpoint
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        _atomic_write(self.checkpoint_path, lambda fh: torch.save(state, fh))
+        atomic_write(self.checkpoint_path, lambda fh: torch.save(state, fh))
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
         try:
@@ -146,19 +219,39 @@ class RunDir:
             raise RunDirError(f"checkpoint {self.checkpoint_path} is damaged: missing entries")
         return state
 
+    def checkpoint_epoch(self) -> int | None:
+        """The epoch the checkpoint holds (``None``: no readable checkpoint). Reads the
+        file memory-mapped, so the weights are not loaded."""
+        if not self.checkpoint_path.is_file():
+            return None
+        try:
+            state = torch.load(
+                self.checkpoint_path, map_location="cpu", weights_only=True, mmap=True
+            )
+            return int(state["epoch"])
+        except Exception:
+            return None
+
     # ------------------------------------------------------------------ summary
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
 
     def epochs_completed(self) -> int:
-        """Epochs the checkpoint holds, as the summary records them (else the metrics)."""
-        summary = self.read_summary()
-        if "epochs_completed" in summary:
-            return int(summary["epochs_completed"])
-        return len(self.read_metrics())
+        """Epochs the checkpoint holds (0 without one)."""
+        return self.checkpoint_epoch() or 0
 
     def read_summary(self) -> dict[str, Any]:
+        """``summary.json``, brought up to the checkpoint's epoch if a kill left it behind."""
         try:
-            return json.loads(self.summary_path.read_text())
+            summary = json.loads(self.summary_path.read_text())
         except (OSError, json.JSONDecodeError):
             return {}
+        if not isinstance(summary, dict):
+            return {}
+        epoch = self.checkpoint_epoch()
+        if epoch is not None and summary.get("epochs_completed") != epoch:
+            records = self.read_metrics()
+            summary.update(summary_numbers(records), epochs_completed=epoch)
+            if summary.get("status") in ("running", "finished"):
+                summary["status"] = "interrupted"
+        return summary

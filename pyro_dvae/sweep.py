@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,9 @@ from typing import Any
 from .config import RESUMABLE_FIELDS, FitConfig
 from .errors import ConfigError, RunDirError
 from .evaluation import evaluation_is_current, read_evaluation
-from .rundir import CONFIG, RunDir, atomic_write_text
+from .fileio import LOCK, TMP_SUFFIX, FolderLock, atomic_write_text
+from .rundir import CONFIG, RunDir
+from .signals import Stopped, stop_on_signals
 
 SWEEP = "sweep.json"
 PAPER_SIZES = (2, 4, 8, 20, 40)
@@ -201,14 +202,12 @@ def plan(
                 run.state, run.reason = "conflict", str(err)
                 planned.append(run)
                 continue
-            if stored is None or not run_dir.checkpoint_path.is_file():
-                leftovers = {p.name for p in path.iterdir()} - {CONFIG}
+            if stored is None:
+                leftovers = {p.name for p in path.iterdir() if not _scratch(p.name)}
                 if leftovers:
                     run.state = "conflict"
-                    run.reason = (
-                        f"{path} has no checkpoint but holds {', '.join(sorted(leftovers))}"
-                    )
-                # else: a start that died before its first checkpoint; it is started again
+                    run.reason = f"{path} has no {CONFIG} but holds {', '.join(sorted(leftovers))}"
+                # else: a start killed before it wrote its config; it is started again
             else:
                 diff = [k for k in config.differences(stored) if k not in RESUMABLE_FIELDS]
                 if diff:
@@ -216,7 +215,7 @@ def plan(
                     run.reason = (
                         f"{path} was made with another configuration ({', '.join(diff)} differ)"
                     )
-                else:
+                else:  # a start killed before its first checkpoint resumes from epoch 0
                     run.epochs_done = run_dir.epochs_completed()
                     finished = run.epochs_done >= config.epochs
                     run.state = "finished" if finished else "resume"
@@ -225,6 +224,11 @@ def plan(
                 run.state = "evaluate"
         planned.append(run)
     return planned
+
+
+def _scratch(name: str) -> bool:
+    """A lock file, or a temporary of an interrupted write: not a run's data."""
+    return name == LOCK or (name.startswith(".") and name.endswith(TMP_SUFFIX))
 
 
 def _fit_args(config: FitConfig) -> list[str]:
@@ -254,8 +258,6 @@ def commands_for(
         common += ["--data-dir", str(data_dir)]
     cmds = []
     if run.state == "new":
-        if run.path.exists():  # only a config.json from a start that never checkpointed
-            shutil.rmtree(run.path)
         cmds.append([*exe, "fit", *_fit_args(run.config), "--out", str(run.path), *common])
     elif run.state == "resume":
         cmds.append(
@@ -298,6 +300,21 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: how long a run locked by another process (a killed sweep's child still saving) is waited for
+LOCKED_RUN_WAIT = 60.0
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM if the sweep dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: a sweep killed by SIGKILL leaves its runs going
+
+
 @dataclass
 class _Job:
     run: PlannedRun
@@ -305,15 +322,20 @@ class _Job:
     log_path: Path
     proc: subprocess.Popen | None = None
     started: float = 0.0
+    waiting_since: float | None = None
 
     def start_next(self) -> None:
         cmd = self.commands.pop(0)
         with open(self.log_path, "a") as log:
             log.write(f"\n$ {' '.join(cmd[1:])}\n")
             log.flush()
-            # its own session: a terminal's Ctrl-C reaches the sweep, which forwards it once
+            # its own session: a terminal's Ctrl-C reaches the sweep, which stops each run once
             self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
 
 
@@ -336,13 +358,38 @@ def run_sweep(
     log: Callable[[str], None] = print,
     poll: float = 0.5,
 ) -> dict[str, Any]:
-    """Bring every configuration of the grid up to date; return what happened to each."""
+    """Bring every configuration of the grid up to date; return what happened to each.
+
+    The sweep folder is locked while it runs (a second sweep on it gets
+    :class:`~pyro_dvae.errors.LockError`). SIGINT, SIGTERM or SIGHUP stop every
+    run at a resumable checkpoint before this returns (by raising :class:`Stopped`).
+    """
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     for c in configs:
         c.validate()
     named = named_grid(configs)
     sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(sweep_dir, f"sweep folder {sweep_dir}"), stop_on_signals():
+        return _run_locked(
+            sweep_dir,
+            named,
+            jobs,
+            threads,
+            data_dir,
+            device,
+            evaluate_k,
+            images,
+            description,
+            log,
+            poll,
+        )
+
+
+def _run_locked(
+    sweep_dir, named, jobs, threads, data_dir, device, evaluate_k, images, description, log, poll
+) -> dict[str, Any]:
     threads = threads or max(1, available_cores() // jobs)
     data_dir = Path(data_dir).resolve() if data_dir is not None else None
     planned = plan(sweep_dir, named, evaluate_k, images)
@@ -372,8 +419,7 @@ def run_sweep(
     started = 0
     try:
         while queue or running:
-            while queue and len(running) < jobs:
-                job = queue.pop(0)
+            for job in _startable(queue, jobs - len(running), outcome, log):
                 started += 1
                 what = {"new": "start", "resume": f"resume from epoch {job.run.epochs_done}"}.get(
                     job.run.state, "evaluate"
@@ -401,20 +447,52 @@ def run_sweep(
                         f"[FAILED] {job.run.name}: {_last_error(job.log_path)} (see {job.log_path})"
                     )
     except KeyboardInterrupt:
+        _stop(running)
         for job in running:
-            if job.proc.poll() is None:
-                job.proc.send_signal(signal.SIGINT)
-        for job in running:
-            try:
-                job.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                job.proc.terminate()
-                job.proc.wait()
             outcome[job.run.name] = "interrupted"
         for job in queue:
             outcome[job.run.name] = "not started"
         raise
     return outcome
+
+
+def _startable(queue: list[_Job], free: int, outcome: dict[str, str], log) -> list[_Job]:
+    """Up to ``free`` jobs to start now, taken from ``queue``. A run that another process
+    holds (a killed sweep's run still saving its checkpoint) waits its turn, then fails."""
+    ready = []
+    now = time.perf_counter()
+    for job in list(queue):
+        if len(ready) >= free:
+            break
+        holder = RunDir(job.run.path).holder() if job.run.path.exists() else None
+        if holder is None:
+            queue.remove(job)
+            ready.append(job)
+        elif job.waiting_since is None:
+            job.waiting_since = now
+            log(f"[wait] {job.run.name}: in use by {holder}")
+        elif now - job.waiting_since > LOCKED_RUN_WAIT:
+            queue.remove(job)
+            outcome[job.run.name] = f"failed: in use by {holder}"
+            log(f"[FAILED] {job.run.name}: in use by {holder}")
+    return ready
+
+
+def _stop(running: list[_Job], grace: float = 120.0) -> None:
+    """SIGTERM to every run (each saves a resumable checkpoint and exits), then wait."""
+    for job in running:
+        if job.proc.poll() is None:
+            job.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for job in running:
+        while True:
+            try:
+                job.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                break
+            except subprocess.TimeoutExpired:
+                job.proc.kill()  # past the grace period: its last checkpoint stands
+            except Stopped:
+                continue  # a second signal while waiting: keep waiting for the runs
 
 
 def _result_text(path: Path) -> str:

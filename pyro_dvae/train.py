@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 import platform
 import signal
-import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +17,9 @@ from tqdm.auto import tqdm
 
 from .config import RESUMABLE_FIELDS, FitConfig
 from .data import Dataset, binarize, load_dataset
-from .errors import ConfigError, RunDirError, TrainingError
+from .errors import ConfigError, RunDirError, StorageError, TrainingError
 from .families import make_family
+from .fileio import first_line
 from .guides import build_guide, check_guide
 from .inference import (
     ELBOS,
@@ -32,7 +31,8 @@ from .inference import (
     make_elbo,
 )
 from .optim import FusedClippedAdam
-from .rundir import RunDir
+from .rundir import RunDir, summary_numbers
+from .signals import deferred_stop, signal_of, stop_on_signals
 from .vae import VAE
 
 EVAL_SEED = 12345  # evaluation draws its own samples and leaves training's RNG alone
@@ -47,28 +47,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-@contextmanager
-def _deferred_interrupt():
-    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
-
-
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training; the last checkpoint is kept."""
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP) during training; the last checkpoint is kept."""
 
-    def __init__(self, epoch: int):
+    def __init__(self, epoch: int, signum: int = signal.SIGINT):
         super().__init__(f"interrupted after epoch {epoch}")
         self.epoch = epoch
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 class Trainer:
@@ -82,7 +71,7 @@ class Trainer:
         run_dir: RunDir | None = None,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
-        guide: nn.Module | None = None,
+        guide: nn.Module | str | None = None,
     ):
         self.config = config.validate()
         self.device = resolve_device(device)
@@ -94,7 +83,9 @@ class Trainer:
         pyro.set_rng_seed(config.seed)
         self.family = make_family(config)
         if guide is None and config.guide:
-            guide = build_guide(config.guide, self.family, self.data.input_dim, config.hidden)
+            raise RunDirError(guide_refusal(config.guide, "resume it"))
+        if isinstance(guide, str):  # an import spec the caller named
+            guide = build_guide(guide, self.family, self.data.input_dim, config.hidden)
         self.vae = VAE(self.family, self.data.input_dim, config.hidden, guide_module=guide)
         self.vae.to(self.device)
         self.optim = FusedClippedAdam(lr=config.lr, clip_norm=config.clip_norm)
@@ -125,6 +116,7 @@ class Trainer:
             "rng_torch": torch.get_rng_state(),
             "rng_data": self.data_gen.get_state(),
             "temperature": float(getattr(self.family, "temperature", float("nan"))),
+            "history": self.history,  # the metrics of every epoch this checkpoint covers
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -139,6 +131,8 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.family.set_step(self.step)
+        if "history" in state:
+            self.history = [r for r in state["history"] if r.get("epoch", 0) <= self.epoch]
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, x: torch.Tensor | None = None) -> dict[str, float]:
@@ -200,7 +194,7 @@ class Trainer:
         )
         status = "running"
         try:
-            with pyro.validation_enabled(False):
+            with stop_on_signals(), pyro.validation_enabled(False):
                 while self.epoch < epochs:
                     t0 = time.perf_counter()
                     epoch = self.epoch + 1
@@ -211,27 +205,43 @@ class Trainer:
                     if hasattr(self.family, "temperature"):
                         record["temperature"] = self.family.temperature
                     self._log_epoch(record, epochs)
-                    # An epoch counts once its metrics, checkpoint and summary have landed,
-                    # together: a Ctrl-C before this block leaves the previous epoch's files
-                    # and a summary that says so.
-                    with _deferred_interrupt():
-                        self.epoch = epoch
-                        self.history.append(record)
-                        if self.run_dir is not None:
-                            self.run_dir.append_metrics(record)
-                            self.run_dir.save_checkpoint(self.state_dict())
-                            self._write_summary("running", epochs)
+                    with deferred_stop():
+                        self._commit_epoch(record, epochs)
             status = "finished"
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:
             status = "interrupted"
-            raise TrainingInterrupted(self.epoch) from None
-        except TrainingError:
+            raise TrainingInterrupted(self.epoch, signal_of(err)) from None
+        except (TrainingError, StorageError):
             status = "failed"
             raise
         finally:
             bar.close()
-            summary = self._write_summary(status, epochs)
+            try:
+                summary = self._write_summary(status, epochs)
+            except StorageError:
+                if status != "failed":  # else the error that stopped training is the news
+                    raise
         return summary
+
+    def _commit_epoch(self, record: dict[str, Any], epochs: int) -> None:
+        """An epoch counts once its checkpoint has landed; metrics and summary follow it.
+
+        A kill between these writes leaves the checkpoint ahead, and the run directory's
+        readers trust it (see :mod:`pyro_dvae.rundir`). A write that fails (disk full)
+        leaves the previous checkpoint and the trainer at the previous epoch.
+        """
+        self.history.append(record)
+        epoch, self.epoch = self.epoch, record["epoch"]
+        if self.run_dir is None:
+            return
+        try:
+            self.run_dir.save_checkpoint(self.state_dict())
+        except StorageError:
+            self.history.pop()
+            self.epoch = epoch
+            raise
+        self.run_dir.append_metrics(record)
+        self._write_summary("running", epochs)
 
     def _log_epoch(self, r: dict[str, Any], epochs: int) -> None:
         msg = (
@@ -243,22 +253,17 @@ class Trainer:
         self.log(msg + f"  {r['seconds']:.1f}s")
 
     def _write_summary(self, status: str, epochs: int) -> dict[str, Any]:
-        records = self.run_dir.read_metrics() if self.run_dir is not None else self.history
-        last_test = next((r for r in reversed(records) if "test_loss" in r), {})
         summary = {
             "status": status,
             "epochs_completed": self.epoch,
             "epochs_planned": epochs,
             "steps": self.step,
             "family": self.family.describe(),
+            "guide": self.config.guide or None,
             "elbo": self.config.elbo,
             "kl": self.kl,
             "jit": self.elbo.jit,
-            "final": {k: v for k, v in (records[-1] if records else {}).items() if k != "epoch"},
-            "final_test": {k: v for k, v in last_test.items() if k.startswith("test_")},
-            "seconds_per_epoch": (sum(r["seconds"] for r in records) / len(records))
-            if records
-            else None,
+            **summary_numbers(self.history),
             "device": str(self.device),
             "versions": {
                 "torch": torch.__version__,
@@ -269,6 +274,14 @@ class Trainer:
         if self.run_dir is not None:
             self.run_dir.write_summary(summary)
         return summary
+
+
+def guide_refusal(spec: str, to: str) -> str:
+    """Why a run trained with a guide from a file is not loaded without being told to."""
+    return (
+        f"the run was trained with the guide {spec!r}; loading it imports and runs that "
+        f"code, so {to} only with --guide {spec} (or a guide of the same shape)"
+    )
 
 
 def fit(
@@ -283,17 +296,21 @@ def fit(
     """Train a new run; the run directory is created only once the data and model are ready.
 
     ``guide`` replaces the family's guide (see :mod:`pyro_dvae.guides`); one given
-    here as an object must be given again to :func:`resume`.
+    here as an object must be given again to :func:`resume`. The run directory is
+    locked while training: a second writer gets :class:`~pyro_dvae.errors.LockError`.
     """
     config.validate()
     dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
-    trainer = Trainer(config, dataset, device, None, progress, log, guide=guide)
-    if out is not None:
-        trainer.run_dir = RunDir.create(out, config)
-        trainer.log(f"run directory: {trainer.run_dir.path}")
-    for note in _kl_notes(trainer):
-        trainer.log(note)
-    return trainer.fit()
+    # a guide named in the config is imported because the caller named it there
+    trainer = Trainer(
+        config, dataset, device, None, progress, log, guide=guide or config.guide or None
+    )
+    if out is None:
+        return _train(trainer)
+    with RunDir.create(out, config) as run_dir:
+        trainer.run_dir = run_dir
+        trainer.log(f"run directory: {run_dir.path}")
+        return _train(trainer)
 
 
 def resume(
@@ -302,42 +319,72 @@ def resume(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-    guide: nn.Module | None = None,
+    guide: nn.Module | str | None = None,
     **changes: Any,
 ) -> dict[str, Any]:
     """Continue a run from its checkpoint, to the same result as an uninterrupted run.
 
     ``changes`` may set the fields in :data:`RESUMABLE_FIELDS` (``epochs``,
-    ``eval_every``, ``jit``); ``None`` leaves a field as stored.
+    ``eval_every``, ``jit``); ``None`` leaves a field as stored. A run killed before
+    its first checkpoint starts again from epoch 0. A run trained with a guide from
+    a file is resumed only when ``guide`` names it (a module, or its import spec):
+    a run folder never runs code on its own.
     """
     changes = {k: v for k, v in changes.items() if v is not None}
     fixed = sorted(set(changes) - RESUMABLE_FIELDS)
     if fixed:
         raise ConfigError(f"a resumed run cannot change {', '.join(fixed)}")
-    run_dir = RunDir.open(run_path)
-    config = run_dir.read_config()
-    state = run_dir.load_checkpoint()
-    if state.get("config") is not None and FitConfig.from_dict(state["config"]).differences(config):
-        raise RunDirError(f"checkpoint in {run_dir.path} does not match its config.json")
-    done = int(state["epoch"])
-    if changes.get("epochs", config.epochs) < done:
-        raise ConfigError(
-            f"--epochs {changes['epochs']} is below the {done} epochs "
-            f"{run_dir.path} has already completed"
-        )
-    for key, value in changes.items():
-        setattr(config, key, value)
-    config.validate()
-    dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
-    trainer = Trainer(config, dataset, device, run_dir, progress, log, guide=guide)
+    with RunDir.open(run_path, need_checkpoint=False).lock() as run_dir:
+        config = run_dir.read_config()
+        state = run_dir.load_checkpoint() if run_dir.checkpoint_path.is_file() else None
+        if state is not None and state.get("config") is not None:
+            if _stored_config(state, run_dir).differences(config):
+                raise RunDirError(f"checkpoint in {run_dir.path} does not match its config.json")
+        done = int(state["epoch"]) if state is not None else 0
+        if changes.get("epochs", config.epochs) < done:
+            raise ConfigError(
+                f"--epochs {changes['epochs']} is below the {done} epochs "
+                f"{run_dir.path} has already completed"
+            )
+        for key, value in changes.items():
+            setattr(config, key, value)
+        config.validate()
+        dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
+        try:
+            trainer = Trainer(config, dataset, device, run_dir, progress, log, guide=guide)
+        except RunDirError as err:
+            raise RunDirError(f"{run_dir.path}: {err}") from None
+        if state is not None:
+            try:
+                trainer.load_state_dict(state)
+            except (
+                RuntimeError,
+                ValueError,
+                KeyError,
+                TypeError,
+                AttributeError,
+                IndexError,
+            ) as err:
+                raise RunDirError(
+                    f"checkpoint in {run_dir.path} does not fit this model: {first_line(err)}"
+                ) from None
+            trainer.log(f"resuming {run_dir.path} from epoch {trainer.epoch}")
+        else:
+            trainer.log(f"{run_dir.path} has no checkpoint yet: starting it from epoch 0")
+        trainer.history = run_dir.reconcile(trainer.epoch, state and state.get("history"))
+        if changes:
+            config.save(run_dir.config_path)
+        return _train(trainer)
+
+
+def _stored_config(state: dict[str, Any], run_dir: RunDir) -> FitConfig:
     try:
-        trainer.load_state_dict(state)
-    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
-        raise RunDirError(f"checkpoint in {run_dir.path} does not fit this model: {err}") from None
-    trainer.log(f"resuming {run_dir.path} from epoch {trainer.epoch}")
-    run_dir.truncate_metrics(trainer.epoch)
-    if changes:
-        config.save(run_dir.config_path)
+        return FitConfig.from_dict(state["config"])
+    except (ConfigError, TypeError) as err:
+        raise RunDirError(f"checkpoint in {run_dir.path} is damaged: {err}") from None
+
+
+def _train(trainer: Trainer) -> dict[str, Any]:
     for note in _kl_notes(trainer):
         trainer.log(note)
     return trainer.fit()

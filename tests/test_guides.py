@@ -45,11 +45,12 @@ def test_example_guides_train_on_digits_and_resume(tmp_path, script, kl):
     assert any(k.startswith("guide_module.") for k in ckpt["model"])
     assert not any(k.startswith("encoder.") for k in ckpt["model"])
     assert read_json(out / "config.json")["guide"] == spec
-    # resume rebuilds the guide from config.json
-    run_ok(["fit", "--resume", str(out), "--epochs", "5", "--no-progress"])
+    assert read_json(out / "summary.json")["guide"] == spec
+    # resume rebuilds the guide when the command names it (a run folder imports nothing)
+    run_ok(["fit", "--resume", str(out), "--epochs", "5", "--no-progress", "--guide", spec])
     assert read_json(out / "summary.json")["epochs_completed"] == 5
     # and evaluation reads the guide's posterior
-    loaded = load_run(out)
+    loaded = load_run(out, guide=spec)
     q = loaded.vae.encode(torch.rand(4, 64).bernoulli())
     assert q.event_shape == (3,) and q.batch_shape == (4,)
 

@@ -271,20 +271,3 @@ def test_discrete_kl_config_errors(changes, match):
 
     with pytest.raises(ConfigError, match=match):
         FitConfig(**changes).validate()
-
-
-def test_ctrl_c_during_the_epoch_end_writes_is_held_until_they_are_done():
-    import os
-    import signal
-
-    from pyro_dvae.train import _deferred_interrupt
-
-    done = []
-    before = signal.getsignal(signal.SIGINT)  # SIG_IGN where the suite runs in the background
-    with pytest.raises(KeyboardInterrupt):
-        with _deferred_interrupt():
-            os.kill(os.getpid(), signal.SIGINT)
-            done.append("metrics")
-            done.append("checkpoint")
-    assert done == ["metrics", "checkpoint"]
-    assert signal.getsignal(signal.SIGINT) is before

@@ -44,7 +44,7 @@ def run_files(sweep: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(sweep)): p.read_bytes()
         for p in sorted((sweep / "runs").rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != ".lock"
     }
 
 

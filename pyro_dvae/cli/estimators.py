@@ -9,7 +9,7 @@ import click
 
 from ..config import FitConfig
 from ..families import FAMILIES
-from .group import cli, log_line, set_threads
+from .group import GUIDE_HELP, cli, log_line, set_threads
 
 _COLUMNS = [
     ("estimator", "estimator", "{}"),
@@ -108,6 +108,7 @@ def _plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None
     "same seed for N epochs and plot their test -ELBO curves.",
 )
 @click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.option("--guide", default=None, help=GUIDE_HELP)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--threads", type=int, default=None)
 def compare_estimators(
@@ -123,6 +124,7 @@ def compare_estimators(
     seed,
     train_epochs,
     out,
+    guide,
     data_dir,
     threads,
 ):
@@ -156,7 +158,7 @@ def compare_estimators(
     if (run_dir is None) == (family is None):
         raise click.UsageError("give either RUN_DIR or --family (an untrained model)")
     if run_dir is not None:
-        run = load_run(run_dir)
+        run = load_run(run_dir, guide=guide)
         vae, config, epoch = run.vae, run.config, run.epoch
         out = out or Path(run_dir) / "estimators"
     else:
@@ -176,7 +178,7 @@ def compare_estimators(
     log_line(f"{len(ests)} estimators x {repeats} estimates on {x.shape[0]} test images")
     rows = compare(vae, x, ests, repeats, seed)
     title = f"{vae.family.describe()}, epoch {epoch}, batch {x.shape[0]}, {repeats} repeats"
-    from ..rundir import atomic_write_text
+    from ..fileio import atomic_write_text
 
     table = estimator_table(rows, title)
     md = table.markdown()
@@ -196,7 +198,9 @@ def compare_estimators(
     if train_epochs:
         from ..estimators import train_side_by_side
 
-        curves = train_side_by_side(config, data, train_epochs, num_particles, log=log_line)
+        curves = train_side_by_side(
+            config, data, train_epochs, num_particles, log=log_line, guide=guide
+        )
         atomic_write_text(out / "training.json", json.dumps(curves, indent=2) + "\n")
         _plot_curves(curves, out / "training.png", f"{vae.family.describe()}, seed {config.seed}")
         for name, curve in curves.items():

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import RunDirError
+from ..errors import PyroDvaeError, RunDirError
 from ..rundir import find_runs
-from .group import cli, log_line, set_threads
+from .group import GUIDE_HELP, cli, log_line, set_threads
 
 
 def run_dirs(paths: tuple[Path, ...]) -> list[Path]:
@@ -86,11 +86,14 @@ def _table(rows: list[dict]) -> str:
     show_default=True,
     help="Skip runs whose evaluation.json is for the same epoch, --k and --images.",
 )
+@click.option("--guide", default=None, help=GUIDE_HELP)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def evaluate(paths, k, images, neighbors, seed, skip_done, data_dir, device, threads, progress):
+def evaluate(
+    paths, k, images, neighbors, seed, skip_done, guide, data_dir, device, threads, progress
+):
     """Evaluate trained runs; write evaluation.json in each.
 
     PATHS are run directories or sweep directories holding runs. Each run gets
@@ -99,17 +102,34 @@ def evaluate(paths, k, images, neighbors, seed, skip_done, data_dir, device, thr
     the accuracy of a kNN classifier on the posterior means. Concrete runs also
     get the -ELBO and IWAE of their discrete model (one-hot codes, uniform
     categorical prior), the model the relaxation stands for.
+
+    A damaged run is reported and the others are evaluated; the command then
+    exits non-zero, listing the runs that failed.
     """
     from ..evaluation import check_options, evaluate_run, evaluation_is_current, read_evaluation
 
     check_options(k, images, neighbors)
     set_threads(threads)
-    rows = []
-    for path in run_dirs(paths):
+    rows, failed = [], []
+    found = run_dirs(paths)
+    for path in found:
         if skip_done and evaluation_is_current(path, k, images):
             log_line(f"{path}: evaluation of its latest epoch with k={k} is up to date")
             rows.append(read_evaluation(path))
             continue
-        log_line(f"evaluating {path} (k={k})")
-        rows.append(evaluate_run(path, data_dir, device, k, images, neighbors, seed, progress))
-    click.echo(_table(rows))
+        if len(found) > 1:
+            log_line(f"evaluating {path} (k={k})")
+        try:
+            rows.append(
+                evaluate_run(path, data_dir, device, k, images, neighbors, seed, progress, guide)
+            )
+        except PyroDvaeError as err:
+            if len(found) == 1:
+                raise
+            log_line(f"[FAILED] {path}: {err}")
+            failed.append(path)
+    if rows:
+        click.echo(_table(rows))
+    if failed:
+        names = ", ".join(p.name for p in failed)
+        raise RunDirError(f"{len(failed)} of {len(found)} runs could not be evaluated: {names}")

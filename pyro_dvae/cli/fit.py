@@ -14,7 +14,7 @@ from ..data import DATASETS, ENV_DATA
 from ..errors import RunDirError
 from ..families import FAMILIES
 from ..inference import ELBOS
-from .group import cli, log_line, set_threads
+from .group import cli, interrupted_line, log_line, set_threads
 
 _DEFAULTS = FitConfig()
 
@@ -200,7 +200,7 @@ def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress
                 raise click.UsageError("give either --out or --resume, not both")
             from ..rundir import RunDir
 
-            stored = RunDir.open(resume_dir).read_config()
+            stored = RunDir.open(resume_dir, need_checkpoint=False).read_config()
             clash = [
                 k for k in sorted(given - RESUMABLE_FIELDS) if options[k] != getattr(stored, k)
             ]
@@ -212,19 +212,21 @@ def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress
                     "(only --epochs, --eval-every and --jit may change)"
                 )
             changes = {k: options[k] for k in given & RESUMABLE_FIELDS}
-            summary = resume_run(resume_dir, data_dir, device, progress, log_line, **changes)
+            guide = options["guide"] if "guide" in given else None  # named here, so trusted
+            summary = resume_run(
+                resume_dir, data_dir, device, progress, log_line, guide=guide, **changes
+            )
             out = resume_dir
         else:
             config = FitConfig(**{f.name: options[f.name] for f in fields(FitConfig)}).validate()
             out = out or _default_out(config)
             summary = fit_run(config, out, data_dir, device, progress, log_line)
     except TrainingInterrupted as err:
-        click.echo(
-            f"Interrupted after epoch {err.epoch}; continue with: "
-            f"pyro-dvae fit --resume {out or resume_dir}",
-            err=True,
+        where = (
+            f"after epoch {err.epoch}; continue with: pyro-dvae fit --resume {out or resume_dir}"
         )
-        return 130
+        click.echo(interrupted_line(err.signum, where), err=True)
+        return err.exit_code
     final = summary.get("final_test", {})
     msg = f"done: {summary['epochs_completed']} epochs"
     if final:

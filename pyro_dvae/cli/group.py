@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 
 import click
 
 from ..errors import PyroDvaeError
+from ..signals import signal_of, stop_on_signals
 
 
 class _OneLineErrors(click.Group):
@@ -16,7 +18,8 @@ class _OneLineErrors(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         warnings.formatwarning = _one_line_warning
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with stop_on_signals():  # SIGTERM and SIGHUP stop a command as Ctrl-C does
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except getattr(click.exceptions, "NoArgsIsHelpError", ()) as err:  # click >= 8.2
             click.echo(err.ctx.get_help(), err=True)
             sys.exit(err.exit_code)
@@ -26,9 +29,12 @@ class _OneLineErrors(click.Group):
         except PyroDvaeError as err:
             click.echo(f"Error: {err}", err=True)
             sys.exit(err.exit_code)
-        except (click.Abort, KeyboardInterrupt):
-            click.echo("Aborted.", err=True)
-            sys.exit(130)
+        except (click.Abort, KeyboardInterrupt) as err:
+            signum = signal_of(err)
+            click.echo(
+                "Aborted." if signum == signal.SIGINT else f"Stopped by {_name(signum)}.", err=True
+            )
+            sys.exit(128 + signum)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -36,6 +42,22 @@ class _OneLineErrors(click.Group):
 @click.version_option(package_name="pyro-dvae")
 def cli() -> None:
     """VAEs with Gaussian, Logit-normal and Concrete latents, trained with Pyro."""
+
+
+GUIDE_HELP = (
+    "The guide of a run trained with --guide (package.module:factory or file.py:factory). "
+    "A run folder's own config is never imported: loading its code takes this option."
+)
+
+
+def _name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def interrupted_line(signum: int, what: str) -> str:
+    """``Interrupted after ...`` for Ctrl-C, ``Stopped by SIGTERM after ...`` otherwise."""
+    head = "Interrupted" if signum == signal.SIGINT else f"Stopped by {_name(signum)}"
+    return f"{head}{what}" if what.startswith(";") else f"{head} {what}"
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

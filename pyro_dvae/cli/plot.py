@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .group import cli, log_line, set_threads
+from .group import GUIDE_HELP, cli, log_line, set_threads
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -40,6 +40,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--hist-size", type=int, default=40, show_default=True, help="Figure 4: size.")
 @click.option("--grid", type=int, default=20, show_default=True, help="Figure 5: cells per side.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--guide", default=None, help=GUIDE_HELP)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, default=None)
@@ -54,6 +55,7 @@ def plot(
     hist_size,
     grid,
     seed,
+    guide,
     data_dir,
     device,
     threads,
@@ -77,6 +79,7 @@ def plot(
         hist_size=hist_size,
         grid=grid,
         seed=seed,
+        guide=guide,
         data_dir=data_dir,
         device=device,
     )

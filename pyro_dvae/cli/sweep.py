@@ -11,8 +11,9 @@ from ..config import FitConfig
 from ..data import DATASETS
 from ..families import FAMILIES
 from ..inference import ELBOS
+from ..signals import signal_of
 from ..sweep import PRESETS
-from .group import cli, log_line
+from .group import cli, interrupted_line, log_line
 
 # options applied to every run of the grid when given on the command line
 _COMMON = (
@@ -137,9 +138,12 @@ def sweep(
         outcome = run_sweep(
             out, configs, jobs, threads, data_dir, device, evaluate_k, images, description, log_line
         )
-    except KeyboardInterrupt:
-        click.echo(f"Interrupted; run the same command again to continue {out}.", err=True)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = signal_of(err)
+        click.echo(
+            interrupted_line(signum, f"; run the same command again to continue {out}."), err=True
+        )
+        return 128 + signum
     failed = {k: v for k, v in outcome.items() if v != "finished"}
     click.echo(f"{len(outcome) - len(failed)} of {len(outcome)} runs finished in {out}", err=True)
     for name, why in failed.items():

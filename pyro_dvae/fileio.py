@@ -1,0 +1,164 @@
+"""Files that cannot be left half-written, and folders that one process writes at a time.
+
+Writes go to a temporary file in the same folder, are flushed to disk and renamed
+over the target, so a reader sees the old file or the new one, never a mix.
+:class:`FolderLock` is an OS file lock (``flock``): the kernel releases it when its
+process dies, so a killed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import LockError, StorageError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; folders are not locked there
+    fcntl = None
+
+LOCK = ".lock"
+TMP_SUFFIX = ".tmp"
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    An ``OSError`` (disk full, read-only folder, permissions) leaves ``path`` as it
+    was, removes the temporary and is raised as :class:`StorageError`.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the mode open() would
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise StorageError(f"cannot write {path}: {err.strerror or err}") from None
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append ``text``; an ``OSError`` becomes :class:`StorageError`."""
+    try:
+        with open(path, "a") as fh:
+            fh.write(text)
+            fh.flush()
+    except OSError as err:
+        raise StorageError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries :func:`atomic_write` left in ``folder`` when it was killed."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def first_line(err: BaseException) -> str:
+    """One line for an error whose text may run to many (torch's ``load_state_dict``)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    if not lines:
+        return type(err).__name__
+    if lines[0].startswith("Error(s) in loading state_dict") and len(lines) > 1:
+        more = len(lines) - 2
+        return lines[1] + (f" (and {more} more)" if more else "")
+    return lines[0]
+
+
+def _whoami() -> str:
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if prog in ("__main__.py", "pyro-dvae"):  # `python -m pyro_dvae` is the command line too
+        prog = "pyro-dvae"
+    return f"process {os.getpid()} ({' '.join([prog, *sys.argv[1:]])})"
+
+
+class FolderLock:
+    """An exclusive lock on ``folder`` (its ``.lock`` file), for one writer at a time.
+
+    Use as a context manager. A second holder gets :class:`LockError` naming the
+    process that holds the lock. Within one process the lock is not re-entrant.
+    """
+
+    def __init__(self, folder: str | Path, what: str = ""):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK
+        self.what = what or str(self.folder)
+        self._fd: int | None = None
+
+    def holder(self) -> str | None:
+        """Who holds the lock now (``None`` if nobody does)."""
+        if fcntl is None or not self.path.is_file():
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self.path.read_text(errors="replace").strip() or "another process"
+        finally:
+            os.close(fd)  # closing drops the probe's shared lock
+        return None
+
+    def acquire(self) -> FolderLock:
+        if fcntl is None or self._fd is not None:
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise StorageError(f"cannot lock {self.what}: {err.strerror or err}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = self.holder() or "another process"
+            raise LockError(f"{self.what} is in use by {holder}") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, (_whoami() + "\n").encode())
+        except OSError:
+            pass  # the lock holds without the note of who holds it
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+            os.close(fd)  # releases the flock
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

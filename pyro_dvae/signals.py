@@ -1,0 +1,85 @@
+"""Stopping cleanly: SIGINT, SIGTERM and SIGHUP all stop a command the way Ctrl-C does.
+
+Python turns SIGINT into ``KeyboardInterrupt``; schedulers, supervisors and
+``timeout`` send SIGTERM, and a closed terminal sends SIGHUP, both of which would
+kill the process without a word. :func:`stop_on_signals` raises :class:`Stopped`
+(a ``KeyboardInterrupt``) for all three, so the code that saves a resumable
+checkpoint on Ctrl-C runs for each. :func:`deferred_stop` holds them until a block
+of file writes is done. A signal that the parent set to be ignored (``nohup``; a
+background job's SIGINT) stays ignored; SIGTERM is always handled.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal arrived; ``exit_code`` is the shell's 128 + signal number."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def signal_of(err: BaseException) -> int:
+    """The signal behind an interrupt (a bare ``KeyboardInterrupt`` is SIGINT)."""
+    return getattr(err, "signum", int(signal.SIGINT))
+
+
+def _handled(sig: int) -> bool:
+    return sig == signal.SIGTERM or signal.getsignal(sig) is not signal.SIG_IGN
+
+
+def _raise(signum, frame) -> None:
+    raise Stopped(signum)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Inside the block, SIGINT, SIGTERM and SIGHUP raise :class:`Stopped`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS if _handled(s)}
+    for sig in previous:
+        signal.signal(sig, _raise)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def deferred_stop() -> Iterator[None]:
+    """Hold stop signals until the block is done, then raise :class:`Stopped`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS if _handled(s)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    if received:
+        raise Stopped(received[0])

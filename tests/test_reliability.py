@@ -1,0 +1,489 @@
+"""A run folder is never corrupted: locks, stop signals, disk full, folders from others.
+
+Numbered as the items of the reliability issue. The lock and signal tests start real
+``pyro-dvae`` processes on the offline ``digits`` data and are bounded in time.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_dvae.rundir import RunDir
+from pyro_dvae.signals import Stopped, deferred_stop
+
+from .helpers import (
+    assert_one_error_line,
+    error_message,
+    fit_args,
+    invoke,
+    load_checkpoint,
+    read_json,
+    read_metrics,
+    run_ok,
+)
+
+TINY = ["--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--device", "cpu"]
+LONG = 100_000  # epochs: a run that is stopped long before it ends
+RUN_FILES = {"config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", ".lock"}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYRO_DVAE_DATA", str(tmp_path / "no-data"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished 2-epoch Logit-normal digits run; tests copy it before touching it."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    run_ok(fit_args(out, family="logitnormal", hidden=16))
+    return out
+
+
+@pytest.fixture
+def run(trained, tmp_path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(trained, dst)
+    return dst
+
+
+def start(*args: str) -> subprocess.Popen:
+    """``pyro-dvae ARGS`` as its own process group, SIGINT at its default (as in a terminal)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pyro_dvae", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def wait_for(condition, what: str, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def epochs_saved(path: Path) -> int:
+    return RunDir(path).checkpoint_epoch() or 0
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                state = (proc / "stat").read_text().split()[2]
+            except OSError:
+                continue
+            if text in cmdline and state != "Z":
+                pids.append(int(proc.name))
+    return pids
+
+
+def assert_consistent(path: Path, status: str | None = None) -> int:
+    """Checkpoint, metrics and summary agree; no temporaries; return the epoch."""
+    epoch = load_checkpoint(path)["epoch"]
+    assert [r["epoch"] for r in read_metrics(path)] == list(range(1, epoch + 1))
+    summary = read_json(path / "summary.json")
+    assert summary["epochs_completed"] == epoch
+    if status:
+        assert summary["status"] == status
+    assert not list(path.glob("*.tmp")), "temporaries left behind"
+    return epoch
+
+
+def assert_error_after_progress(result) -> None:
+    """Training's progress lines, then one ``Error:`` line, last; no traceback."""
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("Error: ") and "Traceback" not in result.stderr
+    assert sum(ln.startswith("Error: ") for ln in lines) == 1
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+
+
+# --------------------------------------------------------------------------- 1. two writers
+
+
+@needs_proc
+def test_a_run_and_a_sweep_folder_have_one_writer(tmp_path):
+    out = tmp_path / "busy"
+    first = start("fit", *TINY, "--epochs", str(LONG), "--out", str(out), "--no-progress")
+    try:
+        wait_for(lambda: epochs_saved(out) >= 1, "the first run's first epoch")
+        for args in (fit_args(out), ["fit", "--resume", str(out), "--no-progress"]):
+            result = invoke(args)
+            assert result.exit_code != 0
+            assert_one_error_line(result)
+            assert f"in use by process {first.pid}" in error_message(result)
+        assert "pyro-dvae fit" in (out / ".lock").read_text()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 143
+    assert_consistent(out, "interrupted")  # one writer's files, whole
+
+    sweep = tmp_path / "sw"
+    args = ["sweep", "--family", "gaussian", "--latent-dim", "2", "--out", str(sweep)]
+    args += ["--dataset", "digits", "--hidden", "16", "--threads", "1"]
+    first = start(*args, "--epochs", str(LONG))
+    try:
+        wait_for(lambda: epochs_saved(sweep / "runs" / "gaussian-d2") >= 1, "the sweep's run")
+        result = invoke([*args, "--epochs", str(LONG + 1)])
+        assert result.exit_code != 0
+        assert_one_error_line(result)
+        assert f"sweep folder {sweep} is in use by process {first.pid}" in error_message(result)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert_consistent(sweep / "runs" / "gaussian-d2", "interrupted")
+
+
+def test_two_fits_racing_for_one_out_folder_leave_one_run(tmp_path):
+    """Two ``fit --out`` started together: one trains, the other is refused; the folder is
+    one run's (before the lock: config of one, metrics of both)."""
+    out = tmp_path / "race"
+    procs = [
+        start("fit", *TINY, "--epochs", "3", "--out", str(out), "--no-progress", "--seed", str(s))
+        for s in (1, 2)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read().decode()) for p in procs]
+    codes = sorted(rc for rc, _ in results)
+    assert codes[0] == 0 and codes[1] != 0, results
+    loser = next(err for rc, err in results if rc != 0)
+    assert "in use by process" in loser or "not empty" in loser
+    seed = read_json(out / "config.json")["seed"]
+    assert load_checkpoint(out)["config"]["seed"] == seed
+    assert_consistent(out, "finished")
+
+
+# --------------------------------------------------------------------------- 2. stop signals
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=str)
+def test_a_stop_signal_stops_fit_at_a_resumable_checkpoint(tmp_path, sig):
+    out = tmp_path / "run"
+    proc = start("fit", *TINY, "--epochs", str(LONG), "--out", str(out), "--no-progress")
+    wait_for(lambda: epochs_saved(out) >= 2, "two epochs")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err.decode()
+    assert f"--resume {out}" in err.decode() and "Traceback" not in err.decode()
+    if sig != signal.SIGINT:
+        assert f"Stopped by {signal.Signals(sig).name} after epoch" in err.decode()
+    done = assert_consistent(out, "interrupted")
+    assert {p.name for p in out.iterdir()} == RUN_FILES
+    run_ok(["fit", "--resume", str(out), "--epochs", str(done + 1), "--no-progress"])
+    assert assert_consistent(out, "finished") == done + 1
+
+
+@needs_proc
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=str)
+def test_stopping_a_sweep_stops_every_run_and_leaves_no_process(tmp_path, sig):
+    if sig == signal.SIGKILL and not sys.platform.startswith("linux"):
+        pytest.skip("runs outlive a SIGKILLed sweep where there is no PR_SET_PDEATHSIG")
+    sweep = tmp_path / "sw"
+    args = ["sweep", "--family", "gaussian", "--family", "logitnormal", "--latent-dim", "2"]
+    args += ["--out", str(sweep), "--dataset", "digits", "--hidden", "16", "--jobs", "2"]
+    proc = start(*args, "--threads", "1", "--epochs", str(LONG))
+    runs = [sweep / "runs" / n for n in ("gaussian-d2", "logitnormal-d2-a1")]
+    wait_for(lambda: all(epochs_saved(r) >= 1 for r in runs), "both runs going")
+    proc.send_signal(sig)  # to the sweep alone, as a scheduler or `kill` would
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (128 + sig, -sig), err.decode()
+    wait_for(lambda: not processes_mentioning(str(sweep)), "the runs to stop", timeout=60)
+    done = {r.name: assert_consistent(r, "interrupted") for r in runs}
+    # running the sweep again resumes each run where it stopped, no row twice
+    result = run_ok([*args, "--threads", "1", "--epochs", str(max(done.values()) + 1)])
+    for r in runs:
+        assert f"{r.name}: resume from epoch {done[r.name]}" in result.stderr
+        assert_consistent(r, "finished")
+
+
+def test_signals_at_the_epoch_end_writes_are_held_until_they_are_done():
+    done = []
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Stopped) as stopped:
+        with deferred_stop():
+            os.kill(os.getpid(), signal.SIGTERM)
+            done.append("checkpoint")
+            done.append("metrics")
+    assert done == ["checkpoint", "metrics"] and stopped.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+# --------------------------------------------------------------------------- 3. disk full
+
+
+def _fail_write(monkeypatch, name: str, on_call: int) -> None:
+    """Make the ``on_call``-th write of file ``name`` fail as a full disk does."""
+    import pyro_dvae.fileio as fileio
+
+    real_fsync, calls = os.fsync, {"n": 0}
+
+    def fsync(fd):
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(f".{name}."):
+            calls["n"] += 1
+            if calls["n"] == on_call:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(fileio.os, "fsync", fsync)
+
+
+@needs_proc
+def test_disk_full_at_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _fail_write(monkeypatch, "checkpoint.pt", on_call=3)  # the start's, epoch 1's, epoch 2's
+    result = invoke(fit_args(out, epochs=4))
+    assert result.exit_code == 1
+    assert_error_after_progress(result)
+    assert "No space left on device" in error_message(result)
+    assert assert_consistent(out, "failed") == 1
+    monkeypatch.undo()
+    run_ok(["fit", "--resume", str(out), "--no-progress"])
+    assert assert_consistent(out, "finished") == 4
+
+
+def test_disk_full_after_the_checkpoint_is_repaired_from_it(tmp_path, monkeypatch):
+    """The checkpoint landed, the metrics row did not: readers and resume go by the checkpoint."""
+    import pyro_dvae.rundir as rundir
+    from pyro_dvae.errors import StorageError
+
+    out = tmp_path / "run"
+    real, calls = rundir.append_text, {"n": 0}
+
+    def append_text(path, text):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise StorageError(f"cannot write {path}: No space left on device")
+        return real(path, text)
+
+    monkeypatch.setattr(rundir, "append_text", append_text)
+    result = invoke(fit_args(out, epochs=3))
+    assert result.exit_code == 1
+    assert_error_after_progress(result)
+    assert load_checkpoint(out)["epoch"] == 2
+    assert [r["epoch"] for r in RunDir(out).read_metrics(trusted=False)] == [1]
+    assert RunDir(out).read_summary()["epochs_completed"] == 2
+    monkeypatch.undo()
+    run_ok(["fit", "--resume", str(out), "--no-progress"])
+    assert assert_consistent(out, "finished") == 3
+
+
+# --------------------------------------------------------------------------- 4. code in a run
+
+
+GUIDE_FILE = """
+from pathlib import Path
+
+Path(__file__).with_name("imported").write_text("the guide file ran")
+from pyro_dvae.guides import load_factory
+
+make_guide = load_factory("{flow}:make_guide")
+"""
+
+
+def test_a_run_folder_never_imports_its_guide_unless_the_command_names_it(tmp_path):
+    flow = Path(__file__).resolve().parents[1] / "scripts" / "guides" / "flow.py"
+    guide = tmp_path / "theirs" / "guide.py"
+    guide.parent.mkdir()
+    guide.write_text(GUIDE_FILE.format(flow=flow))
+    spec, marker = f"{guide}:make_guide", guide.with_name("imported")
+    out = tmp_path / "run"
+    run_ok(fit_args(out, guide=spec, epochs=1, hidden=16))
+    assert read_json(out / "summary.json")["guide"] == spec
+    marker.unlink()
+    for args in (
+        ["evaluate", str(out), "--k", "2", "--no-progress"],
+        ["fit", "--resume", str(out), "--epochs", "2", "--no-progress"],
+        ["compare-estimators", str(out), "--repeats", "2", "--batch-size", "4"],
+        ["plot", str(out), "--figure", "fig3", "--out", str(tmp_path / "fig")],
+    ):
+        result = invoke(args)
+        assert result.exit_code != 0, args
+        assert_one_error_line(result)
+        assert f"--guide {spec}" in error_message(result), args
+        assert not marker.exists(), f"{args[0]} imported the run's guide"
+    run_ok(["evaluate", str(out), "--k", "2", "--no-progress", "--guide", spec])
+    assert marker.exists()
+
+
+# --------------------------------------------------------------------------- 5. other checkpoint
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_configuration(run, tmp_path):
+    other = tmp_path / "gaussian"
+    run_ok(fit_args(other, family="gaussian", hidden=16, epochs=1))
+    shutil.copy(other / "checkpoint.pt", run / "checkpoint.pt")
+    result = invoke(["evaluate", str(run), "--k", "2", "--no-progress"])
+    assert result.exit_code != 0
+    assert_one_error_line(result)
+    assert "another configuration" in error_message(result) and "family" in error_message(result)
+    assert not (run / "evaluation.json").exists()
+
+
+# --------------------------------------------------------------------------- 6. killed at start
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_epoch_zero(run, tmp_path):
+    for name in ("checkpoint.pt", "metrics.jsonl", "summary.json"):
+        (run / name).unlink()
+    (run / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    fresh = tmp_path / "fresh"
+    run_ok(fit_args(fresh, family="logitnormal", hidden=16))
+    result = run_ok(["fit", "--resume", str(run), "--no-progress"])
+    assert "starting it from epoch 0" in result.stderr
+    assert assert_consistent(run, "finished") == 2
+    losses = [r["train_loss"] for r in read_metrics(run)]
+    assert losses == pytest.approx([r["train_loss"] for r in read_metrics(fresh)], rel=1e-6)
+    # `--out` still refuses it (it is somebody's run), and says how to continue it
+    result = invoke(fit_args(run))
+    assert result.exit_code != 0 and f"--resume {run}" in error_message(result)
+
+
+def test_a_sweep_resumes_a_run_killed_before_its_first_checkpoint(tmp_path):
+    sweep = tmp_path / "sw"
+    args = ["sweep", "--family", "gaussian", "--latent-dim", "2", "--out", str(sweep)]
+    args += ["--dataset", "digits", "--hidden", "16", "--threads", "1", "--epochs", "2"]
+    run_ok(args)
+    run = sweep / "runs" / "gaussian-d2"
+    for name in ("checkpoint.pt", "metrics.jsonl", "summary.json"):
+        (run / name).unlink()
+    result = run_ok(args)
+    assert "gaussian-d2: resume from epoch 0" in result.stderr
+    assert assert_consistent(run, "finished") == 2
+
+
+# --------------------------------------------------------------------------- 7. leftovers
+
+
+def test_files_left_ahead_or_behind_the_checkpoint_are_read_through_it(run, tmp_path):
+    rows = read_metrics(run)
+    ahead = {**rows[-1], "epoch": 3, "train_loss": 1.0}
+    with open(run / "metrics.jsonl", "a") as fh:  # a kill after the metrics, before the checkpoint
+        fh.write(json.dumps(ahead) + "\n")
+    summary = read_json(run / "summary.json")
+    stale = {**summary, "epochs_completed": 1, "status": "running"}
+    (run / "summary.json").write_text(json.dumps(stale))
+    (run / ".checkpoint.pt.x1y2z3.tmp").write_bytes(b"\0" * 1000)
+
+    reader = RunDir(run)
+    assert [r["epoch"] for r in reader.read_metrics()] == [1, 2]
+    assert reader.epochs_completed() == 2
+    assert reader.read_summary()["epochs_completed"] == 2
+    assert reader.read_summary()["final"]["train_loss"] == rows[-1]["train_loss"]
+    report = run_ok(["report", str(run.parent), "--out", str(tmp_path / "report")])
+    assert "1.00" not in (tmp_path / "report" / "report.md").read_text(), report.output
+
+    run_ok(["evaluate", str(run), "--k", "2", "--no-progress"])
+    assert read_json(run / "evaluation.json")["epoch"] == 2
+    assert not list(run.glob("*.tmp")), "the writer's lock clears stale temporaries"
+    run_ok(["fit", "--resume", str(run), "--epochs", "3", "--no-progress"])
+    assert assert_consistent(run, "finished") == 3
+    assert read_metrics(run)[-1]["train_loss"] != 1.0
+
+
+# --------------------------------------------------------------------------- 8. one error line
+
+
+def _guide_file(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "g.py"
+    path.write_text(body)
+    return f"{path}:make_guide"
+
+
+def _edit_config(run: Path, **changes) -> None:
+    config = {**read_json(run / "config.json"), **changes}
+    (run / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "seed-negative",
+        "seed-huge",
+        "guide-wrong-signature",
+        "guide-factory-raises",
+        "guide-module-exits",
+        "config-family-list-resume",
+        "config-family-list-evaluate",
+        "config-epochs-true",
+        "neighbors-too-many",
+        "checkpoint-wrong-shape",
+    ],
+)
+def test_bad_input_is_one_error_line(case, run, tmp_path):
+    if case == "seed-negative":
+        args = fit_args(tmp_path / "new", seed=-1)
+    elif case == "seed-huge":
+        args = fit_args(tmp_path / "new", seed=2**64)
+    elif case == "guide-wrong-signature":
+        args = fit_args(tmp_path / "new", guide="os:getcwd")
+    elif case == "guide-factory-raises":
+        spec = _guide_file(tmp_path, "def make_guide(family, d, h):\n    raise ValueError('no')\n")
+        args = fit_args(tmp_path / "new", guide=spec)
+    elif case == "guide-module-exits":
+        spec = _guide_file(tmp_path, "import sys\nsys.exit(3)\n")
+        args = fit_args(tmp_path / "new", guide=spec)
+    elif case.startswith("config-family-list"):
+        _edit_config(run, family=["x"])
+        resume = ["fit", "--resume", str(run), "--no-progress"]
+        args = resume if case.endswith("resume") else ["evaluate", str(run), "--k", "2"]
+    elif case == "config-epochs-true":
+        _edit_config(run, epochs=True)
+        args = ["fit", "--resume", str(run), "--no-progress"]
+    elif case == "neighbors-too-many":
+        args = ["evaluate", str(run), "--neighbors", "100000", "--k", "2", "--no-progress"]
+    else:  # the weights of a wider network under this run's config
+        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        state["model"] = {
+            k: torch.zeros(*(32 if s == 16 else s for s in v.shape))
+            for k, v in state["model"].items()
+        }
+        torch.save(state, run / "checkpoint.pt")
+        args = ["evaluate", str(run), "--k", "2", "--no-progress"]
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
+    t0 = time.perf_counter()
+    result = invoke(args)
+    assert result.exit_code != 0
+    assert_one_error_line(result)
+    assert not (tmp_path / "new").exists()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == before
+    if case == "neighbors-too-many":  # refused before the evaluation, not after it
+        assert "--neighbors" in error_message(result) and time.perf_counter() - t0 < 10
+
+
+# --------------------------------------------------------------------------- 9. evaluate a sweep
+
+
+def test_evaluate_of_a_sweep_goes_past_a_damaged_run(tmp_path):
+    sweep = tmp_path / "sw"
+    args = ["sweep", "--family", "gaussian", "--family", "logitnormal", "--latent-dim", "2"]
+    run_ok([*args, "--out", str(sweep), *TINY[:4], "--threads", "1", "--epochs", "1"])
+    broken, whole = sweep / "runs" / "gaussian-d2", sweep / "runs" / "logitnormal-d2-a1"
+    (broken / "checkpoint.pt").write_bytes(b"damaged")
+    result = invoke(["evaluate", str(sweep), "--k", "2", "--no-progress"])
+    assert result.exit_code != 0
+    assert "1 of 2 runs could not be evaluated: gaussian-d2" in error_message(result)
+    assert not (broken / "evaluation.json").exists()
+    evaluation = read_json(whole / "evaluation.json")
+    assert evaluation["run"] == "logitnormal-d2-a1"  # the name, not a path of this machine
