@@ -48,9 +48,22 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise StorageError(f"cannot write {path}: {err.strerror or err}") from None
+        cause = os_error_in(err)
+        if cause is not None:
+            raise StorageError(f"cannot write {path}: {cause.strerror or cause}") from None
         raise
+
+
+def os_error_in(err: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``err``, if any: ``torch.save`` on a full disk raises a
+    ``RuntimeError`` of its zip writer while handling the ``OSError`` of the write."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -211,7 +211,7 @@ class Trainer:
         except KeyboardInterrupt as err:
             status = "interrupted"
             raise TrainingInterrupted(self.epoch, signal_of(err)) from None
-        except (TrainingError, StorageError):
+        except Exception:
             status = "failed"
             raise
         finally:
@@ -236,7 +236,7 @@ class Trainer:
             return
         try:
             self.run_dir.save_checkpoint(self.state_dict())
-        except StorageError:
+        except BaseException:
             self.history.pop()
             self.epoch = epoch
             raise

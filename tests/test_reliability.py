@@ -178,7 +178,9 @@ def test_two_fits_racing_for_one_out_folder_leave_one_run(tmp_path):
 # --------------------------------------------------------------------------- 2. stop signals
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=str)
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name
+)
 def test_a_stop_signal_stops_fit_at_a_resumable_checkpoint(tmp_path, sig):
     out = tmp_path / "run"
     proc = start("fit", *TINY, "--epochs", str(LONG), "--out", str(out), "--no-progress")
@@ -196,7 +198,9 @@ def test_a_stop_signal_stops_fit_at_a_resumable_checkpoint(tmp_path, sig):
 
 
 @needs_proc
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=str)
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name
+)
 def test_stopping_a_sweep_stops_every_run_and_leaves_no_process(tmp_path, sig):
     if sig == signal.SIGKILL and not sys.platform.startswith("linux"):
         pytest.skip("runs outlive a SIGKILLed sweep where there is no PR_SET_PDEATHSIG")
@@ -233,20 +237,44 @@ def test_signals_at_the_epoch_end_writes_are_held_until_they_are_done():
 # --------------------------------------------------------------------------- 3. disk full
 
 
+class _FullDisk:
+    """A file whose writes fail with ENOSPC once ``room`` bytes are written."""
+
+    def __init__(self, fh, room: int):
+        self._fh, self._room = fh, room
+
+    def write(self, data) -> int:
+        self._room -= len(data)
+        if self._room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
 def _fail_write(monkeypatch, name: str, on_call: int) -> None:
-    """Make the ``on_call``-th write of file ``name`` fail as a full disk does."""
+    """The ``on_call``-th write of file ``name`` runs out of disk halfway through, as a full
+    disk does (``torch.save`` then fails inside its zip writer)."""
     import pyro_dvae.fileio as fileio
 
-    real_fsync, calls = os.fsync, {"n": 0}
+    real_fdopen, calls = os.fdopen, {"n": 0}
 
-    def fsync(fd):
+    def fdopen(fd, *args, **kwargs):
+        fh = real_fdopen(fd, *args, **kwargs)
         if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(f".{name}."):
             calls["n"] += 1
             if calls["n"] == on_call:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_fsync(fd)
+                return _FullDisk(fh, room=2000)
+        return fh
 
-    monkeypatch.setattr(fileio.os, "fsync", fsync)
+    monkeypatch.setattr(fileio.os, "fdopen", fdopen)
 
 
 @needs_proc
@@ -258,6 +286,7 @@ def test_disk_full_at_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch)
     assert_error_after_progress(result)
     assert "No space left on device" in error_message(result)
     assert assert_consistent(out, "failed") == 1
+    assert {p.name for p in out.iterdir()} == RUN_FILES  # the half-written temporary is gone
     monkeypatch.undo()
     run_ok(["fit", "--resume", str(out), "--no-progress"])
     assert assert_consistent(out, "finished") == 4
