@@ -41,6 +41,7 @@ def sweep_cmd(folder: Path, epochs: int) -> list[str]:
 
 
 def live_processes(text: str) -> list[int]:
+    """pyro-dvae processes (sweeps, training runs) whose command line mentions ``text``."""
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -49,7 +50,7 @@ def live_processes(text: str) -> list[int]:
                 state = (proc / "stat").read_text().split()[2]
             except OSError:
                 continue
-            if text in cmd and state != "Z" and int(proc.name) != os.getpid():
+            if text in cmd and "pyro_dvae" in cmd and state != "Z":
                 found.append(int(proc.name))
     return found
 
