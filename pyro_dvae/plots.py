@@ -15,7 +15,7 @@ import torch  # noqa: E402
 
 from .data import IMAGE_SHAPES, load_dataset  # noqa: E402
 from .errors import RunDirError  # noqa: E402
-from .report import RunResult, collect  # noqa: E402
+from .report import RunResult, collect, find_run  # noqa: E402
 from .sweep import PAPER_ALPHAS  # noqa: E402
 
 FIGURES: dict[str, Callable[..., Path]] = {}
@@ -37,17 +37,6 @@ def _label(r: RunResult) -> str:
     if c.family == "concrete":
         return f"Concrete {c.latent_dim}×{c.categories}"
     return c.family.capitalize()
-
-
-def _pick(runs: list[RunResult], family: str, size: int, alpha: float | None = None):
-    found = [
-        r
-        for r in runs
-        if r.config.family == family
-        and r.size == size
-        and (alpha is None or abs(r.config.alpha - alpha) < 1e-9)
-    ]
-    return found[0] if found else None
 
 
 def _save(fig, path: Path) -> Path:
@@ -123,10 +112,10 @@ def tsne_encodings(
     from sklearn.manifold import TSNE
 
     panels = [
-        (_pick(runs, "logitnormal", tsne_size, tsne_alpha), True),
-        (_pick(runs, "gaussian", tsne_size), True),
-        (_pick(runs, "concrete", tsne_size), True),
-        (_pick(runs, "logitnormal", 2, tsne_alpha) or _pick(runs, "logitnormal", 2), False),
+        (find_run(runs, "logitnormal", tsne_size, tsne_alpha), True),
+        (find_run(runs, "gaussian", tsne_size), True),
+        (find_run(runs, "concrete", tsne_size), True),
+        (find_run(runs, "logitnormal", 2, tsne_alpha) or find_run(runs, "logitnormal", 2), False),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(10, 10))
     for ax, (r, tsne) in zip(axes.flat, panels, strict=True):
@@ -171,7 +160,10 @@ def latent_histograms(
     """Histogram of one latent dimension's sampled z over the test set: Gaussian vs Logit-normal."""
     from .evaluation import active_units
 
-    pair = [_pick(runs, "gaussian", hist_size), _pick(runs, "logitnormal", hist_size, hist_alpha)]
+    pair = [
+        find_run(runs, "gaussian", hist_size),
+        find_run(runs, "logitnormal", hist_size, hist_alpha),
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, r in zip(axes, pair, strict=True):
         if r is None:
@@ -199,8 +191,8 @@ def latent_grid(runs, out: Path, grid=20, device="cpu", guide=None, **_) -> Path
     """Decoded 2-D latent spaces: Logit-normal over (0, 1)², Gaussian through Φ⁻¹ of the grid."""
     from .evaluation import load_run
 
-    ln = _pick(runs, "logitnormal", 2, 1.78) or _pick(runs, "logitnormal", 2)
-    pair = [ln, _pick(runs, "gaussian", 2)]
+    ln = find_run(runs, "logitnormal", 2, 1.78) or find_run(runs, "logitnormal", 2)
+    pair = [ln, find_run(runs, "gaussian", 2)]
     u = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid  # cell centres in (0, 1)
     fig, axes = plt.subplots(1, 2, figsize=(12, 6))
     for ax, r in zip(axes, pair, strict=True):

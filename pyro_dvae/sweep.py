@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,7 @@ _SHORT = {
     "num_particles": "particles",
     "kl": "kl-",
     "elbo": "elbo-",
+    "seed": "seed",
 }
 
 
@@ -139,12 +140,18 @@ def run_name(config: FitConfig, vary: Iterable[str] = ()) -> str:
     else:
         name = f"{config.family}-d{config.latent_dim}"
     defaults = FitConfig()
-    shown = {k for k in (*_SHORT, "kl", "elbo") if getattr(config, k) != getattr(defaults, k)}
+    # fields off their default show in the name (so seed 0, the default, is the plain name)
+    shown = {k for k in _SHORT if getattr(config, k) != getattr(defaults, k)}
     for key in sorted((set(vary) | shown) - _NAMED - RESUMABLE_FIELDS):
         value = getattr(config, key)
         text = f"{value:g}" if isinstance(value, float) else str(value)
         name += f"-{_SHORT.get(key, key.replace('_', '-'))}{text}"
     return name
+
+
+def with_seeds(configs: list[FitConfig], seeds: Iterable[int]) -> list[FitConfig]:
+    """Each configuration once per seed (the seed axis of a sweep)."""
+    return [replace(c, seed=s) for c in configs for s in seeds]
 
 
 def varying_fields(configs: list[FitConfig]) -> set[str]:

@@ -83,7 +83,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True, help="scratch folder (emptied first)")
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--terms", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-wait", type=float, default=20.0, help="longest run between stops (s)")
     ap.add_argument("--no-reference", action="store_true", help="skip the uninterrupted sweep")

@@ -23,7 +23,6 @@ _COMMON = (
     "hidden",
     "batch_size",
     "lr",
-    "seed",
     "eval_every",
     "elbo",
 )
@@ -54,7 +53,14 @@ _COMMON = (
 @click.option("--hidden", type=int, default=FitConfig.hidden)
 @click.option("--batch-size", type=int, default=FitConfig.batch_size)
 @click.option("--lr", type=float, default=FitConfig.lr)
-@click.option("--seed", type=int, default=FitConfig.seed)
+@click.option(
+    "--seed",
+    "seeds",
+    multiple=True,
+    type=int,
+    help="Seeds of every run (repeat the option); a run's name shows its seed unless it is 0.",
+)
+@click.option("--seeds", "n_seeds", type=int, default=None, help="Seeds 0 .. N-1 of every run.")
 @click.option("--eval-every", type=int, default=FitConfig.eval_every)
 @click.option("--elbo", type=click.Choice(sorted(ELBOS)), default=FitConfig.elbo)
 @click.option(
@@ -95,6 +101,8 @@ def sweep(
     data_dir,
     device,
     dry_run,
+    seeds,
+    n_seeds,
     **common,
 ):
     """Train a grid of configurations into one folder; run it again to continue.
@@ -103,7 +111,7 @@ def sweep(
     missing ones started. A run that fails is reported and the others go on.
     Raising --epochs and running again continues every run to the new length.
     """
-    from ..sweep import grid, named_grid, plan, run_sweep
+    from ..sweep import grid, named_grid, plan, run_sweep, with_seeds
 
     given = {k for k in common if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     if preset is not None:
@@ -118,6 +126,14 @@ def sweep(
         for key in given:
             setattr(config, key, common[key])
         config.validate()
+    if seeds and n_seeds is not None:
+        raise click.UsageError("give either --seed (repeated) or --seeds N, not both")
+    if n_seeds is not None and n_seeds < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--seeds")
+    if seeds or n_seeds:
+        configs = with_seeds(configs, seeds or range(n_seeds))
+        for config in configs:
+            config.validate()
     if jobs < 1:
         raise click.BadParameter("must be >= 1", param_hint="--jobs")
     if threads is not None and threads < 1:

@@ -1,0 +1,98 @@
+"""Seeds in a sweep, mean ± sd in the report, the best-α rule and the paper scorecard."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from pyro_dvae.config import FitConfig
+from pyro_dvae.report import PAPER_TABLE1, PAPER_TABLE3, collect, paper_tables
+from pyro_dvae.scorecard import CLOSE, score_cells, scorecard_tables
+from pyro_dvae.sweep import named_grid, with_seeds
+
+from .helpers import load_checkpoint, read_metrics, run_ok
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYRO_DVAE_DATA", str(tmp_path / "no-data"))
+
+
+def test_seed_axis_names_runs_by_seed_and_keeps_seed_zero_plain():
+    grid = with_seeds([FitConfig(family="gaussian"), FitConfig(alpha=1.78)], [0, 1, 2])
+    names = named_grid(grid)
+    assert list(names) == [
+        "gaussian-d20",
+        "gaussian-d20-seed1",
+        "gaussian-d20-seed2",
+        "logitnormal-d20-a1.78",
+        "logitnormal-d20-a1.78-seed1",
+        "logitnormal-d20-a1.78-seed2",
+    ]
+    assert [c.seed for c in names.values()] == [0, 1, 2, 0, 1, 2]
+
+
+def test_sweep_seeds_train_independent_runs(tmp_path):
+    sweep = tmp_path / "sw"
+    args = ["sweep", "--family", "gaussian", "--latent-dim", "2", "--out", str(sweep)]
+    args += ["--dataset", "digits", "--hidden", "16", "--threads", "1", "--epochs", "1"]
+    run_ok([*args, "--seeds", "2"])
+    runs = sorted(p.name for p in (sweep / "runs").iterdir())
+    assert runs == ["gaussian-d2", "gaussian-d2-seed1"]
+    a, b = (load_checkpoint(sweep / "runs" / n) for n in runs)
+    assert (a["config"]["seed"], b["config"]["seed"]) == (0, 1)
+    assert read_metrics(sweep / "runs" / runs[0]) != read_metrics(sweep / "runs" / runs[1])
+    # the same seeds given one by one are the same runs: nothing is left to do
+    result = run_ok([*args, "--seed", "0", "--seed", "1"])
+    assert "2 already finished, 0 to run" in result.stderr
+
+
+def _fake_run(root: Path, name: str, config: FitConfig, train: float, test: float, kl=20.0):
+    """A run folder holding only its config and metrics: what the report reads."""
+    path = root / "runs" / name
+    path.mkdir(parents=True)
+    config.save(path / "config.json")
+    rows = [
+        {"epoch": e, "train_loss": train + 30 - e, "seconds": 1.0, "test_loss": test + 30 - e}
+        for e in range(1, 31)
+    ]
+    rows[-1].update(test_kl=kl, test_recon=test - kl)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_report_shows_seed_mean_and_sd_and_picks_alpha_on_training_data(tmp_path):
+    ln = dict(family="logitnormal", latent_dim=20, epochs=30)
+    for seed, test in enumerate([96.0, 97.0, 98.0]):  # α = 1.78: mean 97, sd 1
+        cfg = FitConfig(alpha=1.78, seed=seed, **ln)
+        _fake_run(tmp_path, f"ln178-{seed}", cfg, train=95.0, test=test)
+    # α = 1: the lowest test −ELBO, but a higher train −ELBO than α = 1.78
+    _fake_run(tmp_path, "ln1", FitConfig(alpha=1.0, **ln), train=95.5, test=95.0)
+    runs = collect(tmp_path)
+    t1, _, t3 = paper_tables(runs, "test")
+    row20 = dict(t1.rows)["20"]
+    assert row20[3] == f"97.00 ± 1.00 (n=3) ({PAPER_TABLE1[20][3]:.2f})"
+    assert row20[2] == f"95.00 ({PAPER_TABLE1[20][2]:.2f})"
+    best = dict(t3.rows)["20"][0]
+    assert best.startswith("97.00 ± 1.00 (n=3)") and "[α=1.78; by test −ELBO: α=1]" in best
+    assert statistics.stdev([96.0, 97.0, 98.0]) == 1.0  # the sd is the sample sd
+
+
+def test_scorecard_counts_cells_within_one_and_a_half_nats(tmp_path):
+    paper_g = {size: PAPER_TABLE3[size][1] for size in (20, 40)}
+    g = dict(family="gaussian", epochs=30)
+    _fake_run(tmp_path, "g20", FitConfig(latent_dim=20, **g), train=95.0, test=paper_g[20] + 1.0)
+    _fake_run(tmp_path, "g40", FitConfig(latent_dim=40, **g), train=95.0, test=paper_g[40] + 3.0)
+    runs = collect(tmp_path)
+    cells = {s.label: s for s in score_cells(runs)}
+    assert cells["size 20, Gaussian"].diff == pytest.approx(1.0)
+    assert cells["size 20, Gaussian"].close and not cells["size 40, Gaussian"].close
+    summary, detail = scorecard_tables(runs)
+    assert dict(summary.rows)["Table 3"] == ["1 of 2", "1", "0"]
+    (label, row), *_ = detail.rows
+    assert label == "Table 3: size 40, Gaussian" and row[2] == "+3.00"
+    # test −ELBO fell by 1 nat per epoch: over the last 20 epochs, by 20
+    assert row[3] == "-20.00" and CLOSE == 1.5
