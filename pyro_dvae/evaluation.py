@@ -342,14 +342,14 @@ def evaluate_run(
 
 
 def evaluation_is_current(run_path: str | Path, k: int, images: int) -> bool:
-    """Whether ``evaluation.json`` scores the run's latest epoch with this ``k`` and ``images``."""
+    """Whether ``evaluation.json`` scores the run's latest epoch at least this thoroughly:
+    with ``k`` or more samples, on ``images`` or more test images (0: all)."""
     ev = read_evaluation(run_path)
-    epoch = RunDir(run_path).epochs_completed()
-    return bool(ev) and (ev.get("epoch"), ev.get("k"), ev.get("images_requested")) == (
-        epoch,
-        k,
-        images,
-    )
+    if not ev or ev.get("epoch") != RunDir(run_path).epochs_completed():
+        return False
+    done_k, done_images = ev.get("k", 0), ev.get("images_requested", -1)
+    covers = done_images == 0 or (images != 0 and done_images >= images)
+    return done_k >= k and covers
 
 
 def read_evaluation(run_path: str | Path) -> dict[str, Any]:

@@ -202,6 +202,12 @@ def test_evaluate_command_writes_evaluation_json(tmp_path, _cli_env):
     again = run_ok(["evaluate", str(tmp_path), "--k", "20", "--skip-done", "--no-progress"])
     assert "up to date" in again.stderr
     assert (run / "evaluation.json").read_bytes() == before
+    # a more thorough evaluation covers a lighter one (k = 5000 on all covers 1000 on 1000) ...
+    lighter = ["evaluate", str(run), "--k", "5", "--images", "100", "--skip-done"]
+    assert "up to date" in run_ok([*lighter, "--no-progress"]).stderr
+    # ... and a lighter one never stands in for a more thorough one
+    run_ok(["evaluate", str(run), "--k", "30", "--images", "100", "--skip-done", "--no-progress"])
+    assert read_json(run / "evaluation.json")["k"] == 30
     # the loaded model is the checkpoint's
     assert load_run(run).epoch == 2
     assert "discrete" not in ev  # only relaxed families have a discrete model behind them

@@ -96,3 +96,14 @@ def test_scorecard_counts_cells_within_one_and_a_half_nats(tmp_path):
     assert label == "Table 3: size 40, Gaussian" and row[2] == "+3.00"
     # test −ELBO fell by 1 nat per epoch: over the last 20 epochs, by 20
     assert row[3] == "-20.00" and CLOSE == 1.5
+
+
+def test_table3_has_the_working_concrete_run_at_size_20(tmp_path):
+    jang = FitConfig(family="concrete", latent_dim=20, categories=10, kl="discrete")
+    jang.elbo, jang.epochs = "analytic", 30
+    _fake_run(tmp_path, "jang", jang, train=99.0, test=101.0)
+    _, _, t3 = paper_tables(collect(tmp_path), "test")
+    assert t3.columns[3].startswith("working Concrete")
+    rows = dict(t3.rows)
+    assert rows["20"][3] == "101.00" and all(rows[s][3] == "–" for s in ("2", "4", "8", "40"))
+    assert rows["20"][2].startswith("–")  # not the paper's failed 1 × K column

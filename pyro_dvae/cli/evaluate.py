@@ -84,7 +84,8 @@ def _table(rows: list[dict]) -> str:
     "--skip-done/--redo",
     default=False,
     show_default=True,
-    help="Skip runs whose evaluation.json is for the same epoch, --k and --images.",
+    help="Skip runs whose evaluation.json is of the latest epoch with at least this --k and "
+    "--images (k = 5000 on all images covers k = 1000 on 1000).",
 )
 @click.option("--guide", default=None, help=GUIDE_HELP)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
