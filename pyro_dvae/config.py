@@ -1,109 +1,145 @@
-"""The configuration of one run: a dataclass that saves itself as JSON."""
+"""The configuration of one run: a dataclass that saves itself as JSON.
+
+Its fields are declared once, as :class:`~pyro_dvae.params.Param`: the common ones
+below, each latent family's own in its class (``alpha`` in the Logit-normal, the
+temperatures in the Concrete). ``FitConfig`` is assembled from them, flat, so
+``config.json`` and the command-line flags name every field directly.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-from dataclasses import dataclass, fields
+from dataclasses import field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .families import FAMILIES, LatentFamily
 from .fileio import atomic_write_text
+from .params import Param
 
-#: Concrete objectives: relaxed densities (Maddison et al.) or discrete KL (Jang et al.)
-KL_OBJECTIVES = {
-    "relaxed": "KL of the relaxed ExpConcrete densities, by Monte Carlo",
-    "discrete": "KL of the underlying categoricals, analytic",
-}
+MAX_SEED = 2**32 - 1  # numpy's seed range (pyro.set_rng_seed seeds numpy too)
 
-MAX_SEED = 2**32 - 1
-_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+def _datasets():
+    from .data import DATASETS
+
+    return DATASETS
+
+
+def _elbos():
+    from .inference import ELBOS
+
+    return ELBOS
+
+
+#: Fields every run has, whatever its family (family fields come from the families).
+COMMON: tuple[Param, ...] = (
+    Param(
+        "family",
+        str,
+        "logitnormal",
+        "Latent family: posterior and prior.",
+        choices=lambda: FAMILIES,
+        axis=True,
+    ),
+    Param(
+        "latent_dim",
+        int,
+        20,
+        "Latent size; for concrete, the number of categorical variables.",
+        low=1,
+        axis=True,
+    ),
+    Param(
+        "guide",
+        str,
+        "",
+        "Your own guide: package.module:factory or file.py:factory, called "
+        "as factory(family, input_dim, hidden) -> nn.Module (see the README).",
+    ),
+    Param("hidden", int, 500, "Width of the two hidden layers of encoder and decoder.", low=1),
+    Param(
+        "dataset",
+        str,
+        "mnist",
+        "digits needs no download (scikit-learn ships it).",
+        choices=_datasets,
+    ),
+    Param("subset", int, 0, "Use only the first N training and test images (0: all).", low=0),
+    Param("epochs", int, 200, "Epochs to train.", low=1),
+    Param("batch_size", int, 50, "Images per step.", low=1),
+    Param("lr", float, 1e-3, "ClippedAdam learning rate.", positive=True),
+    Param(
+        "clip_norm",
+        float,
+        10.0,
+        "ClippedAdam: each gradient element is clipped to [-c, c].",
+        positive=True,
+    ),
+    Param(
+        "elbo",
+        str,
+        "trace",
+        "trace: Trace_ELBO, Monte Carlo KL (the paper); analytic: TraceMeanField_ELBO.",
+        choices=_elbos,
+        short="elbo-",
+    ),
+    Param(
+        "num_particles", int, 1, "Samples per image in the ELBO estimate.", low=1, short="particles"
+    ),
+    Param(
+        "seed",
+        int,
+        0,
+        "Random seed (initial weights, noise, binarisation, data order).",
+        low=0,
+        high=MAX_SEED,
+        short="seed",
+        axis=True,
+    ),
+    Param(
+        "eval_every", int, 1, "Evaluate the test -ELBO every N epochs (and after the last).", low=1
+    ),
+    Param("jit", bool, True, "Compile the ELBO with torch.jit.trace (one graph per batch shape)."),
+)
 
 # Fields that may change when a run is resumed; all others define the run.
 RESUMABLE_FIELDS = frozenset({"epochs", "eval_every", "jit"})
 
 
-@dataclass
-class FitConfig:
-    """Everything that defines a training run. Defaults follow the paper."""
+def _family_params() -> dict[str, tuple[Param, list[type[LatentFamily]]]]:
+    """Each family field once, with the families that take it."""
+    owned: dict[str, tuple[Param, list[type[LatentFamily]]]] = {}
+    for family in FAMILIES.values():
+        for p in family.params:
+            if p.name in owned and owned[p.name][0] != p:
+                raise TypeError(f"two declarations of the config field {p.name!r}")
+            owned.setdefault(p.name, (p, []))[1].append(family)
+    return owned
 
-    family: str = "logitnormal"
-    latent_dim: int = 20
-    alpha: float = 1.0
-    categories: int = 10
-    temperature: float = 0.5
-    prior_temperature: float = 1.0
-    anneal_rate: float = 0.0
-    min_temperature: float = 0.5
-    kl: str = "relaxed"
-    guide: str = ""
-    hidden: int = 500
-    dataset: str = "mnist"
-    subset: int = 0
-    epochs: int = 200
-    batch_size: int = 50
-    lr: float = 1e-3
-    clip_norm: float = 10.0
-    elbo: str = "trace"
-    num_particles: int = 1
-    seed: int = 0
-    eval_every: int = 1
-    jit: bool = True
+
+FAMILY_PARAMS = _family_params()
+PARAMS: dict[str, Param] = {p.name: p for p in COMMON} | {
+    name: p for name, (p, _) in FAMILY_PARAMS.items()
+}
+
+
+class _ConfigMethods:
+    """The behaviour of :class:`FitConfig`; its fields come from :data:`PARAMS`."""
 
     def validate(self) -> FitConfig:
         """Raise :class:`ConfigError` naming the first invalid field."""
-        self._check_types()
-        from .data import DATASETS
-        from .families import FAMILIES
-        from .inference import ELBOS
-
-        _choice("family", self.family, FAMILIES)
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("elbo", self.elbo, ELBOS)
-        _choice("kl", self.kl, KL_OBJECTIVES)
-        if self.kl == "discrete" and not ELBOS[self.elbo][1]:
-            raise ConfigError(
-                "--kl discrete is the analytic KL of the underlying categoricals; "
-                "use it with --elbo analytic"
-            )
-        if self.kl == "discrete" and self.family != "concrete":
-            raise ConfigError("--kl discrete applies to --family concrete only")
-        _positive("alpha", self.alpha, "the prior variance of the Logit-normal")
-        _positive("temperature", self.temperature)
-        _positive("prior_temperature", self.prior_temperature)
-        _positive("min_temperature", self.min_temperature)
-        _positive("lr", self.lr)
-        _positive("clip_norm", self.clip_norm)
-        if not (math.isfinite(self.anneal_rate) and self.anneal_rate >= 0):
-            raise ConfigError(f"--anneal-rate must be >= 0, got {self.anneal_rate}")
-        _at_least("latent_dim", self.latent_dim, 1)
-        _at_least("categories", self.categories, 2)
-        _at_least("hidden", self.hidden, 1)
-        _at_least("epochs", self.epochs, 1)
-        _at_least("batch_size", self.batch_size, 1)
-        _at_least("num_particles", self.num_particles, 1)
-        _at_least("eval_every", self.eval_every, 1)
-        _at_least("subset", self.subset, 0)
-        if not 0 <= self.seed <= MAX_SEED:  # numpy's seed range (pyro.set_rng_seed seeds numpy)
-            raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
+        for p in PARAMS.values():
+            p.check(getattr(self, p.name))
+        for name, (p, families) in FAMILY_PARAMS.items():
+            value = getattr(self, name)
+            if self.family not in {f.name for f in families} and value != p.default:
+                owners = " or ".join(f"--family {f.name}" for f in families)
+                raise ConfigError(f"{p.flag} applies to {owners} only")
+        FAMILIES[self.family].validate_config(self)
         return self
-
-    def _check_types(self) -> None:
-        """Each field holds its declared type (a JSON ``true`` is not an epoch count)."""
-        for f in fields(self):
-            value, kind = getattr(self, f.name), type(f.default)
-            if kind is float:
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
-            elif kind is int:
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            else:
-                ok = isinstance(value, kind)
-            if not ok:
-                raise ConfigError(
-                    f"{_flag(f.name)} must be {_KIND_NAMES[kind]}, got {json.dumps(value)}"
-                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,23 +175,14 @@ class FitConfig:
         ]
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _choice(name: str, value: str, registry) -> None:
-    if value not in registry:
-        raise ConfigError(
-            f"unknown {name} {value!r} for {_flag(name)}; choose from {', '.join(sorted(registry))}"
-        )
-
-
-def _positive(name: str, value: float, what: str = "") -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        extra = f" ({what})" if what else ""
-        raise ConfigError(f"{_flag(name)} must be a positive number{extra}, got {value}")
-
-
-def _at_least(name: str, value: int, low: int) -> None:
-    if not (isinstance(value, int) and value >= low):
-        raise ConfigError(f"{_flag(name)} must be an integer >= {low}, got {value}")
+FitConfig = dataclasses.make_dataclass(
+    "FitConfig",
+    [(p.name, p.kind, field(default=p.default)) for p in PARAMS.values()],
+    bases=(_ConfigMethods,),
+    namespace={"__module__": __name__},
+)
+FitConfig.__doc__ = (
+    "Everything that defines a training run. Defaults follow the paper. Fields: "
+    + ", ".join(PARAMS)
+    + "."
+)

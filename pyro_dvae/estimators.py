@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyro
@@ -14,7 +13,8 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from .evaluation import differentiable_parts
-from .inference import kl_kinds
+from .families import FAMILIES, make_family
+from .inference import ELBOS, kl_kinds
 from .vae import VAE
 
 
@@ -28,11 +28,10 @@ class Estimator:
     vae_for: Callable[[VAE], VAE] = lambda vae: vae  # the model/guide it scores
 
 
-def _discrete_kl_vae(vae: VAE) -> VAE:
-    """The same networks with Jang et al.'s discrete KL (Concrete only)."""
-    other = copy.copy(vae.family)
-    other.kl = "discrete"
-    return vae.with_family(other)
+def _variant_vae(vae: VAE, changes: dict[str, Any]) -> VAE:
+    """The same networks under one of the family's variants (its config changed so)."""
+    family = make_family(replace(vae.family.config, **changes))
+    return vae.with_family(family)
 
 
 class IWAE:
@@ -62,13 +61,16 @@ def default_estimators(vae: VAE, num_particles: int = 10, iwae_k=(5, 50)) -> lis
             lambda: TraceMeanField_ELBO(),
         ),
     ]
-    if getattr(vae.family, "name", "") == "concrete" and vae.guide_module is None:
+    variants = vae.family.variants if vae.guide_module is None else {}
+    for name, changes in variants.items():
+        analytic = ELBOS[changes.get("elbo", "trace")][1]
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in changes.items())
         ests.append(
             Estimator(
-                "discrete-kl",
-                "TraceMeanField_ELBO with the KL of the underlying categoricals (Jang et al.)",
-                lambda: TraceMeanField_ELBO(),
-                _discrete_kl_vae,
+                name,
+                f"the family's variant {flags}",
+                TraceMeanField_ELBO if analytic else Trace_ELBO,
+                lambda vae, changes=changes: _variant_vae(vae, changes),
             )
         )
     for k in iwae_k:
@@ -165,8 +167,7 @@ TRAINABLE = {
     "trace": {"elbo": "trace", "num_particles": 1},
     "trace-N": {"elbo": "trace"},  # num_particles given by the caller
     "analytic": {"elbo": "analytic", "num_particles": 1},
-    "discrete-kl": {"elbo": "analytic", "kl": "discrete", "num_particles": 1},
-}
+}  # and each family's variants (Concrete: discrete-kl)
 
 
 def train_side_by_side(
@@ -186,17 +187,13 @@ def train_side_by_side(
     Every model is scored with the same estimator (one-sample Monte Carlo −ELBO with the
     relaxed densities, the paper's), so the curves compare what each objective learns.
     """
-    from dataclasses import replace
-
     from .inference import evaluate_elbo
     from .train import EVAL_SEED, Trainer
 
-    names = ["trace", "trace-N", "analytic"]
-    if config.family == "concrete":
-        names.append("discrete-kl")
+    objectives = {**TRAINABLE, **FAMILIES[config.family].variants}
     curves: dict[str, list[float]] = {}
-    for name in names:
-        changes = dict(TRAINABLE[name])
+    for name, changes in objectives.items():
+        changes = {"num_particles": 1, **changes}
         if name == "trace-N":
             changes["num_particles"] = num_particles
         cfg = replace(config, epochs=epochs, eval_every=epochs, guide=guide or "", **changes)

@@ -68,10 +68,7 @@ def load_run(
                 f"config.json ({', '.join(diff)} differ)"
             )
     family = make_family(config)
-    if "temperature" in state and hasattr(family, "temperature"):
-        temperature = float(state["temperature"])
-        if math.isfinite(temperature):
-            family.temperature = temperature
+    family.load_state(state)
     custom = any(k.startswith("guide_module.") for k in state.get("model", {}))
     input_dim = _input_dim(state, run_dir)
     if guide is None and config.guide:

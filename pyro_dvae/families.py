@@ -1,18 +1,26 @@
 """Latent families: what the encoder emits, the posterior, the prior, and the decoder's input.
 
-Adding a family is adding a class decorated with :func:`register_family`.
+A family owns everything about itself: its name, its configuration fields (``params``:
+type, default, check, help, run-name part, whether a sweep varies it), its run-name
+slug and its label in tables and figures, its per-step state (an annealed
+temperature), the training variants it supports and its discrete twin. Generic code
+asks the family; adding one is adding a class decorated with :func:`register_family`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyro.distributions as dist
 import torch
 
-from .config import FitConfig
 from .distributions import ExpRelaxedCategorical, ExpRelaxedCategoricalDiscreteKL, LogitNormal
+from .errors import ConfigError
+from .params import Param
+
+if TYPE_CHECKING:
+    from .config import FitConfig
 
 FAMILIES: dict[str, type[LatentFamily]] = {}
 
@@ -30,11 +38,45 @@ class LatentFamily:
     """One latent site ``z``; subclasses set ``name`` and the four methods."""
 
     name: ClassVar[str]
+    #: what tables and figures call it
+    title: ClassVar[str] = ""
+    #: the configuration fields this family takes (beyond the common ones)
+    params: ClassVar[tuple[Param, ...]] = ()
+    #: of those, the ones always in a run's name (the others show when off their default)
+    slug_params: ClassVar[tuple[str, ...]] = ()
+    #: other training objectives of the same model: name → config changes
+    variants: ClassVar[dict[str, dict[str, Any]]] = {}
     #: event dimensions of ``z`` (1 for a vector, 2 for M categorical variables)
     event_dim: ClassVar[int] = 1
 
     def __init__(self, config: FitConfig):
+        self.config = config
         self.latent_dim = config.latent_dim
+
+    # ------------------------------------------------------------------ identity
+    @classmethod
+    def slug(cls, config: FitConfig) -> str:
+        """The start of a run's folder name: ``logitnormal-d20-a1.78``."""
+        by_name = {p.name: p for p in cls.params}
+        parts = "".join(by_name[n].name_part(getattr(config, n)) for n in cls.slug_params)
+        return f"{cls.name}-d{config.latent_dim}{parts}"
+
+    @classmethod
+    def label(cls, config: FitConfig) -> str:
+        """A run's family in a table or a figure legend: ``Logit-normal α=1.78``."""
+        return cls.title or cls.name
+
+    @classmethod
+    def validate_config(cls, config: FitConfig) -> None:
+        """Checks across fields (each field's own check has run); raise ConfigError."""
+
+    # ------------------------------------------------------------------ per-step state
+    def state(self) -> dict[str, float]:
+        """What changes during training besides the weights (saved in checkpoints, logged)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` from a checkpoint."""
 
     @property
     def head_size(self) -> int:
@@ -92,6 +134,17 @@ class LatentFamily:
         """Read those values from ``inputs`` (a compiled graph's inputs); None: from self."""
 
 
+#: Concrete objectives: relaxed densities (Maddison et al.) or discrete KL (Jang et al.)
+KL_OBJECTIVES = {
+    "relaxed": "KL of the relaxed ExpConcrete densities, by Monte Carlo",
+    "discrete": "KL of the underlying categoricals, analytic",
+}
+
+CATEGORIES = Param(
+    "categories", int, 10, "Concrete: classes per categorical variable.", low=2, axis=True
+)
+
+
 def _filled(like: torch.Tensor, *shape: int, value: float = 0.0) -> torch.Tensor:
     """A constant on ``like``'s device and dtype; a traced graph folds it and what follows."""
     return torch.full(shape, value, dtype=like.dtype, device=like.device)
@@ -107,6 +160,7 @@ class GaussianFamily(LatentFamily):
     """q = N(μ, σ²I), p = N(0, I) (Kingma & Welling)."""
 
     name = "gaussian"
+    title = "Gaussian"
 
     @property
     def head_size(self) -> int:
@@ -126,10 +180,26 @@ class LogitNormalFamily(LatentFamily):
     """q = LN(μ, σ²I), p = LN(0, αI) with α the prior variance."""
 
     name = "logitnormal"
+    params = (
+        Param(
+            "alpha",
+            float,
+            1.0,
+            "Logit-normal prior variance: p(z) = LN(0, alpha I).",
+            positive=True,
+            short="a",
+            axis=True,
+        ),
+    )
+    slug_params = ("alpha",)
 
     def __init__(self, config: FitConfig):
         super().__init__(config)
         self.alpha = config.alpha
+
+    @classmethod
+    def label(cls, config):
+        return f"Logit-normal α={config.alpha:g}"
 
     @property
     def head_size(self) -> int:
@@ -149,6 +219,58 @@ class LogitNormalFamily(LatentFamily):
 
 
 @register_family
+class BetaFamily(LatentFamily):
+    """q = Beta(a(x), b(x)) per unit, p = Beta(b₀, b₀) (b₀ = 1: uniform on the unit cube).
+
+    The Logit-normal's rival on (0, 1)^d: Pyro's Beta samples with implicit
+    reparameterisation, and torch registers the Beta-Beta KL, so ``--elbo analytic``
+    works.
+    """
+
+    name = "beta"
+    params = (
+        Param(
+            "beta_prior",
+            float,
+            1.0,
+            "Beta: the prior's concentrations, p(z) = Beta(b0, b0) (1: uniform).",
+            positive=True,
+            short="b",
+            axis=True,
+        ),
+    )
+    slug_params = ("beta_prior",)
+
+    def __init__(self, config: FitConfig):
+        super().__init__(config)
+        self.beta_prior = config.beta_prior
+
+    @classmethod
+    def label(cls, config):
+        return f"Beta b₀={config.beta_prior:g}"
+
+    @property
+    def head_size(self) -> int:
+        return 2 * self.latent_dim
+
+    def posterior(self, head):
+        a, b = torch.nn.functional.softplus(head).chunk(2, dim=-1)
+        return dist.Beta(a + BETA_FLOOR, b + BETA_FLOOR).to_event(1)
+
+    def prior(self, like):
+        shape = (like.shape[0], self.latent_dim)
+        b0 = _filled(like, *shape, value=self.beta_prior)
+        return dist.Beta(b0, b0).to_event(1)
+
+    def describe(self) -> str:
+        return f"beta(b0={self.beta_prior:g})"
+
+
+#: smallest posterior concentration: keeps Beta samples off exact 0 and 1 in float32
+BETA_FLOOR = 1e-2
+
+
+@register_family
 class ConcreteFamily(LatentFamily):
     """``latent_dim`` ExpConcrete variables of ``categories`` classes each.
 
@@ -160,6 +282,77 @@ class ConcreteFamily(LatentFamily):
     name = "concrete"
     event_dim = 2
     _temperature_input: torch.Tensor | None = None
+    params = (
+        CATEGORIES,
+        Param(
+            "temperature",
+            float,
+            0.5,
+            "Concrete: posterior temperature (initial value when annealed).",
+            positive=True,
+            short="tq",
+        ),
+        Param(
+            "prior_temperature",
+            float,
+            1.0,
+            "Concrete: prior temperature.",
+            positive=True,
+            short="tp",
+        ),
+        Param(
+            "anneal_rate",
+            float,
+            0.0,
+            "Concrete: temperature = max(min, initial * exp(-rate * step)); 0 keeps it fixed.",
+            low=0.0,
+            short="anneal",
+        ),
+        Param(
+            "min_temperature",
+            float,
+            0.5,
+            "Concrete: floor of the annealed temperature.",
+            positive=True,
+            short="tmin",
+        ),
+        Param(
+            "kl",
+            str,
+            "relaxed",
+            "Concrete: relaxed (Maddison et al., Monte Carlo) or "
+            "discrete (Jang et al.: analytic KL of the underlying categoricals; needs "
+            "--elbo analytic).",
+            choices=lambda: KL_OBJECTIVES,
+            short="kl-",
+        ),
+    )
+    variants = {"discrete-kl": {"elbo": "analytic", "kl": "discrete"}}
+    slug_params = ("categories",)
+
+    @classmethod
+    def slug(cls, config):
+        return f"{cls.name}-{config.latent_dim}x{config.categories}"
+
+    @classmethod
+    def label(cls, config):
+        return f"Concrete {config.latent_dim}×{config.categories}"
+
+    @classmethod
+    def validate_config(cls, config):
+        if config.kl == "discrete" and config.elbo != "analytic":
+            raise ConfigError(
+                "--kl discrete is the analytic KL of the underlying categoricals; "
+                "use it with --elbo analytic"
+            )
+
+    def state(self):
+        return {"temperature": self.temperature}
+
+    def load_state(self, state):
+        temperature = float(state.get("temperature", math.nan))
+        if math.isfinite(temperature):
+            self.temperature = temperature
 
     def __init__(self, config: FitConfig):
         super().__init__(config)

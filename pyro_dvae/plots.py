@@ -15,6 +15,7 @@ import torch  # noqa: E402
 
 from .data import IMAGE_SHAPES, load_dataset  # noqa: E402
 from .errors import RunDirError  # noqa: E402
+from .families import FAMILIES  # noqa: E402
 from .report import RunResult, collect, find_run  # noqa: E402
 from .sweep import PAPER_ALPHAS  # noqa: E402
 
@@ -31,12 +32,7 @@ def register_figure(name: str):
 
 
 def _label(r: RunResult) -> str:
-    c = r.config
-    if c.family == "logitnormal":
-        return f"Logit-normal α={c.alpha:g}"
-    if c.family == "concrete":
-        return f"Concrete {c.latent_dim}×{c.categories}"
-    return c.family.capitalize()
+    return FAMILIES[r.config.family].label(r.config)
 
 
 def _save(fig, path: Path) -> Path:

@@ -14,15 +14,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import RESUMABLE_FIELDS, FitConfig
-from .errors import ConfigError, RunDirError
+from .errors import ConfigError, PyroDvaeError, RunDirError
 from .evaluation import evaluation_is_current, read_evaluation
 from .fileio import LOCK, TMP_SUFFIX, FolderLock, atomic_write_text
+from .naming import grid, named_grid, run_name
 from .rundir import CONFIG, RunDir
 from .signals import Stopped, stop_on_signals
 
@@ -94,92 +95,6 @@ def concrete_working_grid() -> list[FitConfig]:
     ]
 
 
-def grid(
-    families: Iterable[str],
-    latent_dims: Iterable[int],
-    alphas: Iterable[float] = (1.0,),
-    categories: Iterable[int] = (10,),
-    **common: Any,
-) -> list[FitConfig]:
-    """The product grid: α only varies Logit-normal runs, categories only Concrete runs."""
-    configs = []
-    for family in families:
-        for dim in latent_dims:
-            extra: list[dict[str, Any]] = [{}]
-            if family == "logitnormal":
-                extra = [{"alpha": a} for a in alphas]
-            elif family == "concrete":
-                extra = [{"categories": k} for k in categories]
-            for e in extra:
-                configs.append(FitConfig(family=family, latent_dim=dim, **e, **common))
-    return configs
-
-
-# --------------------------------------------------------------------------- names
-
-# fields that are part of the base name, the same for the whole sweep, or resumable
-_NAMED = {"family", "latent_dim", "alpha", "categories"}
-_SHORT = {
-    "temperature": "tq",
-    "prior_temperature": "tp",
-    "anneal_rate": "anneal",
-    "min_temperature": "tmin",
-    "num_particles": "particles",
-    "kl": "kl-",
-    "elbo": "elbo-",
-    "seed": "seed",
-}
-
-
-def run_name(config: FitConfig, vary: Iterable[str] = ()) -> str:
-    """A readable, unique folder name: the family's identity plus the fields in ``vary``."""
-    if config.family == "logitnormal":
-        name = f"logitnormal-d{config.latent_dim}-a{config.alpha:g}"
-    elif config.family == "concrete":
-        name = f"concrete-{config.latent_dim}x{config.categories}"
-    else:
-        name = f"{config.family}-d{config.latent_dim}"
-    defaults = FitConfig()
-    # fields off their default show in the name (so seed 0, the default, is the plain name)
-    shown = {k for k in _SHORT if getattr(config, k) != getattr(defaults, k)}
-    for key in sorted((set(vary) | shown) - _NAMED - RESUMABLE_FIELDS):
-        value = getattr(config, key)
-        text = f"{value:g}" if isinstance(value, float) else str(value)
-        name += f"-{_SHORT.get(key, key.replace('_', '-'))}{text}"
-    return name
-
-
-def with_seeds(configs: list[FitConfig], seeds: Iterable[int]) -> list[FitConfig]:
-    """Each configuration once per seed (the seed axis of a sweep)."""
-    return [replace(c, seed=s) for c in configs for s in seeds]
-
-
-def varying_fields(configs: list[FitConfig]) -> set[str]:
-    """Fields whose value differs between configurations of the same base name."""
-    by_base: dict[str, list[FitConfig]] = {}
-    for c in configs:
-        by_base.setdefault(run_name(c), []).append(c)
-    vary = set()
-    for group in by_base.values():
-        for f in fields(FitConfig):
-            if len({json.dumps(getattr(c, f.name)) for c in group}) > 1:
-                vary.add(f.name)
-    return vary
-
-
-def named_grid(configs: list[FitConfig]) -> dict[str, FitConfig]:
-    vary = varying_fields(configs)
-    named: dict[str, FitConfig] = {}
-    for c in configs:
-        name = run_name(c, vary)
-        if name in named:
-            if not named[name].differences(c):
-                continue  # the same configuration twice
-            raise ConfigError(f"two configurations of the grid would share the name {name}")
-        named[name] = c
-    return named
-
-
 # --------------------------------------------------------------------------- plan
 
 
@@ -238,18 +153,6 @@ def _scratch(name: str) -> bool:
     return name == LOCK or (name.startswith(".") and name.endswith(TMP_SUFFIX))
 
 
-def _fit_args(config: FitConfig) -> list[str]:
-    args = []
-    for f in fields(FitConfig):
-        value = getattr(config, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else f"--no-{f.name.replace('_', '-')}")
-        else:
-            args += [flag, repr(value) if isinstance(value, float) else str(value)]
-    return args
-
-
 def commands_for(
     run: PlannedRun,
     threads: int,
@@ -258,15 +161,17 @@ def commands_for(
     evaluate_k: int,
     images: int,
 ) -> list[list[str]]:
-    """The ``pyro-dvae`` commands (as argument lists) that bring ``run`` up to date."""
+    """The ``pyro-dvae`` commands (as argument lists) that bring ``run`` up to date.
+
+    A new run is trained as a resume from epoch 0 of the folder the sweep made for it
+    (see :func:`make_run_dir`): the config travels as its ``config.json``, not as flags.
+    """
     exe = [sys.executable, "-m", "pyro_dvae"]
     common = ["--threads", str(threads), "--device", device, "--no-progress"]
     if data_dir is not None:
         common += ["--data-dir", str(data_dir)]
     cmds = []
-    if run.state == "new":
-        cmds.append([*exe, "fit", *_fit_args(run.config), "--out", str(run.path), *common])
-    elif run.state == "resume":
+    if run.state in ("new", "resume"):
         cmds.append(
             [
                 *exe,
@@ -295,6 +200,13 @@ def commands_for(
             ]
         )
     return cmds
+
+
+def make_run_dir(run: PlannedRun) -> None:
+    """The folder of a new run, holding its ``config.json`` (training resumes it from 0)."""
+    if run.state == "new":
+        with RunDir.create(run.path, run.config):
+            run.state = "resume"
 
 
 # --------------------------------------------------------------------------- run
@@ -432,6 +344,12 @@ def _run_locked(
                     job.run.state, "evaluate"
                 )
                 log(f"[{started}/{total}] {job.run.name}: {what}")
+                try:
+                    make_run_dir(job.run)
+                except PyroDvaeError as err:
+                    outcome[job.run.name] = f"failed: {err}"
+                    log(f"[FAILED] {job.run.name}: {err}")
+                    continue
                 job.started = time.perf_counter()
                 job.start_next()
                 running.append(job)

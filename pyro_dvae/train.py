@@ -115,7 +115,7 @@ class Trainer:
             "optim": self.optim.get_state(),
             "rng_torch": torch.get_rng_state(),
             "rng_data": self.data_gen.get_state(),
-            "temperature": float(getattr(self.family, "temperature", float("nan"))),
+            **self.family.state(),
             "history": self.history,  # the metrics of every epoch this checkpoint covers
         }
         if self.device.type == "cuda":
@@ -202,8 +202,7 @@ class Trainer:
                     record["seconds"] = time.perf_counter() - t0
                     if epoch % self.config.eval_every == 0 or epoch == epochs:
                         record.update({f"test_{k}": v for k, v in self.evaluate().items()})
-                    if hasattr(self.family, "temperature"):
-                        record["temperature"] = self.family.temperature
+                    record.update(self.family.state())
                     self._log_epoch(record, epochs)
                     with deferred_stop():
                         self._commit_epoch(record, epochs)

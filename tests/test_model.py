@@ -20,6 +20,7 @@ CASES = {
     "gaussian": (FitConfig(family="gaussian", latent_dim=3), (3,)),
     "logitnormal": (FitConfig(family="logitnormal", latent_dim=3, alpha=1.78), (3,)),
     "concrete": (FitConfig(family="concrete", latent_dim=2, categories=5), (2, 5)),
+    "beta": (FitConfig(family="beta", latent_dim=3, beta_prior=0.7), (3,)),
 }
 
 

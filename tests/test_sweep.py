@@ -68,7 +68,7 @@ def test_paper_preset_is_the_papers_grid():
 
 
 def test_run_names_show_what_varies():
-    configs = grid(["concrete"], [20], categories=[10])
+    configs = grid({"family": ["concrete"], "latent_dim": [20], "categories": [10]})
     configs.append(FitConfig(family="concrete", latent_dim=20, categories=10, temperature=1.0))
     names = sorted(named_grid(configs))
     assert names == ["concrete-20x10", "concrete-20x10-tq1"]  # defaults are not spelled out

@@ -5,27 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 
-from ..config import FitConfig
-from ..data import DATASETS
-from ..families import FAMILIES
-from ..inference import ELBOS
+from ..config import PARAMS
 from ..signals import signal_of
 from ..sweep import PRESETS
 from .group import cli, interrupted_line, log_line
-
-# options applied to every run of the grid when given on the command line
-_COMMON = (
-    "epochs",
-    "dataset",
-    "subset",
-    "hidden",
-    "batch_size",
-    "lr",
-    "eval_every",
-    "elbo",
-)
+from .options import config_options
 
 
 @cli.command()
@@ -35,34 +20,8 @@ _COMMON = (
     default=None,
     help="A named grid: " + "; ".join(f"{k}: {v[1]}" for k, v in sorted(PRESETS.items())),
 )
-@click.option(
-    "--family",
-    "families",
-    multiple=True,
-    type=click.Choice(sorted(FAMILIES)),
-    help="Without --preset: families of the grid (repeat the option).",
-)
-@click.option("--latent-dim", "latent_dims", multiple=True, type=int, help="Grid latent sizes.")
-@click.option("--alpha", "alphas", multiple=True, type=float, help="Grid alphas (logitnormal).")
-@click.option(
-    "--categories", "categories", multiple=True, type=int, help="Grid classes (concrete)."
-)
-@click.option("--epochs", type=int, default=FitConfig.epochs, show_default=True)
-@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default=FitConfig.dataset)
-@click.option("--subset", type=int, default=FitConfig.subset)
-@click.option("--hidden", type=int, default=FitConfig.hidden)
-@click.option("--batch-size", type=int, default=FitConfig.batch_size)
-@click.option("--lr", type=float, default=FitConfig.lr)
-@click.option(
-    "--seed",
-    "seeds",
-    multiple=True,
-    type=int,
-    help="Seeds of every run (repeat the option); a run's name shows its seed unless it is 0.",
-)
+@config_options(for_sweep=True)
 @click.option("--seeds", "n_seeds", type=int, default=None, help="Seeds 0 .. N-1 of every run.")
-@click.option("--eval-every", type=int, default=FitConfig.eval_every)
-@click.option("--elbo", type=click.Choice(sorted(ELBOS)), default=FitConfig.elbo)
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -85,46 +44,35 @@ _COMMON = (
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print what each run needs, run nothing.")
-@click.pass_context
 def sweep(
-    ctx,
-    preset,
-    families,
-    latent_dims,
-    alphas,
-    categories,
-    out,
-    jobs,
-    threads,
-    evaluate_k,
-    images,
-    data_dir,
-    device,
-    dry_run,
-    seeds,
-    n_seeds,
-    **common,
+    preset, n_seeds, out, jobs, threads, evaluate_k, images, data_dir, device, dry_run, **fields
 ):
     """Train a grid of configurations into one folder; run it again to continue.
 
+    The grid is the product of the repeatable options (--family, --latent-dim, and
+    each family's own axes: --alpha for logitnormal, --categories for concrete, ...;
+    --seed), or a --preset; every other option applies to all runs when given.
     Finished runs are skipped, unfinished ones resumed from their checkpoints,
     missing ones started. A run that fails is reported and the others go on.
     Raising --epochs and running again continues every run to the new length.
     """
-    from ..sweep import grid, named_grid, plan, run_sweep, with_seeds
+    from ..naming import grid, named_grid, with_seeds
+    from ..sweep import plan, run_sweep
 
-    given = {k for k in common if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    axes = {k: v for k, v in fields.items() if PARAMS[k].axis and k != "seed" and v}
+    common = {k: v for k, v in fields.items() if not PARAMS[k].axis and v is not None}
+    seeds = fields["seed"]
     if preset is not None:
-        if families or latent_dims or alphas or categories:
+        if axes:
             raise click.UsageError("give either --preset or a grid (--family, --latent-dim, ...)")
         configs = PRESETS[preset][0]()
     else:
-        if not families or not latent_dims:
+        if not axes.get("family") or not axes.get("latent_dim"):
             raise click.UsageError("give --preset, or at least one --family and --latent-dim")
-        configs = grid(families, latent_dims, alphas or (1.0,), categories or (10,))
+        configs = grid(axes)
     for config in configs:
-        for key in given:
-            setattr(config, key, common[key])
+        for key, value in common.items():
+            setattr(config, key, value)
         config.validate()
     if seeds and n_seeds is not None:
         raise click.UsageError("give either --seed (repeated) or --seeds N, not both")
@@ -148,7 +96,8 @@ def sweep(
             )
             click.echo(f"{run.state:9s} {run.name}  {detail}")
         return 0
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in ctx.params.items()}
+    params = click.get_current_context().params
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
     description = {"preset": preset, "options": {k: v for k, v in options.items() if v}}
     try:
         outcome = run_sweep(

@@ -1,0 +1,46 @@
+"""Command-line options generated from the configuration fields (:data:`~pyro_dvae.config.PARAMS`).
+
+``fit`` gets one option per field with the field's default; ``sweep`` gets the grid
+axes as repeatable options and every other field as an option applied to all runs
+when given. Help, choices and defaults come from the field's declaration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from ..config import PARAMS, FitConfig
+from ..params import Param
+
+
+def _option(p: Param, for_sweep: bool) -> Callable:
+    multiple = for_sweep and p.axis
+    kwargs: dict = {"help": p.help}
+    if p.kind is bool:
+        flag = f"{p.flag}/--no-{p.name.replace('_', '-')}"
+        default = None if for_sweep else p.default
+        return click.option(flag, p.name, default=default, show_default=not for_sweep, **kwargs)
+    kwargs["type"] = click.Choice(sorted(p.choices())) if p.choices else p.kind
+    if multiple:
+        return click.option(p.flag, p.name, multiple=True, **kwargs)
+    if for_sweep:
+        return click.option(p.flag, p.name, default=None, **kwargs)
+    return click.option(p.flag, p.name, default=p.default, show_default=True, **kwargs)
+
+
+def config_options(for_sweep: bool = False) -> Callable:
+    """Decorate a command with one option per :class:`FitConfig` field."""
+
+    def deco(command: Callable) -> Callable:
+        for p in reversed(PARAMS.values()):
+            command = _option(p, for_sweep)(command)
+        return command
+
+    return deco
+
+
+def config_from(options: dict) -> FitConfig:
+    """The validated config of ``fit``'s options."""
+    return FitConfig(**{name: options[name] for name in PARAMS}).validate()
