@@ -57,14 +57,21 @@ COMMON: tuple[Param, ...] = (
         str,
         "",
         "Your own guide: package.module:factory or file.py:factory, called "
-        "as factory(family, input_dim, hidden) -> nn.Module (see the README).",
+        "as factory(family, input_dim, hidden) -> nn.Module (docs/guides.md).",
     ),
-    Param("hidden", int, 500, "Width of the two hidden layers of encoder and decoder.", low=1),
+    Param(
+        "hidden",
+        int,
+        500,
+        "Width of the two hidden layers of encoder and decoder (Kingma & Welling's MNIST width).",
+        low=1,
+    ),
     Param(
         "dataset",
         str,
         "mnist",
-        "digits needs no download (scikit-learn ships it).",
+        "mnist, fashion-mnist, kmnist (torchvision) or digits (scikit-learn's 8x8 digits, "
+        "no download).",
         choices=_datasets,
     ),
     Param("subset", int, 0, "Use only the first N training and test images (0: all).", low=0),

@@ -103,7 +103,8 @@ def main() -> int:
         )
         time.sleep(rng.uniform(1.0, args.max_wait))
         if proc.poll() is not None:
-            print(f"stop {i}: the sweep had already ended (rc {proc.returncode})")
+            last = proc.stderr.read().decode().strip().splitlines()[-1:]
+            print(f"stop {i}: the sweep had already ended (rc {proc.returncode}): {last}")
             codes.append(proc.returncode)
             continue
         proc.send_signal(getattr(signal, name))

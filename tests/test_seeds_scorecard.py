@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pyro_dvae.config import FitConfig
+from pyro_dvae.naming import named_grid, with_seeds
 from pyro_dvae.report import PAPER_TABLE1, PAPER_TABLE3, collect, paper_tables
 from pyro_dvae.scorecard import CLOSE, score_cells, scorecard_tables
-from pyro_dvae.naming import named_grid, with_seeds
 
 from .helpers import load_checkpoint, read_metrics, run_ok
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import click
 
-from ..config import PARAMS, FitConfig
+from ..config import FAMILY_PARAMS, PARAMS, FitConfig
 from ..params import Param
 
 
@@ -44,3 +44,15 @@ def config_options(for_sweep: bool = False) -> Callable:
 def config_from(options: dict) -> FitConfig:
     """The validated config of ``fit``'s options."""
     return FitConfig(**{name: options[name] for name in PARAMS}).validate()
+
+
+def markdown_table() -> str:
+    """The configuration fields as a Markdown table (``docs/cli.md`` holds this text)."""
+    owners = {name: " or ".join(f.name for f in fams) for name, (_, fams) in FAMILY_PARAMS.items()}
+    rows = ["| option | default | family | meaning |", "| --- | --- | --- | --- |"]
+    for p in PARAMS.values():
+        flag = f"`{p.flag}/--no-{p.flag[2:]}`" if p.kind is bool else f"`{p.flag}`"
+        choices = f" ({', '.join(sorted(p.choices()))})" if p.choices else ""
+        default = f"`{p.default}`" if p.default != "" else ""
+        rows.append(f"| {flag} | {default} | {owners.get(p.name, 'all')} | {p.help}{choices} |")
+    return "\n".join(rows) + "\n"

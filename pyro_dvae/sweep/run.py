@@ -1,13 +1,8 @@
-"""Sweeps: a grid of runs in one folder, run in parallel processes, resumable.
-
-A sweep folder holds ``sweep.json`` (the grid), ``runs/<name>/`` (one run
-directory per configuration) and ``logs/<name>.log``. Running the same sweep
-again skips finished runs, resumes unfinished ones from their checkpoints and
-starts missing ones; one failing run is reported and leaves the others alone.
-"""
+"""Running a planned sweep: runs as child processes, N at a time, stopped cleanly."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -19,197 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import RESUMABLE_FIELDS, FitConfig
-from .errors import ConfigError, PyroDvaeError, RunDirError
-from .evaluation import evaluation_is_current, read_evaluation
-from .fileio import LOCK, TMP_SUFFIX, FolderLock, atomic_write_text
-from .naming import grid, named_grid, run_name
-from .rundir import CONFIG, RunDir
-from .signals import Stopped, stop_on_signals
+from ..config import FitConfig
+from ..errors import ConfigError, PyroDvaeError
+from ..evaluation import read_evaluation
+from ..fileio import FolderLock, atomic_write_text
+from ..naming import named_grid
+from ..rundir import RunDir
+from ..signals import Stopped, stop_on_signals
+from .plan import PlannedRun, commands_for, make_run_dir, plan
 
 SWEEP = "sweep.json"
-PAPER_SIZES = (2, 4, 8, 20, 40)
-PAPER_ALPHAS = (0.32, 0.56, 1.0, 1.78)
-
-#: preset name → (grid function, one-line description)
-PRESETS: dict[str, tuple[Callable[[], list[FitConfig]], str]] = {}
-
-
-def register_preset(name: str, description: str):
-    def deco(fn: Callable[[], list[FitConfig]]) -> Callable[[], list[FitConfig]]:
-        PRESETS[name] = (fn, description)
-        return fn
-
-    return deco
-
-
-@register_preset(
-    "paper", "the paper's grid: sizes 2-40; Logit-normal x 4 alphas, Gaussian, Concrete"
-)
-def paper_grid() -> list[FitConfig]:
-    configs = []
-    for size in PAPER_SIZES:
-        configs += [FitConfig(family="logitnormal", latent_dim=size, alpha=a) for a in PAPER_ALPHAS]
-        configs.append(FitConfig(family="gaussian", latent_dim=size))
-        # the paper's Concrete "dimension K" is one K-way variable
-        configs.append(FitConfig(family="concrete", latent_dim=1, categories=size))
-    return configs
-
-
-#: Jang et al.'s objective and temperature schedule (what made the Concrete VAE train)
-JANG = {"kl": "discrete", "elbo": "analytic"}
-ANNEAL = {"temperature": 1.0, "anneal_rate": 3e-5, "min_temperature": 0.5}
-
-
-@register_preset(
-    "concrete",
-    "the Concrete investigation: 1x20 and 20x10, relaxed vs discrete KL, temperatures, annealing",
-)
-def concrete_grid() -> list[FitConfig]:
-    def c(m: int, k: int, **kw: Any) -> FitConfig:
-        return FitConfig(family="concrete", latent_dim=m, categories=k, **kw)
-
-    return [
-        c(1, 20),  # the paper's setting: τq = 0.5, τp = 1.0, relaxed KL
-        c(1, 20, prior_temperature=0.5),  # the same without the KL floor
-        c(1, 20, **JANG),
-        c(20, 10),  # Jang et al.'s structure with the paper's temperatures
-        c(20, 10, temperature=2 / 3, prior_temperature=0.5),  # Maddison et al.'s temperatures
-        c(20, 10, prior_temperature=0.5),
-        c(20, 10, prior_temperature=0.5, **ANNEAL),
-        c(20, 10, **JANG),
-        c(20, 10, **JANG, **ANNEAL),  # Jang et al.: discrete KL, τ annealed from 1 to 0.5
-    ]
-
-
-@register_preset(
-    "concrete-working",
-    "the Concrete VAE that trains: 20x10, discrete KL, tau annealed 1 -> 0.5; and its relaxed twin",
-)
-def concrete_working_grid() -> list[FitConfig]:
-    return [
-        # Jang et al.: relaxed samples to the decoder, analytic KL of the categoricals
-        FitConfig(family="concrete", latent_dim=20, categories=10, **JANG, **ANNEAL),
-        # all-relaxed (Maddison et al.'s objective) with the prior at the posterior's final τ
-        FitConfig(family="concrete", latent_dim=20, categories=10, prior_temperature=0.5, **ANNEAL),
-    ]
-
-
-# --------------------------------------------------------------------------- plan
-
-
-@dataclass
-class PlannedRun:
-    name: str
-    config: FitConfig
-    path: Path
-    state: str  # new | resume | finished | evaluate | conflict
-    epochs_done: int = 0
-    reason: str = ""
-
-
-def plan(
-    sweep_dir: Path, configs: dict[str, FitConfig], evaluate_k: int = 0, images: int = 0
-) -> list[PlannedRun]:
-    """What each configuration needs: a new run, a resume, nothing, or (a conflict) a report."""
-    planned = []
-    for name, config in configs.items():
-        path = sweep_dir / "runs" / name
-        run = PlannedRun(name, config, path, "new")
-        if path.exists():
-            run_dir = RunDir(path)
-            try:
-                stored = run_dir.read_config() if run_dir.config_path.is_file() else None
-            except RunDirError as err:
-                run.state, run.reason = "conflict", str(err)
-                planned.append(run)
-                continue
-            if stored is None:
-                leftovers = {p.name for p in path.iterdir() if not _scratch(p.name)}
-                if leftovers:
-                    run.state = "conflict"
-                    run.reason = f"{path} has no {CONFIG} but holds {', '.join(sorted(leftovers))}"
-                # else: a start killed before it wrote its config; it is started again
-            else:
-                diff = [k for k in config.differences(stored) if k not in RESUMABLE_FIELDS]
-                if diff:
-                    run.state = "conflict"
-                    run.reason = (
-                        f"{path} was made with another configuration ({', '.join(diff)} differ)"
-                    )
-                else:  # a start killed before its first checkpoint resumes from epoch 0
-                    run.epochs_done = run_dir.epochs_completed()
-                    finished = run.epochs_done >= config.epochs
-                    run.state = "finished" if finished else "resume"
-        if run.state == "finished" and evaluate_k:
-            if not evaluation_is_current(path, evaluate_k, images):
-                run.state = "evaluate"
-        planned.append(run)
-    return planned
-
-
-def _scratch(name: str) -> bool:
-    """A lock file, or a temporary of an interrupted write: not a run's data."""
-    return name == LOCK or (name.startswith(".") and name.endswith(TMP_SUFFIX))
-
-
-def commands_for(
-    run: PlannedRun,
-    threads: int,
-    data_dir: Path | None,
-    device: str,
-    evaluate_k: int,
-    images: int,
-) -> list[list[str]]:
-    """The ``pyro-dvae`` commands (as argument lists) that bring ``run`` up to date.
-
-    A new run is trained as a resume from epoch 0 of the folder the sweep made for it
-    (see :func:`make_run_dir`): the config travels as its ``config.json``, not as flags.
-    """
-    exe = [sys.executable, "-m", "pyro_dvae"]
-    common = ["--threads", str(threads), "--device", device, "--no-progress"]
-    if data_dir is not None:
-        common += ["--data-dir", str(data_dir)]
-    cmds = []
-    if run.state in ("new", "resume"):
-        cmds.append(
-            [
-                *exe,
-                "fit",
-                "--resume",
-                str(run.path),
-                "--epochs",
-                str(run.config.epochs),
-                "--eval-every",
-                str(run.config.eval_every),
-                *common,
-            ]
-        )
-    if evaluate_k and run.state in ("new", "resume", "evaluate"):
-        cmds.append(
-            [
-                *exe,
-                "evaluate",
-                str(run.path),
-                "--k",
-                str(evaluate_k),
-                "--images",
-                str(images),
-                "--skip-done",
-                *common,
-            ]
-        )
-    return cmds
-
-
-def make_run_dir(run: PlannedRun) -> None:
-    """The folder of a new run, holding its ``config.json`` (training resumes it from 0)."""
-    if run.state == "new":
-        with RunDir.create(run.path, run.config):
-            run.state = "resume"
-
-
-# --------------------------------------------------------------------------- run
 
 
 def available_cores() -> int:
@@ -223,15 +37,21 @@ def available_cores() -> int:
 LOCKED_RUN_WAIT = 60.0
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: Linux sends it SIGTERM if the sweep dies (even by SIGKILL)."""
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: Linux sends it SIGTERM if the sweep dies (even by SIGKILL).
+
+    A sweep killed between the fork and this call sends nothing, so the child checks
+    that its parent is still the sweep, and exits at once if it is not.
+    """
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass  # not Linux: a sweep killed by SIGKILL leaves its runs going
+        return  # not Linux: a sweep killed by SIGKILL leaves its runs going
+    if os.getppid() != parent:
+        os._exit(143)
 
 
 @dataclass
@@ -254,7 +74,9 @@ class _Job:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid())
+                if sys.platform.startswith("linux")
+                else None,
             )
 
 
@@ -445,15 +267,3 @@ def _write_sweep_json(
         "runs": {**earlier, **{name: config.to_dict() for name, config in named.items()}},
     }
     atomic_write_text(sweep_dir / SWEEP, json.dumps(doc, indent=2) + "\n")
-
-
-__all__ = [
-    "PRESETS",
-    "grid",
-    "named_grid",
-    "paper_grid",
-    "plan",
-    "register_preset",
-    "run_name",
-    "run_sweep",
-]

@@ -1,0 +1,217 @@
+"""Relaxed categorical latents (ExpConcrete), and the one-hot model they stand for."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import pyro.distributions as dist
+import torch
+
+from ..distributions import ExpRelaxedCategorical, ExpRelaxedCategoricalDiscreteKL
+from ..errors import ConfigError
+from ..params import Param
+from .base import LatentFamily, _filled, register_family
+
+if TYPE_CHECKING:
+    from ..config import FitConfig
+
+#: Concrete objectives: relaxed densities (Maddison et al.) or discrete KL (Jang et al.)
+KL_OBJECTIVES = {
+    "relaxed": "KL of the relaxed ExpConcrete densities, by Monte Carlo",
+    "discrete": "KL of the underlying categoricals, analytic",
+}
+
+CATEGORIES = Param(
+    "categories", int, 10, "Concrete: classes per categorical variable.", low=2, axis=True
+)
+
+
+@register_family
+class ConcreteFamily(LatentFamily):
+    """``latent_dim`` ExpConcrete variables of ``categories`` classes each.
+
+    The posterior has learned logits and temperature ``τ_q`` (optionally annealed
+    per step as ``max(min_temperature, temperature · exp(-anneal_rate · step))``);
+    the prior is uniform with temperature ``τ_p``. The decoder receives ``exp(z)``.
+    """
+
+    name = "concrete"
+    event_dim = 2
+    _temperature_input: torch.Tensor | None = None
+    params = (
+        CATEGORIES,
+        Param(
+            "temperature",
+            float,
+            0.5,
+            "Concrete: posterior temperature (initial value when annealed).",
+            positive=True,
+            short="tq",
+        ),
+        Param(
+            "prior_temperature",
+            float,
+            1.0,
+            "Concrete: prior temperature.",
+            positive=True,
+            short="tp",
+        ),
+        Param(
+            "anneal_rate",
+            float,
+            0.0,
+            "Concrete: temperature = max(min, initial * exp(-rate * step)); 0 keeps it fixed.",
+            low=0.0,
+            short="anneal",
+        ),
+        Param(
+            "min_temperature",
+            float,
+            0.5,
+            "Concrete: floor of the annealed temperature.",
+            positive=True,
+            short="tmin",
+        ),
+        Param(
+            "kl",
+            str,
+            "relaxed",
+            "Concrete: relaxed (Maddison et al., Monte Carlo) or "
+            "discrete (Jang et al.: analytic KL of the underlying categoricals; needs "
+            "--elbo analytic).",
+            choices=lambda: KL_OBJECTIVES,
+            short="kl-",
+        ),
+    )
+    variants = {"discrete-kl": {"elbo": "analytic", "kl": "discrete"}}
+    slug_params = ("categories",)
+
+    @classmethod
+    def slug(cls, config):
+        return f"{cls.name}-{config.latent_dim}x{config.categories}"
+
+    @classmethod
+    def label(cls, config):
+        return f"Concrete {config.latent_dim}×{config.categories}"
+
+    @classmethod
+    def validate_config(cls, config):
+        if config.kl == "discrete" and config.elbo != "analytic":
+            raise ConfigError(
+                "--kl discrete is the analytic KL of the underlying categoricals; "
+                "use it with --elbo analytic"
+            )
+
+    def state(self):
+        return {"temperature": self.temperature}
+
+    def load_state(self, state):
+        temperature = float(state.get("temperature", math.nan))
+        if math.isfinite(temperature):
+            self.temperature = temperature
+
+    def __init__(self, config: FitConfig):
+        super().__init__(config)
+        self.categories = config.categories
+        self.initial_temperature = config.temperature
+        self.prior_temperature = config.prior_temperature
+        self.anneal_rate = config.anneal_rate
+        self.min_temperature = config.min_temperature
+        self.temperature = self.temperature_at(0)
+        self.kl = config.kl
+
+    @property
+    def _dist(self) -> type[ExpRelaxedCategorical]:
+        """The ExpConcrete class whose registered KL is the one ``kl`` asks for."""
+        return ExpRelaxedCategoricalDiscreteKL if self.kl == "discrete" else ExpRelaxedCategorical
+
+    def discrete(self) -> OneHotFamily:
+        """This family's zero-temperature limit: the categorical VAE the relaxation stands for."""
+        return OneHotFamily(self)
+
+    def temperature_at(self, step: int) -> float:
+        if self.anneal_rate == 0.0:
+            return self.initial_temperature
+        decayed = self.initial_temperature * math.exp(-self.anneal_rate * step)
+        return max(self.min_temperature, decayed)
+
+    def set_step(self, step: int) -> None:
+        self.temperature = self.temperature_at(step)
+
+    def step_inputs(self, like):
+        return (like.new_tensor(self.temperature),)
+
+    def use_step_inputs(self, inputs):
+        self._temperature_input = inputs[0] if inputs else None
+
+    def _temperature(self, like: torch.Tensor) -> torch.Tensor:
+        if self._temperature_input is not None:  # inside a compiled step: an input
+            return self._temperature_input
+        return like.new_tensor(self.temperature)
+
+    @property
+    def head_size(self) -> int:
+        return self.latent_dim * self.categories
+
+    @property
+    def code_size(self) -> int:
+        return self.latent_dim * self.categories
+
+    def posterior(self, head):
+        logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
+        return self._dist(self._temperature(head), logits=logits).to_event(1)
+
+    def prior(self, like):
+        logits = _filled(like, like.shape[0], self.latent_dim, self.categories)
+        return self._dist(_filled(like, value=self.prior_temperature), logits=logits).to_event(1)
+
+    code_is_z = False
+
+    def decoder_input(self, z):
+        return z.exp().flatten(-2)
+
+    def describe(self) -> str:
+        return (
+            f"concrete({self.latent_dim}x{self.categories}, "
+            f"tau_q={self.initial_temperature:g}"
+            + (f"->{self.min_temperature:g}" if self.anneal_rate else "")
+            + f", tau_p={self.prior_temperature:g}"
+            + (", discrete KL)" if self.kl == "discrete" else ")")
+        )
+
+
+class OneHotFamily(LatentFamily):
+    """The categorical VAE behind a Concrete family, for evaluation (not registered: no rsample).
+
+    The same encoder head and decoder input: z is one-hot, drawn from the encoder's
+    categoricals; the prior is uniform; the decoder gets the one-hot code, so
+    E[code] is q's class probabilities, exactly.
+    """
+
+    name = "one-hot"
+    event_dim = 2
+
+    def __init__(self, relaxed: ConcreteFamily):
+        self.latent_dim, self.categories = relaxed.latent_dim, relaxed.categories
+        self._relaxed = relaxed.describe()
+
+    @property
+    def head_size(self) -> int:
+        return self.latent_dim * self.categories
+
+    code_size = head_size
+
+    def posterior(self, head):
+        logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
+        return dist.OneHotCategorical(logits=logits).to_event(1)
+
+    def prior(self, like):
+        logits = like.new_zeros(like.shape[0], self.latent_dim, self.categories)
+        return dist.OneHotCategorical(logits=logits).to_event(1)
+
+    def decoder_input(self, z):
+        return z.flatten(-2)
+
+    def describe(self) -> str:
+        return self._relaxed[:-1] + ", one-hot)"

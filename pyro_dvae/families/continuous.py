@@ -1,0 +1,79 @@
+"""Vector latents: the Gaussian (Kingma & Welling) and the Logit-normal (the paper's)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import pyro.distributions as dist
+
+from ..distributions import LogitNormal
+from ..params import Param
+from .base import LatentFamily, _filled, _loc_scale, register_family
+
+if TYPE_CHECKING:
+    from ..config import FitConfig
+
+
+@register_family
+class GaussianFamily(LatentFamily):
+    """q = N(μ, σ²I), p = N(0, I) (Kingma & Welling)."""
+
+    name = "gaussian"
+    title = "Gaussian"
+
+    @property
+    def head_size(self) -> int:
+        return 2 * self.latent_dim
+
+    def posterior(self, head):
+        loc, scale = _loc_scale(head)
+        return dist.Normal(loc, scale).to_event(1)
+
+    def prior(self, like):
+        shape = (like.shape[0], self.latent_dim)
+        return dist.Normal(_filled(like, *shape), _filled(like, *shape, value=1.0)).to_event(1)
+
+
+@register_family
+class LogitNormalFamily(LatentFamily):
+    """q = LN(μ, σ²I), p = LN(0, αI) with α the prior variance."""
+
+    name = "logitnormal"
+    params = (
+        Param(
+            "alpha",
+            float,
+            1.0,
+            "Logit-normal prior variance: p(z) = LN(0, alpha I); the paper tries 0.32, 0.56, "
+            "1, 1.78.",
+            positive=True,
+            short="a",
+            axis=True,
+        ),
+    )
+    slug_params = ("alpha",)
+
+    def __init__(self, config: FitConfig):
+        super().__init__(config)
+        self.alpha = config.alpha
+
+    @classmethod
+    def label(cls, config):
+        return f"Logit-normal α={config.alpha:g}"
+
+    @property
+    def head_size(self) -> int:
+        return 2 * self.latent_dim
+
+    def posterior(self, head):
+        loc, scale = _loc_scale(head)
+        return LogitNormal(loc, scale).to_event(1)
+
+    def prior(self, like):
+        shape = (like.shape[0], self.latent_dim)
+        scale = _filled(like, *shape, value=math.sqrt(self.alpha))
+        return LogitNormal(_filled(like, *shape), scale).to_event(1)
+
+    def describe(self) -> str:
+        return f"logitnormal(alpha={self.alpha:g})"

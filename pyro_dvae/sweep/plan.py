@@ -1,0 +1,124 @@
+"""What each run of a grid needs (new, resume, finished, evaluate, conflict), and the commands."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import RESUMABLE_FIELDS, FitConfig
+from ..errors import RunDirError
+from ..evaluation import evaluation_is_current
+from ..fileio import LOCK, TMP_SUFFIX
+from ..rundir import CONFIG, RunDir
+
+
+@dataclass
+class PlannedRun:
+    name: str
+    config: FitConfig
+    path: Path
+    state: str  # new | resume | finished | evaluate | conflict
+    epochs_done: int = 0
+    reason: str = ""
+
+
+def plan(
+    sweep_dir: Path, configs: dict[str, FitConfig], evaluate_k: int = 0, images: int = 0
+) -> list[PlannedRun]:
+    """What each configuration needs: a new run, a resume, nothing, or (a conflict) a report."""
+    planned = []
+    for name, config in configs.items():
+        path = sweep_dir / "runs" / name
+        run = PlannedRun(name, config, path, "new")
+        if path.exists():
+            run_dir = RunDir(path)
+            try:
+                stored = run_dir.read_config() if run_dir.config_path.is_file() else None
+            except RunDirError as err:
+                run.state, run.reason = "conflict", str(err)
+                planned.append(run)
+                continue
+            if stored is None:
+                leftovers = {p.name for p in path.iterdir() if not _scratch(p.name)}
+                if leftovers:
+                    run.state = "conflict"
+                    run.reason = f"{path} has no {CONFIG} but holds {', '.join(sorted(leftovers))}"
+                # else: a start killed before it wrote its config; it is started again
+            else:
+                diff = [k for k in config.differences(stored) if k not in RESUMABLE_FIELDS]
+                if diff:
+                    run.state = "conflict"
+                    run.reason = (
+                        f"{path} was made with another configuration ({', '.join(diff)} differ)"
+                    )
+                else:  # a start killed before its first checkpoint resumes from epoch 0
+                    run.epochs_done = run_dir.epochs_completed()
+                    finished = run.epochs_done >= config.epochs
+                    run.state = "finished" if finished else "resume"
+        if run.state == "finished" and evaluate_k:
+            if not evaluation_is_current(path, evaluate_k, images):
+                run.state = "evaluate"
+        planned.append(run)
+    return planned
+
+
+def _scratch(name: str) -> bool:
+    """A lock file, or a temporary of an interrupted write: not a run's data."""
+    return name == LOCK or (name.startswith(".") and name.endswith(TMP_SUFFIX))
+
+
+def commands_for(
+    run: PlannedRun,
+    threads: int,
+    data_dir: Path | None,
+    device: str,
+    evaluate_k: int,
+    images: int,
+) -> list[list[str]]:
+    """The ``pyro-dvae`` commands (as argument lists) that bring ``run`` up to date.
+
+    A new run is trained as a resume from epoch 0 of the folder the sweep made for it
+    (see :func:`make_run_dir`): the config travels as its ``config.json``, not as flags.
+    """
+    exe = [sys.executable, "-m", "pyro_dvae"]
+    common = ["--threads", str(threads), "--device", device, "--no-progress"]
+    if data_dir is not None:
+        common += ["--data-dir", str(data_dir)]
+    cmds = []
+    if run.state in ("new", "resume"):
+        cmds.append(
+            [
+                *exe,
+                "fit",
+                "--resume",
+                str(run.path),
+                "--epochs",
+                str(run.config.epochs),
+                "--eval-every",
+                str(run.config.eval_every),
+                *common,
+            ]
+        )
+    if evaluate_k and run.state in ("new", "resume", "evaluate"):
+        cmds.append(
+            [
+                *exe,
+                "evaluate",
+                str(run.path),
+                "--k",
+                str(evaluate_k),
+                "--images",
+                str(images),
+                "--skip-done",
+                *common,
+            ]
+        )
+    return cmds
+
+
+def make_run_dir(run: PlannedRun) -> None:
+    """The folder of a new run, holding its ``config.json`` (training resumes it from 0)."""
+    if run.state == "new":
+        with RunDir.create(run.path, run.config):
+            run.state = "resume"

@@ -1,0 +1,74 @@
+"""Named grids: the paper's, the Concrete investigation, and the Concrete VAE that trains."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..config import FitConfig
+
+PAPER_SIZES = (2, 4, 8, 20, 40)
+PAPER_ALPHAS = (0.32, 0.56, 1.0, 1.78)
+
+#: preset name → (grid function, one-line description)
+PRESETS: dict[str, tuple[Callable[[], list[FitConfig]], str]] = {}
+
+
+def register_preset(name: str, description: str):
+    def deco(fn: Callable[[], list[FitConfig]]) -> Callable[[], list[FitConfig]]:
+        PRESETS[name] = (fn, description)
+        return fn
+
+    return deco
+
+
+@register_preset(
+    "paper", "the paper's grid: sizes 2-40; Logit-normal x 4 alphas, Gaussian, Concrete"
+)
+def paper_grid() -> list[FitConfig]:
+    configs = []
+    for size in PAPER_SIZES:
+        configs += [FitConfig(family="logitnormal", latent_dim=size, alpha=a) for a in PAPER_ALPHAS]
+        configs.append(FitConfig(family="gaussian", latent_dim=size))
+        # the paper's Concrete "dimension K" is one K-way variable
+        configs.append(FitConfig(family="concrete", latent_dim=1, categories=size))
+    return configs
+
+
+#: Jang et al.'s objective and temperature schedule (what made the Concrete VAE train)
+JANG = {"kl": "discrete", "elbo": "analytic"}
+ANNEAL = {"temperature": 1.0, "anneal_rate": 3e-5, "min_temperature": 0.5}
+
+
+@register_preset(
+    "concrete",
+    "the Concrete investigation: 1x20 and 20x10, relaxed vs discrete KL, temperatures, annealing",
+)
+def concrete_grid() -> list[FitConfig]:
+    def c(m: int, k: int, **kw: Any) -> FitConfig:
+        return FitConfig(family="concrete", latent_dim=m, categories=k, **kw)
+
+    return [
+        c(1, 20),  # the paper's setting: τq = 0.5, τp = 1.0, relaxed KL
+        c(1, 20, prior_temperature=0.5),  # the same without the KL floor
+        c(1, 20, **JANG),
+        c(20, 10),  # Jang et al.'s structure with the paper's temperatures
+        c(20, 10, temperature=2 / 3, prior_temperature=0.5),  # Maddison et al.'s temperatures
+        c(20, 10, prior_temperature=0.5),
+        c(20, 10, prior_temperature=0.5, **ANNEAL),
+        c(20, 10, **JANG),
+        c(20, 10, **JANG, **ANNEAL),  # Jang et al.: discrete KL, τ annealed from 1 to 0.5
+    ]
+
+
+@register_preset(
+    "concrete-working",
+    "the Concrete VAE that trains: 20x10, discrete KL, tau annealed 1 -> 0.5; and its relaxed twin",
+)
+def concrete_working_grid() -> list[FitConfig]:
+    return [
+        # Jang et al.: relaxed samples to the decoder, analytic KL of the categoricals
+        FitConfig(family="concrete", latent_dim=20, categories=10, **JANG, **ANNEAL),
+        # all-relaxed (Maddison et al.'s objective) with the prior at the posterior's final τ
+        FitConfig(family="concrete", latent_dim=20, categories=10, prior_temperature=0.5, **ANNEAL),
+    ]

@@ -1,0 +1,22 @@
+"""The documentation that is generated from the code stays equal to it."""
+
+from pathlib import Path
+
+from pyro_dvae.cli.options import markdown_table
+from pyro_dvae.config import PARAMS
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_the_options_table_of_the_docs_is_the_generated_one():
+    text = (DOCS / "cli.md").read_text()
+    table = text.split("<!-- options:start -->\n")[1].split("<!-- options:end -->")[0]
+    assert table == markdown_table()
+    assert all(p.flag in table for p in PARAMS.values())
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    readme = (DOCS.parent / "README.md").read_text()
+    assert sorted(f"docs/{p.name}" for p in DOCS.glob("*.md") if f"docs/{p.name}" in readme) == (
+        sorted(f"docs/{p.name}" for p in DOCS.glob("*.md"))
+    )
