@@ -16,6 +16,10 @@ over seconds, so each round pairs one epoch of each and the reported ratio is
 the median of the per-round ratios.
 
     python scripts/benchmark.py --data-dir ../shared/data
+    python scripts/benchmark.py --data-dir ../shared/data --families gaussian,logitnormal,beta
+
+``--families`` times pyro-dvae's step alone for each family, interleaved epoch by epoch in
+one process (no hand-written loop): the families' costs side by side on the same machine.
 """
 
 from __future__ import annotations
@@ -87,9 +91,12 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-jit", action="store_true", help="time the eager (uncompiled) Pyro step")
+    p.add_argument("--families", default="", help="comma-separated: time these families' steps")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.families:
+        return compare_families(args)
 
     cfg = FitConfig(
         family=args.family,
@@ -154,6 +161,42 @@ def main() -> None:
     print(f"(a) hand-written PyTorch + fused Adam : {a:7.3f} ms/step (min {min(hand):.3f})")
     print(f"(b) pyro-dvae SVI step                : {b:7.3f} ms/step (min {min(pyro_ms):.3f})")
     print(f"ratio (b)/(a), median of paired rounds: {ratio:.3f}  (target <= 1.10)")
+
+
+def compare_families(args) -> None:
+    """Median ms per pyro-dvae step of each family, epochs interleaved round by round."""
+    import pyro
+
+    data = load_dataset("mnist", args.data_dir, subset=args.images)
+    trainers = {}
+    for family in args.families.split(","):
+        own = {"alpha": args.alpha} if family == "logitnormal" else {}
+        cfg = FitConfig(
+            family=family,
+            latent_dim=args.latent_dim,
+            batch_size=args.batch_size,
+            hidden=args.hidden,
+            subset=args.images,
+            jit=not args.no_jit,
+            **own,
+        )
+        trainers[family] = Trainer(cfg, data, args.device, progress=False)
+    steps = math.ceil(args.images / args.batch_size)
+    times: dict[str, list[float]] = {f: [] for f in trainers}
+    for i in range(args.rounds + 1):
+        for family, trainer in trainers.items():
+            t0 = time.perf_counter()
+            with pyro.validation_enabled(False):
+                trainer.train_epoch()
+            if i:  # the first round warms up (and compiles)
+                times[family].append((time.perf_counter() - t0) / steps * 1e3)
+    print(
+        f"latent {args.latent_dim}, batch {args.batch_size}, hidden {args.hidden}, MNIST, "
+        f"{torch.get_num_threads()} threads, {args.rounds} x {steps} steps each"
+    )
+    for family, ms in times.items():
+        jit = "compiled" if trainers[family].jit else "eager"
+        print(f"{family:12s} {statistics.median(ms):7.3f} ms/step (min {min(ms):.3f}, {jit})")
 
 
 if __name__ == "__main__":
