@@ -187,7 +187,7 @@ def train_side_by_side(
     Every model is scored with the same estimator (one-sample Monte Carlo −ELBO with the
     relaxed densities, the paper's), so the curves compare what each objective learns.
     """
-    from .inference import evaluate_elbo
+    from .inference import evaluate_elbo, seeded
     from .train import EVAL_SEED, Trainer
 
     objectives = {**TRAINABLE, **FAMILIES[config.family].variants}
@@ -202,8 +202,7 @@ def train_side_by_side(
         curve = []
         for epoch in range(1, epochs + 1):
             trainer.fit(epochs=epoch)
-            with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
-                torch.manual_seed(EVAL_SEED)
+            with seeded(EVAL_SEED, trainer.device):
                 x = trainer.data.test
                 score = evaluate_elbo(trainer.vae.model, trainer.vae.guide, x, analytic=False)
             curve.append(score["loss"])

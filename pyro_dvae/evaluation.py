@@ -20,6 +20,7 @@ from .data import Dataset, load_dataset
 from .errors import ConfigError, RunDirError
 from .families import LatentFamily, make_family
 from .fileio import first_line
+from .inference import seeded
 from .rundir import RunDir, atomic_write_text
 from .vae import VAE
 
@@ -249,8 +250,8 @@ def evaluate(
     check_options(k, images, n_neighbors)
     x_test = data.test if images == 0 else data.test[:images]
     t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
-        torch.manual_seed(seed)
+    device = x_test.device
+    with seeded(seed, device):
         iw = importance_weighted(run.vae.model, run.vae.guide, x_test, k=k, progress=progress)
         test_means = posterior_means(run.vae, data.test)
         # the training images as the model saw them: one fixed binarisation
@@ -283,8 +284,7 @@ def evaluate(
     }
     discrete = _discrete_view(run.vae)
     if discrete is not None:
-        with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
-            torch.manual_seed(seed)
+        with seeded(seed, device):
             iw = importance_weighted(discrete.model, discrete.guide, x_test, k=k, progress=progress)
         result["discrete"] = {
             "family": discrete.family.describe(),

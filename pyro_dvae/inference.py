@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyro
@@ -17,6 +18,16 @@ from .compiled_elbo import CompiledELBO
 from .elbo_hooks import PerImageELBO
 
 ANALYTIC, MONTE_CARLO = "analytic", "monte-carlo"
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
+    """Draws from their own ``seed``, validation off; the caller's random state (and the
+    CUDA generator of ``device``) is as it was afterwards, so scoring never moves training."""
+    devices = [device] if device is not None and torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
+        torch.manual_seed(seed)
+        yield
 
 
 class MeanTraceELBO(CompiledELBO, PerImageELBO, Trace_ELBO):

@@ -29,6 +29,7 @@ from .inference import (
     fully_reparameterized,
     kl_kinds,
     make_elbo,
+    seeded,
 )
 from .optim import FusedClippedAdam
 from .rundir import RunDir, summary_numbers
@@ -138,9 +139,7 @@ class Trainer:
     def evaluate(self, x: torch.Tensor | None = None) -> dict[str, float]:
         """Mean test −ELBO and parts with the training estimator's KL, one sample per image."""
         x = self.data.test if x is None else x
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
-            torch.manual_seed(EVAL_SEED)
+        with seeded(EVAL_SEED, self.device):
             return evaluate_elbo(self.vae.model, self.vae.guide, x, analytic=self.analytic)
 
     # ------------------------------------------------------------------ training

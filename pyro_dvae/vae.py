@@ -39,16 +39,17 @@ class VAE(nn.Module):
         hidden: int = 500,
         name: str | None = None,
         guide_module: nn.Module | None = None,
+        networks: tuple[nn.Module | None, nn.Module] | None = None,
     ):
         super().__init__()
         self.name = name or f"vae{next(_instances)}"
         self.family = family
         self.input_dim = input_dim
         self.guide_module = guide_module
-        self.encoder = (
-            Encoder(input_dim, hidden, family.head_size) if guide_module is None else None
-        )
-        self.decoder = Decoder(family.code_size, hidden, input_dim)
+        if networks is None:  # new networks; given ones are shared (see with_family)
+            encoder = Encoder(input_dim, hidden, family.head_size) if guide_module is None else None
+            networks = (encoder, Decoder(family.code_size, hidden, input_dim))
+        self.encoder, self.decoder = networks
 
     def model(self, x: torch.Tensor) -> None:
         pyro.module(f"{self.name}.decoder", self.decoder)
@@ -82,10 +83,13 @@ class VAE(nn.Module):
         """A twin sharing these networks but scoring ``family`` (same head and code sizes)."""
         if (family.head_size, family.code_size) != (self.family.head_size, self.family.code_size):
             raise ValueError("with_family needs the same encoder head and decoder input sizes")
-        twin = VAE(family, self.input_dim, hidden=1, name=f"{self.name}-{family.name}")
-        twin.encoder, twin.decoder = self.encoder, self.decoder
-        twin.guide_module = self.guide_module
-        return twin
+        return VAE(
+            family,
+            self.input_dim,
+            name=f"{self.name}-{family.name}",
+            guide_module=self.guide_module,
+            networks=(self.encoder, self.decoder),
+        )
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """The guide's parameters: the encoder's, or the custom guide's."""
