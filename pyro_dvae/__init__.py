@@ -15,7 +15,8 @@ from .guides import check_guide
 from .inference import ELBOS, SVI, elbo_parts, evaluate_elbo, kl_kinds, make_elbo
 from .optim import FusedClippedAdam
 from .rundir import RunDir
-from .train import Trainer, fit, resume
+from .runs import fit, resume
+from .train import Trainer
 from .vae import VAE
 
 __version__ = "0.1.0"

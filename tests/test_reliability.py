@@ -516,3 +516,24 @@ def test_evaluate_of_a_sweep_goes_past_a_damaged_run(tmp_path):
     assert not (broken / "evaluation.json").exists()
     evaluation = read_json(whole / "evaluation.json")
     assert evaluation["run"] == "logitnormal-d2-a1"  # the name, not a path of this machine
+
+
+def test_a_sweep_waits_for_a_run_that_another_process_is_finishing(tmp_path):
+    """A killed sweep's run may still be saving when the sweep is started again."""
+    from pyro_dvae.fileio import FolderLock
+
+    sweep = tmp_path / "sw"
+    args = ["sweep", "--family", "gaussian", "--latent-dim", "2", "--out", str(sweep)]
+    args += ["--dataset", "digits", "--hidden", "16", "--threads", "1"]
+    run_ok([*args, "--epochs", "1"])
+    run = sweep / "runs" / "gaussian-d2"
+    lock = FolderLock(run).acquire()  # this process stands for the run still saving
+    proc = start(*args, "--epochs", "2")
+    time.sleep(8)
+    assert proc.poll() is None, "the sweep did not wait for the run"
+    assert epochs_saved(run) == 1
+    lock.release()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert f"[wait] gaussian-d2: in use by process {os.getpid()}" in err.decode()
+    assert assert_consistent(run, "finished") == 2

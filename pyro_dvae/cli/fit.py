@@ -45,9 +45,9 @@ from .options import config_from, config_options
 @click.pass_context
 def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress, **options):
     """Train one VAE and write its run directory."""
+    from ..runs import fit as fit_run
+    from ..runs import resume as resume_run
     from ..train import TrainingInterrupted
-    from ..train import fit as fit_run
-    from ..train import resume as resume_run
 
     set_threads(threads)
 

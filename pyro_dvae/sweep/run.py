@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +62,17 @@ class _Job:
     proc: subprocess.Popen | None = None
     started: float = 0.0
     waiting_since: float | None = None
+    done: list[list[str]] = field(default_factory=list)
+
+    def again(self) -> _Job:
+        """The job once more from its last command, waiting for the run's lock to free."""
+        self.commands.insert(0, self.done.pop())
+        self.waiting_since = time.perf_counter()
+        return self
 
     def start_next(self) -> None:
         cmd = self.commands.pop(0)
+        self.done.append(cmd)
         with open(self.log_path, "a") as log:
             log.write(f"\n$ {' '.join(cmd[1:])}\n")
             log.flush()
@@ -185,6 +193,10 @@ def _run_locked(
                     continue
                 running.remove(job)
                 seconds = time.perf_counter() - job.started
+                if rc != 0 and "is in use by" in _last_error(job.log_path):
+                    if job.waiting_since is None:  # another process took the run: wait for it
+                        queue.insert(0, job.again())
+                        continue
                 if rc == 0:
                     outcome[job.run.name] = "finished"
                     log(f"[done] {job.run.name} ({seconds:.0f}s){_result_text(job.run.path)}")

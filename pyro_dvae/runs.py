@@ -1,0 +1,138 @@
+"""Training into a run directory: a new run (``fit``) or a stopped one continued (``resume``).
+
+Both hold the run directory's lock while they train; a resumed run goes through its
+checkpoint (the truth) and brings the metrics and summary back in line with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .config import RESUMABLE_FIELDS, FitConfig
+from .data import load_dataset
+from .errors import ConfigError, RunDirError
+from .fileio import first_line
+from .inference import MONTE_CARLO
+from .rundir import RunDir
+from .train import Trainer
+
+
+def fit(
+    config: FitConfig,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    guide: nn.Module | None = None,
+) -> dict[str, Any]:
+    """Train a new run; the run directory is created only once the data and model are ready.
+
+    ``guide`` replaces the family's guide (see :mod:`pyro_dvae.guides`); one given
+    here as an object must be given again to :func:`resume`. The run directory is
+    locked while training: a second writer gets :class:`~pyro_dvae.errors.LockError`.
+    """
+    config.validate()
+    dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
+    # a guide named in the config is imported because the caller named it there
+    trainer = Trainer(
+        config, dataset, device, None, progress, log, guide=guide or config.guide or None
+    )
+    if out is None:
+        return _train(trainer)
+    with RunDir.create(out, config) as run_dir:
+        trainer.run_dir = run_dir
+        trainer.log(f"run directory: {run_dir.path}")
+        return _train(trainer)
+
+
+def resume(
+    run_path: str | Path,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    guide: nn.Module | str | None = None,
+    **changes: Any,
+) -> dict[str, Any]:
+    """Continue a run from its checkpoint, to the same result as an uninterrupted run.
+
+    ``changes`` may set the fields in :data:`RESUMABLE_FIELDS` (``epochs``,
+    ``eval_every``, ``jit``); ``None`` leaves a field as stored. A run killed before
+    its first checkpoint starts again from epoch 0. A run trained with a guide from
+    a file is resumed only when ``guide`` names it (a module, or its import spec):
+    a run folder never runs code on its own.
+    """
+    changes = {k: v for k, v in changes.items() if v is not None}
+    fixed = sorted(set(changes) - RESUMABLE_FIELDS)
+    if fixed:
+        raise ConfigError(f"a resumed run cannot change {', '.join(fixed)}")
+    with RunDir.open(run_path, need_checkpoint=False).lock() as run_dir:
+        config = run_dir.read_config()
+        state = run_dir.load_checkpoint() if run_dir.checkpoint_path.is_file() else None
+        if state is not None and state.get("config") is not None:
+            if _stored_config(state, run_dir).differences(config):
+                raise RunDirError(f"checkpoint in {run_dir.path} does not match its config.json")
+        done = int(state["epoch"]) if state is not None else 0
+        if changes.get("epochs", config.epochs) < done:
+            raise ConfigError(
+                f"--epochs {changes['epochs']} is below the {done} epochs "
+                f"{run_dir.path} has already completed"
+            )
+        for key, value in changes.items():
+            setattr(config, key, value)
+        config.validate()
+        dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
+        try:
+            trainer = Trainer(config, dataset, device, run_dir, progress, log, guide=guide)
+        except RunDirError as err:
+            raise RunDirError(f"{run_dir.path}: {err}") from None
+        if state is not None:
+            try:
+                trainer.load_state_dict(state)
+            except (
+                RuntimeError,
+                ValueError,
+                KeyError,
+                TypeError,
+                AttributeError,
+                IndexError,
+            ) as err:
+                raise RunDirError(
+                    f"checkpoint in {run_dir.path} does not fit this model: {first_line(err)}"
+                ) from None
+            trainer.log(f"resuming {run_dir.path} from epoch {trainer.epoch}")
+        else:
+            trainer.log(f"{run_dir.path} has no checkpoint yet: starting it from epoch 0")
+        trainer.history = run_dir.reconcile(trainer.epoch, state and state.get("history"))
+        if changes:
+            config.save(run_dir.config_path)
+        return _train(trainer)
+
+
+def _stored_config(state: dict[str, Any], run_dir: RunDir) -> FitConfig:
+    try:
+        return FitConfig.from_dict(state["config"])
+    except (ConfigError, TypeError) as err:
+        raise RunDirError(f"checkpoint in {run_dir.path} is damaged: {err}") from None
+
+
+def _train(trainer: Trainer) -> dict[str, Any]:
+    for note in _kl_notes(trainer):
+        trainer.log(note)
+    return trainer.fit()
+
+
+def _kl_notes(trainer: Trainer) -> list[str]:
+    if not trainer.analytic:
+        return []
+    return [
+        f"note: no analytic KL is registered for site '{site}' ({trainer.family.describe()}); "
+        f"TraceMeanField_ELBO falls back to a Monte Carlo estimate there"
+        for site, kind in trainer.kl.items()
+        if kind == MONTE_CARLO
+    ]
