@@ -20,3 +20,9 @@ def test_every_docs_page_is_linked_from_the_readme():
     assert sorted(f"docs/{p.name}" for p in DOCS.glob("*.md") if f"docs/{p.name}" in readme) == (
         sorted(f"docs/{p.name}" for p in DOCS.glob("*.md"))
     )
+
+
+def test_the_commands_page_is_every_commands_help():
+    from pyro_dvae.cli.help import commands_markdown
+
+    assert (DOCS / "commands.md").read_text() == commands_markdown()
