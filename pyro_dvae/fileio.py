@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -48,7 +49,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        cause = os_error_in(err)
+        cause = os_error_in(err) if isinstance(err, Exception) else None
         if cause is not None:
             raise StorageError(f"cannot write {path}: {cause.strerror or cause}") from None
         raise
@@ -78,6 +79,11 @@ def append_text(path: Path, text: str) -> None:
             fh.flush()
     except OSError as err:
         raise StorageError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def is_scratch(name: str) -> bool:
+    """A lock file, or a temporary of an interrupted write: not a run's data."""
+    return name == LOCK or (name.startswith(".") and name.endswith(TMP_SUFFIX))
 
 
 def remove_temporaries(folder: Path) -> list[Path]:
@@ -143,12 +149,16 @@ class FolderLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as err:
             raise StorageError(f"cannot lock {self.what}: {err.strerror or err}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = self.holder() or "another process"
-            raise LockError(f"{self.what} is in use by {holder}") from None
+        for attempt in range(5):  # a holder() probe holds a shared lock for an instant
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 4:
+                    os.close(fd)
+                    holder = self.holder() or "another process"
+                    raise LockError(f"{self.what} is in use by {holder}") from None
+                time.sleep(0.05)
         try:
             os.ftruncate(fd, 0)
             os.write(fd, (_whoami() + "\n").encode())
@@ -165,10 +175,6 @@ class FolderLock:
             except OSError:
                 pass
             os.close(fd)  # releases the flock
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

@@ -20,11 +20,11 @@ import torch
 from .config import FitConfig
 from .errors import ConfigError, LockError, RunDirError
 from .fileio import (
-    LOCK,
     FolderLock,
     append_text,
     atomic_write,
     atomic_write_text,
+    is_scratch,
     remove_temporaries,
 )
 
@@ -101,7 +101,7 @@ class RunDir:
         run.lock()
         try:
             if not run._is_empty():  # filled between the check above and the lock
-                raise RunDirError(run._not_empty())
+                raise RunDirError(run._not_empty(check_holder=False))
             config.save(run.config_path)
         except BaseException:
             run.unlock()
@@ -109,10 +109,10 @@ class RunDir:
         return run
 
     def _is_empty(self) -> bool:
-        return all(p.name == LOCK for p in self.path.iterdir())
+        return all(is_scratch(p.name) for p in self.path.iterdir())
 
-    def _not_empty(self) -> str:
-        holder = self.holder()
+    def _not_empty(self, check_holder: bool = True) -> str:
+        holder = self.holder() if check_holder else None
         if holder is not None:
             raise LockError(f"run directory {self.path} is in use by {holder}")
         return (
@@ -254,4 +254,6 @@ class RunDir:
             summary.update(summary_numbers(records), epochs_completed=epoch)
             if summary.get("status") in ("running", "finished"):
                 summary["status"] = "interrupted"
+        if summary.get("status") == "running" and self.holder() is None:
+            summary["status"] = "interrupted"  # killed outright (SIGKILL): nobody trains it
         return summary

@@ -36,7 +36,7 @@ def fit(
     here as an object must be given again to :func:`resume`. The run directory is
     locked while training: a second writer gets :class:`~pyro_dvae.errors.LockError`.
     """
-    config.validate()
+    config.validate(new=True)
     dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
     # a guide named in the config is imported because the caller named it there
     trainer = Trainer(

@@ -29,17 +29,18 @@ class Stopped(KeyboardInterrupt):
         self.signum = int(signum)
 
     @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
-    @property
     def exit_code(self) -> int:
         return 128 + self.signum
 
 
 def signal_of(err: BaseException) -> int:
-    """The signal behind an interrupt (a bare ``KeyboardInterrupt`` is SIGINT)."""
-    return getattr(err, "signum", int(signal.SIGINT))
+    """The signal behind an interrupt (a bare ``KeyboardInterrupt`` is SIGINT); click wraps
+    one that escapes a command in ``click.Abort``, so the causes are searched too."""
+    while err is not None:
+        if hasattr(err, "signum"):
+            return err.signum
+        err = err.__cause__ or err.__context__
+    return int(signal.SIGINT)
 
 
 def _handled(sig: int) -> bool:
@@ -57,9 +58,9 @@ def stop_on_signals() -> Iterator[None]:
         yield
         return
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS if _handled(s)}
-    for sig in previous:
-        signal.signal(sig, _raise)
     try:
+        for sig in previous:
+            signal.signal(sig, _raise)
         yield
     finally:
         for sig, handler in previous.items():
@@ -67,19 +68,20 @@ def stop_on_signals() -> Iterator[None]:
 
 
 @contextmanager
-def deferred_stop() -> Iterator[None]:
-    """Hold stop signals until the block is done, then raise :class:`Stopped`."""
+def deferred_stop(ignore: bool = False) -> Iterator[None]:
+    """Hold stop signals until the block is done, then raise :class:`Stopped` (``ignore``:
+    drop them, for the clean-up after a stop, where a second signal changes nothing)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS if _handled(s)}
-    for sig in previous:
-        signal.signal(sig, lambda signum, frame: received.append(signum))
     try:
+        for sig in previous:
+            signal.signal(sig, lambda signum, frame: received.append(signum))
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-    if received:
+    if received and not ignore:
         raise Stopped(received[0])

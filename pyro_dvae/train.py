@@ -188,7 +188,7 @@ class Trainer:
             desc=self.family.describe(),
             leave=False,
         )
-        status = "running"
+        status, stop = "running", None
         try:
             with stop_on_signals(), pyro.validation_enabled(False):
                 while self.epoch < epochs:
@@ -204,18 +204,21 @@ class Trainer:
                         self._commit_epoch(record, epochs)
             status = "finished"
         except KeyboardInterrupt as err:
-            status = "interrupted"
-            raise TrainingInterrupted(self.epoch, signal_of(err)) from None
+            status, stop = "interrupted", err
         except Exception:
             status = "failed"
             raise
         finally:
-            bar.close()
-            try:
-                summary = self._write_summary(status, epochs)
-            except StorageError:
-                if status != "failed":  # else the error that stopped training is the news
-                    raise
+            # a second signal (a supervisor signals every process) must not cut this short
+            with deferred_stop(ignore=True):
+                bar.close()
+                try:
+                    summary = self._write_summary(status, epochs)
+                except StorageError:
+                    if status != "failed":  # else the error that stopped training is the news
+                        raise
+        if stop is not None:
+            raise TrainingInterrupted(self.epoch, signal_of(stop)) from None
         return summary
 
     def _commit_epoch(self, record: dict[str, Any], epochs: int) -> None:

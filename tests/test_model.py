@@ -271,4 +271,4 @@ def test_discrete_kl_config_errors(changes, match):
     from pyro_dvae.errors import ConfigError
 
     with pytest.raises(ConfigError, match=match):
-        FitConfig(**changes).validate()
+        FitConfig(**changes).validate(new=True)

@@ -537,3 +537,40 @@ def test_a_sweep_waits_for_a_run_that_another_process_is_finishing(tmp_path):
     assert proc.returncode == 0, err.decode()
     assert f"[wait] gaussian-d2: in use by process {os.getpid()}" in err.decode()
     assert assert_consistent(run, "finished") == 2
+
+
+def test_a_second_signal_while_saving_after_a_stop_changes_nothing(tmp_path, monkeypatch):
+    """Supervisors signal every process: the sweep's SIGTERM may follow the scheduler's."""
+    from pyro_dvae.train import Trainer
+
+    real_epoch, real_summary, calls = Trainer.train_epoch, Trainer._write_summary, []
+
+    def train_epoch(self, bar=None):
+        if self.epoch == 1:
+            raise KeyboardInterrupt  # Ctrl-C in the second epoch
+        return real_epoch(self, bar)
+
+    def write_summary(self, status, epochs):
+        if status == "interrupted" and not calls:
+            calls.append(1)
+            os.kill(os.getpid(), signal.SIGTERM)  # a second signal, while saving
+        return real_summary(self, status, epochs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+    monkeypatch.setattr(Trainer, "_write_summary", write_summary)
+    out = tmp_path / "run"
+    result = invoke(fit_args(out, epochs=3))
+    assert calls and result.exit_code == 130, result.output
+    assert f"--resume {out}" in result.stderr
+    assert assert_consistent(out, "interrupted") == 1
+
+
+@needs_proc
+def test_a_stop_signal_outside_training_exits_with_its_own_code(run):
+    proc = start("evaluate", str(run), "--k", "100000", "--no-progress", "--threads", "1")
+    wait_for(lambda: f"process {proc.pid}" in (run / ".lock").read_text(), "evaluate to start")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()
+    assert "Stopped by SIGTERM." in err.decode()
+    assert not (run / "evaluation.json").exists()

@@ -107,3 +107,31 @@ def test_table3_has_the_working_concrete_run_at_size_20(tmp_path):
     rows = dict(t3.rows)
     assert rows["20"][3] == "101.00" and all(rows[s][3] == "–" for s in ("2", "4", "8", "40"))
     assert rows["20"][2].startswith("–")  # not the paper's failed 1 × K column
+
+
+def test_a_field_of_another_family_is_refused_for_new_runs_only(tmp_path):
+    from pyro_dvae.errors import ConfigError
+    from pyro_dvae.rundir import RunDir
+
+    from .helpers import error_message, fit_args, invoke
+
+    result = invoke(fit_args(tmp_path / "new", family="gaussian", alpha=2.0))
+    assert "--alpha applies to --family logitnormal only" in error_message(result)
+    with pytest.raises(ConfigError, match="applies to"):
+        FitConfig(family="gaussian", alpha=2.0).validate(new=True)
+    # a run folder of the old code (which accepted it) still reads
+    old = tmp_path / "old"
+    old.mkdir()
+    FitConfig(family="gaussian", alpha=2.0).save(old / "config.json")
+    assert RunDir(old).read_config().alpha == 2.0
+
+
+def test_a_family_option_of_a_sweep_applies_to_that_familys_runs(tmp_path):
+    from .helpers import invoke
+
+    args = ["sweep", "--family", "gaussian", "--family", "concrete", "--latent-dim", "2"]
+    result = invoke([*args, "--temperature", "1.0", "--dry-run", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert sorted(result.stdout.split()[1::2]) == ["concrete-2x10-tq1", "gaussian-d2"]
+    result = invoke(["sweep", "--family", "gaussian", "--latent-dim", "2", "--alpha", "2"])
+    assert result.exit_code != 0 and "--alpha applies to none" in result.stderr

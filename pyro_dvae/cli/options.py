@@ -43,7 +43,7 @@ def config_options(for_sweep: bool = False) -> Callable:
 
 def config_from(options: dict) -> FitConfig:
     """The validated config of ``fit``'s options."""
-    return FitConfig(**{name: options[name] for name in PARAMS}).validate()
+    return FitConfig(**{name: options[name] for name in PARAMS}).validate(new=True)
 
 
 def markdown_table() -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..config import PARAMS
+from ..config import FAMILY_PARAMS, PARAMS
 from ..signals import signal_of
 from ..sweep import PRESETS
 from .group import cli, interrupted_line, log_line
@@ -70,18 +70,20 @@ def sweep(
         if not axes.get("family") or not axes.get("latent_dim"):
             raise click.UsageError("give --preset, or at least one --family and --latent-dim")
         configs = grid(axes)
+    for key in common:  # a family's own option applies to that family's runs
+        if key in FAMILY_PARAMS and not any(_takes(c, key) for c in configs):
+            raise click.UsageError(f"{PARAMS[key].flag} applies to none of the grid's families")
     for config in configs:
         for key, value in common.items():
-            setattr(config, key, value)
-        config.validate()
+            if key not in FAMILY_PARAMS or _takes(config, key):
+                setattr(config, key, value)
+        config.validate(new=True)
     if seeds and n_seeds is not None:
         raise click.UsageError("give either --seed (repeated) or --seeds N, not both")
     if n_seeds is not None and n_seeds < 1:
         raise click.BadParameter("must be >= 1", param_hint="--seeds")
     if seeds or n_seeds:
         configs = with_seeds(configs, seeds or range(n_seeds))
-        for config in configs:
-            config.validate()
     if jobs < 1:
         raise click.BadParameter("must be >= 1", param_hint="--jobs")
     if threads is not None and threads < 1:
@@ -114,3 +116,8 @@ def sweep(
     for name, why in failed.items():
         click.echo(f"  {name}: {why}", err=True)
     return 1 if failed else 0
+
+
+def _takes(config, key: str) -> bool:
+    """Whether ``config``'s family has the field ``key``."""
+    return any(f.name == config.family for f in FAMILY_PARAMS[key][1])

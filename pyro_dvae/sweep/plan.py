@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import RESUMABLE_FIELDS, FitConfig
 from ..errors import RunDirError
 from ..evaluation import evaluation_is_current
-from ..fileio import LOCK, TMP_SUFFIX
+from ..fileio import is_scratch
 from ..rundir import CONFIG, RunDir
 
 
@@ -40,7 +40,7 @@ def plan(
                 planned.append(run)
                 continue
             if stored is None:
-                leftovers = {p.name for p in path.iterdir() if not _scratch(p.name)}
+                leftovers = {p.name for p in path.iterdir() if not is_scratch(p.name)}
                 if leftovers:
                     run.state = "conflict"
                     run.reason = f"{path} has no {CONFIG} but holds {', '.join(sorted(leftovers))}"
@@ -61,11 +61,6 @@ def plan(
                 run.state = "evaluate"
         planned.append(run)
     return planned
-
-
-def _scratch(name: str) -> bool:
-    """A lock file, or a temporary of an interrupted write: not a run's data."""
-    return name == LOCK or (name.startswith(".") and name.endswith(TMP_SUFFIX))
 
 
 def commands_for(
@@ -97,6 +92,8 @@ def commands_for(
                 str(run.config.epochs),
                 "--eval-every",
                 str(run.config.eval_every),
+                # a guide this sweep's grid names (so the person at the keyboard named it)
+                *(["--guide", run.config.guide] if run.config.guide else []),
                 *common,
             ]
         )

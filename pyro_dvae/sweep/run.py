@@ -20,7 +20,7 @@ from ..evaluation import read_evaluation
 from ..fileio import FolderLock, atomic_write_text
 from ..naming import named_grid
 from ..rundir import RunDir
-from ..signals import Stopped, stop_on_signals
+from ..signals import Stopped, deferred_stop, stop_on_signals
 from .plan import PlannedRun, commands_for, make_run_dir, plan
 
 SWEEP = "sweep.json"
@@ -63,6 +63,7 @@ class _Job:
     started: float = 0.0
     waiting_since: float | None = None
     done: list[list[str]] = field(default_factory=list)
+    log_offset: int = 0  # where this command's output starts in the (appended) log
 
     def again(self) -> _Job:
         """The job once more from its last command, waiting for the run's lock to free."""
@@ -74,6 +75,7 @@ class _Job:
         cmd = self.commands.pop(0)
         self.done.append(cmd)
         with open(self.log_path, "a") as log:
+            self.log_offset = log.tell()
             log.write(f"\n$ {' '.join(cmd[1:])}\n")
             log.flush()
             # its own session: a terminal's Ctrl-C reaches the sweep, which stops each run once
@@ -88,8 +90,12 @@ class _Job:
             )
 
 
-def _last_error(log_path: Path) -> str:
-    lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+def _last_error(log_path: Path, offset: int = 0) -> str:
+    """The last ``Error:`` line (else the last line) a command wrote from ``offset`` on."""
+    with open(log_path, errors="replace") as fh:
+        fh.seek(offset)
+        text = fh.read()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("Error:")]
     return (errors or lines or ["no output"])[-1]
 
@@ -116,7 +122,7 @@ def run_sweep(
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     for c in configs:
-        c.validate()
+        c.validate(new=True)
     named = named_grid(configs)
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -181,19 +187,22 @@ def _run_locked(
                     log(f"[FAILED] {job.run.name}: {err}")
                     continue
                 job.started = time.perf_counter()
-                job.start_next()
-                running.append(job)
+                with deferred_stop():  # a started run is always in `running` to be stopped
+                    job.start_next()
+                    running.append(job)
             time.sleep(poll)
             for job in list(running):
                 rc = job.proc.poll()
                 if rc is None:
                     continue
                 if rc == 0 and job.commands:
-                    job.start_next()
+                    with deferred_stop():
+                        job.start_next()
                     continue
                 running.remove(job)
                 seconds = time.perf_counter() - job.started
-                if rc != 0 and "is in use by" in _last_error(job.log_path):
+                error = _last_error(job.log_path, job.log_offset) if rc != 0 else ""
+                if "is in use by" in error:
                     if job.waiting_since is None:  # another process took the run: wait for it
                         queue.insert(0, job.again())
                         continue
@@ -201,10 +210,8 @@ def _run_locked(
                     outcome[job.run.name] = "finished"
                     log(f"[done] {job.run.name} ({seconds:.0f}s){_result_text(job.run.path)}")
                 else:
-                    outcome[job.run.name] = f"failed: {_last_error(job.log_path)}"
-                    log(
-                        f"[FAILED] {job.run.name}: {_last_error(job.log_path)} (see {job.log_path})"
-                    )
+                    outcome[job.run.name] = f"failed: {error}"
+                    log(f"[FAILED] {job.run.name}: {error} (see {job.log_path})")
     except KeyboardInterrupt:
         _stop(running)
         for job in running:
@@ -239,9 +246,10 @@ def _startable(queue: list[_Job], free: int, outcome: dict[str, str], log) -> li
 
 def _stop(running: list[_Job], grace: float = 120.0) -> None:
     """SIGTERM to every run (each saves a resumable checkpoint and exits), then wait."""
-    for job in running:
-        if job.proc.poll() is None:
-            job.proc.send_signal(signal.SIGTERM)
+    with deferred_stop(ignore=True):
+        for job in running:
+            if job.proc.poll() is None:
+                job.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
     for job in running:
         while True:
