@@ -16,7 +16,7 @@ from pyro_dvae.families import make_family
 from pyro_dvae.train import Trainer
 from pyro_dvae.vae import VAE
 
-from .helpers import fit_args, run_ok
+from .helpers import fit_args, invoke, run_ok
 
 REPEATS = 300
 
@@ -125,3 +125,20 @@ def test_train_epochs_trains_every_objective_from_one_seed(tmp_path, monkeypatch
     assert (run / "estimators" / "training.png").read_bytes()[:4] == b"\x89PNG"
     assert "discrete-kl: test -ELBO after 2 epochs" in result.stdout
     assert "fell back to Monte Carlo" in result.stdout
+
+
+def test_compare_estimators_on_a_new_model_takes_the_familys_own_options(tmp_path, monkeypatch):
+    from .conftest import mnist_root
+
+    if mnist_root() is None:
+        pytest.skip("needs MNIST (PYRO_DVAE_DATA)")
+    monkeypatch.chdir(tmp_path)
+    base = ["compare-estimators", "--repeats", "2", "--iwae", "2", "--batch-size", "4"]
+    new = ["--family", "beta", "--beta-prior", "0.5", "--latent-dim", "3", "--hidden", "8"]
+    run_ok([*base, *new, "--data-dir", str(mnist_root()), "--out", str(tmp_path / "est")])
+    rows = {
+        r["estimator"]: r for r in json.loads((tmp_path / "est" / "estimators.json").read_text())
+    }
+    assert {"trace", "analytic", "iwae-2"} <= set(rows)
+    result = invoke([*base, "--family", "gaussian", "--alpha", "2"])
+    assert result.exit_code != 0 and "--alpha applies to --family logitnormal only" in result.stderr

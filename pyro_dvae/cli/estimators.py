@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from ..config import FitConfig
-from ..families import FAMILIES
 from .group import GUIDE_HELP, cli, log_line, set_threads
+from .options import model_options
 
 _COLUMNS = [
     ("estimator", "estimator", "{}"),
@@ -85,15 +85,7 @@ def _plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None
 
 @cli.command("compare-estimators")
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path))
-@click.option(
-    "--family",
-    type=click.Choice(sorted(FAMILIES)),
-    default=None,
-    help="Without RUN_DIR: an untrained model of this family.",
-)
-@click.option("--latent-dim", type=int, default=20, show_default=True)
-@click.option("--alpha", type=float, default=1.0, show_default=True)
-@click.option("--categories", type=int, default=10, show_default=True)
+@model_options
 @click.option("--batch-size", type=int, default=50, show_default=True, help="Images scored.")
 @click.option("--repeats", type=int, default=100, show_default=True, help="Estimates each.")
 @click.option("--num-particles", type=int, default=10, show_default=True)
@@ -113,10 +105,6 @@ def _plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None
 @click.option("--threads", type=int, default=None)
 def compare_estimators(
     run_dir,
-    family,
-    latent_dim,
-    alpha,
-    categories,
     batch_size,
     repeats,
     num_particles,
@@ -127,6 +115,7 @@ def compare_estimators(
     guide,
     data_dir,
     threads,
+    **model,
 ):
     """Compare ELBO estimators on one test batch at fixed parameters.
 
@@ -155,16 +144,17 @@ def compare_estimators(
     ]:
         if value < low:
             raise click.BadParameter(f"must be >= {low}", param_hint=name)
-    if (run_dir is None) == (family is None):
-        raise click.UsageError("give either RUN_DIR or --family (an untrained model)")
+    given = {k: v for k, v in model.items() if v is not None}
+    if (run_dir is None) == (model["family"] is None) or (run_dir is not None and given):
+        raise click.UsageError(
+            "give either RUN_DIR or --family and its options (an untrained model)"
+        )
     if run_dir is not None:
         run = load_run(run_dir, guide=guide)
         vae, config, epoch = run.vae, run.config, run.epoch
         out = out or Path(run_dir) / "estimators"
     else:
-        config = FitConfig(
-            family=family, latent_dim=latent_dim, alpha=alpha, categories=categories
-        ).validate()
+        config = FitConfig(**given).validate(new=True)
         pyro.set_rng_seed(seed)
         vae, epoch = VAE(make_family(config), 784, config.hidden), 0
         out = out or Path("estimators")

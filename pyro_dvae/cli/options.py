@@ -15,8 +15,9 @@ from ..config import FAMILY_PARAMS, PARAMS, FitConfig
 from ..params import Param
 
 
-def _option(p: Param, for_sweep: bool) -> Callable:
-    multiple = for_sweep and p.axis
+def _option(p: Param, for_sweep: bool, multiple_axes: bool = True) -> Callable:
+    """``for_sweep``: no default (applied only when given), axes repeatable."""
+    multiple = for_sweep and p.axis and multiple_axes
     kwargs: dict = {"help": p.help}
     if p.kind is bool:
         flag = f"{p.flag}/--no-{p.name.replace('_', '-')}"
@@ -39,6 +40,15 @@ def config_options(for_sweep: bool = False) -> Callable:
         return command
 
     return deco
+
+
+def model_options(command: Callable) -> Callable:
+    """The fields that define a model (family, latent size, width and each family's own),
+    as options without defaults: for commands that build an untrained model."""
+    names = ["family", "latent_dim", "hidden", *FAMILY_PARAMS]
+    for name in reversed(names):
+        command = _option(PARAMS[name], for_sweep=True, multiple_axes=False)(command)
+    return command
 
 
 def config_from(options: dict) -> FitConfig:
