@@ -18,7 +18,6 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from scipy import integrate, stats
-from torch.distributions import constraints
 from torch.distributions.kl import kl_divergence
 from torch.distributions.relaxed_categorical import (
     ExpRelaxedCategorical as TorchExpRelaxedCategorical,
@@ -28,6 +27,7 @@ from pyro_dvae.distributions import (
     ExpRelaxedCategorical,
     ExpRelaxedCategoricalDiscreteKL,
     LogitNormal,
+    MultivariateLogitNormal,
     log_simplex,
 )
 
@@ -126,11 +126,49 @@ def test_logit_normal_to_event_is_multivariate_diagonal_density():
     np.testing.assert_allclose(d.log_prob(z).numpy(), per_dim, rtol=1e-10)
 
 
-def test_logit_normal_support_is_unit_interval():
+def test_logit_normal_support_is_the_open_unit_interval():
+    """0 and 1 have density zero (log density -inf): validation refuses them."""
     d = LogitNormal(torch.zeros(2), torch.ones(2))
-    assert d.support is constraints.unit_interval
     check = d.support.check(torch.tensor([-0.1, 0.0, 0.3, 1.0, 1.2]))
-    assert check.tolist() == [False, True, True, True, False]
+    assert check.tolist() == [False, False, True, False, False]
+    strict = LogitNormal(torch.zeros(()), torch.ones(()), validate_args=True)
+    for end in (0.0, 1.0):
+        with pytest.raises(ValueError):
+            strict.log_prob(torch.tensor(end))
+    from torch.distributions import biject_to
+
+    y = torch.tensor([-3.0, 0.0, 3.0])
+    assert d.support.check(biject_to(d.support)(y)).all()
+
+
+def test_a_sample_changed_in_place_is_scored_as_its_new_value():
+    """The shared sigmoid cache notices in-place changes (it once returned the old density)."""
+    torch.manual_seed(0)
+    d = LogitNormal(torch.zeros(3), torch.ones(3))
+    z = d.sample()
+    z.mul_(0.5)
+    fresh = LogitNormal(torch.zeros(3), torch.ones(3)).log_prob(z.clone())
+    assert torch.allclose(d.log_prob(z), fresh)
+
+
+def test_logit_normals_pickle_and_copy_without_the_shared_cache():
+    import copy
+    import pickle
+
+    loc = torch.zeros(1000, requires_grad=True)
+    LogitNormal(loc, torch.ones(1000)).rsample()  # the cache now holds a tensor with a graph
+    small = LogitNormal(torch.zeros(3), torch.ones(3))
+    assert len(pickle.dumps(small)) < 4000  # its parameters, not the last sample of anyone
+    twin = copy.deepcopy(small)
+    assert torch.equal(twin.loc, small.loc) and torch.equal(twin.scale, small.scale)
+    again = pickle.loads(pickle.dumps(small))
+    z = torch.full((3,), 0.3)
+    assert torch.allclose(again.log_prob(z), small.log_prob(z))
+
+
+def test_infer_shapes_of_the_multivariate_distributions():
+    assert ExpRelaxedCategorical.infer_shapes(temperature=(), logits=(4, 5)) == ((4,), (5,))
+    assert MultivariateLogitNormal.infer_shapes(loc=(4, 3), scale_tril=(3, 3)) == ((4,), (3,))
 
 
 @pytest.mark.parametrize("loc", [40.0, -40.0, 15.0, -15.0])

@@ -62,6 +62,14 @@ class ExpRelaxedCategorical(TorchDistribution):
     def probs(self) -> torch.Tensor:
         return self.logits.exp()
 
+    @classmethod
+    def infer_shapes(cls, temperature=(), logits=None, probs=None):
+        """Batch and event shapes from argument shapes (the temperature is a scalar)."""
+        shape = logits if logits is not None else probs
+        if shape is None or len(shape) < 1:
+            raise ValueError("infer_shapes needs the shape of logits or probs")
+        return torch.Size(shape[:-1]), torch.Size(shape[-1:])
+
     def expand(self, batch_shape, _instance=None):
         batch_shape = torch.Size(batch_shape)
         if _instance is None and batch_shape == self.batch_shape:

@@ -7,14 +7,58 @@ import torch
 from pyro.distributions import Normal, TransformedDistribution
 from pyro.distributions.kl import register_kl
 from torch.distributions import constraints
+from torch.distributions.constraint_registry import biject_to, transform_to
 from torch.distributions.kl import kl_divergence
 from torch.distributions.transforms import SigmoidTransform
 
-# One shared sigmoid with a one-entry cache. A sample drawn by any LogitNormal
-# remembers its pre-image y, so scoring that same tensor under another
-# LogitNormal (the prior, in a Monte Carlo KL) reuses the exact y instead of
-# recomputing logit(z), which loses precision where float32 z is close to 1.
-_SIGMOID = SigmoidTransform(cache_size=1)
+
+class _OpenUnitInterval(constraints.Constraint):
+    """(0, 1) without its ends, where a Logit-normal's density is positive."""
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        return (value > 0) & (value < 1)
+
+    def __repr__(self) -> str:
+        return "OpenUnitInterval()"
+
+
+open_unit_interval = _OpenUnitInterval()
+biject_to.register(_OpenUnitInterval)(lambda constraint: SigmoidTransform())
+transform_to.register(_OpenUnitInterval)(lambda constraint: SigmoidTransform())
+
+
+class _VersionedSigmoid(SigmoidTransform):
+    """A sigmoid with a one-entry cache that notices in-place changes of its output.
+
+    The cache is why one sigmoid is shared: a sample drawn by any Logit-normal
+    remembers its pre-image y, so scoring that same tensor under another one (the
+    prior, in a Monte Carlo KL) reuses the exact y instead of recomputing logit(z),
+    which loses precision where float32 z is close to 1. A sample changed in place
+    afterwards (its version counter moved) is recomputed, not served from the cache.
+    """
+
+    def __init__(self):
+        super().__init__(cache_size=1)
+        self._y_version = -1
+
+    def __call__(self, x):
+        y = super().__call__(x)
+        self._y_version = y._version
+        return y
+
+    def _inv_call(self, y):
+        x_old, y_old = self._cached_x_y
+        if y is y_old and y._version == self._y_version:
+            return x_old
+        x = self._inverse(y)
+        self._cached_x_y, self._y_version = (x, y), y._version
+        return x
+
+    def with_cache(self, cache_size=1):
+        return self if cache_size == 1 else SigmoidTransform(cache_size=cache_size)
+
+
+_SIGMOID = _VersionedSigmoid()
 
 # Gauss–Hermite rule for E[f(Y)], Y ~ N(loc, scale²): Σ w_i f(loc + √2 scale t_i) / √π.
 _LOG_SQRT_2PI = 0.5 * float(np.log(2 * np.pi))
@@ -30,12 +74,17 @@ class LogitNormal(TransformedDistribution):
     """
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.unit_interval
+    support = open_unit_interval
     has_rsample = True
 
     def __init__(self, loc, scale, validate_args=None):
         base_dist = Normal(loc, scale, validate_args=validate_args)
         super().__init__(base_dist, _SIGMOID, validate_args=validate_args)
+
+    def __reduce__(self):
+        """Pickle and copy by parameters: the shared sigmoid's cache (the last sample any
+        instance drew, perhaps with its autograd graph) is not part of a distribution."""
+        return _rebuild, (type(self), self.base_dist.loc, self.base_dist.scale, self._validate_args)
 
     def expand(self, batch_shape, _instance=None):
         if _instance is None and torch.Size(batch_shape) == self.batch_shape:
@@ -79,6 +128,10 @@ class LogitNormal(TransformedDistribution):
     @property
     def scale(self) -> torch.Tensor:
         return self.base_dist.scale
+
+
+def _rebuild(cls, *args):
+    return cls(*args)
 
 
 @register_kl(LogitNormal, LogitNormal)

@@ -8,19 +8,29 @@ from pyro.distributions.torch import Independent
 from torch.distributions import constraints
 from torch.distributions.kl import register_kl
 
-from .logit_normal import _SIGMOID, LogitNormal
+from .logit_normal import _SIGMOID, LogitNormal, _rebuild, open_unit_interval
 
 
 class MultivariateLogitNormal(TransformedDistribution):
     """``z = sigmoid(y)``, ``y ~ MultivariateNormal(loc, scale_tril)``; event dimension 1."""
 
     arg_constraints = {"loc": constraints.real_vector, "scale_tril": constraints.lower_cholesky}
-    support = constraints.independent(constraints.unit_interval, 1)
+    support = constraints.independent(open_unit_interval, 1)
     has_rsample = True
 
     def __init__(self, loc, scale_tril, validate_args=None):
         base = MultivariateNormal(loc, scale_tril=scale_tril, validate_args=validate_args)
         super().__init__(base, _SIGMOID, validate_args=validate_args)
+
+    def __reduce__(self):
+        """Pickle and copy by parameters, without the shared sigmoid's cache."""
+        base = self.base_dist
+        return _rebuild, (type(self), base.loc, base.scale_tril, self._validate_args)
+
+    @classmethod
+    def infer_shapes(cls, loc, scale_tril):
+        batch_shape = torch.broadcast_shapes(loc[:-1], scale_tril[:-2])
+        return torch.Size(batch_shape), torch.Size(loc[-1:])
 
     def expand(self, batch_shape, _instance=None):
         if _instance is None and torch.Size(batch_shape) == self.batch_shape:
