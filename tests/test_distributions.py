@@ -623,3 +623,34 @@ def test_discrete_kl_is_the_kl_of_the_underlying_categoricals():
     # the plain ExpConcrete has no analytic KL: Pyro falls back to Monte Carlo
     with pytest.raises(NotImplementedError):
         kl_divergence(plain, ExpRelaxedCategorical(torch.tensor(1.0), logits=p_logits))
+
+
+def _mc_check(stat, samples, tol_se=5.0):
+    se = samples.std(0) / math.sqrt(samples.shape[0])
+    assert (abs(samples.mean(0) - stat) < tol_se * se + 1e-4).all(), (stat, samples.mean(0))
+
+
+def test_logit_normal_entropy_is_minus_the_mean_log_density():
+    torch.manual_seed(0)
+    d = LogitNormal(torch.tensor([0.3, -1.0, 2.5]).double(), torch.tensor([0.7, 1.5, 0.2]).double())
+    z = d.sample((200_000,))
+    _mc_check(d.entropy(), -d.log_prob(z))
+
+
+def test_multivariate_logit_normal_statistics_match_samples():
+    torch.manual_seed(1)
+    tril = torch.tensor([[0.8, 0.0, 0.0], [0.3, 0.5, 0.0], [-0.2, 0.4, 1.1]]).double()
+    d = MultivariateLogitNormal(torch.tensor([0.2, -0.4, 1.0]).double(), tril)
+    z = d.sample((200_000,))
+    _mc_check(d.entropy(), -d.log_prob(z))
+    _mc_check(d.mean, z)
+    _mc_check(d.variance, (z - z.mean(0)).square())
+
+
+def test_concrete_statistics_without_closed_form_say_so():
+    d = ExpRelaxedCategorical(torch.tensor(0.5), logits=torch.zeros(4))
+    for stat in ("mean", "variance"):
+        with pytest.raises(NotImplementedError, match="no closed form"):
+            getattr(d, stat)
+    with pytest.raises(NotImplementedError, match="no closed form"):
+        d.entropy()

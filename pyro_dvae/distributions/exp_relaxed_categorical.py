@@ -62,6 +62,22 @@ class ExpRelaxedCategorical(TorchDistribution):
     def probs(self) -> torch.Tensor:
         return self.logits.exp()
 
+    @property
+    def mean(self) -> torch.Tensor:
+        """No closed form: E[log softmax((logits + G) / λ)] has none (use samples)."""
+        raise NotImplementedError("the ExpConcrete mean has no closed form; average samples")
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """No closed form (use samples)."""
+        raise NotImplementedError("the ExpConcrete variance has no closed form; use samples")
+
+    def entropy(self) -> torch.Tensor:
+        """No closed form: estimate −E[log q(y)] from samples."""
+        raise NotImplementedError(
+            "the ExpConcrete entropy has no closed form; use -log_prob of samples"
+        )
+
     @classmethod
     def infer_shapes(cls, temperature=(), logits=None, probs=None):
         """Batch and event shapes from argument shapes (the temperature is a scalar)."""

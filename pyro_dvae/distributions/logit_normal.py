@@ -65,6 +65,15 @@ _LOG_SQRT_2PI = 0.5 * float(np.log(2 * np.pi))
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite.hermgauss(64)
 
 
+def gauss_hermite(f, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """E[f(sigmoid(y))], y ~ N(loc, scale²) elementwise, by 64-point Gauss–Hermite quadrature."""
+    t = torch.as_tensor(_GH_NODES, dtype=loc.dtype, device=loc.device)
+    w = torch.as_tensor(_GH_WEIGHTS / np.sqrt(np.pi), dtype=loc.dtype, device=loc.device)
+    y = loc.unsqueeze(-1) + (2.0**0.5) * scale.unsqueeze(-1) * t
+    z = torch.sigmoid(y)
+    return (w * f(z)).sum(-1)
+
+
 class LogitNormal(TransformedDistribution):
     r"""``z = sigmoid(y)`` with ``y ~ Normal(loc, scale)``.
 
@@ -107,11 +116,7 @@ class LogitNormal(TransformedDistribution):
 
     def _expect(self, f) -> torch.Tensor:
         """E[f(z)] by 64-point Gauss–Hermite quadrature in the base space (no closed form)."""
-        loc, scale = self.base_dist.loc, self.base_dist.scale
-        t = torch.as_tensor(_GH_NODES, dtype=loc.dtype, device=loc.device)
-        w = torch.as_tensor(_GH_WEIGHTS / np.sqrt(np.pi), dtype=loc.dtype, device=loc.device)
-        y = loc.unsqueeze(-1) + (2.0**0.5) * scale.unsqueeze(-1) * t
-        return (w * f(torch.sigmoid(y))).sum(-1)
+        return gauss_hermite(f, self.base_dist.loc, self.base_dist.scale)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -120,6 +125,10 @@ class LogitNormal(TransformedDistribution):
     @property
     def variance(self) -> torch.Tensor:
         return (self._expect(lambda z: z * z) - self.mean**2).clamp_min(0.0)
+
+    def entropy(self) -> torch.Tensor:
+        """H(z) = H(y) + E[log z(1 − z)] (the sigmoid's log-Jacobian), by the same quadrature."""
+        return self.base_dist.entropy() + self._expect(lambda z: z.log() + (-z).log1p())
 
     @property
     def loc(self) -> torch.Tensor:
