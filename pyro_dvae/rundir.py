@@ -181,11 +181,7 @@ class RunDir:
                     records.append(json.loads(line))
                 except json.JSONDecodeError:
                     break  # a line cut short by a kill: everything before it is good
-        if not trusted:
-            return records
-        last = self.checkpoint_epoch()
-        by_epoch = {r.get("epoch"): r for r in records if last is None or r.get("epoch", 0) <= last}
-        return [by_epoch[e] for e in sorted(by_epoch, key=lambda e: (e is None, e))]
+        return _upto(records, self.checkpoint_epoch()) if trusted else records
 
     def write_metrics(self, records: list[dict[str, Any]]) -> None:
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records))
@@ -250,10 +246,16 @@ class RunDir:
             return {}
         epoch = self.checkpoint_epoch()
         if epoch is not None and summary.get("epochs_completed") != epoch:
-            records = self.read_metrics()
+            records = _upto(self.read_metrics(trusted=False), epoch)  # one checkpoint read
             summary.update(summary_numbers(records), epochs_completed=epoch)
             if summary.get("status") in ("running", "finished"):
                 summary["status"] = "interrupted"
         if summary.get("status") == "running" and self.holder() is None:
             summary["status"] = "interrupted"  # killed outright (SIGKILL): nobody trains it
         return summary
+
+
+def _upto(records: list[dict[str, Any]], last: int | None) -> list[dict[str, Any]]:
+    """Each epoch's last row, for the epochs up to ``last`` (all if there is no checkpoint)."""
+    by_epoch = {r.get("epoch"): r for r in records if last is None or r.get("epoch", 0) <= last}
+    return [by_epoch[e] for e in sorted(by_epoch, key=lambda e: (e is None, e))]
