@@ -141,36 +141,6 @@ def test_logit_normal_support_is_the_open_unit_interval():
     assert d.support.check(biject_to(d.support)(y)).all()
 
 
-def test_a_sample_changed_in_place_is_scored_as_its_new_value():
-    """The shared sigmoid cache notices in-place changes (it once returned the old density)."""
-    torch.manual_seed(0)
-    d = LogitNormal(torch.zeros(3), torch.ones(3))
-    z = d.sample()
-    z.mul_(0.5)
-    fresh = LogitNormal(torch.zeros(3), torch.ones(3)).log_prob(z.clone())
-    assert torch.allclose(d.log_prob(z), fresh)
-
-
-def test_logit_normals_pickle_and_copy_without_the_shared_cache():
-    import copy
-    import pickle
-
-    loc = torch.zeros(1000, requires_grad=True)
-    LogitNormal(loc, torch.ones(1000)).rsample()  # the cache now holds a tensor with a graph
-    small = LogitNormal(torch.zeros(3), torch.ones(3))
-    assert len(pickle.dumps(small)) < 4000  # its parameters, not the last sample of anyone
-    twin = copy.deepcopy(small)
-    assert torch.equal(twin.loc, small.loc) and torch.equal(twin.scale, small.scale)
-    again = pickle.loads(pickle.dumps(small))
-    z = torch.full((3,), 0.3)
-    assert torch.allclose(again.log_prob(z), small.log_prob(z))
-
-
-def test_infer_shapes_of_the_multivariate_distributions():
-    assert ExpRelaxedCategorical.infer_shapes(temperature=(), logits=(4, 5)) == ((4,), (5,))
-    assert MultivariateLogitNormal.infer_shapes(loc=(4, 3), scale_tril=(3, 3)) == ((4,), (3,))
-
-
 @pytest.mark.parametrize("loc", [40.0, -40.0, 15.0, -15.0])
 def test_logit_normal_extreme_samples_stay_inside_open_interval_float32(loc):
     torch.manual_seed(2)

@@ -10,13 +10,18 @@ from torch.distributions.utils import broadcast_all
 
 
 class _LogSimplex(constraints.Constraint):
-    """Vectors ``y`` with ``logsumexp(y) == 0``: the log of a point on the simplex."""
+    """Finite vectors ``y`` with ``logsumexp(y) == 0``: the log of a point inside the simplex.
+
+    A coordinate at −∞ (a face of the simplex, a one-hot corner) is refused: the
+    ExpConcrete's density there is zero and its log_prob formula would return nan.
+    """
 
     event_dim = 1
 
     def check(self, value: torch.Tensor) -> torch.Tensor:
         tol = 1e-4 if value.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-8
-        return (value.logsumexp(-1).abs() < tol) & (value <= tol).all(-1)
+        inside = (value <= tol).all(-1) & value.isfinite().all(-1)
+        return inside & (value.logsumexp(-1).abs() < tol)
 
     def __repr__(self) -> str:
         return "log_simplex"
