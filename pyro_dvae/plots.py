@@ -35,7 +35,8 @@ def _label(r: RunResult) -> str:
     return FAMILIES[r.config.family].label(r.config)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` atomically (a reader never sees half a PNG) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
@@ -68,7 +69,7 @@ def reconstruction_curves(runs, out: Path, sizes=(4, 40), **_) -> Path:
         else:
             ax.text(0.5, 0.5, f"no runs of size {size}", ha="center", transform=ax.transAxes)
     fig.suptitle("Figure 2: reconstruction loss per epoch")
-    return _save(fig, out / "fig2_reconstruction.png")
+    return save_figure(fig, out / "fig2_reconstruction.png")
 
 
 # --------------------------------------------------------------------------- Figure 3
@@ -135,7 +136,7 @@ def tsne_encodings(
     if handles:
         fig.legend(handles, names, title="digit", markerscale=5, loc="center right")
     fig.suptitle(f"Figure 3: encodings of {images or 'all'} test images, coloured by digit")
-    return _save(fig, out / "fig3_tsne.png")
+    return save_figure(fig, out / "fig3_tsne.png")
 
 
 # --------------------------------------------------------------------------- Figure 4
@@ -176,7 +177,7 @@ def latent_histograms(
         ax.set_xlabel(f"z_{dim + 1}, one posterior sample per test image")
         ax.set_ylabel("count")
     fig.suptitle("Figure 4: one latent dimension over the test set")
-    return _save(fig, out / "fig4_histograms.png")
+    return save_figure(fig, out / "fig4_histograms.png")
 
 
 # --------------------------------------------------------------------------- Figure 5
@@ -199,18 +200,16 @@ def latent_grid(runs, out: Path, grid=20, device="cpu", guide=None, **_) -> Path
         vae = load_run(r.path, device, guide).vae
         h, w = IMAGE_SHAPES[r.config.dataset]
         z1, z2 = torch.meshgrid(u, u.flip(0), indexing="xy")  # z2 grows upwards
-        z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1)
-        if r.config.family == "gaussian":
-            z = torch.distributions.Normal(0.0, 1.0).icdf(z)
+        z = vae.family.from_unit_interval(torch.stack([z1.reshape(-1), z2.reshape(-1)], 1))
         images = vae.decode(z.to(device)).cpu().reshape(grid, grid, h, w)
         canvas = images.permute(0, 2, 1, 3).reshape(grid * h, grid * w).numpy()
         ax.imshow(canvas, cmap="gray", extent=(0, 1, 0, 1))
         ax.set_axis_on()
-        ax.set_xlabel("z₁" if r.config.family != "gaussian" else "Φ(z₁)")
-        ax.set_ylabel("z₂" if r.config.family != "gaussian" else "Φ(z₂)")
+        ax.set_xlabel(vae.family.axis_label("z₁"))
+        ax.set_ylabel(vae.family.axis_label("z₂"))
         ax.set_title(f"{_label(r)} (epoch {r.epochs})")
     fig.suptitle("Figure 5: decoded 2-D latent space")
-    return _save(fig, out / "fig5_latent_grid.png")
+    return save_figure(fig, out / "fig5_latent_grid.png")
 
 
 # --------------------------------------------------------------------------- Figure 6
@@ -239,7 +238,7 @@ def logit_normal_densities(runs, out: Path, **_) -> Path:
         ax.set_ylim(0, 4)
         ax.legend()
     fig.suptitle("Figure 6: Logit-normal densities")
-    return _save(fig, out / "fig6_logitnormal_densities.png")
+    return save_figure(fig, out / "fig6_logitnormal_densities.png")
 
 
 def make_figures(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 import torch
@@ -116,21 +115,3 @@ def test_logit_normal_pdf_of_figure_6_is_the_distribution_density():
     for mu, alpha in [(0.0, 0.32), (1.0, 1.78)]:
         expected = pd.LogitNormal(torch.tensor(mu), torch.tensor(alpha).sqrt()).log_prob(z).exp()
         assert torch.allclose(torch.as_tensor(logit_normal_pdf(z.numpy(), mu, alpha)), expected)
-
-
-def test_curves_script_plots_runs_and_rejects_a_run_without_test_records(sweep, tmp_path):
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "plot_curves.py"
-    spec = importlib.util.spec_from_file_location("plot_curves", path)
-    plot_curves = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot_curves)
-    runs = [str(sweep / "runs" / n) for n in ("gaussian-d2", "concrete-1x2")]
-    out = tmp_path / "curves.png"
-    assert plot_curves.main([*runs, "--out", str(out)]) == 0
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (empty / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 1.0}\n')
-    assert plot_curves.main([str(empty), "--out", str(tmp_path / "x.png")]) == 1
-    assert not (tmp_path / "x.png").exists()

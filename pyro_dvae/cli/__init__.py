@@ -1,6 +1,14 @@
 """The ``pyro-dvae`` command line: one module per command."""
 
-from . import estimators, evaluate, fit, plot, report, sweep  # noqa: F401  (registers the commands)
+from . import (  # noqa: F401  (importing a module registers its commands)
+    estimators,
+    evaluate,
+    fit,
+    plot,
+    report,
+    show,
+    sweep,
+)
 from .group import cli
 
 

@@ -112,6 +112,34 @@ class LatentFamily:
     #: whether the decoder receives z itself (so E[code] is E[z])
     code_is_z: ClassVar[bool] = True
 
+    # ------------------------------------------------------------------ pictures
+    #: what a traversal calls the thing it sweeps
+    unit_word: ClassVar[str] = "unit"
+
+    def from_unit_interval(self, u: torch.Tensor) -> torch.Tensor:
+        """A unit's value at u ∈ (0, 1) along its axis: u itself for latents on the unit
+        cube (Logit-normal, Beta); Gaussians map it through Φ⁻¹. Grids and traversals sweep u,
+        and u = ½ is the prior's median."""
+        return u
+
+    def axis_label(self, name: str) -> str:
+        """How a figure names the axis ``from_unit_interval`` sweeps (Gaussians: Φ(z))."""
+        return name
+
+    def traversal(self, unit: int, steps: int, like: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """Codes z (steps, latent_dim) sweeping ``unit`` along its axis, every other unit at
+        the prior's median, and a label per step."""
+        u = (torch.arange(steps, dtype=like.dtype, device=like.device) + 0.5) / steps
+        z = self.from_unit_interval(torch.full_like(u, 0.5)).unsqueeze(1)
+        z = z.repeat(1, self.latent_dim)
+        z[:, unit] = self.from_unit_interval(u)
+        return z, [f"{v:.2g}" for v in z[:, unit].tolist()]
+
+    def unit_activity(self, codes: torch.Tensor) -> torch.Tensor:
+        """Var_x of each unit's mean code (``codes``: one row per image, as ``code_mean``
+        gives them): what picks the units a traversal shows."""
+        return codes.double().var(0)
+
     # temperature hooks; only relaxed families use them
     def set_step(self, step: int) -> None:
         """Called before every training step with the global step count."""

@@ -171,6 +171,21 @@ class ConcreteFamily(LatentFamily):
     def decoder_input(self, z):
         return z.exp().flatten(-2)
 
+    unit_word = "variable"
+
+    def traversal(self, unit, steps, like):
+        """Variable ``unit`` set to each of its categories in turn (one-hot, so ``steps`` is
+        not used), every other variable at the centre of its simplex (all categories 1/K)."""
+        k = self.categories
+        z = torch.full((k, self.latent_dim, k), -math.log(k), dtype=like.dtype, device=like.device)
+        z[:, unit, :] = torch.eye(k, dtype=like.dtype, device=like.device).log()
+        return z, [f"k={c + 1}" for c in range(k)]
+
+    def unit_activity(self, codes):
+        """Per variable: the variances of its K mean category probabilities, summed."""
+        per_category = codes.double().reshape(len(codes), self.latent_dim, self.categories)
+        return per_category.var(0).sum(-1)
+
     def describe(self) -> str:
         return (
             f"concrete({self.latent_dim}x{self.categories}, "

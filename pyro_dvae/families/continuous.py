@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 import pyro.distributions as dist
+import torch
 
 from ..distributions import LogitNormal
 from ..params import Param
@@ -33,6 +34,12 @@ class GaussianFamily(LatentFamily):
     def prior(self, like):
         shape = (like.shape[0], self.latent_dim)
         return dist.Normal(_filled(like, *shape), _filled(like, *shape, value=1.0)).to_event(1)
+
+    def from_unit_interval(self, u):
+        return (2.0**0.5) * torch.erfinv(2 * u - 1)  # Φ⁻¹(u): the prior's quantiles
+
+    def axis_label(self, name):
+        return f"Φ({name})"
 
 
 @register_family

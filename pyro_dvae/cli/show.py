@@ -1,0 +1,158 @@
+"""``pyro-dvae show`` and ``pyro-dvae curves``: pictures of trained runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import RunDirError
+from .group import GUIDE_HELP, cli, log_line, set_threads
+
+
+def _positive(ctx, param, value):
+    if value is not None and value < 1:
+        raise click.BadParameter("must be >= 1")
+    return value
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the PNGs and their README [default: RUN_DIR/pictures].",
+)
+@click.option(
+    "--samples",
+    type=int,
+    default=64,
+    show_default=True,
+    callback=_positive,
+    help="Prior draws in the sample grid.",
+)
+@click.option(
+    "--cols",
+    type=int,
+    default=8,
+    show_default=True,
+    callback=_positive,
+    help="Images per row of the sample grid.",
+)
+@click.option(
+    "--binary/--no-binary",
+    default=False,
+    show_default=True,
+    help="Also show one binary draw per pixel beside the Bernoulli means.",
+)
+@click.option(
+    "--images",
+    type=int,
+    default=12,
+    show_default=True,
+    callback=_positive,
+    help="Test images to reconstruct.",
+)
+@click.option(
+    "--units",
+    type=int,
+    default=8,
+    show_default=True,
+    callback=_positive,
+    help="Traversals: the most active units (Concrete: variables) to sweep.",
+)
+@click.option(
+    "--steps",
+    type=int,
+    default=10,
+    show_default=True,
+    callback=_positive,
+    help="Traversals: values per unit (Concrete: its K categories).",
+)
+@click.option(
+    "--activity-images",
+    type=int,
+    default=1000,
+    show_default=True,
+    callback=_positive,
+    help="Test images that rank the units by activity.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Picks the prior draws and the test images.",
+)
+@click.option("--guide", default=None, help=GUIDE_HELP)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+def show(run_dir, out, guide, device, threads, **options):
+    """Pictures of one run: samples from the prior, test digits beside their
+    reconstructions, traversals of the most active latent units, and the training
+    curves (train and test -ELBO, reconstruction and KL per epoch; the temperature of
+    annealed Concrete runs). Concrete runs also get samples of the categorical model the
+    relaxation stands for. A run without checkpoint.pt (a committed results folder) gets
+    its curves. The PNGs go to --out with a README naming the command."""
+    from ..pictures import show_run
+
+    set_threads(threads)
+    out = out if out is not None else Path(run_dir) / "pictures"
+    # the command line as typed (in-process callers, such as tests, get the short form)
+    typed = sys.argv[1:2] == ["show"]
+    command = ["pyro-dvae", *sys.argv[1:]] if typed else ["pyro-dvae", "show", str(run_dir)]
+    written, note = show_run(run_dir, out, options, command, device, guide)
+    if note:
+        log_line(f"note: {note}")
+    for path in written:
+        log_line(f"written: {path}")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("curves.png"),
+    show_default=True,
+    help="The PNG to write.",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="A legend label per run, in order (repeat the option) [default: run names].",
+)
+@click.option("--title", default="", help="The figure's title.")
+@click.option(
+    "--split",
+    type=click.Choice(["both", "train", "test"]),
+    default="both",
+    show_default=True,
+    help="Which curves to draw.",
+)
+def curves(paths, out, labels, title, split):
+    """Several runs' curves in one figure: -ELBO, reconstruction and KL per epoch (train
+    dashed, test solid) and the temperature where a run records one. PATHS are run
+    directories or sweep folders holding runs; no weights are needed."""
+    from ..pictures import draw_curves
+    from ..plots import save_figure
+    from ..rundir import RunDir
+    from .evaluate import run_dirs
+
+    found = run_dirs(paths)
+    if labels and len(labels) != len(found):
+        raise click.BadParameter(
+            f"{len(labels)} labels for {len(found)} runs", param_hint="--label"
+        )
+    runs = []
+    for i, path in enumerate(found):
+        records = RunDir(path).read_metrics()
+        if not records:
+            raise RunDirError(f"{path} has no epochs in metrics.jsonl yet")
+        runs.append((labels[i] if labels else path.name, records))
+    splits = ("train", "test") if split == "both" else (split,)
+    log_line(f"written: {save_figure(draw_curves(runs, title, splits), out)}")

@@ -1,0 +1,292 @@
+"""Pictures of one run: prior samples, reconstructions, latent traversals, training curves.
+
+What a picture shows is computed apart from the drawing (``prior_samples``,
+``reconstructions``, ``traversals``, ``curve_series``), so a test can check the arrays and
+that the drawn figure holds exactly them. ``show_run`` writes the four PNGs of a run and a
+README with the command that drew them; a run without weights still gets its curves.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.ticker import MaxNLocator
+
+from .data import IMAGE_SHAPES, load_dataset
+from .families import FAMILIES
+from .inference import seeded
+from .plots import plt, save_figure
+from .rundir import RunDir
+from .vae import VAE
+
+#: the per-epoch numbers a curve figure draws: (metric suffix, panel title)
+CURVE_PANELS = (
+    ("loss", "−ELBO (nats)"),
+    ("recon", "reconstruction −log p(x|z) (nats)"),
+    ("kl", "KL(q‖p) (nats)"),
+)
+
+
+#: what each picture of ``show`` holds, for the README beside them
+WHAT = {
+    "samples.png": "draws from the prior, decoded (Bernoulli means; binary draws with --binary)",
+    "reconstructions.png": "test images (indices below) above their reconstructions from E_q[z]",
+    "traversals.png": "the most active units, each swept alone, the others at the prior's centre",
+    "curves.png": "train (dashed) and test (solid) −ELBO, reconstruction and KL per epoch",
+}
+
+
+@dataclass
+class Panel:
+    """Images (rows, cols, h, w) in [0, 1] with a title and optional row/column labels."""
+
+    title: str
+    images: np.ndarray
+    row_labels: list[str] | None = None
+    col_labels: list[str] | None = None
+
+    def canvas(self) -> np.ndarray:
+        """The images tiled into one (rows·h, cols·w) array: what the figure shows."""
+        rows, cols, h, w = self.images.shape
+        return self.images.transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
+
+
+def _grid(images: torch.Tensor, cols: int, shape: tuple[int, int]) -> np.ndarray:
+    """(n, h·w) pixel probabilities → (rows, cols, h, w), padded with blank images."""
+    n = images.shape[0]
+    rows = -(-n // cols)
+    flat = torch.zeros(rows * cols, shape[0] * shape[1])
+    flat[:n] = images.detach().float().cpu()
+    return flat.reshape(rows, cols, *shape).numpy()
+
+
+# --------------------------------------------------------------------------- the arrays
+
+
+@torch.no_grad()
+def prior_samples(
+    vae: VAE, n: int, seed: int, discrete: bool = False, binary: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` draws z from the prior and their decoded images (Bernoulli means, or with
+    ``binary`` one Bernoulli draw per pixel). ``discrete``: the prior of the categorical
+    model a relaxed family stands for (one-hot codes)."""
+    model = vae.with_family(vae.family.discrete()) if discrete else vae
+    like = next(vae.decoder.parameters()).new_zeros(n, 1)
+    with seeded(seed):
+        z = model.family.prior(like).sample()
+        probs = model.decode(z)
+        images = torch.bernoulli(probs) if binary else probs
+    return z, images
+
+
+def pick_test_images(
+    dataset: str, data_dir, count: int, seed: int
+) -> tuple[list[int], torch.Tensor]:
+    """``count`` test images picked by ``seed`` (the test set's one fixed binarisation)."""
+    test = load_dataset(dataset, data_dir).test
+    order = torch.randperm(test.shape[0], generator=torch.Generator().manual_seed(seed))
+    indices = sorted(order[:count].tolist())
+    return indices, test[indices]
+
+
+@torch.no_grad()
+def reconstructions(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """Pixel probabilities decoded from the posterior mean code E_q[decoder input | x]."""
+    x = x.to(next(vae.decoder.parameters()).device)
+    with seeded(0):  # Concrete codes are Monte Carlo means
+        code = vae.family.code_mean(vae.encode(x))
+    return torch.sigmoid(vae.decoder(code))
+
+
+@torch.no_grad()
+def most_active_units(vae: VAE, x: torch.Tensor, count: int) -> tuple[list[int], torch.Tensor]:
+    """The ``count`` units whose mean code varies most over the images ``x``, and every
+    unit's activity (Burda et al.'s statistic, per unit of the family)."""
+    x = x.to(next(vae.decoder.parameters()).device)
+    with seeded(0):
+        codes = vae.family.code_mean(vae.encode(x)).flatten(1)
+    activity = vae.family.unit_activity(codes).cpu()
+    order = activity.argsort(descending=True)[:count]
+    return order.tolist(), activity
+
+
+@torch.no_grad()
+def traversals(
+    vae: VAE, units: list[int], steps: int
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """For each unit, codes sweeping it alone (``LatentFamily.traversal``) and their images:
+    z (units, steps, ...), images (units, steps, pixels), the labels of the steps."""
+    like = next(vae.decoder.parameters()).new_zeros(1)
+    codes, labels = zip(*(vae.family.traversal(u, steps, like) for u in units), strict=True)
+    z = torch.stack(codes)
+    images = vae.decode(z.flatten(0, 1)).reshape(len(units), z.shape[1], -1)
+    return z, images, list(labels[0])
+
+
+def curve_series(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    """Per metric (``train_loss``, ``test_kl``, ``temperature``, ...): epochs and values,
+    as ``metrics.jsonl`` holds them (an epoch without the metric is skipped)."""
+    names = [f"{split}_{part}" for part, _ in CURVE_PANELS for split in ("train", "test")]
+    series = {}
+    for name in [*names, "temperature"]:
+        rows = [r for r in records if name in r]
+        if rows:
+            series[name] = ([r["epoch"] for r in rows], [float(r[name]) for r in rows])
+    return series
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def draw_panels(panels: list[Panel], title: str, cell: float = 0.42):
+    """The panels side by side, each as one tiled image with its labels."""
+    widths = [p.images.shape[1] for p in panels]
+    height = max(p.images.shape[0] for p in panels)
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(cell * sum(widths) + 1.2 * len(panels), cell * height + 1.3),
+        gridspec_kw={"width_ratios": widths},
+        squeeze=False,
+    )
+    for ax, panel in zip(axes[0], panels, strict=True):
+        rows, cols, h, w = panel.images.shape
+        ax.imshow(panel.canvas(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(panel.title, fontsize=9)
+        ax.set_xticks([(c + 0.5) * w - 0.5 for c in range(cols)] if panel.col_labels else [])
+        ax.set_xticklabels(panel.col_labels or [], fontsize=7, rotation=90)
+        ax.set_yticks([(r + 0.5) * h - 0.5 for r in range(rows)] if panel.row_labels else [])
+        ax.set_yticklabels(panel.row_labels or [], fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train", "test")):
+    """−ELBO, reconstruction and KL per epoch of each run (train dashed, test solid), and
+    the temperature where a run anneals it."""
+    series = [(label, curve_series(records)) for label, records in runs]
+    tempered = any(len(set(s.get("temperature", ((), ()))[1])) > 1 for _, s in series)
+    fig, axes = plt.subplots(1, 3 + tempered, figsize=(4.6 * (3 + tempered), 4.0), squeeze=False)
+    axes = axes[0]
+    colours = plt.get_cmap("tab10")
+    for i, (label, s) in enumerate(series):
+        for ax, (part, name) in zip(axes, CURVE_PANELS, strict=False):
+            for split, style in (("train", "--"), ("test", "-")):
+                key = f"{split}_{part}"
+                if split in splits and key in s:
+                    ax.plot(*s[key], style, color=colours(i % 10), label=f"{label}, {split}")
+            ax.set_title(name, fontsize=10)
+        if tempered and "temperature" in s:
+            axes[3].plot(*s["temperature"], color=colours(i % 10), label=label)
+            axes[3].set_title("posterior temperature τ", fontsize=10)
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def run_title(run_dir: RunDir, epoch: int) -> str:
+    """``<run> · <family label>, size d · <hyperparameters> · epoch N``."""
+    config = run_dir.read_config()
+    family = FAMILIES[config.family]
+    return (
+        f"{run_dir.path.name} · {family.label(config)}, size {config.latent_dim} · "
+        f"{family(config).describe()} · epoch {epoch}"
+    )
+
+
+def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
+    """Samples, reconstructions and traversals of a loaded run (they need its weights)."""
+    vae, config = loaded.vae, loaded.config
+    shape = IMAGE_SHAPES[config.dataset]
+    cols, n, seed = options["cols"], options["samples"], options["seed"]
+    priors = [("prior", False)] + ([("categorical prior", True)] if vae.family.discrete() else [])
+    panels = []
+    for name, discrete in priors:
+        for binary in (False, True) if options["binary"] else (False,):
+            _, images = prior_samples(vae, n, seed, discrete=discrete, binary=binary)
+            what = "binary draws" if binary else "Bernoulli means"
+            panels.append(Panel(f"{name}: {what}", _grid(images, cols, shape)))
+    written = [save_figure(draw_panels(panels, f"samples · {title}"), out / "samples.png")]
+
+    indices, x = pick_test_images(config.dataset, options["data_dir"], options["images"], seed)
+    recon = reconstructions(vae, x)
+    pairs = torch.stack([x.cpu(), recon.cpu()], 0).reshape(2, len(indices), *shape).numpy()
+    panel = Panel(
+        "test images (top) and their reconstructions from E_q[z]",
+        pairs,
+        ["input", "recon."],
+        [str(i) for i in indices],
+    )
+    written.append(
+        save_figure(draw_panels([panel], f"reconstructions · {title}"), out / "reconstructions.png")
+    )
+
+    _, probe = pick_test_images(
+        config.dataset, options["data_dir"], options["activity_images"], seed
+    )
+    units, activity = most_active_units(vae, probe, options["units"])
+    z, images, labels = traversals(vae, units, options["steps"])
+    word = vae.family.unit_word
+    rows = [f"{word} {u} (var {activity[u]:.2g})" for u in units]
+    panel = Panel(
+        f"each row sweeps one {word}, the others stay at the prior's centre",
+        images.reshape(len(units), z.shape[1], *shape).cpu().numpy(),
+        rows,
+        labels,
+    )
+    written.append(
+        save_figure(draw_panels([panel], f"traversals · {title}"), out / "traversals.png")
+    )
+    return written
+
+
+def readme(out: Path, title: str, command: list[str], written: list[Path], note: str) -> Path:
+    """The figure folder's README: what was drawn, of which run and epoch, by which command."""
+    lines = [f"# {title}", "", "Drawn with", "", "```bash", shlex.join(command), "```", ""]
+    lines += [f"- `{p.name}`: {WHAT.get(p.name, '')}".rstrip(": ") for p in written]
+    if note:
+        lines += ["", note]
+    path = out / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def show_run(
+    path: str | Path, out: Path, options: dict, command: list[str], device="cpu", guide=None
+) -> tuple[list[Path], str]:
+    """Draw the pictures of one run into ``out``; return the files and a note (non-empty
+    when the run has no weights, so only its curves could be drawn)."""
+    from .evaluation import load_run
+
+    run_dir = RunDir.open(path, need_checkpoint=False)
+    records = run_dir.read_metrics()
+    has_weights = run_dir.checkpoint_path.is_file()
+    loaded = load_run(path, device, guide) if has_weights else None  # fails before any drawing
+    epoch = loaded.epoch if loaded else max((r.get("epoch", 0) for r in records), default=0)
+    title = run_title(run_dir, epoch)
+    out.mkdir(parents=True, exist_ok=True)
+    written = weight_pictures(loaded, title, options, out) if loaded else []
+    note = (
+        ""
+        if loaded
+        else f"{run_dir.path} has no checkpoint.pt: samples, reconstructions and traversals "
+        "need the weights; drew its curves only"
+    )
+    if records:
+        fig = draw_curves([(run_dir.path.name, records)], f"curves · {title}")
+        written.append(save_figure(fig, out / "curves.png"))
+    written.append(readme(out, title, command, written, note))
+    return written, note

@@ -1,0 +1,225 @@
+"""``pyro-dvae show`` and ``pyro-dvae curves``: what the pictures hold, not only that they exist.
+
+Expectations come from outside the drawing code: the prior's own statistics (logit z ~ N(0, α),
+uniform categories), the test set as ``load_dataset`` gives it, Φ⁻¹ from scipy, the rows of
+``metrics.jsonl`` parsed here, and the figure's own image and line data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from pyro_dvae.config import FitConfig
+from pyro_dvae.data import IMAGE_SHAPES, load_dataset
+from pyro_dvae.evaluation import active_units, load_run, posterior_means
+from pyro_dvae.families import make_family
+from pyro_dvae.pictures import (
+    Panel,
+    draw_curves,
+    draw_panels,
+    most_active_units,
+    pick_test_images,
+    prior_samples,
+    reconstructions,
+    traversals,
+)
+
+from .helpers import assert_one_error_line, fit_args, invoke, run_ok, stderr_lines
+
+SHAPE = IMAGE_SHAPES["digits"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two-epoch digits runs: a Logit-normal (α = 1.78) and an annealed Concrete 3×4."""
+    root = tmp_path_factory.mktemp("pictures")
+    run_ok(fit_args(root / "ln", family="logitnormal", alpha=1.78, latent_dim=3))
+    run_ok(
+        fit_args(
+            root / "cc",
+            family="concrete",
+            latent_dim=3,
+            categories=4,
+            temperature=1.0,
+            anneal_rate=1e-3,
+            min_temperature=0.5,
+        )
+    )
+    return {"ln": root / "ln", "cc": root / "cc"}
+
+
+def test_prior_samples_decode_the_draws_they_name(runs):
+    vae = load_run(runs["ln"]).vae
+    z, images = prior_samples(vae, 2000, seed=3)
+    torch.testing.assert_close(images, vae.decode(z))
+    z2, images2 = prior_samples(vae, 2000, seed=3)
+    assert torch.equal(z, z2) and torch.equal(images, images2)  # same seed, same array
+    assert not torch.equal(prior_samples(vae, 2000, seed=4)[0], z)
+    # the draws are the prior's: logit z ~ N(0, 1.78) per unit
+    logit = (z.log() - (-z).log1p()).double()
+    se = (1.78 / 2000) ** 0.5
+    assert (logit.mean(0).abs() < 5 * se).all()
+    assert ((logit.var(0) - 1.78).abs() < 5 * 1.78 * (2 / 1999) ** 0.5).all()
+    _, binary = prior_samples(vae, 50, seed=3, binary=True)
+    assert set(binary.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_concrete_samples_come_from_both_priors(runs):
+    vae = load_run(runs["cc"]).vae
+    z, images = prior_samples(vae, 3000, seed=0, discrete=True)
+    assert z.shape == (3000, 3, 4) and ((z == 0) | (z == 1)).all() and (z.sum(-1) == 1).all()
+    freq = z.double().mean(0)  # uniform categorical prior: each category 1/4
+    assert ((freq - 0.25).abs() < 5 * (0.25 * 0.75 / 3000) ** 0.5).all()
+    onehot = vae.with_family(vae.family.discrete())
+    torch.testing.assert_close(images, onehot.decode(z))
+    y, relaxed = prior_samples(vae, 10, seed=0)
+    torch.testing.assert_close(y.logsumexp(-1), torch.zeros(10, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(relaxed, vae.decode(y))
+
+
+def test_the_sample_figure_holds_the_images_in_order(runs):
+    vae = load_run(runs["ln"]).vae
+    _, images = prior_samples(vae, 10, seed=1)
+    grid = images.reshape(10, *SHAPE).numpy()
+    padded = np.concatenate([grid, np.zeros((2, *SHAPE), dtype=grid.dtype)])
+    panel = Panel("prior", padded.reshape(3, 4, *SHAPE))
+    fig = draw_panels([panel], "t")
+    shown = np.asarray(fig.axes[0].images[0].get_array())
+    h, w = SHAPE
+    for i in range(10):
+        r, c = divmod(i, 4)
+        np.testing.assert_array_equal(shown[r * h : (r + 1) * h, c * w : (c + 1) * w], grid[i])
+
+
+def test_reconstruction_panel_holds_the_test_images_it_names(runs):
+    indices, x = pick_test_images("digits", None, 6, seed=2)
+    assert indices == sorted(set(indices)) and len(indices) == 6
+    test = load_dataset("digits").test
+    torch.testing.assert_close(x, test[indices])
+    assert pick_test_images("digits", None, 6, seed=3)[0] != indices
+    vae = load_run(runs["ln"]).vae
+    recon = reconstructions(vae, x)
+    # the Logit-normal's mean code by Monte Carlo (independent of its quadrature mean)
+    with torch.no_grad():
+        q = vae.encode(x)
+        torch.manual_seed(0)
+        mc_code = q.sample((20000,)).mean(0)
+        torch.testing.assert_close(recon, torch.sigmoid(vae.decoder(mc_code)), atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["gaussian", "logitnormal", "beta"])
+def test_a_continuous_traversal_varies_exactly_one_unit(family):
+    fam = make_family(FitConfig(family=family, latent_dim=5))
+    z, labels = fam.traversal(2, 7, torch.zeros(1))
+    assert z.shape == (7, 5) and len(labels) == 7
+    others = z[:, [0, 1, 3, 4]]
+    median = 0.0 if family == "gaussian" else 0.5  # the prior's median, every family
+    assert (others == median).all()
+    u = (np.arange(7) + 0.5) / 7
+    want = stats.norm.ppf(u) if family == "gaussian" else u
+    np.testing.assert_allclose(z[:, 2].numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_concrete_traversal_sets_each_category_of_one_variable():
+    fam = make_family(FitConfig(family="concrete", latent_dim=3, categories=4))
+    z, labels = fam.traversal(1, 99, torch.zeros(1))
+    assert z.shape == (4, 3, 4) and labels == ["k=1", "k=2", "k=3", "k=4"]
+    probs = z.exp()
+    torch.testing.assert_close(probs[:, 1, :], torch.eye(4))
+    assert torch.allclose(probs[:, [0, 2], :], torch.full((4, 2, 4), 0.25))
+
+
+def test_traversal_images_are_the_decoded_codes_of_the_active_units(runs):
+    vae = load_run(runs["ln"]).vae
+    _, x = pick_test_images("digits", None, 300, seed=0)
+    units, activity = most_active_units(vae, x, 2)
+    # the same statistic as the evaluation's active units (Burda et al.)
+    variances = active_units(posterior_means(vae, x))[1]
+    np.testing.assert_allclose(activity.numpy(), variances, rtol=1e-6)
+    assert units == list(np.argsort(variances)[::-1][:2])
+    z, images, _ = traversals(vae, units, 5)
+    torch.testing.assert_close(images, vae.decode(z.flatten(0, 1)).reshape(2, 5, -1))
+
+
+def _metrics(path):
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_curve_figure_draws_metrics_jsonl(runs):
+    records = _metrics(runs["cc"])
+    fig = draw_curves([("cc", records)], "t")
+    axes = fig.axes
+    assert len(axes) == 4  # the annealed temperature gets its panel
+    for ax, part in zip(axes[:3], ["loss", "recon", "kl"], strict=True):
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        for split in ("train", "test"):
+            line = lines[f"cc, {split}"]
+            assert list(line.get_xdata()) == [r["epoch"] for r in records]
+            assert list(line.get_ydata()) == [r[f"{split}_{part}"] for r in records]
+    assert list(axes[3].get_lines()[0].get_ydata()) == [r["temperature"] for r in records]
+    assert len(draw_curves([("ln", _metrics(runs["ln"]))], "t").axes) == 3  # no temperature
+
+
+def test_show_writes_the_pictures_and_the_readme(runs, tmp_path):
+    out = tmp_path / "pics"
+    result = run_ok(["show", str(runs["cc"]), "--out", str(out), "--binary", "--images", "4"])
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "README.md",
+        "curves.png",
+        "reconstructions.png",
+        "samples.png",
+        "traversals.png",
+    ]
+    readme = (out / "README.md").read_text()
+    assert "Concrete 3×4" in readme and "epoch 2" in readme and "pyro-dvae show" in readme
+    assert all(line.startswith("written: ") for line in stderr_lines(result))
+
+
+def test_show_without_weights_draws_the_curves_and_says_so(runs, tmp_path):
+    bare = tmp_path / "committed"
+    bare.mkdir()
+    for name in ("config.json", "metrics.jsonl", "summary.json"):
+        shutil.copy(runs["ln"] / name, bare / name)
+    out = tmp_path / "pics"
+    result = run_ok(["show", str(bare), "--out", str(out)])
+    notes = [line for line in stderr_lines(result) if line.startswith("note: ")]
+    assert len(notes) == 1 and "no checkpoint.pt" in notes[0]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "curves.png"]
+
+
+def test_show_refuses_what_is_not_a_run_in_one_line(tmp_path):
+    out = tmp_path / "pics"
+    result = invoke(["show", str(tmp_path / "nothing"), "--out", str(out)])
+    assert result.exit_code != 0
+    assert_one_error_line(result)
+    assert not out.exists()  # nothing half-written
+    result = invoke(["show", str(tmp_path), "--samples", "0"])
+    assert result.exit_code != 0 and "--samples" in result.stderr
+
+
+def test_curves_of_several_runs_with_labels(runs, tmp_path):
+    out = tmp_path / "c.png"
+    run_ok(
+        [
+            "curves",
+            str(runs["ln"]),
+            str(runs["cc"]),
+            "--out",
+            str(out),
+            "--label",
+            "a",
+            "--label",
+            "b",
+        ]
+    )
+    assert out.stat().st_size > 0
+    result = invoke(["curves", str(runs["ln"]), str(runs["cc"]), "--label", "a"])
+    assert result.exit_code != 0
+    assert_one_error_line(result)
