@@ -34,6 +34,12 @@ def _elbos():
     return ELBOS
 
 
+def _baselines():
+    from .inference import BASELINES
+
+    return BASELINES
+
+
 #: Fields every run has, whatever its family (family fields come from the families).
 COMMON: tuple[Param, ...] = (
     Param(
@@ -48,7 +54,7 @@ COMMON: tuple[Param, ...] = (
         "latent_dim",
         int,
         20,
-        "Latent size; for concrete, the number of categorical variables.",
+        "Latent size; for concrete and categorical, the number of categorical variables.",
         low=1,
         axis=True,
     ),
@@ -89,9 +95,19 @@ COMMON: tuple[Param, ...] = (
         "elbo",
         str,
         "trace",
-        "trace: Trace_ELBO, Monte Carlo KL (the paper); analytic: TraceMeanField_ELBO.",
+        "trace: Trace_ELBO, Monte Carlo KL (the paper); analytic: TraceMeanField_ELBO; "
+        "enum: TraceEnum_ELBO, exact sum over a categorical latent's codes; tracegraph: "
+        "TraceGraph_ELBO, score-function gradients with a baseline.",
         choices=_elbos,
         short="elbo-",
+    ),
+    Param(
+        "baseline",
+        str,
+        "decaying",
+        "tracegraph: the score-function baseline, decaying (an average of the per-image "
+        "ELBO over steps), neural (a learned b(x)) or none.",
+        choices=_baselines,
     ),
     Param(
         "num_particles", int, 1, "Samples per image in the ELBO estimate.", low=1, short="particles"
@@ -151,7 +167,15 @@ class _ConfigMethods:
                 if self.family not in {f.name for f in families} and value != p.default:
                     owners = " or ".join(f"--family {f.name}" for f in families)
                     raise ConfigError(f"{p.flag} applies to {owners} only")
-        FAMILIES[self.family].validate_config(self)
+        family = FAMILIES[self.family]
+        if new and self.baseline != PARAMS["baseline"].default and self.elbo != "tracegraph":
+            raise ConfigError("--baseline applies to --elbo tracegraph only")
+        if self.elbo == "enum" and not family.enumerable:
+            raise ConfigError(
+                f"--elbo enum sums over every value of a discrete latent; the {self.family} "
+                "latent is continuous or relaxed (use --family categorical)"
+            )
+        family.validate_config(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:

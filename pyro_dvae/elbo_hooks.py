@@ -7,7 +7,9 @@ pyro-ppl 1.9.0-1.9.2 (``setup.cfg`` asks for >= 1.9; CI installs the newest allo
   of one particle, called by ``Trace_ELBO`` and ``TraceMeanField_ELBO`` for every
   particle. :class:`PerImageELBO` overrides it to divide by the ``data`` plate size.
 - ``_get_traces(model, guide, args, kwargs)``: the particles' (model, guide) traces,
-  used by the compiled step (:mod:`.compiled_elbo`) through :func:`particle_traces`.
+  used by the compiled step (:mod:`.compiled_elbo`) through :func:`particle_traces`, and
+  wrapped by :class:`ScaledPerImageELBO` (``TraceEnum_ELBO``, ``TraceGraph_ELBO``) to read
+  each particle's reconstruction.
 
 If a Pyro release renames them, this module is the one to change.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from pyro import poutine
 
 
 def data_size(model_trace) -> int:
@@ -66,3 +69,53 @@ class PerImageELBO:
 def particle_traces(elbo, model, guide, args, kwargs) -> Iterator[tuple]:
     """The (model trace, guide trace) of each particle, as ``elbo`` draws them."""
     return elbo._get_traces(model, guide, args, kwargs)
+
+
+class ScaledPerImageELBO:
+    """Mixin for the ELBOs whose particle loss is not ``Trace_ELBO``'s (``TraceEnum_ELBO``,
+    ``TraceGraph_ELBO``): the mean −ELBO per image by scaling model and guide by 1/batch
+    (``poutine.scale``: every log-density, baselines' targets included), and ``last_recon``
+    read from each particle's traces as ``_get_traces`` yields them. Runs eagerly.
+    """
+
+    last_recon: torch.Tensor | float = 0.0
+
+    def __init__(self, *args, jit: bool = False, state=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.jit = False
+
+    def prepare_guide(self, guide):
+        """The guide as this estimator runs it (``TraceEnum_ELBO``: enumerated)."""
+        return guide
+
+    def _scaled(self, model, guide, args):
+        scale = 1.0 / args[0].shape[0]
+        return poutine.scale(model, scale), poutine.scale(self.prepare_guide(guide), scale)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        self.last_recon = 0.0
+        return super().loss_and_grads(*self._scaled(model, guide, args), *args, **kwargs)
+
+    def loss(self, model, guide, *args, **kwargs):
+        self.last_recon = 0.0
+        return super().loss(*self._scaled(model, guide, args), *args, **kwargs)
+
+    def _get_traces(self, model, guide, args, kwargs):
+        for model_trace, guide_trace in super()._get_traces(model, guide, args, kwargs):
+            recon = expected_reconstruction(model_trace, guide_trace)
+            self.last_recon = self.last_recon + recon / self.num_particles
+            yield model_trace, guide_trace
+
+
+def expected_reconstruction(model_trace, guide_trace) -> torch.Tensor:
+    """−E_q[log p(x | z)] of a particle (detached): its reconstruction, or with an
+    enumerated latent the exact sum Σ_c q(c | x) (−log p(x | c)) over the codes."""
+    weight = 1.0
+    for site in guide_trace.nodes.values():
+        if site["type"] == "sample" and site["infer"].get("enumerate") == "parallel":
+            weight = weight * site["fn"].log_prob(site["value"]).detach().exp()
+    total = 0.0
+    for site in model_trace.nodes.values():
+        if site["type"] == "sample" and site["is_observed"]:
+            total = total - (weight * site["log_prob"].detach()).sum()
+    return total

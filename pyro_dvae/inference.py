@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,12 +12,18 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import (
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceGraph_ELBO,
+    TraceMeanField_ELBO,
+    config_enumerate,
+)
 from pyro.infer.util import torch_item, zero_grads
 from pyro.poutine.util import prune_subsample_sites
 
 from .compiled_elbo import CompiledELBO
-from .elbo_hooks import PerImageELBO
+from .elbo_hooks import PerImageELBO, ScaledPerImageELBO
 
 ANALYTIC, MONTE_CARLO = "analytic", "monte-carlo"
 
@@ -38,10 +46,112 @@ class MeanTraceMeanFieldELBO(CompiledELBO, PerImageELBO, TraceMeanField_ELBO):
     """``TraceMeanField_ELBO``: analytic KL where one is registered, else Monte Carlo."""
 
 
+class MeanTraceEnumELBO(ScaledPerImageELBO, TraceEnum_ELBO):
+    """``TraceEnum_ELBO`` over a guide whose discrete sites are enumerated in parallel: the
+    exact ELBO and its exact gradient, a sum over every code (no sampling)."""
+
+    def prepare_guide(self, guide):
+        return config_enumerate(guide, "parallel")
+
+
+_baselines = itertools.count()
+
+
+class MeanTraceGraphELBO(ScaledPerImageELBO, TraceGraph_ELBO):
+    """``TraceGraph_ELBO``: score-function gradients for non-reparameterised sites, each
+    with only its downstream costs and a baseline subtracted; reparameterised sites as in
+    ``Trace_ELBO``.
+
+    Baselines (``baseline``): ``decaying``, a decaying average of the per-image ELBO over
+    steps, b ← β b + (1 − β) ELBO (Pyro's own decaying baseline averages per position in
+    the batch, which breaks on a smaller last batch); ``neural``, a learned b(x) (an MLP,
+    trained by Pyro on the squared error to the downstream cost); ``none``. Their state
+    (``state_dict``) is saved in a run's checkpoint.
+    """
+
+    def __init__(self, *args, baseline: str = "decaying", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.baseline = baseline
+        self.average: float | None = None  # per-image ELBO, for the decaying baseline
+        self.net: torch.nn.Module | None = None  # b(x), for the neural baseline
+        self.net_name = f"baseline{next(_baselines)}"  # its own params in Pyro's store
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = super().loss_and_grads(model, guide, *args, **kwargs)
+        if self.baseline == "decaying" and math.isfinite(loss):
+            elbo = -float(loss)
+            beta = BASELINE_BETA
+            self.average = elbo if self.average is None else beta * self.average + (1 - beta) * elbo
+        return loss
+
+    def prepare_guide(self, guide):
+        if self.baseline == "none":
+            return guide
+
+        def with_baseline(x, *args, **kwargs):
+            scale = 1.0 / x.shape[0]
+            if self.baseline == "neural":
+                net = self.baseline_net(x)
+                pyro.module(self.net_name, net)
+                options = {"nn_baseline": lambda inp: scale * net(inp), "nn_baseline_input": x}
+            elif self.average is None:
+                return guide(x, *args, **kwargs)
+            else:
+                options = {"baseline_value": x.new_full(x.shape[:1], scale * self.average)}
+
+            def config(site):
+                if site["type"] != "sample" or site["is_observed"] or site["fn"].has_rsample:
+                    return {}
+                return {"baseline": options}
+
+            return poutine.infer_config(guide, config)(x, *args, **kwargs)
+
+        return with_baseline
+
+    def baseline_net(self, x: torch.Tensor) -> torch.nn.Module:
+        if self.net is None:
+            self.net = BaselineNet(x.shape[-1]).to(x.device)
+        return self.net
+
+    def state_dict(self) -> dict[str, Any]:
+        """The baseline's state, for a checkpoint (plain floats and tensors)."""
+        state: dict[str, Any] = {"average": self.average}
+        if self.net is not None:
+            state["net"] = self.net.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], like: torch.Tensor) -> None:
+        self.average = state.get("average")
+        if "net" in state:
+            with torch.random.fork_rng(devices=[]):  # its random init draws from no one's stream
+                net = self.baseline_net(like)
+            net.load_state_dict(state["net"])
+
+
+class BaselineNet(torch.nn.Module):
+    """b(x): the neural baseline, one hidden layer; predicts the per-image ELBO."""
+
+    def __init__(self, input_dim: int, hidden: int = 100):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(input_dim, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+#: the decaying baseline's memory: b ← β b + (1 − β) (the last step's per-image ELBO)
+BASELINE_BETA = 0.95
+#: the score-function baselines ``--baseline`` chooses from
+BASELINES = ("decaying", "neural", "none")
+
 #: ``--elbo`` name → (ELBO class, whether it uses analytic KLs where it can)
 ELBOS: dict[str, tuple[type, bool]] = {
     "trace": (MeanTraceELBO, False),
     "analytic": (MeanTraceMeanFieldELBO, True),
+    "enum": (MeanTraceEnumELBO, True),
+    "tracegraph": (MeanTraceGraphELBO, False),
 }
 
 
@@ -65,10 +175,15 @@ class SVI(pyro.infer.SVI):
         return torch_item(loss)
 
 
-def make_elbo(name: str, num_particles: int = 1, jit: bool = False, state: Any = None):
-    """The ``--elbo`` estimator; ``state`` feeds per-step values to a compiled graph."""
+def make_elbo(
+    name: str, num_particles: int = 1, jit: bool = False, state: Any = None, **options: Any
+):
+    """The ``--elbo`` estimator; ``state`` feeds per-step values to a compiled graph;
+    ``options`` go to the estimator that takes them (``baseline`` for ``tracegraph``)."""
     cls, _ = ELBOS[name]
-    return cls(num_particles=num_particles, max_plate_nesting=1, jit=jit, state=state)
+    if cls is not MeanTraceGraphELBO:
+        options.pop("baseline", None)
+    return cls(num_particles=num_particles, max_plate_nesting=1, jit=jit, state=state, **options)
 
 
 def fully_reparameterized(model: Callable, guide: Callable, *args, **kwargs) -> bool:

@@ -99,7 +99,13 @@ class Trainer:
                 check_guide(self.vae.model, self.vae.guide, probe)
             self.kl = kl_kinds(self.vae.model, self.vae.guide, probe, analytic=self.analytic)
             self.jit = config.jit and fully_reparameterized(self.vae.model, self.vae.guide, probe)
-        self.elbo = make_elbo(config.elbo, config.num_particles, jit=self.jit, state=self.family)
+        self.elbo = make_elbo(
+            config.elbo,
+            config.num_particles,
+            jit=self.jit,
+            state=self.family,
+            baseline=config.baseline,
+        )
         self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
 
     # ------------------------------------------------------------------ state
@@ -116,6 +122,8 @@ class Trainer:
             **self.family.state(),
             "history": self.history,  # the metrics of every epoch this checkpoint covers
         }
+        if hasattr(self.elbo, "state_dict"):  # a score-function baseline's running state
+            state["estimator"] = self.elbo.state_dict()
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -129,6 +137,8 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.family.set_step(self.step)
+        if "estimator" in state and hasattr(self.elbo, "load_state_dict"):
+            self.elbo.load_state_dict(state["estimator"], self.data.test[:1])
         if "history" in state:
             self.history = [r for r in state["history"] if r.get("epoch", 0) <= self.epoch]
 

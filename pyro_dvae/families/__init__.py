@@ -9,6 +9,7 @@ asks the family; adding one is adding a class decorated with :func:`register_fam
 
 from .base import FAMILIES, LatentFamily, make_family, register_family
 from .beta import BetaFamily
+from .categorical import CategoricalFamily
 from .concrete import KL_OBJECTIVES, ConcreteFamily, OneHotFamily
 from .continuous import GaussianFamily, LogitNormalFamily
 
@@ -16,6 +17,7 @@ __all__ = [
     "FAMILIES",
     "KL_OBJECTIVES",
     "BetaFamily",
+    "CategoricalFamily",
     "ConcreteFamily",
     "GaussianFamily",
     "LatentFamily",

@@ -38,6 +38,8 @@ class LatentFamily:
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
     #: event dimensions of ``z`` (1 for a vector, 2 for M categorical variables)
     event_dim: ClassVar[int] = 1
+    #: whether ``--elbo enum`` can sum over its values (a discrete latent with few codes)
+    enumerable: ClassVar[bool] = False
 
     def __init__(self, config: FitConfig):
         self.config = config

@@ -23,7 +23,7 @@ KL_OBJECTIVES = {
 }
 
 CATEGORIES = Param(
-    "categories", int, 10, "Concrete: classes per categorical variable.", low=2, axis=True
+    "categories", int, 10, "Concrete and categorical: classes per variable.", low=2, axis=True
 )
 
 

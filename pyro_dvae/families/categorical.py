@@ -1,0 +1,127 @@
+"""Categorical latents without relaxation: one-hot codes, trained by exact enumeration
+(``--elbo enum``: Pyro's ``TraceEnum_ELBO`` sums over every code) or by score-function
+gradients (``--elbo tracegraph``: ``TraceGraph_ELBO`` with a baseline; ``--elbo trace``:
+``Trace_ELBO``'s, without one). The paper's Concrete VAE stands in for this model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pyro.distributions as dist
+import torch
+
+from ..errors import ConfigError
+from .base import LatentFamily, _filled, register_family
+from .concrete import CATEGORIES, ConcreteFamily
+
+if TYPE_CHECKING:
+    from ..config import FitConfig
+
+#: the most codes ``--elbo enum`` sums over: every step decodes each code for every image
+ENUM_LIMIT = 1024
+
+
+@register_family
+class CategoricalFamily(LatentFamily):
+    """``latent_dim`` categorical variables of ``categories`` classes: q(c | x) a product of
+    categoricals with the encoder's logits, p(c) uniform, the decoder fed the one-hot codes.
+
+    Under ``--elbo enum`` the M variables are one site over their K^M joint codes (Pyro
+    enumerates one site's support, not a product of variables inside one event), with q the
+    same product distribution written as joint logits; otherwise ``z`` is M one-hot vectors.
+    """
+
+    name = "categorical"
+    title = "Categorical"
+    params = (CATEGORIES,)
+    slug_params = ("categories",)
+    enumerable = True
+    code_is_z = False
+    unit_word = "variable"
+
+    def __init__(self, config: FitConfig):
+        super().__init__(config)
+        self.categories = config.categories
+        self.joint = config.elbo == "enum"
+        self._tables: dict = {}
+
+    @classmethod
+    def slug(cls, config):
+        return f"{cls.name}-{config.latent_dim}x{config.categories}"
+
+    @classmethod
+    def label(cls, config):
+        return f"Categorical {config.latent_dim}×{config.categories}"
+
+    @classmethod
+    def validate_config(cls, config):
+        codes = config.categories**config.latent_dim if config.elbo == "enum" else 0
+        if codes > ENUM_LIMIT:
+            raise ConfigError(
+                f"--elbo enum sums over all {config.categories}^{config.latent_dim} codes of the "
+                f"latent, decoding each for every image; at most {ENUM_LIMIT} codes fit a step: "
+                "use --elbo tracegraph (score-function gradients) for this size"
+            )
+
+    @property
+    def codes(self) -> int:
+        """Joint codes: K^M."""
+        return self.categories**self.latent_dim
+
+    def _table(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each joint code's digits (K^M, M) and its one-hot codes, flattened (K^M, M·K)."""
+        key = (like.device, like.dtype)
+        if key not in self._tables:
+            m, k = self.latent_dim, self.categories
+            powers = k ** torch.arange(m - 1, -1, -1, device=like.device)
+            digits = torch.arange(self.codes, device=like.device).unsqueeze(-1) // powers % k
+            onehot = torch.nn.functional.one_hot(digits, k).to(like.dtype).flatten(-2)
+            self._tables[key] = (digits, onehot)
+        return self._tables[key]
+
+    @property
+    def head_size(self) -> int:
+        return self.latent_dim * self.categories
+
+    code_size = head_size
+
+    def posterior(self, head):
+        logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
+        if not self.joint:
+            return dist.OneHotCategorical(logits=logits).to_event(1)
+        digits, _ = self._table(head)
+        per_variable = logits.log_softmax(-1)  # (B, M, K) -> (B, K^M): Σ_m log q_m(digit_m)
+        joint = per_variable[:, torch.arange(self.latent_dim), digits].sum(-1)
+        return dist.OneHotCategorical(logits=joint)
+
+    def prior(self, like):
+        if not self.joint:
+            logits = _filled(like, like.shape[0], self.latent_dim, self.categories)
+            return dist.OneHotCategorical(logits=logits).to_event(1)
+        return dist.OneHotCategorical(logits=_filled(like, like.shape[0], self.codes))
+
+    def decoder_input(self, z):
+        return z @ self._table(z)[1] if self.joint else z.flatten(-2)
+
+    def code_mean(self, q, num_samples: int = 200):
+        """Exact: the decoder input is linear in the one-hot code, so E_q[code] is q's probs."""
+        probs = q.probs if self.joint else q.base_dist.probs
+        return self.decoder_input(probs)
+
+    def traversal(self, unit, steps, like):
+        """As the Concrete's: each category of variable ``unit`` in turn, every other
+        variable at the centre of its simplex (probabilities 1/K, as a mean code)."""
+        m, k = self.latent_dim, self.categories
+        per_variable = torch.full((k, m, k), 1.0 / k, dtype=like.dtype, device=like.device)
+        per_variable[:, unit, :] = torch.eye(k, dtype=like.dtype, device=like.device)
+        if not self.joint:
+            return per_variable, [f"k={c + 1}" for c in range(k)]
+        digits, _ = self._table(like)  # the same mean code as a distribution over joint codes
+        chosen = digits[:, unit] == torch.arange(k, device=like.device).unsqueeze(-1)
+        return chosen.to(like.dtype) / k ** (m - 1), [f"k={c + 1}" for c in range(k)]
+
+    unit_activity = ConcreteFamily.unit_activity
+
+    def describe(self) -> str:
+        how = ", enumerated" if self.joint else ""
+        return f"categorical({self.latent_dim}x{self.categories}{how})"
