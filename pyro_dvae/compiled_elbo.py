@@ -93,6 +93,7 @@ class CompiledELBO:
             surrogate = recon = 0.0
             try:
                 for model_trace, guide_trace in particle_traces(elbo, model, guide, args, kwargs):
+                    _refuse_score_functions(guide_trace)
                     _, surrogate_particle = elbo.pyro_particle_loss(model_trace, guide_trace)
                     n = data_size(model_trace) * elbo.num_particles
                     surrogate = surrogate + surrogate_particle / n
@@ -106,6 +107,14 @@ class CompiledELBO:
             return CompiledGraph(particles, (*step_inputs, *args))
         except Exception as err:
             raise _NotCompilable(str(err).strip().split("\n")[0]) from err
+
+
+def _refuse_score_functions(guide_trace) -> None:
+    """The compiled step returns the surrogate's value as the loss, which only a fully
+    reparameterised guide makes equal; a score-function site stays eager."""
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample" and not site["is_observed"] and not site["fn"].has_rsample:
+            raise ValueError(f"site {name!r} has no rsample (score-function gradients)")
 
 
 def _identity(fn: Callable) -> tuple:

@@ -136,3 +136,41 @@ def test_a_resumed_tracegraph_run_equals_an_uninterrupted_one(tmp_path):
     parts = (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()
     strip = [{k: v for k, v in json.loads(r).items() if k != "seconds"} for r in whole + parts]
     assert strip[:3] == strip[3:]
+
+
+def test_estimators_against_the_exact_gradient():
+    from pyro_dvae.discrete_estimators import compare_to_exact, discrete_estimators
+
+    vae, x = _vae(1, 3, elbo="tracegraph"), _data(n=5)
+    repeats = 300
+    rows = {r["estimator"]: r for r in compare_to_exact(
+        vae, x, discrete_estimators(vae, (0.1, 3.0)), repeats=repeats, warmup=10)}  # fmt: skip
+    assert rows["enum (exact)"]["mse_all"] == 0
+    for name, r in rows.items():
+        assert r["mse_all"] == pytest.approx(r["bias2_all"] + r["var_all"], rel=1e-9, abs=1e-12)
+        noise = 2**0.5 * r["var_all"] / repeats  # sd of the corrected bias² when unbiased
+        if name in ("score-function", "tracegraph", "tracegraph-decaying"):
+            assert abs(r["bias2_all"]) < 5 * noise + 1e-12, name  # unbiased
+    hot = rows["concrete-3"]
+    assert hot["bias2_all"] > 5 * 2**0.5 * hot["var_all"] / repeats  # the relaxation is biased
+    assert hot["bias2_all"] > rows["concrete-0.1"]["bias2_all"]  # more so at a high τ
+
+
+def test_compare_estimators_on_a_categorical_run(tmp_path):
+    run_ok(fit_args(tmp_path / "r", family="categorical", latent_dim=1, categories=3, elbo="enum"))
+    out = tmp_path / "est"
+    args = ["compare-estimators", str(tmp_path / "r"), "--repeats", "20", "--batch-size", "5"]
+    run_ok([*args, "--temperatures", "0.5,2", "--out", str(out)])
+    rows = json.loads((out / "estimators.json").read_text())
+    assert [r["estimator"] for r in rows] == [
+        "enum (exact)",
+        "score-function",
+        "tracegraph",
+        "tracegraph-decaying",
+        "concrete-0.5",
+        "concrete-2",
+    ]
+    assert (out / "gradient_mse.png").stat().st_size > 0
+    result = invoke([*args, "--temperatures", "0,1"])
+    assert result.exit_code != 0
+    assert_one_error_line(result)

@@ -55,6 +55,11 @@ class CategoricalFamily(LatentFamily):
 
     @classmethod
     def validate_config(cls, config):
+        if config.elbo == "analytic":
+            raise ConfigError(
+                "--elbo analytic (TraceMeanField_ELBO) needs reparameterised samples; a "
+                "categorical latent trains with --elbo enum, tracegraph or trace"
+            )
         codes = config.categories**config.latent_dim if config.elbo == "enum" else 0
         if codes > ENUM_LIMIT:
             raise ConfigError(
