@@ -22,6 +22,7 @@ from .guides import build_guide, check_guide
 from .inference import (
     ELBOS,
     SVI,
+    enumerated_parts,
     evaluate_elbo,
     fully_reparameterized,
     kl_kinds,
@@ -144,8 +145,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, x: torch.Tensor | None = None) -> dict[str, float]:
-        """Mean test −ELBO and parts with the training estimator's KL, one sample per image."""
+        """Mean test −ELBO and parts with the training estimator's KL, one sample per image
+        (``--elbo enum``: exact, summed over every code)."""
         x = self.data.test if x is None else x
+        if self.config.elbo == "enum":  # the exact sum the run trains on
+            return enumerated_parts(self.vae, x)
         with seeded(EVAL_SEED, self.device):
             return evaluate_elbo(self.vae.model, self.vae.guide, x, analytic=self.analytic)
 

@@ -174,3 +174,15 @@ def test_compare_estimators_on_a_categorical_run(tmp_path):
     result = invoke([*args, "--temperatures", "0,1"])
     assert result.exit_code != 0
     assert_one_error_line(result)
+
+
+@pytest.mark.parametrize("elbo", ["enum", "tracegraph"])
+def test_the_exact_test_elbo_is_the_sum_over_codes(elbo):
+    from pyro_dvae.inference import enumerated_parts
+
+    vae, x = _vae(2, 3, elbo=elbo), _data()
+    parts = enumerated_parts(vae, x, batch_size=3)  # batches: the same sums
+    with torch.no_grad():
+        assert parts["loss"] == pytest.approx(-hand_written_elbo(vae, x).item(), rel=1e-10)
+    assert parts["loss"] == pytest.approx(parts["recon"] + parts["kl"], rel=1e-12)
+    assert 0 <= parts["kl"] <= 2 * math.log(3)
