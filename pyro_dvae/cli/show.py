@@ -11,10 +11,11 @@ from ..errors import RunDirError
 from .group import GUIDE_HELP, cli, log_line, set_threads
 
 
-def _positive(ctx, param, value):
-    if value is not None and value < 1:
-        raise click.BadParameter("must be >= 1")
-    return value
+def _count(flag: str, default: int, help: str):
+    """A positive integer option."""
+    return click.option(
+        flag, type=click.IntRange(min=1), default=default, show_default=True, help=help
+    )
 
 
 @cli.command()
@@ -25,60 +26,18 @@ def _positive(ctx, param, value):
     default=None,
     help="Folder for the PNGs and their README [default: RUN_DIR/pictures].",
 )
-@click.option(
-    "--samples",
-    type=int,
-    default=64,
-    show_default=True,
-    callback=_positive,
-    help="Prior draws in the sample grid.",
-)
-@click.option(
-    "--cols",
-    type=int,
-    default=8,
-    show_default=True,
-    callback=_positive,
-    help="Images per row of the sample grid.",
-)
+@_count("--samples", 64, "Prior draws in the sample grid.")
+@_count("--cols", 8, "Images per row of the sample grid.")
 @click.option(
     "--binary/--no-binary",
     default=False,
     show_default=True,
     help="Also show one binary draw per pixel beside the Bernoulli means.",
 )
-@click.option(
-    "--images",
-    type=int,
-    default=12,
-    show_default=True,
-    callback=_positive,
-    help="Test images to reconstruct.",
-)
-@click.option(
-    "--units",
-    type=int,
-    default=8,
-    show_default=True,
-    callback=_positive,
-    help="Traversals: the most active units (Concrete: variables) to sweep.",
-)
-@click.option(
-    "--steps",
-    type=int,
-    default=10,
-    show_default=True,
-    callback=_positive,
-    help="Traversals: values per unit (Concrete: its K categories).",
-)
-@click.option(
-    "--activity-images",
-    type=int,
-    default=1000,
-    show_default=True,
-    callback=_positive,
-    help="Test images that rank the units by activity.",
-)
+@_count("--images", 12, "Test images to reconstruct.")
+@_count("--units", 8, "Traversals: the most active units (Concrete: variables) to sweep.")
+@_count("--steps", 10, "Traversals: values per unit (Concrete: its K categories).")
+@_count("--activity-images", 1000, "Test images that rank the units by activity.")
 @click.option(
     "--seed",
     type=int,

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ConfigError
 from .base import LatentFamily, _filled, register_family
-from .concrete import CATEGORIES, ConcreteFamily
+from .concrete import CATEGORIES, CategoricalShape
 
 if TYPE_CHECKING:
     from ..config import FitConfig
@@ -22,7 +22,7 @@ ENUM_LIMIT = 1024
 
 
 @register_family
-class CategoricalFamily(LatentFamily):
+class CategoricalFamily(CategoricalShape, LatentFamily):
     """``latent_dim`` categorical variables of ``categories`` classes: q(c | x) a product of
     categoricals with the encoder's logits, p(c) uniform, the decoder fed the one-hot codes.
 
@@ -34,24 +34,13 @@ class CategoricalFamily(LatentFamily):
     name = "categorical"
     title = "Categorical"
     params = (CATEGORIES,)
-    slug_params = ("categories",)
     enumerable = True
-    code_is_z = False
-    unit_word = "variable"
 
     def __init__(self, config: FitConfig):
         super().__init__(config)
         self.categories = config.categories
         self.joint = config.elbo == "enum"
         self._tables: dict = {}
-
-    @classmethod
-    def slug(cls, config):
-        return f"{cls.name}-{config.latent_dim}x{config.categories}"
-
-    @classmethod
-    def label(cls, config):
-        return f"Categorical {config.latent_dim}×{config.categories}"
 
     @classmethod
     def validate_config(cls, config):
@@ -83,12 +72,6 @@ class CategoricalFamily(LatentFamily):
             onehot = torch.nn.functional.one_hot(digits, k).to(like.dtype).flatten(-2)
             self._tables[key] = (digits, onehot)
         return self._tables[key]
-
-    @property
-    def head_size(self) -> int:
-        return self.latent_dim * self.categories
-
-    code_size = head_size
 
     def posterior(self, head):
         logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
@@ -124,8 +107,6 @@ class CategoricalFamily(LatentFamily):
         digits, _ = self._table(like)  # the same mean code as a distribution over joint codes
         chosen = digits[:, unit] == torch.arange(k, device=like.device).unsqueeze(-1)
         return chosen.to(like.dtype) / k ** (m - 1), [f"k={c + 1}" for c in range(k)]
-
-    unit_activity = ConcreteFamily.unit_activity
 
     def describe(self) -> str:
         how = ", enumerated" if self.joint else ""

@@ -27,8 +27,43 @@ CATEGORIES = Param(
 )
 
 
+class CategoricalShape:
+    """What families of ``latent_dim`` variables of ``categories`` classes share: their slug
+    and label (``concrete-20x10``, ``Concrete 20×10``), their encoder head and decoder input
+    (M·K), and a traversal's unit (a variable) with its activity."""
+
+    name: str
+    title: str
+    latent_dim: int
+    categories: int
+    slug_params = ("categories",)
+    unit_word = "variable"
+    code_is_z = False
+
+    @classmethod
+    def slug(cls, config):
+        return f"{cls.name}-{config.latent_dim}x{config.categories}"
+
+    @classmethod
+    def label(cls, config):
+        return f"{cls.title} {config.latent_dim}×{config.categories}"
+
+    @property
+    def head_size(self) -> int:
+        return self.latent_dim * self.categories
+
+    @property
+    def code_size(self) -> int:
+        return self.latent_dim * self.categories
+
+    def unit_activity(self, codes):
+        """Per variable: the variances of its K mean category probabilities, summed."""
+        per_category = codes.double().reshape(len(codes), self.latent_dim, self.categories)
+        return per_category.var(0).sum(-1)
+
+
 @register_family
-class ConcreteFamily(LatentFamily):
+class ConcreteFamily(CategoricalShape, LatentFamily):
     """``latent_dim`` ExpConcrete variables of ``categories`` classes each.
 
     The posterior has learned logits and temperature ``τ_q`` (optionally annealed
@@ -37,6 +72,7 @@ class ConcreteFamily(LatentFamily):
     """
 
     name = "concrete"
+    title = "Concrete"
     event_dim = 2
     _temperature_input: torch.Tensor | None = None
     params = (
@@ -85,15 +121,6 @@ class ConcreteFamily(LatentFamily):
         ),
     )
     variants = {"discrete-kl": {"elbo": "analytic", "kl": "discrete"}}
-    slug_params = ("categories",)
-
-    @classmethod
-    def slug(cls, config):
-        return f"{cls.name}-{config.latent_dim}x{config.categories}"
-
-    @classmethod
-    def label(cls, config):
-        return f"Concrete {config.latent_dim}×{config.categories}"
 
     @classmethod
     def validate_config(cls, config):
@@ -150,14 +177,6 @@ class ConcreteFamily(LatentFamily):
             return self._temperature_input
         return like.new_tensor(self.temperature)
 
-    @property
-    def head_size(self) -> int:
-        return self.latent_dim * self.categories
-
-    @property
-    def code_size(self) -> int:
-        return self.latent_dim * self.categories
-
     def posterior(self, head):
         logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
         return self._dist(self._temperature(head), logits=logits).to_event(1)
@@ -166,12 +185,8 @@ class ConcreteFamily(LatentFamily):
         logits = _filled(like, like.shape[0], self.latent_dim, self.categories)
         return self._dist(_filled(like, value=self.prior_temperature), logits=logits).to_event(1)
 
-    code_is_z = False
-
     def decoder_input(self, z):
         return z.exp().flatten(-2)
-
-    unit_word = "variable"
 
     def traversal(self, unit, steps, like):
         """Variable ``unit`` set to each of its categories in turn (one-hot, so ``steps`` is
@@ -180,11 +195,6 @@ class ConcreteFamily(LatentFamily):
         z = torch.full((k, self.latent_dim, k), -math.log(k), dtype=like.dtype, device=like.device)
         z[:, unit, :] = torch.eye(k, dtype=like.dtype, device=like.device).log()
         return z, [f"k={c + 1}" for c in range(k)]
-
-    def unit_activity(self, codes):
-        """Per variable: the variances of its K mean category probabilities, summed."""
-        per_category = codes.double().reshape(len(codes), self.latent_dim, self.categories)
-        return per_category.var(0).sum(-1)
 
     def describe(self) -> str:
         return (
@@ -196,7 +206,7 @@ class ConcreteFamily(LatentFamily):
         )
 
 
-class OneHotFamily(LatentFamily):
+class OneHotFamily(CategoricalShape, LatentFamily):
     """The categorical VAE behind a Concrete family, for evaluation (not registered: no rsample).
 
     The same encoder head and decoder input: z is one-hot, drawn from the encoder's
@@ -210,12 +220,6 @@ class OneHotFamily(LatentFamily):
     def __init__(self, relaxed: ConcreteFamily):
         self.latent_dim, self.categories = relaxed.latent_dim, relaxed.categories
         self._relaxed = relaxed.describe()
-
-    @property
-    def head_size(self) -> int:
-        return self.latent_dim * self.categories
-
-    code_size = head_size
 
     def posterior(self, head):
         logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
