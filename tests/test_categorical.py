@@ -186,3 +186,13 @@ def test_the_exact_test_elbo_is_the_sum_over_codes(elbo):
         assert parts["loss"] == pytest.approx(-hand_written_elbo(vae, x).item(), rel=1e-10)
     assert parts["loss"] == pytest.approx(parts["recon"] + parts["kl"], rel=1e-12)
     assert 0 <= parts["kl"] <= 2 * math.log(3)
+
+
+@pytest.mark.parametrize("elbo", ["enum", "tracegraph"])
+def test_a_categorical_traversal_sets_each_category_of_one_variable(elbo):
+    family = _vae(3, 4, elbo=elbo).family
+    z, labels = family.traversal(1, 99, torch.zeros(1, dtype=torch.float64))
+    code = family.decoder_input(z).reshape(4, 3, 4)  # what the decoder reads, either way
+    torch.testing.assert_close(code[:, 1, :], torch.eye(4, dtype=torch.float64))
+    torch.testing.assert_close(code[:, [0, 2], :], torch.full((4, 2, 4), 0.25, dtype=torch.float64))
+    assert labels == ["k=1", "k=2", "k=3", "k=4"]
