@@ -106,7 +106,7 @@ COMMON: tuple[Param, ...] = (
         str,
         "decaying",
         "tracegraph: the score-function baseline, decaying (an average of the per-image "
-        "ELBO over steps), neural (a learned b(x)) or none.",
+        "ELBO over steps), neural (that average plus a learned r(x)) or none.",
         choices=_baselines,
     ),
     Param(
@@ -168,8 +168,12 @@ class _ConfigMethods:
                     owners = " or ".join(f"--family {f.name}" for f in families)
                     raise ConfigError(f"{p.flag} applies to {owners} only")
         family = FAMILIES[self.family]
-        if new and self.baseline != PARAMS["baseline"].default and self.elbo != "tracegraph":
-            raise ConfigError("--baseline applies to --elbo tracegraph only")
+        changed_baseline = new and self.baseline != PARAMS["baseline"].default
+        if changed_baseline and (self.elbo != "tracegraph" or not family.enumerable):
+            raise ConfigError(
+                "--baseline applies to score-function gradients: --elbo tracegraph with "
+                "--family categorical"
+            )
         if self.elbo == "enum" and not family.enumerable:
             raise ConfigError(
                 f"--elbo enum sums over every value of a discrete latent; the {self.family} "

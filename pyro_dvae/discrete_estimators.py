@@ -206,7 +206,9 @@ def plot_mse(rows: list[dict[str, Any]], path, title: str) -> None:
     taus = [r["temperature"] for r in relaxed]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(taus, [r["mse_all"] for r in relaxed], "o-", label="Concrete: MSE")
-    ax.plot(taus, [max(r["bias2_all"], 1e-12) for r in relaxed], "s--", label="Concrete: bias²")
+    biased = [(t, r["bias2_all"]) for t, r in zip(taus, relaxed, strict=True) if r["bias2_all"] > 0]
+    if biased:
+        ax.plot(*zip(*biased, strict=True), "s--", label="Concrete: bias² (where > 0)")
     ax.plot(taus, [r["var_all"] for r in relaxed], "^:", label="Concrete: variance")
     for i, r in enumerate(r for r in rows if r["temperature"] is None and r["mse_all"] > 0):
         ax.axhline(r["mse_all"], color=f"C{i + 3}", lw=1, label=f"{r['estimator']}: MSE")

@@ -65,7 +65,8 @@ class MeanTraceGraphELBO(ScaledPerImageELBO, TraceGraph_ELBO):
 
     Baselines (``baseline``): ``decaying``, a decaying average of the per-image ELBO over
     steps, b ← β b + (1 − β) ELBO (Pyro's own decaying baseline averages per position in
-    the batch, which breaks on a smaller last batch); ``neural``, a learned b(x) (an MLP,
+    the batch, which breaks on a smaller last batch); ``neural``, that average plus a learned
+    residual r(x) (centred as in Mnih & Gregor, 2014; an MLP whose output starts at zero,
     trained by Pyro on the squared error to the downstream cost); ``none``. Their state
     (``state_dict``) is saved in a run's checkpoint.
     """
@@ -79,7 +80,7 @@ class MeanTraceGraphELBO(ScaledPerImageELBO, TraceGraph_ELBO):
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
         loss = super().loss_and_grads(model, guide, *args, **kwargs)
-        if self.baseline == "decaying" and math.isfinite(loss):
+        if self.baseline != "none" and math.isfinite(loss):
             elbo = -float(loss)
             beta = BASELINE_BETA
             self.average = elbo if self.average is None else beta * self.average + (1 - beta) * elbo
@@ -94,7 +95,12 @@ class MeanTraceGraphELBO(ScaledPerImageELBO, TraceGraph_ELBO):
             if self.baseline == "neural":
                 net = self.baseline_net(x)
                 pyro.module(self.net_name, net)
-                options = {"nn_baseline": lambda inp: scale * net(inp), "nn_baseline_input": x}
+                centre = self.average or 0.0  # b(x) = average + a learned residual
+
+                def baseline(inp):
+                    return scale * (centre + net(inp))
+
+                options = {"nn_baseline": baseline, "nn_baseline_input": x}
             elif self.average is None:
                 return guide(x, *args, **kwargs)
             else:
@@ -111,7 +117,7 @@ class MeanTraceGraphELBO(ScaledPerImageELBO, TraceGraph_ELBO):
 
     def baseline_net(self, x: torch.Tensor) -> torch.nn.Module:
         if self.net is None:
-            self.net = BaselineNet(x.shape[-1]).to(x.device)
+            self.net = BaselineNet(x.shape[-1]).to(device=x.device, dtype=x.dtype)
         return self.net
 
     def state_dict(self) -> dict[str, Any]:
@@ -130,13 +136,17 @@ class MeanTraceGraphELBO(ScaledPerImageELBO, TraceGraph_ELBO):
 
 
 class BaselineNet(torch.nn.Module):
-    """b(x): the neural baseline, one hidden layer; predicts the per-image ELBO."""
+    """r(x): the neural baseline's residual around the running average, one hidden layer;
+    its output layer starts at zero, so the baseline starts as the decaying one."""
 
     def __init__(self, input_dim: int, hidden: int = 100):
         super().__init__()
         self.net = torch.nn.Sequential(
             torch.nn.Linear(input_dim, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1)
         )
+        with torch.no_grad():
+            self.net[2].weight.zero_()
+            self.net[2].bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
@@ -272,20 +282,39 @@ def evaluate_elbo(
     return {"loss": (recon_total + kl_total) / n, "recon": recon_total / n, "kl": kl_total / n}
 
 
-@torch.no_grad()
-def enumerated_parts(vae, x: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
-    """The exact mean −ELBO, reconstruction and KL per image of a categorical VAE: sums
-    over all K^M codes, no sampling (the decoder runs once per code, the encoder per batch)."""
+def _joint(family):
+    """The categorical family in its joint-code form (the one ``--elbo enum`` trains)."""
     from dataclasses import replace
 
     from .families import make_family
 
+    if getattr(family, "joint", False):
+        return family
+    return make_family(replace(family.config, elbo="enum"))
+
+
+@torch.no_grad()
+def enumerated_reconstructions(vae, x: torch.Tensor) -> torch.Tensor:
+    """A categorical VAE's mean reconstruction Σ_c q(c | x) E[x | c] over its codes; past
+    ``ENUM_LIMIT`` codes, the image of each variable's most likely class instead."""
+    from .families.categorical import ENUM_LIMIT
+
     family = vae.family
-    joint = (
-        family
-        if getattr(family, "joint", False)
-        else make_family(replace(family.config, elbo="enum"))
-    )
+    if family.categories**family.latent_dim > ENUM_LIMIT:
+        logits = vae.encoder(x).reshape(len(x), family.latent_dim, family.categories)
+        mode = F.one_hot(logits.argmax(-1), family.categories).to(x.dtype).flatten(-2)
+        return torch.sigmoid(vae.decoder(mode))
+    joint = _joint(family)
+    codes = torch.eye(joint.codes, dtype=x.dtype, device=x.device)
+    images = torch.sigmoid(vae.decoder(joint.decoder_input(codes)))  # (codes, pixels)
+    return joint.posterior(vae.encoder(x)).probs @ images
+
+
+@torch.no_grad()
+def enumerated_parts(vae, x: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
+    """The exact mean −ELBO, reconstruction and KL per image of a categorical VAE: sums
+    over all K^M codes, no sampling (the decoder runs once per code, the encoder per batch)."""
+    joint = _joint(vae.family)
     codes = torch.eye(joint.codes, dtype=x.dtype, device=x.device)
     logits = vae.decoder(joint.decoder_input(codes))  # (codes, pixels)
     log_on, log_off = F.logsigmoid(logits), F.logsigmoid(-logits)

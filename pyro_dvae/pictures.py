@@ -9,6 +9,7 @@ README with the command that drew them; a run without weights still gets its cur
 from __future__ import annotations
 
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,11 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from .data import IMAGE_SHAPES, load_dataset
+from .errors import RunDirError, StorageError
 from .families import FAMILIES
-from .inference import seeded
+from .families.categorical import ENUM_LIMIT
+from .fileio import atomic_write_text
+from .inference import enumerated_reconstructions, seeded
 from .plots import plt, save_figure
 from .rundir import RunDir
 from .vae import VAE
@@ -34,7 +38,7 @@ CURVE_PANELS = (
 #: what each picture of ``show`` holds, for the README beside them
 WHAT = {
     "samples.png": "draws from the prior, decoded (Bernoulli means; binary draws with --binary)",
-    "reconstructions.png": "test images (indices below) above their reconstructions from E_q[z]",
+    "reconstructions.png": "test images (indices below) above their reconstructions",
     "traversals.png": "the most active units, each swept alone, the others at the prior's centre",
     "curves.png": "train (dashed) and test (solid) −ELBO, reconstruction and KL per epoch",
 }
@@ -95,8 +99,12 @@ def pick_test_images(
 
 @torch.no_grad()
 def reconstructions(vae: VAE, x: torch.Tensor) -> torch.Tensor:
-    """Pixel probabilities decoded from the posterior mean code E_q[decoder input | x]."""
+    """Pixel probabilities decoded from the posterior mean code E_q[decoder input | x]; for a
+    categorical latent (whose decoder only ever sees one-hot codes) the posterior mean image
+    Σ_c q(c | x) E[x | c] over its codes instead (``enumerated_reconstructions``)."""
     x = x.to(next(vae.decoder.parameters()).device)
+    if vae.family.enumerable:
+        return enumerated_reconstructions(vae, x)
     with seeded(0):  # Concrete codes are Monte Carlo means
         code = vae.family.code_mean(vae.encode(x))
     return torch.sigmoid(vae.decoder(code))
@@ -225,7 +233,7 @@ def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
     recon = reconstructions(vae, x)
     pairs = torch.stack([x.cpu(), recon.cpu()], 0).reshape(2, len(indices), *shape).numpy()
     panel = Panel(
-        "test images (top) and their reconstructions from E_q[z]",
+        f"test images (top) and their reconstructions {_reconstructed_from(vae)}",
         pairs,
         ["input", "recon."],
         [str(i) for i in indices],
@@ -253,6 +261,15 @@ def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
     return written
 
 
+def _reconstructed_from(vae: VAE) -> str:
+    family = vae.family
+    if not family.enumerable:
+        return "from E_q[z]"
+    if family.categories**family.latent_dim > ENUM_LIMIT:
+        return "from each variable's most likely class"
+    return "Σ_c q(c|x) E[x|c] over every code"
+
+
 def readme(out: Path, title: str, command: list[str], written: list[Path], note: str) -> Path:
     """The figure folder's README: what was drawn, of which run and epoch, by which command."""
     lines = [f"# {title}", "", "Drawn with", "", "```bash", shlex.join(command), "```", ""]
@@ -260,7 +277,7 @@ def readme(out: Path, title: str, command: list[str], written: list[Path], note:
     if note:
         lines += ["", note]
     path = out / "README.md"
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -274,19 +291,38 @@ def show_run(
     run_dir = RunDir.open(path, need_checkpoint=False)
     records = run_dir.read_metrics()
     has_weights = run_dir.checkpoint_path.is_file()
+    if not has_weights and not records:
+        raise RunDirError(f"{run_dir.path} has no checkpoint.pt and no epochs: nothing to show")
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file, not a folder")
     loaded = load_run(path, device, guide) if has_weights else None  # fails before any drawing
     epoch = loaded.epoch if loaded else max((r.get("epoch", 0) for r in records), default=0)
     title = run_title(run_dir, epoch)
-    out.mkdir(parents=True, exist_ok=True)
-    written = weight_pictures(loaded, title, options, out) if loaded else []
     note = (
         ""
         if loaded
         else f"{run_dir.path} has no checkpoint.pt: samples, reconstructions and traversals "
         "need the weights; drew its curves only"
     )
-    if records:
-        fig = draw_curves([(run_dir.path.name, records)], f"curves · {title}")
-        written.append(save_figure(fig, out / "curves.png"))
-    written.append(readme(out, title, command, written, note))
+    # drawn into a scratch folder, moved into place once all are drawn: a failure leaves
+    # --out as it was
+    scratch = out.parent / f".{out.name}.drawing"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        drawn = weight_pictures(loaded, title, options, scratch) if loaded else []
+        if records:
+            fig = draw_curves([(run_dir.path.name, records)], f"curves · {title}")
+            drawn.append(save_figure(fig, scratch / "curves.png"))
+        drawn.append(readme(scratch, title, command, drawn, note))
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in set(WHAT) - {p.name for p in drawn}:  # this command's, from a rerun
+            (out / stale).unlink(missing_ok=True)
+        written = []
+        for p in drawn:
+            p.replace(out / p.name)
+            written.append(out / p.name)
+    except OSError as err:
+        raise StorageError(f"cannot write the pictures to {out}: {err.strerror or err}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return written, note

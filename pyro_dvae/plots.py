@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .data import IMAGE_SHAPES, load_dataset  # noqa: E402
-from .errors import RunDirError  # noqa: E402
+from .errors import RunDirError, StorageError  # noqa: E402
 from .families import FAMILIES  # noqa: E402
 from .report import RunResult, collect, find_run  # noqa: E402
 from .sweep import PAPER_ALPHAS  # noqa: E402
@@ -36,12 +36,18 @@ def _label(r: RunResult) -> str:
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Write ``fig`` to ``path`` atomically (a reader never sees half a PNG) and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    """Write ``fig`` to ``path`` atomically (a reader never sees half a figure) and close it;
+    the format follows the suffix (``.png``, ``.pdf``, ``.svg``)."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.png'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        tmp.replace(path)
+    except OSError as err:
+        raise StorageError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -82,7 +82,8 @@ def twenty_by_ten(tracegraph: Path, working: Path) -> str:
             f"{epochs} | {_f(_at(jang, epochs, 'test_loss'))} | – | – | {_seconds(jang)} |",
             f"| the same Concrete run at its end, as its one-hot model | {len(_metrics(jang))} | "
             f"– | {_f(ev_jang.get('discrete', {}).get('test_loss'))} | "
-            f"{_f(-ev_jang['discrete']['test_log_likelihood'] if ev_jang else None)} | – |",
+            f"{_f(-ev_jang['discrete']['test_log_likelihood'] if 'discrete' in ev_jang else None)}"
+            " | – |",
         ]
     )
 

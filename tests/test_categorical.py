@@ -114,8 +114,16 @@ def test_enum_refuses_relaxed_families_and_too_many_codes(tmp_path):
     assert_one_error_line(result)
     assert "10^20" in error_message(result) and "tracegraph" in error_message(result)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-    result = invoke(fit_args(tmp_path / "c", family="categorical", baseline="none"))
-    assert result.exit_code != 0 and "tracegraph" in error_message(result)
+    for bad in (
+        dict(family="categorical", baseline="none"),  # no score function to baseline
+        dict(family="gaussian", elbo="tracegraph", baseline="neural"),
+        dict(family="categorical", latent_dim=1, elbo="enum", num_particles=3),  # exact anyway
+        dict(family="categorical", elbo="analytic"),  # TraceMeanField_ELBO needs rsample
+    ):
+        result = invoke(fit_args(tmp_path / "c", **bad))
+        assert result.exit_code != 0, bad
+        assert_one_error_line(result)
+    assert not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize("elbo", ["enum", "tracegraph"])
@@ -196,3 +204,18 @@ def test_a_categorical_traversal_sets_each_category_of_one_variable(elbo):
     torch.testing.assert_close(code[:, 1, :], torch.eye(4, dtype=torch.float64))
     torch.testing.assert_close(code[:, [0, 2], :], torch.full((4, 2, 4), 0.25, dtype=torch.float64))
     assert labels == ["k=1", "k=2", "k=3", "k=4"]
+
+
+@pytest.mark.parametrize("m,k", [(2, 3), (3, 2)])
+def test_categorical_reconstructions_are_the_posterior_mean_image(m, k):
+    from pyro_dvae.inference import enumerated_reconstructions
+
+    vae, x = _vae(m, k, elbo="tracegraph"), _data()
+    with torch.no_grad():
+        log_q = vae.encoder(x).reshape(len(x), m, k).log_softmax(-1)
+        want = 0.0
+        for code in itertools.product(range(k), repeat=m):
+            onehot = torch.nn.functional.one_hot(torch.tensor(code), k).to(x.dtype).flatten()
+            q = log_q[:, torch.arange(m), torch.tensor(code)].sum(-1).exp()
+            want = want + q[:, None] * torch.sigmoid(vae.decoder(onehot))
+    torch.testing.assert_close(enumerated_reconstructions(vae, x), want)

@@ -223,3 +223,42 @@ def test_curves_of_several_runs_with_labels(runs, tmp_path):
     result = invoke(["curves", str(runs["ln"]), str(runs["cc"]), "--label", "a"])
     assert result.exit_code != 0
     assert_one_error_line(result)
+
+
+def test_show_leaves_out_as_it_was_when_drawing_fails(runs, tmp_path, monkeypatch):
+    import pyro_dvae.pictures as pictures
+    from pyro_dvae.errors import DataError
+
+    out = tmp_path / "pics"
+    run_ok(["show", str(runs["ln"]), "--out", str(out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def no_data(*args, **kwargs):
+        raise DataError("the test set is gone")
+
+    monkeypatch.setattr(pictures, "load_dataset", no_data)
+    result = invoke(["show", str(runs["ln"]), "--out", str(out)])
+    assert result.exit_code != 0
+    assert_one_error_line(result)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["pics"]  # no scratch left
+
+
+def test_bad_out_paths_and_empty_runs_are_one_error_line(runs, tmp_path):
+    a_file = tmp_path / "f.png"
+    a_file.write_bytes(b"x")
+    for args in (
+        ["show", str(runs["ln"]), "--out", str(a_file)],
+        ["curves", str(runs["ln"]), "--out", str(tmp_path)],
+    ):
+        result = invoke(args)
+        assert result.exit_code != 0
+        assert_one_error_line(result)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(runs["ln"] / "config.json", empty / "config.json")
+    result = invoke(["show", str(empty), "--out", str(tmp_path / "p")])
+    assert result.exit_code != 0 and "nothing to show" in result.stderr
+    assert not (tmp_path / "p").exists()
+    run_ok(["curves", str(runs["ln"]), "--out", str(tmp_path / "c.pdf")])
+    assert (tmp_path / "c.pdf").read_bytes()[:4] == b"%PDF"

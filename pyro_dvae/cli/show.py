@@ -22,7 +22,7 @@ def _count(flag: str, default: int, help: str):
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, file_okay=False),
     default=None,
     help="Folder for the PNGs and their README [default: RUN_DIR/pictures].",
 )
@@ -35,8 +35,10 @@ def _count(flag: str, default: int, help: str):
     help="Also show one binary draw per pixel beside the Bernoulli means.",
 )
 @_count("--images", 12, "Test images to reconstruct.")
-@_count("--units", 8, "Traversals: the most active units (Concrete: variables) to sweep.")
-@_count("--steps", 10, "Traversals: values per unit (Concrete: its K categories).")
+@_count(
+    "--units", 8, "Traversals: the most active units (Concrete, categorical: variables) to sweep."
+)
+@_count("--steps", 10, "Traversals: values per unit (Concrete, categorical: its K categories).")
 @_count("--activity-images", 1000, "Test images that rank the units by activity.")
 @click.option(
     "--seed",
@@ -74,10 +76,10 @@ def show(run_dir, out, guide, device, threads, **options):
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, dir_okay=False),
     default=Path("curves.png"),
     show_default=True,
-    help="The PNG to write.",
+    help="The figure to write (.png, .pdf or .svg).",
 )
 @click.option(
     "--label",

@@ -49,6 +49,8 @@ class CategoricalFamily(CategoricalShape, LatentFamily):
                 "--elbo analytic (TraceMeanField_ELBO) needs reparameterised samples; a "
                 "categorical latent trains with --elbo enum, tracegraph or trace"
             )
+        if config.elbo == "enum" and config.num_particles != 1:
+            raise ConfigError("--elbo enum is exact: it takes no --num-particles")
         codes = config.categories**config.latent_dim if config.elbo == "enum" else 0
         if codes > ENUM_LIMIT:
             raise ConfigError(
@@ -79,7 +81,8 @@ class CategoricalFamily(CategoricalShape, LatentFamily):
             return dist.OneHotCategorical(logits=logits).to_event(1)
         digits, _ = self._table(head)
         per_variable = logits.log_softmax(-1)  # (B, M, K) -> (B, K^M): Σ_m log q_m(digit_m)
-        joint = per_variable[:, torch.arange(self.latent_dim), digits].sum(-1)
+        variables = torch.arange(self.latent_dim, device=head.device)
+        joint = per_variable[:, variables, digits].sum(-1)
         return dist.OneHotCategorical(logits=joint)
 
     def prior(self, like):
