@@ -103,6 +103,10 @@ def test_sweep_runs_the_grid_then_skips_finished_runs(tmp_path):
         assert load_checkpoint(sweep / "runs" / name)["epoch"] == 2
     assert set(read_json(sweep / "sweep.json")["runs"]) == names
     assert "2 of 2 runs finished" in result.stderr
+    progress = [line for line in result.stderr.splitlines() if line.startswith("[progress]")]
+    assert progress[-1].startswith(
+        "[progress] 2/2 runs finished, 0 running, 0 failed; epochs 4/4 (100%)"
+    )  # one line as each run ends, counted from the checkpoints
 
     before = run_files(sweep)
     again = run_ok(sweep_args(sweep))
@@ -268,3 +272,26 @@ def test_concrete_working_preset_is_in_the_investigation_and_plans(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     result = run_ok(["sweep", "--preset", "concrete-working", "--out", "sw", "--dry-run"])
     assert all(run_name(c) in result.output for c in working)
+
+
+def test_progress_line_counts_epochs_and_estimates_the_time_left(tmp_path, monkeypatch):
+    from pyro_dvae.config import FitConfig
+    from pyro_dvae.rundir import RunDir
+    from pyro_dvae.sweep import run as sweep_run
+    from pyro_dvae.sweep.plan import PlannedRun
+
+    epochs = {"a": 4, "b": 0}  # checkpoints: run a at epoch 4, b not started
+    monkeypatch.setattr(RunDir, "checkpoint_epoch", lambda self: epochs[self.path.name])
+    clock = iter([1000.0, 1000.0 + 3600.0])
+    monkeypatch.setattr(sweep_run.time, "monotonic", lambda: next(clock))
+    planned = [
+        PlannedRun(n, FitConfig(epochs=10), tmp_path / n, "resume" if n == "a" else "new")
+        for n in "ab"
+    ]
+    progress = sweep_run._Progress(planned)  # 4 of 20 epochs done when the sweep starts
+    epochs.update(a=10, b=2)  # an hour later: 8 more epochs, 8 an hour; 8 left
+    lines = []
+    progress.log({"a": "finished"}, ["b-job"], lines.append)
+    assert lines == [
+        "[progress] 1/2 runs finished, 1 running, 0 failed; epochs 12/20 (60%); ETA 1h00m"
+    ]

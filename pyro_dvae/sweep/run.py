@@ -35,6 +35,8 @@ def available_cores() -> int:
 
 #: how long a run locked by another process (a killed sweep's child still saving) is waited for
 LOCKED_RUN_WAIT = 60.0
+#: seconds between two progress lines of a running sweep (and one when a run ends)
+PROGRESS_EVERY = 600.0
 
 
 def _die_with_parent(parent: int) -> None:
@@ -171,15 +173,16 @@ def _run_locked(
 
     running: list[_Job] = []
     total = len(queue)
-    started = 0
+    started: set[str] = set()  # a run requeued after waiting for its lock is counted once
+    progress = _Progress(planned)
     try:
         while queue or running:
             for job in _startable(queue, jobs - len(running), outcome, log):
-                started += 1
+                started.add(job.run.name)
                 what = {"new": "start", "resume": f"resume from epoch {job.run.epochs_done}"}.get(
                     job.run.state, "evaluate"
                 )
-                log(f"[{started}/{total}] {job.run.name}: {what}")
+                log(f"[{len(started)}/{total}] {job.run.name}: {what}")
                 try:
                     make_run_dir(job.run)
                 except PyroDvaeError as err:
@@ -212,6 +215,8 @@ def _run_locked(
                 else:
                     outcome[job.run.name] = f"failed: {error}"
                     log(f"[FAILED] {job.run.name}: {error} (see {job.log_path})")
+                progress.log(outcome, running, log)
+            progress.log(outcome, running, log, every=PROGRESS_EVERY)
     except KeyboardInterrupt:
         _stop(running)
         for job in running:
@@ -220,6 +225,39 @@ def _run_locked(
             outcome[job.run.name] = "not started"
         raise
     return outcome
+
+
+class _Progress:
+    """The sweep's progress line: runs finished / running / failed, the epochs done across
+    the sweep (read from the checkpoints) and an ETA from the rate since the sweep started."""
+
+    def __init__(self, planned: list[PlannedRun]):
+        self.runs = [(r.path, r.config.epochs) for r in planned if r.state != "conflict"]
+        self.t0 = self.last = time.monotonic()
+        self.start = self.epochs_done()
+
+    def epochs_done(self) -> int:
+        return sum(min(RunDir(path).checkpoint_epoch() or 0, target) for path, target in self.runs)
+
+    def log(self, outcome: dict[str, str], running: list, log, every: float = 0.0) -> None:
+        now = time.monotonic()
+        if now - self.last < every:
+            return
+        self.last = now
+        done, total = self.epochs_done(), sum(target for _, target in self.runs)
+        finished = sum(1 for v in outcome.values() if v == "finished")
+        failed = sum(1 for v in outcome.values() if v.startswith("failed"))
+        rate = (done - self.start) / max(now - self.t0, 1e-9)
+        eta = f"ETA {_duration((total - done) / rate)}" if rate > 0 and done < total else "ETA –"
+        log(
+            f"[progress] {finished}/{len(self.runs)} runs finished, {len(running)} running, "
+            f"{failed} failed; epochs {done}/{total} ({100 * done / max(total, 1):.0f}%); {eta}"
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{max(minutes, 1)}m"
 
 
 def _startable(queue: list[_Job], free: int, outcome: dict[str, str], log) -> list[_Job]:
