@@ -12,13 +12,14 @@ analytic KL (Jang et al.) — low variance, but a biased estimate of this model'
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pyro
 import torch
 
 from .config import FitConfig
+from .estimators import variant_vae
 from .families import make_family
 from .inference import make_elbo
 from .report import Table
@@ -41,14 +42,9 @@ class GradientEstimator:
     temperature: float | None = None
 
 
-def _twin(vae: VAE, **changes) -> VAE:
-    """The same networks under another family or estimator (``with_family``)."""
-    return vae.with_family(make_family(replace(vae.family.config, **changes)))
-
-
 def discrete_estimators(vae: VAE, temperatures=TEMPERATURES) -> list[GradientEstimator]:
     """The score-function estimators and the relaxation at each temperature."""
-    factorised = _twin(vae, elbo="tracegraph")
+    factorised = variant_vae(vae, {"elbo": "tracegraph"})
     ests = [
         GradientEstimator(
             "score-function", "Trace_ELBO: REINFORCE, no baseline", factorised, make_elbo("trace")
@@ -112,7 +108,7 @@ def compare_to_exact(
     groups = {"encoder": vae.encoder_parameters(), "decoder": list(vae.decoder.parameters())}
     params = [p for ps in groups.values() for p in ps]
     sizes = [sum(p.numel() for p in ps) for ps in groups.values()]
-    exact_vae = _twin(vae, elbo="enum")
+    exact_vae = variant_vae(vae, {"elbo": "enum"})
     with pyro.validation_enabled(False):
         exact = _gradient(exact_vae, make_elbo("enum"), x, params)  # also warms up
         t0 = time.perf_counter()

@@ -28,7 +28,7 @@ class Estimator:
     vae_for: Callable[[VAE], VAE] = lambda vae: vae  # the model/guide it scores
 
 
-def _variant_vae(vae: VAE, changes: dict[str, Any]) -> VAE:
+def variant_vae(vae: VAE, changes: dict[str, Any]) -> VAE:
     """The same networks under one of the family's variants (its config changed so)."""
     family = make_family(replace(vae.family.config, **changes))
     return vae.with_family(family)
@@ -70,7 +70,7 @@ def default_estimators(vae: VAE, num_particles: int = 10, iwae_k=(5, 50)) -> lis
                 name,
                 f"the family's variant {flags}",
                 TraceMeanField_ELBO if analytic else Trace_ELBO,
-                lambda vae, changes=changes: _variant_vae(vae, changes),
+                lambda vae, changes=changes: variant_vae(vae, changes),
             )
         )
     for k in iwae_k:

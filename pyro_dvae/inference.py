@@ -282,41 +282,37 @@ def evaluate_elbo(
     return {"loss": (recon_total + kl_total) / n, "recon": recon_total / n, "kl": kl_total / n}
 
 
-def _joint(family):
-    """The categorical family in its joint-code form (the one ``--elbo enum`` trains)."""
+def _every_code(vae, like: torch.Tensor):
+    """The categorical family in its joint-code form (the one ``--elbo enum`` trains) and
+    the decoder's logits for each of its codes, (codes, pixels)."""
     from dataclasses import replace
 
     from .families import make_family
 
-    if getattr(family, "joint", False):
-        return family
-    return make_family(replace(family.config, elbo="enum"))
+    family = vae.family
+    joint = family if family.joint else make_family(replace(family.config, elbo="enum"))
+    codes = torch.eye(joint.codes, dtype=like.dtype, device=like.device)
+    return joint, vae.decoder(joint.decoder_input(codes))
 
 
 @torch.no_grad()
 def enumerated_reconstructions(vae, x: torch.Tensor) -> torch.Tensor:
     """A categorical VAE's mean reconstruction Σ_c q(c | x) E[x | c] over its codes; past
     ``ENUM_LIMIT`` codes, the image of each variable's most likely class instead."""
-    from .families.categorical import ENUM_LIMIT
-
     family = vae.family
-    if family.categories**family.latent_dim > ENUM_LIMIT:
+    if not family.summable:
         logits = vae.encoder(x).reshape(len(x), family.latent_dim, family.categories)
         mode = F.one_hot(logits.argmax(-1), family.categories).to(x.dtype).flatten(-2)
         return torch.sigmoid(vae.decoder(mode))
-    joint = _joint(family)
-    codes = torch.eye(joint.codes, dtype=x.dtype, device=x.device)
-    images = torch.sigmoid(vae.decoder(joint.decoder_input(codes)))  # (codes, pixels)
-    return joint.posterior(vae.encoder(x)).probs @ images
+    joint, logits = _every_code(vae, x)
+    return joint.posterior(vae.encoder(x)).probs @ torch.sigmoid(logits)
 
 
 @torch.no_grad()
 def enumerated_parts(vae, x: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
     """The exact mean −ELBO, reconstruction and KL per image of a categorical VAE: sums
     over all K^M codes, no sampling (the decoder runs once per code, the encoder per batch)."""
-    joint = _joint(vae.family)
-    codes = torch.eye(joint.codes, dtype=x.dtype, device=x.device)
-    logits = vae.decoder(joint.decoder_input(codes))  # (codes, pixels)
+    joint, logits = _every_code(vae, x)
     log_on, log_off = F.logsigmoid(logits), F.logsigmoid(-logits)
     recon = kl = 0.0
     for start in range(0, x.shape[0], batch_size):

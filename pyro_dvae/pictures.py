@@ -20,7 +20,6 @@ from matplotlib.ticker import MaxNLocator
 from .data import IMAGE_SHAPES, load_dataset
 from .errors import RunDirError, StorageError
 from .families import FAMILIES
-from .families.categorical import ENUM_LIMIT
 from .fileio import atomic_write_text
 from .inference import enumerated_reconstructions, seeded
 from .plots import plt, save_figure
@@ -91,7 +90,10 @@ def pick_test_images(
     dataset: str, data_dir, count: int, seed: int
 ) -> tuple[list[int], torch.Tensor]:
     """``count`` test images picked by ``seed`` (the test set's one fixed binarisation)."""
-    test = load_dataset(dataset, data_dir).test
+    return _pick(load_dataset(dataset, data_dir).test, count, seed)
+
+
+def _pick(test: torch.Tensor, count: int, seed: int) -> tuple[list[int], torch.Tensor]:
     order = torch.randperm(test.shape[0], generator=torch.Generator().manual_seed(seed))
     indices = sorted(order[:count].tolist())
     return indices, test[indices]
@@ -220,6 +222,7 @@ def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
     vae, config = loaded.vae, loaded.config
     shape = IMAGE_SHAPES[config.dataset]
     cols, n, seed = options["cols"], options["samples"], options["seed"]
+    test = load_dataset(config.dataset, options["data_dir"]).test  # read once, before drawing
     priors = [("prior", False)] + ([("categorical prior", True)] if vae.family.discrete() else [])
     panels = []
     for name, discrete in priors:
@@ -229,7 +232,7 @@ def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
             panels.append(Panel(f"{name}: {what}", _grid(images, cols, shape)))
     written = [save_figure(draw_panels(panels, f"samples · {title}"), out / "samples.png")]
 
-    indices, x = pick_test_images(config.dataset, options["data_dir"], options["images"], seed)
+    indices, x = _pick(test, options["images"], seed)
     recon = reconstructions(vae, x)
     pairs = torch.stack([x.cpu(), recon.cpu()], 0).reshape(2, len(indices), *shape).numpy()
     panel = Panel(
@@ -242,9 +245,7 @@ def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
         save_figure(draw_panels([panel], f"reconstructions · {title}"), out / "reconstructions.png")
     )
 
-    _, probe = pick_test_images(
-        config.dataset, options["data_dir"], options["activity_images"], seed
-    )
+    _, probe = _pick(test, options["activity_images"], seed)
     units, activity = most_active_units(vae, probe, options["units"])
     z, images, labels = traversals(vae, units, options["steps"])
     word = vae.family.unit_word
@@ -265,7 +266,7 @@ def _reconstructed_from(vae: VAE) -> str:
     family = vae.family
     if not family.enumerable:
         return "from E_q[z]"
-    if family.categories**family.latent_dim > ENUM_LIMIT:
+    if not family.summable:
         return "from each variable's most likely class"
     return "Σ_c q(c|x) E[x|c] over every code"
 

@@ -74,7 +74,30 @@ def gauss_hermite(f, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (w * f(z)).sum(-1)
 
 
-class LogitNormal(TransformedDistribution):
+class SigmoidMoments:
+    """Mean, variance and entropy of z = sigmoid(y), none in closed form, from ``_expect(f)``:
+    E[f(z_i)] per coordinate by Gauss–Hermite quadrature over y_i's marginal Normal."""
+
+    def _expect(self, f) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self._expect(lambda z: z)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Per coordinate (for a multivariate z, the marginal variances)."""
+        return (self._expect(lambda z: z * z) - self.mean**2).clamp_min(0.0)
+
+    def entropy(self) -> torch.Tensor:
+        """H(z) = H(y) + Σ_i E[log z_i(1 − z_i)] (the sigmoid's log-Jacobian)."""
+        jacobian = self._expect(lambda z: z.log() + (-z).log1p())
+        event_dims = tuple(range(-len(self.event_shape), 0))
+        return self.base_dist.entropy() + (jacobian.sum(event_dims) if event_dims else jacobian)
+
+
+class LogitNormal(SigmoidMoments, TransformedDistribution):
     r"""``z = sigmoid(y)`` with ``y ~ Normal(loc, scale)``.
 
     Its density is ``Normal(logit z; loc, scale) / (z (1 - z))``. Samples are
@@ -117,18 +140,6 @@ class LogitNormal(TransformedDistribution):
     def _expect(self, f) -> torch.Tensor:
         """E[f(z)] by 64-point Gauss–Hermite quadrature in the base space (no closed form)."""
         return gauss_hermite(f, self.base_dist.loc, self.base_dist.scale)
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self._expect(lambda z: z)
-
-    @property
-    def variance(self) -> torch.Tensor:
-        return (self._expect(lambda z: z * z) - self.mean**2).clamp_min(0.0)
-
-    def entropy(self) -> torch.Tensor:
-        """H(z) = H(y) + E[log z(1 − z)] (the sigmoid's log-Jacobian), by the same quadrature."""
-        return self.base_dist.entropy() + self._expect(lambda z: z.log() + (-z).log1p())
 
     @property
     def loc(self) -> torch.Tensor:

@@ -8,10 +8,17 @@ from pyro.distributions.torch import Independent
 from torch.distributions import constraints
 from torch.distributions.kl import register_kl
 
-from .logit_normal import _SIGMOID, LogitNormal, _rebuild, gauss_hermite, open_unit_interval
+from .logit_normal import (
+    _SIGMOID,
+    LogitNormal,
+    SigmoidMoments,
+    _rebuild,
+    gauss_hermite,
+    open_unit_interval,
+)
 
 
-class MultivariateLogitNormal(TransformedDistribution):
+class MultivariateLogitNormal(SigmoidMoments, TransformedDistribution):
     """``z = sigmoid(y)``, ``y ~ MultivariateNormal(loc, scale_tril)``; event dimension 1."""
 
     arg_constraints = {"loc": constraints.real_vector, "scale_tril": constraints.lower_cholesky}
@@ -38,24 +45,10 @@ class MultivariateLogitNormal(TransformedDistribution):
         new = self._get_checked_instance(MultivariateLogitNormal, _instance)
         return super().expand(batch_shape, _instance=new)
 
-    def _marginal(self, f) -> torch.Tensor:
+    def _expect(self, f) -> torch.Tensor:
         """E[f(z_i)] per coordinate: z_i is a Logit-normal of the base's marginal N(μ_i, Σ_ii)."""
         scale = self.base_dist.scale_tril.square().sum(-1).sqrt()  # sqrt of diag(L Lᵀ)
         return gauss_hermite(f, self.base_dist.loc, scale)
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self._marginal(lambda z: z)
-
-    @property
-    def variance(self) -> torch.Tensor:
-        """Per coordinate (the marginal variances; the covariance has no closed form)."""
-        return (self._marginal(lambda z: z * z) - self.mean**2).clamp_min(0.0)
-
-    def entropy(self) -> torch.Tensor:
-        """H(z) = H(y) + Σ_i E[log z_i(1 − z_i)], each term over its marginal."""
-        jacobian = self._marginal(lambda z: z.log() + (-z).log1p()).sum(-1)
-        return self.base_dist.entropy() + jacobian
 
     @property
     def loc(self) -> torch.Tensor:

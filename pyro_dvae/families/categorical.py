@@ -64,6 +64,11 @@ class CategoricalFamily(CategoricalShape, LatentFamily):
         """Joint codes: K^M."""
         return self.categories**self.latent_dim
 
+    @property
+    def summable(self) -> bool:
+        """Whether its ELBO can be summed over every code (at most ``ENUM_LIMIT``)."""
+        return self.codes <= ENUM_LIMIT
+
     def _table(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each joint code's digits (K^M, M) and its one-hot codes, flattened (K^M, M·K)."""
         key = (like.device, like.dtype)
