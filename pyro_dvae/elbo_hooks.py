@@ -33,11 +33,17 @@ def data_size(model_trace) -> int:
 
 
 def reconstruction(model_trace) -> torch.Tensor:
-    """−Σ log p(x | z) over the observed sites of a trace (detached)."""
+    """−Σ log p(x | z) over the observed sites of a trace (detached); inside a ``members``
+    plate (a group, :mod:`pyro_dvae.group`), one sum per member."""
     total = 0.0
     for site in model_trace.nodes.values():
         if site["type"] == "sample" and site["is_observed"]:
-            total = total - site["log_prob_sum"].detach()
+            members = [f.dim for f in site["cond_indep_stack"] if f.name == "members"]
+            if members:
+                log_p = site["log_prob"].detach().movedim(members[0], 0)
+                total = total - log_p.reshape(log_p.shape[0], -1).sum(-1)
+            else:
+                total = total - site["log_prob_sum"].detach()
     return total
 
 

@@ -187,14 +187,22 @@ class SVI(pyro.infer.SVI):
 
 
 def make_elbo(
-    name: str, num_particles: int = 1, jit: bool = False, state: Any = None, **options: Any
+    name: str,
+    num_particles: int = 1,
+    jit: bool = False,
+    state: Any = None,
+    plates: int = 1,
+    **options: Any,
 ):
     """The ``--elbo`` estimator; ``state`` feeds per-step values to a compiled graph;
-    ``options`` go to the estimator that takes them (``baseline`` for ``tracegraph``)."""
+    ``plates`` is the plate nesting (2 for a group: members and data); ``options`` go to
+    the estimator that takes them (``baseline`` for ``tracegraph``)."""
     cls, _ = ELBOS[name]
     if cls is not MeanTraceGraphELBO:
         options.pop("baseline", None)
-    return cls(num_particles=num_particles, max_plate_nesting=1, jit=jit, state=state, **options)
+    return cls(
+        num_particles=num_particles, max_plate_nesting=plates, jit=jit, state=state, **options
+    )
 
 
 def fully_reparameterized(model: Callable, guide: Callable, *args, **kwargs) -> bool:

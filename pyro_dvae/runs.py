@@ -6,7 +6,8 @@ checkpoint (the truth) and brings the metrics and summary back in line with it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,44 +68,17 @@ def resume(
     a file is resumed only when ``guide`` names it (a module, or its import spec):
     a run folder never runs code on its own.
     """
-    changes = {k: v for k, v in changes.items() if v is not None}
-    fixed = sorted(set(changes) - RESUMABLE_FIELDS)
-    if fixed:
-        raise ConfigError(f"a resumed run cannot change {', '.join(fixed)}")
+    changes = _resumable(changes)
     with RunDir.open(run_path, need_checkpoint=False).lock() as run_dir:
-        config = run_dir.read_config()
-        state = run_dir.load_checkpoint() if run_dir.checkpoint_path.is_file() else None
-        if state is not None and state.get("config") is not None:
-            if _stored_config(state, run_dir).differences(config):
-                raise RunDirError(f"checkpoint in {run_dir.path} does not match its config.json")
-        done = int(state["epoch"]) if state is not None else 0
-        if changes.get("epochs", config.epochs) < done:
-            raise ConfigError(
-                f"--epochs {changes['epochs']} is below the {done} epochs "
-                f"{run_dir.path} has already completed"
-            )
-        for key, value in changes.items():
-            setattr(config, key, value)
-        config.validate()
+        config, state = _read_for_resume(run_dir, changes)
         dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
         try:
             trainer = Trainer(config, dataset, device, run_dir, progress, log, guide=guide)
         except RunDirError as err:
             raise RunDirError(f"{run_dir.path}: {err}") from None
         if state is not None:
-            try:
+            with _fitting(run_dir):
                 trainer.load_state_dict(state)
-            except (
-                RuntimeError,
-                ValueError,
-                KeyError,
-                TypeError,
-                AttributeError,
-                IndexError,
-            ) as err:
-                raise RunDirError(
-                    f"checkpoint in {run_dir.path} does not fit this model: {first_line(err)}"
-                ) from None
             trainer.log(f"resuming {run_dir.path} from epoch {trainer.epoch}")
         else:
             trainer.log(f"{run_dir.path} has no checkpoint yet: starting it from epoch 0")
@@ -112,6 +86,88 @@ def resume(
         if changes:
             config.save(run_dir.config_path)
         return _train(trainer)
+
+
+def resume_group(
+    run_paths: list[str | Path],
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    **changes: Any,
+) -> list[dict[str, Any]]:
+    """Continue several runs of one shape as one group (:mod:`pyro_dvae.group`), each from
+    its checkpoint; all must be at the same epoch. Returns the members' summaries."""
+    from .group import GroupTrainer, check_group
+
+    changes = _resumable(changes)
+    if len({Path(p).resolve() for p in run_paths}) < len(run_paths):
+        raise ConfigError("a run appears twice in the group")
+    with ExitStack() as stack:
+        run_dirs, configs, states = [], [], []
+        for path in run_paths:
+            run_dir = stack.enter_context(RunDir.open(path, need_checkpoint=False).lock())
+            config, state = _read_for_resume(run_dir, changes)
+            run_dirs.append(run_dir)
+            configs.append(config)
+            states.append(state)
+        check_group(configs)
+        dataset = load_dataset(configs[0].dataset, data_dir, subset=configs[0].subset)
+        group = GroupTrainer(configs, dataset, device, run_dirs, progress, log)
+        if any(s is not None for s in states):
+            fresh = [s or t.state_dict() for s, t in zip(states, group.members, strict=True)]
+            with _fitting(run_dirs[0]):
+                group.load_states(fresh)
+        group.log(
+            f"training {len(run_dirs)} runs as one group from epoch {group.epoch}: "
+            + ", ".join(d.path.name for d in run_dirs)
+        )
+        members = zip(run_dirs, group.members, states, configs, strict=True)
+        for run_dir, trainer, state, config in members:
+            trainer.history = run_dir.reconcile(trainer.epoch, state and state.get("history"))
+            if changes:
+                config.save(run_dir.config_path)
+            for note in _kl_notes(trainer):
+                trainer.log(note)
+        return group.fit()
+
+
+def _resumable(changes: dict[str, Any]) -> dict[str, Any]:
+    changes = {k: v for k, v in changes.items() if v is not None}
+    fixed = sorted(set(changes) - RESUMABLE_FIELDS)
+    if fixed:
+        raise ConfigError(f"a resumed run cannot change {', '.join(fixed)}")
+    return changes
+
+
+def _read_for_resume(run_dir: RunDir, changes: dict[str, Any]):
+    """A locked run's config (with ``changes`` applied) and its checkpoint (None: none yet)."""
+    config = run_dir.read_config()
+    state = run_dir.load_checkpoint() if run_dir.checkpoint_path.is_file() else None
+    if state is not None and state.get("config") is not None:
+        if _stored_config(state, run_dir).differences(config):
+            raise RunDirError(f"checkpoint in {run_dir.path} does not match its config.json")
+    done = int(state["epoch"]) if state is not None else 0
+    if changes.get("epochs", config.epochs) < done:
+        raise ConfigError(
+            f"--epochs {changes['epochs']} is below the {done} epochs "
+            f"{run_dir.path} has already completed"
+        )
+    for key, value in changes.items():
+        setattr(config, key, value)
+    config.validate()
+    return config, state
+
+
+@contextmanager
+def _fitting(run_dir: RunDir) -> Iterator[None]:
+    """A checkpoint that does not load into the model is one error line naming the run."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        raise RunDirError(
+            f"checkpoint in {run_dir.path} does not fit this model: {first_line(err)}"
+        ) from None
 
 
 def _stored_config(state: dict[str, Any], run_dir: RunDir) -> FitConfig:

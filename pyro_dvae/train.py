@@ -93,6 +93,7 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        self.extra_summary: dict[str, Any] = {}  # what a group adds to a member's summary
         # One validated pass: shapes and supports are checked here, not in the hot loop.
         probe = self.data.test[:2]
         with pyro.validation_enabled(True):
@@ -282,6 +283,7 @@ class Trainer:
                 "pyro": pyro.__version__,
                 "python": platform.python_version(),
             },
+            **self.extra_summary,
         }
         if self.run_dir is not None:
             self.run_dir.write_summary(summary)

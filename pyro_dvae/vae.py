@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import pyro
 import pyro.distributions as dist
@@ -12,7 +14,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from .families import LatentFamily
-from .networks import Decoder, Encoder
+from .networks import Decoder, Encoder, MemberMLP
 
 _instances = itertools.count()
 
@@ -30,7 +32,13 @@ class VAE(nn.Module):
     ``PyroModule``) whose ``forward(x)`` samples site ``z`` inside
     ``pyro.plate("data", x.shape[0])``. It is a submodule, so its weights are
     saved with the model's.
+
+    :meth:`group` stacks M such models into one whose inputs are (M, batch, pixels)
+    and whose ``z`` is sampled inside ``pyro.plate("members", M)`` as well.
     """
+
+    #: 0 for one model; M for a group of M (see :mod:`pyro_dvae.group`)
+    members: int = 0
 
     def __init__(
         self,
@@ -53,7 +61,7 @@ class VAE(nn.Module):
 
     def model(self, x: torch.Tensor) -> None:
         pyro.module(f"{self.name}.decoder", self.decoder)
-        with pyro.plate("data", x.shape[0]):
+        with self._plates(x):
             z = pyro.sample("z", self.family.prior(x))
             logits = self.decoder(self.family.decoder_input(z))
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
@@ -64,8 +72,28 @@ class VAE(nn.Module):
                 pyro.module(f"{self.name}.guide", self.guide_module)
             return self.guide_module(x)
         pyro.module(f"{self.name}.encoder", self.encoder)
-        with pyro.plate("data", x.shape[0]):
+        with self._plates(x):
             pyro.sample("z", self.family.posterior(self.encoder(x)))
+
+    @contextmanager
+    def _plates(self, x: torch.Tensor) -> Iterator[None]:
+        with ExitStack() as stack:
+            if self.members:
+                stack.enter_context(pyro.plate("members", self.members, dim=-2))
+            stack.enter_context(pyro.plate("data", x.shape[-2], dim=-1))
+            yield
+
+    @classmethod
+    def group(cls, family: LatentFamily, vaes: list[VAE], name: str | None = None) -> VAE:
+        """M models of one shape trained as one: each network's weights stacked along a
+        leading member axis (copies of theirs); ``family`` holds the members' values
+        (:meth:`~pyro_dvae.families.LatentFamily.for_members`)."""
+        if any(v.guide_module is not None for v in vaes):
+            raise ValueError("a group trains the families' own guides, not custom ones")
+        nets = (MemberMLP([v.encoder for v in vaes]), MemberMLP([v.decoder for v in vaes]))
+        vae = cls(family, vaes[0].input_dim, name=name, networks=nets)
+        vae.members = len(vaes)
+        return vae
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> dist.TorchDistribution:

@@ -26,10 +26,11 @@ from .options import config_from, config_options
 )
 @click.option(
     "--resume",
-    "resume_dir",
+    "resume_dirs",
     type=click.Path(path_type=Path),
-    default=None,
-    help="Continue the run in this directory (--epochs may be raised).",
+    multiple=True,
+    help="Continue the run in this directory (--epochs may be raised). Given several "
+    "times: train those runs as one group (same shapes; docs/groups.md).",
 )
 @click.option(
     "--data-dir",
@@ -43,33 +44,31 @@ from .options import config_from, config_options
     "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
 )
 @click.pass_context
-def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress, **options):
+def fit(ctx: click.Context, out, resume_dirs, data_dir, device, threads, progress, **options):
     """Train one VAE and write its run directory."""
     from ..runs import fit as fit_run
     from ..runs import resume as resume_run
+    from ..runs import resume_group
     from ..train import TrainingInterrupted
 
     set_threads(threads)
 
     given = {k for k in options if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    resume_dir = resume_dirs[0] if resume_dirs else None
     try:
-        if resume_dir is not None:
+        if resume_dirs:
             if out is not None:
                 raise click.UsageError("give either --out or --resume, not both")
-            from ..rundir import RunDir
-
-            stored = RunDir.open(resume_dir, need_checkpoint=False).read_config()
-            clash = [
-                k for k in sorted(given - RESUMABLE_FIELDS) if options[k] != getattr(stored, k)
-            ]
-            if clash:
-                k = clash[0]
-                raise RunDirError(
-                    f"{resume_dir} was trained with --{k.replace('_', '-')} {getattr(stored, k)}; "
-                    f"it cannot be resumed with {options[k]} "
-                    "(only --epochs, --eval-every and --jit may change)"
-                )
+            for path in resume_dirs:
+                _check_unchanged(path, options, given)
             changes = {k: options[k] for k in given & RESUMABLE_FIELDS}
+            if len(resume_dirs) > 1:
+                if "guide" in given:
+                    raise click.UsageError("a group trains the families' own guides (no --guide)")
+                return _group_done(
+                    resume_group(resume_dirs, data_dir, device, progress, log_line, **changes),
+                    resume_dirs,
+                )
             guide = options["guide"] if "guide" in given else None  # named here, so trusted
             summary = resume_run(
                 resume_dir, data_dir, device, progress, log_line, guide=guide, **changes
@@ -80,9 +79,8 @@ def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress
             out = out or Path("runs") / f"{run_name(config)}-{time.strftime('%Y%m%d-%H%M%S')}"
             summary = fit_run(config, out, data_dir, device, progress, log_line)
     except TrainingInterrupted as err:
-        where = (
-            f"after epoch {err.epoch}; continue with: pyro-dvae fit --resume {out or resume_dir}"
-        )
+        again = " ".join(f"--resume {p}" for p in resume_dirs) or f"--resume {out}"
+        where = f"after epoch {err.epoch}; continue with: pyro-dvae fit {again}"
         click.echo(interrupted_line(err.signum, where), err=True)
         return err.exit_code
     final = summary.get("final_test", {})
@@ -91,3 +89,29 @@ def fit(ctx: click.Context, out, resume_dir, data_dir, device, threads, progress
         msg += f", test -ELBO {final['test_loss']:.2f}"
     click.echo(f"{msg}; run directory {out}", err=True)
     return 0
+
+
+def _check_unchanged(path: Path, options: dict, given: set[str]) -> None:
+    """Flags that define a run must match the stored run's values when given again."""
+    from ..rundir import RunDir
+
+    stored = RunDir.open(path, need_checkpoint=False).read_config()
+    clash = [k for k in sorted(given - RESUMABLE_FIELDS) if options[k] != getattr(stored, k)]
+    if clash:
+        k = clash[0]
+        raise RunDirError(
+            f"{path} was trained with --{k.replace('_', '-')} {getattr(stored, k)}; "
+            f"it cannot be resumed with {options[k]} "
+            "(only --epochs, --eval-every and --jit may change)"
+        )
+
+
+def _group_done(summaries: list[dict], paths: tuple[Path, ...]) -> int:
+    """One line per member; exit status 1 if any member failed."""
+    for path, summary in zip(paths, summaries, strict=True):
+        final = summary.get("final_test", {})
+        msg = f"{path}: {summary['status']}, {summary.get('epochs_completed', 0)} epochs"
+        if final:
+            msg += f", test -ELBO {final['test_loss']:.2f}"
+        click.echo(msg, err=True)
+    return 1 if any(s["status"] == "failed" for s in summaries) else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyro.distributions as dist
@@ -40,6 +41,10 @@ class LatentFamily:
     event_dim: ClassVar[int] = 1
     #: whether ``--elbo enum`` can sum over its values (a discrete latent with few codes)
     enumerable: ClassVar[bool] = False
+    #: whether models of this family can be trained as a group (:mod:`pyro_dvae.group`)
+    groupable: ClassVar[bool] = True
+    #: the fields that may differ between the members of a group; all others must agree
+    member_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: FitConfig):
         self.config = config
@@ -61,6 +66,13 @@ class LatentFamily:
     @classmethod
     def validate_config(cls, config: FitConfig) -> None:
         """Checks across fields (each field's own check has run); raise ConfigError."""
+
+    @classmethod
+    def for_members(cls, configs: list[FitConfig]) -> LatentFamily:
+        """The family of a group: ``configs[0]``'s, with each of :attr:`member_params` a
+        float64 tensor of the members' values shaped (M, 1, 1), which broadcasts over
+        (members, data, units). Its methods take inputs with a leading member axis."""
+        return cls(_MemberValues(configs, cls.member_params))
 
     # ------------------------------------------------------------------ per-step state
     def state(self) -> dict[str, float]:
@@ -154,9 +166,31 @@ class LatentFamily:
         """Read those values from ``inputs`` (a compiled graph's inputs); None: from self."""
 
 
-def _filled(like: torch.Tensor, *shape: int, value: float = 0.0) -> torch.Tensor:
-    """A constant on ``like``'s device and dtype; a traced graph folds it and what follows."""
+def _filled(like: torch.Tensor, *shape: int, value: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """A constant on ``like``'s device and dtype; a traced graph folds it and what follows.
+    ``value`` may be a group's per-member tensor (see :meth:`LatentFamily.for_members`)."""
+    if torch.is_tensor(value):
+        return value.to(dtype=like.dtype, device=like.device).expand(shape).contiguous()
     return torch.full(shape, value, dtype=like.dtype, device=like.device)
+
+
+def _sqrt(value: float | torch.Tensor) -> float | torch.Tensor:
+    """√value of a float or of a group's per-member tensor."""
+    return value.sqrt() if torch.is_tensor(value) else math.sqrt(value)
+
+
+class _MemberValues:
+    """A group's configuration as a family reads it: the first member's fields, except
+    ``names``, each a float64 tensor (M, 1, 1) of every member's value."""
+
+    def __init__(self, configs: list[FitConfig], names: tuple[str, ...]):
+        self._configs, self._names = configs, names
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._names:
+            values = [float(getattr(c, name)) for c in self._configs]
+            return torch.tensor(values, dtype=torch.float64).reshape(-1, 1, 1)
+        return getattr(self._configs[0], name)
 
 
 def _loc_scale(head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

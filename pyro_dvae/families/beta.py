@@ -36,6 +36,7 @@ class BetaFamily(LatentFamily):
         ),
     )
     slug_params = ("beta_prior",)
+    member_params = ("beta_prior",)
 
     def __init__(self, config: FitConfig):
         super().__init__(config)
@@ -54,7 +55,7 @@ class BetaFamily(LatentFamily):
         return dist.Beta(a + BETA_FLOOR, b + BETA_FLOOR).to_event(1)
 
     def prior(self, like):
-        shape = (like.shape[0], self.latent_dim)
+        shape = (*like.shape[:-1], self.latent_dim)
         b0 = _filled(like, *shape, value=self.beta_prior)
         return dist.Beta(b0, b0).to_event(1)
 

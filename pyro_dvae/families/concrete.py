@@ -178,11 +178,11 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
         return like.new_tensor(self.temperature)
 
     def posterior(self, head):
-        logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
+        logits = head.reshape(*head.shape[:-1], self.latent_dim, self.categories)
         return self._dist(self._temperature(head), logits=logits).to_event(1)
 
     def prior(self, like):
-        logits = _filled(like, like.shape[0], self.latent_dim, self.categories)
+        logits = _filled(like, *like.shape[:-1], self.latent_dim, self.categories)
         return self._dist(_filled(like, value=self.prior_temperature), logits=logits).to_event(1)
 
     def decoder_input(self, z):
@@ -222,7 +222,7 @@ class OneHotFamily(CategoricalShape, LatentFamily):
         self._relaxed = relaxed.describe()
 
     def posterior(self, head):
-        logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
+        logits = head.reshape(*head.shape[:-1], self.latent_dim, self.categories)
         return dist.OneHotCategorical(logits=logits).to_event(1)
 
     def prior(self, like):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import pyro.distributions as dist
@@ -10,7 +9,7 @@ import torch
 
 from ..distributions import LogitNormal
 from ..params import Param
-from .base import LatentFamily, _filled, _loc_scale, register_family
+from .base import LatentFamily, _filled, _loc_scale, _sqrt, register_family
 
 if TYPE_CHECKING:
     from ..config import FitConfig
@@ -32,7 +31,7 @@ class GaussianFamily(LatentFamily):
         return dist.Normal(loc, scale).to_event(1)
 
     def prior(self, like):
-        shape = (like.shape[0], self.latent_dim)
+        shape = (*like.shape[:-1], self.latent_dim)
         return dist.Normal(_filled(like, *shape), _filled(like, *shape, value=1.0)).to_event(1)
 
     def from_unit_interval(self, u):
@@ -60,6 +59,7 @@ class LogitNormalFamily(LatentFamily):
         ),
     )
     slug_params = ("alpha",)
+    member_params = ("alpha",)
 
     def __init__(self, config: FitConfig):
         super().__init__(config)
@@ -78,8 +78,8 @@ class LogitNormalFamily(LatentFamily):
         return LogitNormal(loc, scale).to_event(1)
 
     def prior(self, like):
-        shape = (like.shape[0], self.latent_dim)
-        scale = _filled(like, *shape, value=math.sqrt(self.alpha))
+        shape = (*like.shape[:-1], self.latent_dim)
+        scale = _filled(like, *shape, value=_sqrt(self.alpha))
         return LogitNormal(_filled(like, *shape), scale).to_event(1)
 
     def describe(self) -> str:

@@ -1,0 +1,355 @@
+"""Many runs of one shape trained as one model: a plate over members.
+
+A sweep's runs often share every shape (the four Logit-normal priors at one latent
+size, the seeds of one model). :class:`GroupTrainer` trains M of them in one SVI
+step: the networks' weights are stacked along a leading member axis
+(:class:`~pyro_dvae.networks.MemberMLP`), the model and guide sample ``z`` inside
+``pyro.plate("members", M)`` around the data plate, and the members' own values of
+the family's :attr:`~pyro_dvae.families.LatentFamily.member_params` (α, b₀) are
+tensors along that axis. The loss is the sum of the members' losses, so each
+member's gradient is its own, and the same compiled ELBO and clipped Adam (both
+elementwise per member) train it.
+
+Each member is an ordinary run: a solo :class:`~pyro_dvae.train.Trainer` built from
+its config and seed (its initial weights, binarisation and data order are the solo
+run's), into which the group copies the member's weights and optimiser state before
+evaluating it and writing its checkpoint, so every run command reads it as any
+other run. Members draw their latent noise from one stream, that of the first
+member's seed: a group of one is the solo run, step for step. A member whose loss
+stops being finite is stopped alone, its last good checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from tqdm.auto import tqdm
+
+from .config import FitConfig
+from .data import Dataset, binarize
+from .errors import ConfigError, StorageError, TrainingError
+from .families import FAMILIES
+from .inference import SVI, make_elbo
+from .optim import FusedClippedAdam
+from .rundir import RunDir
+from .signals import deferred_stop, signal_of, stop_on_signals
+from .train import Trainer, TrainingInterrupted, resolve_device
+from .vae import VAE
+
+#: the ELBOs a group trains with (their per-image particle loss; see :mod:`.elbo_hooks`)
+GROUP_ELBOS = ("trace", "analytic")
+#: fields every member may set for itself, besides its family's ``member_params``
+FREE_FIELDS = ("seed", "eval_every")
+
+
+def group_key(config: FitConfig) -> tuple | None:
+    """Runs with equal keys can train as one group; None: this one trains alone."""
+    family = FAMILIES[config.family]
+    if not family.groupable or config.guide or config.elbo not in GROUP_ELBOS:
+        return None
+    free = {*FREE_FIELDS, *family.member_params}
+    return tuple((f.name, getattr(config, f.name)) for f in fields(config) if f.name not in free)
+
+
+def check_group(configs: list[FitConfig]) -> None:
+    """Raise :class:`ConfigError` unless ``configs`` can train as one group."""
+    if not configs:
+        raise ConfigError("a group needs at least one run")
+    keys = [group_key(c) for c in configs]
+    if keys[0] is None:
+        c = configs[0]
+        raise ConfigError(
+            f"a {c.family} run with --elbo {c.elbo}"
+            + (" and its own guide" if c.guide else "")
+            + f" trains alone (groups take families with {', '.join(GROUP_ELBOS)} ELBOs)"
+        )
+    for key in keys[1:]:
+        if key != keys[0]:
+            differ = [k for (k, v), (_, w) in zip(keys[0], key or (), strict=False) if v != w]
+            raise ConfigError(
+                "the runs of a group must agree on every field but the seed and "
+                f"{', '.join(FAMILIES[configs[0].family].member_params) or 'nothing else'}; "
+                f"these differ in {', '.join(differ) or 'family'}"
+            )
+
+
+def weighted(fn: Callable) -> Callable:
+    """``fn(x)`` with every log-density scaled by ``weights`` (M, 1), a unit weight per
+    member: the gradient of the loss with respect to them is each member's loss."""
+
+    def run(weights: torch.Tensor, x: torch.Tensor):
+        with poutine.scale(scale=weights):
+            return fn(x)
+
+    return run
+
+
+class GroupTrainer:
+    """Trains M runs of one shape (see :func:`check_group`) as one model."""
+
+    def __init__(
+        self,
+        configs: list[FitConfig],
+        dataset: Dataset,
+        device: str | torch.device = "auto",
+        run_dirs: list[RunDir] | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+    ):
+        for c in configs:
+            c.validate()
+        check_group(configs)
+        self.configs, self.config = configs, configs[0]
+        self.device = resolve_device(device)
+        self.data = dataset.to(self.device)
+        self.progress = progress
+        self.log = log or (lambda msg: tqdm.write(msg))
+        dirs = run_dirs or [None] * len(configs)
+        # The first member is built last: the shared noise stream starts where its solo run's
+        # does, after its weights are drawn.
+        self.members = [
+            Trainer(c, self.data, self.device, d, progress=False, log=self.log)
+            for c, d in reversed(list(zip(configs, dirs, strict=True)))
+        ][::-1]
+        for m, trainer in enumerate(self.members):
+            trainer.log = _prefixed(self.log, self._name(m))
+            trainer.extra_summary["group"] = len(configs)
+        self.alive = [True] * len(configs)
+        self.epoch = self.step = 0
+        self._build()
+
+    def _build(self) -> None:
+        """The group's model, ELBO and optimiser from the members' current weights."""
+        first = self.members[0]
+        with torch.random.fork_rng(devices=self._cuda()):
+            self.family = type(first.family).for_members(self.configs)
+            self.vae = VAE.group(self.family, [t.vae for t in self.members])
+            self.vae.to(self.device)
+        self.optim = FusedClippedAdam(lr=self.config.lr, clip_norm=self.config.clip_norm)
+        self.elbo = make_elbo(
+            self.config.elbo,
+            self.config.num_particles,
+            jit=all(t.jit for t in self.members),
+            state=self.family,
+            plates=2,
+        )
+        m = len(self.members)
+        if m == 1:  # its loss is the total: the solo step's arithmetic, exactly
+            self.weights = None
+            self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
+            return
+        self.weights = torch.ones(m, 1, device=self.device, dtype=self.data.train.dtype)
+        self.weights.requires_grad_(True)
+        self.svi = SVI(weighted(self.vae.model), weighted(self.vae.guide), self.optim, self.elbo)
+
+    def _step(self, x: torch.Tensor) -> torch.Tensor:
+        """One SVI step of every member; their losses (mean −ELBO per image)."""
+        if self.weights is None:
+            return torch.tensor([self.svi.step(x)], dtype=torch.float64, device=self.device)
+        self.weights.grad = None
+        self.svi.step(self.weights, x)
+        return self.weights.grad.detach().reshape(-1)
+
+    def _cuda(self) -> list:
+        return [self.device] if self.device.type == "cuda" else []
+
+    # ------------------------------------------------------------------ state
+    def load_states(self, states: list[dict[str, Any]]) -> None:
+        """Resume every member from its checkpoint (all at one epoch)."""
+        epochs = {int(s["epoch"]) for s in states}
+        if len(epochs) > 1:
+            raise TrainingError(
+                f"the members' checkpoints are at different epochs ({sorted(epochs)}); "
+                "resume them in groups of one epoch"
+            )
+        for trainer, state in reversed(list(zip(self.members, states, strict=True))):
+            trainer.load_state_dict(state)  # the first member's noise stream is the group's
+        self.epoch, self.step = self.members[0].epoch, self.members[0].step
+        self._build()
+        self.optim.set_state(stack_optim_states([s["optim"] for s in states]))
+
+    def _sync_member(self, m: int) -> None:
+        """Copy member ``m``'s weights and optimiser state into its solo trainer."""
+        trainer = self.members[m]
+        self.vae.encoder.copy_member_to(m, trainer.vae.encoder)
+        self.vae.decoder.copy_member_to(m, trainer.vae.decoder)
+        trainer.optim.set_state(member_optim_state(self.optim.get_state(), m))
+        trainer.step = self.step
+        trainer.family.set_step(self.step)
+
+    # ------------------------------------------------------------------ training
+    def steps_per_epoch(self) -> int:
+        return self.members[0].steps_per_epoch()
+
+    def train_epoch(self, bar=None) -> list[dict[str, float]]:
+        """One epoch of every member; each gets its own binarisation and order."""
+        x_grey, size = self.data.train, self.config.batch_size
+        n, m = x_grey.shape[0], len(self.members)
+        x_bin = torch.stack([binarize(x_grey, t.data_gen) for t in self.members])
+        perms = [torch.randperm(n, generator=t.data_gen, device=self.device) for t in self.members]
+        perm = torch.stack(perms)
+        rows = torch.arange(m, device=self.device).unsqueeze(1)
+        loss_sum = torch.zeros(m, device=self.device, dtype=torch.float64)
+        recon_sum = torch.zeros(m, device=self.device)  # as a solo run sums it
+        bad_step = torch.full((m,), -1, device=self.device, dtype=torch.long)
+        for start in range(0, n, size):
+            idx = perm[:, start : start + size]
+            self.family.set_step(self.step)
+            losses = self._step(x_bin[rows, idx])
+            bad = ~torch.isfinite(losses) & (bad_step < 0)
+            bad_step = torch.where(bad, self.step, bad_step)
+            loss_sum += losses * idx.shape[1]
+            recon_sum += self.elbo.last_recon * idx.shape[1]
+            self.step += 1
+            if bar is not None:
+                bar.update(1)
+        loss, recon = [v / n for v in loss_sum.tolist()], [v / n for v in recon_sum.tolist()]
+        self._stop_failed(bad_step.tolist())
+        return [
+            {"train_loss": lo, "train_recon": r, "train_kl": lo - r}
+            for lo, r in zip(loss, recon, strict=True)
+        ]
+
+    def _stop_failed(self, bad_step: list[int]) -> None:
+        for m, step in enumerate(bad_step):
+            if step >= 0 and self.alive[m]:
+                self.alive[m] = False
+                trainer = self.members[m]
+                error = (
+                    f"the loss became nan at epoch {self.epoch + 1}, step {step + 1}; "
+                    f"training stopped and the checkpoint of epoch {trainer.epoch} is kept"
+                )
+                trainer.extra_summary["error"] = error
+                self.log(f"{self._name(m)}: {error} (the other members go on)")
+                with deferred_stop(ignore=True):
+                    trainer._write_summary("failed", self._epochs)
+        if not any(self.alive):
+            raise TrainingError("every member of the group failed (see each run's summary)")
+
+    def _name(self, m: int) -> str:
+        run_dir = self.members[m].run_dir
+        return run_dir.path.name if run_dir is not None else f"member {m}"
+
+    def fit(self, epochs: int | None = None) -> list[dict[str, Any]]:
+        """Train every member up to ``epochs`` (default: the config's); their summaries."""
+        epochs = self._epochs = epochs or self.config.epochs
+        for trainer in self.members:
+            if (
+                trainer.run_dir is not None
+                and self.epoch == 0
+                and not trainer.run_dir.checkpoint_path.exists()
+            ):
+                trainer.run_dir.save_checkpoint(trainer.state_dict())  # a resumable start
+        total = epochs * self.steps_per_epoch()
+        bar = tqdm(
+            total=total,
+            initial=min(self.step, total),
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.progress,
+            desc=f"group of {len(self.members)}",
+            leave=False,
+        )
+        status, stop = "running", None
+        try:
+            with stop_on_signals(), pyro.validation_enabled(False):
+                while self.epoch < epochs:
+                    t0 = time.perf_counter()
+                    records = self.train_epoch(bar)
+                    self._commit(records, time.perf_counter() - t0, epochs)
+                    self.epoch += 1
+            status = "finished"
+        except KeyboardInterrupt as err:
+            status, stop = "interrupted", err
+        except Exception:
+            status = "failed"
+            raise
+        finally:
+            with deferred_stop(ignore=True):
+                bar.close()
+                summaries = self._summaries(status, epochs)
+        if stop is not None:
+            raise TrainingInterrupted(self.epoch, signal_of(stop)) from None
+        return summaries
+
+    def _commit(self, records: list[dict[str, float]], seconds: float, epochs: int) -> None:
+        """Each live member's epoch: evaluated and checkpointed as a solo run's is."""
+        for m, (trainer, record) in enumerate(zip(self.members, records, strict=True)):
+            if not self.alive[m]:
+                continue
+            self._sync_member(m)
+            epoch = self.epoch + 1
+            record = {"epoch": epoch, **record, "seconds": seconds}
+            if epoch % trainer.config.eval_every == 0 or epoch == epochs:
+                record.update({f"test_{k}": v for k, v in trainer.evaluate().items()})
+            record.update(trainer.family.state())
+            trainer._log_epoch(record, epochs)
+            with deferred_stop():
+                trainer._commit_epoch(record, epochs)
+
+    def _summaries(self, status: str, epochs: int) -> list[dict[str, Any]]:
+        out = []
+        for m, trainer in enumerate(self.members):
+            if not self.alive[m]:
+                out.append({"status": "failed", **trainer.extra_summary})
+                continue
+            try:
+                out.append(trainer._write_summary(status, epochs))
+            except StorageError:
+                if status != "failed":
+                    raise
+        return out
+
+
+def _prefixed(log: Callable[[str], None], name: str) -> Callable[[str], None]:
+    return lambda msg: log(f"{name}: {msg}")
+
+
+# ---------------------------------------------------------------------- optimiser states
+_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def member_optim_state(state: dict[str, Any], m: int) -> dict[str, Any]:
+    """Member ``m``'s slice of a group's :meth:`FusedClippedAdam.get_state`, in the form a
+    solo run's optimiser saves (its parameters in the same, name-sorted order)."""
+    if state.get("optimizer") is None:
+        return {"step_count": state["step_count"], "names": [], "optimizer": None}
+    inner = state["optimizer"]
+    per_param = {
+        i: {k: (v[m].clone() if k in _MOMENTS else v.clone()) for k, v in s.items()}
+        for i, s in inner["state"].items()
+    }
+    return {
+        "step_count": state["step_count"],
+        "names": list(state["names"]),
+        "shapes": [shape[1:] for shape in state["shapes"]],
+        "optimizer": {"state": per_param, "param_groups": inner["param_groups"]},
+    }
+
+
+def stack_optim_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """The group's optimiser state from its members' (the inverse of
+    :func:`member_optim_state`); all members must be at the same step."""
+    counts = {int(s["step_count"]) for s in states}
+    if len(counts) > 1:
+        raise TrainingError(f"the members' optimisers are at different steps ({sorted(counts)})")
+    first = states[0]
+    if first.get("optimizer") is None:
+        return {"step_count": first["step_count"], "names": [], "optimizer": None}
+    per_param = {}
+    for i, s in first["optimizer"]["state"].items():
+        inner = [t["optimizer"]["state"][i] for t in states]
+        moments = {k: torch.stack([t[k] for t in inner]) for k in _MOMENTS}
+        per_param[i] = {**s, **moments}
+    return {
+        "step_count": first["step_count"],
+        "names": list(first["names"]),
+        "shapes": [[len(states), *shape] for shape in first["shapes"]],
+        "optimizer": {"state": per_param, "param_groups": first["optimizer"]["param_groups"]},
+    }

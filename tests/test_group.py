@@ -1,0 +1,226 @@
+"""Groups (``pyro_dvae.group``): M runs of one shape trained as one model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.distributions.normal
+
+from pyro_dvae.config import FitConfig
+from pyro_dvae.data import binarize, load_dataset
+from pyro_dvae.errors import ConfigError
+from pyro_dvae.group import (
+    GroupTrainer,
+    check_group,
+    member_optim_state,
+    stack_optim_states,
+    weighted,
+)
+from pyro_dvae.rundir import RunDir
+from pyro_dvae.runs import resume_group
+from pyro_dvae.train import Trainer
+
+from .helpers import invoke, run_ok, stderr_lines
+
+SMALL = dict(dataset="digits", hidden=16, latent_dim=2, epochs=2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _configs(family="logitnormal", values=(0.32, 1.0, 1.78), **extra):
+    field = {"logitnormal": "alpha", "beta": "beta_prior"}.get(family)
+    return [
+        FitConfig(family=family, seed=i, **SMALL, **extra, **({field: v} if field else {}))
+        for i, v in enumerate(values)
+    ]
+
+
+def _quiet(*args, **kwargs):
+    return GroupTrainer(*args, device="cpu", progress=False, log=lambda msg: None, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "family, extra",
+    [
+        ("logitnormal", {"alpha": 1.78}),
+        ("gaussian", {}),
+        ("concrete", {"categories": 3}),
+        ("beta", {"elbo": "analytic"}),
+    ],
+)
+def test_a_group_of_one_is_the_solo_run_bit_for_bit(digits, family, extra):
+    config = FitConfig(family=family, seed=3, **SMALL, **extra)
+    solo = Trainer(config, digits, "cpu", progress=False, log=lambda msg: None)
+    solo.fit()
+    group = _quiet([config], digits)
+    group.fit()
+    member = group.members[0]
+    mine = member.vae.state_dict()
+    for name, value in solo.vae.state_dict().items():
+        assert torch.equal(value, mine[name]), name
+    for a, b in zip(solo.history, member.history, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {
+            k: v for k, v in b.items() if k != "seconds"
+        }
+    solo_optim, member_optim = solo.optim.get_state(), member.optim.get_state()
+    for i, state in solo_optim["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, member_optim["optimizer"]["state"][i][key]), key
+
+
+def _fixed_noise(monkeypatch, noise: torch.Tensor) -> None:
+    """Every standard-normal draw of shape (M, B, D) is ``noise``; of shape (B, D), the slice
+    of the member whose turn it is (set ``_fixed_noise.member``)."""
+
+    def draw(shape, dtype=None, device=None):
+        shape = tuple(shape)
+        if shape == tuple(noise.shape):
+            return noise.clone()
+        assert shape == tuple(noise.shape[1:])
+        return noise[_fixed_noise.member].clone()
+
+    monkeypatch.setattr(torch.distributions.normal, "_standard_normal", draw)
+
+
+@pytest.mark.parametrize("elbo", ["trace", "analytic"])
+def test_each_members_loss_and_gradient_are_its_solo_models(digits, monkeypatch, elbo):
+    configs = _configs(elbo=elbo, jit=False)
+    group = _quiet(configs, digits)
+    group.fit(1)  # members' weights no longer at their initial values
+    m, b = len(configs), 20
+    x = torch.stack([binarize(digits.train[i * b : (i + 1) * b]) for i in range(m)])
+    _fixed_noise(monkeypatch, torch.randn(m, b, configs[0].latent_dim))
+    weights = torch.ones(m, 1, requires_grad=True)
+    model, guide = weighted(group.vae.model), weighted(group.vae.guide)
+    group.elbo.loss_and_grads(model, guide, weights, x)
+    grads = {n: p.grad.clone() for n, p in group.vae.named_parameters()}
+    for i, trainer in enumerate(group.members):
+        group._sync_member(i)
+        _fixed_noise.member = i
+        vae = trainer.vae
+        loss = trainer.elbo.loss_and_grads(vae.model, vae.guide, x[i])
+        assert weights.grad[i, 0].item() == pytest.approx(loss, rel=1e-5)
+        for name, p in vae.named_parameters():
+            torch.testing.assert_close(grads[name][i], p.grad, rtol=1e-4, atol=1e-6)
+            p.grad = None
+
+
+def test_changing_one_member_changes_no_other_members_loss(digits, monkeypatch):
+    configs = _configs(jit=False)
+    group = _quiet(configs, digits)
+    x = torch.stack([binarize(digits.train[:20])] * 3)
+    _fixed_noise(monkeypatch, torch.randn(3, 20, 2))
+
+    def losses():
+        weights = torch.ones(3, 1, requires_grad=True)
+        group.elbo.loss_and_grads(weighted(group.vae.model), weighted(group.vae.guide), weights, x)
+        return weights.grad[:, 0].clone()
+
+    before = losses()
+    with torch.no_grad():
+        for p in group.vae.parameters():
+            p[1].add_(0.1 * torch.randn_like(p[1]))
+    after = losses()
+    assert torch.equal(before[[0, 2]], after[[0, 2]])
+    assert before[1] != after[1]
+
+
+def test_optimiser_states_split_and_stack_back(digits):
+    group = _quiet(_configs(), digits)
+    group.fit(1)
+    state = group.optim.get_state()
+    back = stack_optim_states([member_optim_state(state, m) for m in range(3)])
+    assert back["shapes"] == state["shapes"] and back["step_count"] == state["step_count"]
+    for i, s in state["optimizer"]["state"].items():
+        for key, value in s.items():
+            assert torch.equal(back["optimizer"]["state"][i][key], value)
+
+
+def _run_dirs(tmp_path, configs):
+    paths = []
+    for i, config in enumerate(configs):
+        path = tmp_path / f"run{i}"
+        with RunDir.create(path, config):
+            pass
+        paths.append(path)
+    return paths
+
+
+def _quiet_resume(paths, **changes):
+    return resume_group(paths, device="cpu", progress=False, log=lambda msg: None, **changes)
+
+
+def test_a_resumed_group_matches_an_uninterrupted_one(digits, tmp_path):
+    configs = _configs(values=(0.56, 1.78))
+    straight = _run_dirs(tmp_path / "straight", configs)
+    stopped = _run_dirs(tmp_path / "stopped", configs)
+    _quiet_resume(straight)
+    _quiet_resume(stopped, epochs=1)
+    summaries = _quiet_resume(stopped, epochs=2)
+    assert [s["epochs_completed"] for s in summaries] == [2, 2]
+    for a, b in zip(straight, stopped, strict=True):
+        sa = RunDir(a).load_checkpoint()
+        sb = RunDir(b).load_checkpoint()
+        for name, value in sa["model"].items():
+            assert torch.equal(value, sb["model"][name]), name
+        assert json.loads((a / "summary.json").read_text())["group"] == 2
+
+
+def test_a_member_whose_loss_is_nan_stops_alone(digits, tmp_path):
+    configs = _configs()
+    paths = _run_dirs(tmp_path, configs)
+    run_dirs = [RunDir(p) for p in paths]
+    group = _quiet(configs, digits, run_dirs=run_dirs)
+    with torch.no_grad():
+        group.vae.decoder.net[4].bias[1].fill_(math.nan)
+    summaries = group.fit()
+    assert [s["status"] for s in summaries] == ["finished", "failed", "finished"]
+    failed = json.loads((paths[1] / "summary.json").read_text())
+    assert failed["status"] == "failed" and "nan" in failed["error"]
+    assert RunDir(paths[1]).checkpoint_epoch() == 0  # the last good checkpoint, kept
+    for i in (0, 2):
+        state = RunDir(paths[i]).load_checkpoint()
+        assert state["epoch"] == 2
+        assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_check_group_names_what_differs():
+    base = FitConfig(**SMALL)
+    check_group([base, FitConfig(**SMALL, seed=4, alpha=2.0)])  # seed and alpha may differ
+    with pytest.raises(ConfigError, match="hidden"):
+        check_group([base, FitConfig(**{**SMALL, "hidden": 8})])
+    with pytest.raises(ConfigError, match="trains alone"):
+        check_group([FitConfig(**SMALL, family="categorical", categories=2, elbo="enum")])
+    with pytest.raises(ConfigError, match="temperature"):
+        check_group(
+            [FitConfig(**SMALL, family="concrete"), FitConfig(**SMALL, family="concrete", seed=2)]
+            + [FitConfig(**SMALL, family="concrete", temperature=1.0)]
+        )
+
+
+def test_fit_resume_twice_trains_a_group_whose_members_are_ordinary_runs(tmp_path):
+    configs = _configs(values=(0.32, 1.78))
+    paths = _run_dirs(tmp_path, configs)
+    args = ["fit", "--no-progress", "--device", "cpu", "--threads", "1"]
+    result = run_ok([*args, "--resume", str(paths[0]), "--resume", str(paths[1])])
+    assert "as one group" in result.stderr
+    for path in paths:
+        assert RunDir(path).checkpoint_epoch() == 2
+    # a member continues alone as any run does
+    run_ok([*args, "--resume", str(paths[1]), "--epochs", "3"])
+    assert RunDir(paths[1]).checkpoint_epoch() == 3
+
+
+def test_fit_refuses_a_group_of_different_shapes(tmp_path):
+    paths = _run_dirs(tmp_path, [FitConfig(**SMALL), FitConfig(**{**SMALL, "latent_dim": 3})])
+    result = invoke(["fit", "--resume", str(paths[0]), "--resume", str(paths[1])])
+    assert result.exit_code != 0
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "latent_dim" in lines[0]
+    assert not (paths[0] / "checkpoint.pt").exists()
