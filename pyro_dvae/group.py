@@ -45,7 +45,7 @@ from .vae import VAE
 #: the ELBOs a group trains with (their per-image particle loss; see :mod:`.elbo_hooks`)
 GROUP_ELBOS = ("trace", "analytic")
 #: fields every member may set for itself, besides its family's ``member_params``
-FREE_FIELDS = ("seed", "eval_every")
+FREE_FIELDS = ("seed",)
 
 
 def group_key(config: FitConfig) -> tuple | None:

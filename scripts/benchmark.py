@@ -24,6 +24,13 @@ entry may set config fields after colons, to time estimators too:
 
     python scripts/benchmark.py --data-dir ../shared/data --latent-dim 1 \
         --families categorical:elbo=enum:categories=8,concrete:categories=8
+
+``--members 1,2,4,8`` times groups (``pyro_dvae.group``): for each M, ms per member-step
+of (a) a hand-written batched PyTorch loop of M models (stacked weights, ``baddbmm``, fused
+Adam: the floor), (b) the group step of M Logit-normal VAEs (α spread over the paper's four
+values), and (c) the solo pyro-dvae step, interleaved round by round in one process:
+
+    python scripts/benchmark.py --data-dir ../shared/data --members 1,2,4,8
 """
 
 from __future__ import annotations
@@ -96,11 +103,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-jit", action="store_true", help="time the eager (uncompiled) Pyro step")
     p.add_argument("--families", default="", help="comma-separated: time these families' steps")
+    p.add_argument("--members", default="", help="comma-separated group sizes to time")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.families:
         return compare_families(args)
+    if args.members:
+        return compare_members(args)
 
     cfg = FitConfig(
         family=args.family,
@@ -207,6 +217,116 @@ def compare_families(args) -> None:
     for family, ms in times.items():
         jit = "compiled" if trainers[family].jit else "eager"
         print(f"{family:40s} {statistics.median(ms):8.3f} ms/step (min {min(ms):.3f}, {jit})")
+
+
+def hand_written_group(group, alpha: torch.Tensor):
+    """M copies of the group's networks trained by a plain batched PyTorch loop."""
+    nets = [group.vae.encoder, group.vae.decoder]
+    params = [p.detach().clone().requires_grad_(True) for net in nets for p in net.parameters()]
+    opt = torch.optim.Adam(params, lr=group.config.lr, fused=True)
+    gen = torch.Generator(device=group.device).manual_seed(1)
+    prior_scale = alpha.sqrt().to(params[0])  # (M, 1, 1)
+    m = prior_scale.shape[0]
+
+    def mlp(x, w):  # w: weight, bias of three layers
+        h = torch.tanh(torch.baddbmm(w[1].unsqueeze(1), x, w[0].transpose(1, 2)))
+        h = F.softplus(torch.baddbmm(w[3].unsqueeze(1), h, w[2].transpose(1, 2)))
+        return torch.baddbmm(w[5].unsqueeze(1), h, w[4].transpose(1, 2))
+
+    def epoch(x_grey: torch.Tensor, batch: int) -> None:
+        n = x_grey.shape[0]
+        x_bin = torch.stack([binarize(x_grey, gen) for _ in range(m)])
+        perm = torch.stack(
+            [torch.randperm(n, generator=gen, device=x_grey.device) for _ in range(m)]
+        )
+        rows = torch.arange(m, device=x_grey.device).unsqueeze(1)
+        for start in range(0, n, batch):
+            x = x_bin[rows, perm[:, start : start + batch]]
+            loc, log_var = mlp(x, params[:6]).chunk(2, dim=-1)  # the encoder's six tensors
+            scale = torch.exp(0.5 * log_var)
+            eps = torch.randn_like(loc)
+            y = loc + scale * eps
+            z = torch.sigmoid(y)
+            logits = mlp(z, params[6:])
+            recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+            log_q = (-0.5 * eps**2 - scale.log()).sum(-1)
+            log_p = (-0.5 * (y / prior_scale) ** 2 - prior_scale.log()).sum(-1)
+            losses = (recon + log_q - log_p).mean(-1)  # (M,)
+            losses.sum().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.tolist()  # the group step also reads every member's loss
+
+    return epoch
+
+
+def compare_members(args) -> None:
+    """ms per member-step: hand-written batched loop, group step, solo step, for each M."""
+    import pyro
+
+    from pyro_dvae.group import GroupTrainer
+
+    data = load_dataset("mnist", args.data_dir, subset=args.images)
+    alphas = [0.32, 0.56, 1.0, 1.78]
+
+    def config(i: int) -> FitConfig:
+        return FitConfig(
+            family="logitnormal",
+            alpha=alphas[i % 4],
+            seed=i,
+            latent_dim=args.latent_dim,
+            batch_size=args.batch_size,
+            hidden=args.hidden,
+            subset=args.images,
+            jit=not args.no_jit,
+        )
+
+    sizes = [int(v) for v in args.members.split(",")]
+    solo = Trainer(config(0), data, args.device, progress=False)
+    groups = {
+        m: GroupTrainer([config(i) for i in range(m)], data, args.device, progress=False)
+        for m in sizes
+    }
+    hands = {m: hand_written_group(g, g.family.alpha) for m, g in groups.items()}
+    steps = math.ceil(args.images / args.batch_size)
+    x = solo.data.train
+
+    def timed(fn, members: int = 1) -> float:
+        if solo.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with pyro.validation_enabled(False):
+            fn()
+        if solo.device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / steps / members * 1e3
+
+    solo_ms: list[float] = []
+    group_ms = {m: [] for m in sizes}
+    hand_ms = {m: [] for m in sizes}
+    for i in range(args.rounds + 1):  # the first round warms up (and compiles)
+        times = {"solo": timed(solo.train_epoch)}
+        for m in sizes:
+            times[("hand", m)] = timed(lambda m=m: hands[m](x, args.batch_size), m)
+            times[("group", m)] = timed(groups[m].train_epoch, m)
+        if i:
+            solo_ms.append(times["solo"])
+            for m in sizes:
+                hand_ms[m].append(times[("hand", m)])
+                group_ms[m].append(times[("group", m)])
+    print(
+        f"logitnormal, latent {args.latent_dim}, batch {args.batch_size}, hidden {args.hidden}, "
+        f"MNIST, {solo.device}, {torch.get_num_threads()} threads, {args.rounds} x {steps} "
+        f"steps each, {'compiled (jit)' if solo.jit else 'eager'}; ms per member-step"
+    )
+    print(f"solo pyro-dvae step: {statistics.median(solo_ms):.3f} ms/step")
+    print(" M | hand batched | group step | group/hand | group/solo")
+    for m in sizes:
+        hand, group = statistics.median(hand_ms[m]), statistics.median(group_ms[m])
+        vs_hand = statistics.median(g / h for g, h in zip(group_ms[m], hand_ms[m], strict=True))
+        vs_solo = statistics.median(g / s for g, s in zip(group_ms[m], solo_ms, strict=True))
+        print(f"{m:2d} | {hand:12.3f} | {group:10.3f} | {vs_hand:10.3f} | {vs_solo:10.3f}")
+    print("targets: group/hand <= 1.10 at every M; group/solo near 0.75 at M = 4")
 
 
 if __name__ == "__main__":

@@ -75,10 +75,10 @@ def test_a_group_of_one_is_the_solo_run_bit_for_bit(digits, family, extra):
 
 
 def _fixed_noise(monkeypatch, noise: torch.Tensor) -> None:
-    """Every standard-normal draw of shape (M, B, D) is ``noise``; of shape (B, D), the slice
-    of the member whose turn it is (set ``_fixed_noise.member``)."""
+    """Every standard-normal or uniform draw of shape (M, B, ...) is ``noise``; of shape
+    (B, ...), the slice of the member whose turn it is (set ``_fixed_noise.member``)."""
 
-    def draw(shape, dtype=None, device=None):
+    def draw(shape, *args, dtype=None, device=None, **kwargs):
         shape = tuple(shape)
         if shape == tuple(noise.shape):
             return noise.clone()
@@ -86,18 +86,34 @@ def _fixed_noise(monkeypatch, noise: torch.Tensor) -> None:
         return noise[_fixed_noise.member].clone()
 
     monkeypatch.setattr(torch.distributions.normal, "_standard_normal", draw)
+    rand = torch.rand
+    monkeypatch.setattr(
+        torch,
+        "rand",
+        lambda *a, **k: draw(*a, **k) if tuple(a[0])[-1:] == noise.shape[-1:] else rand(*a, **k),
+    )
 
 
-@pytest.mark.parametrize("elbo", ["trace", "analytic"])
-def test_each_members_loss_and_gradient_are_its_solo_models(digits, monkeypatch, elbo):
-    configs = _configs(elbo=elbo, jit=False)
+CONCRETE = [
+    FitConfig(family="concrete", categories=3, seed=i, temperature=t, anneal_rate=r,
+              prior_temperature=tp, jit=False, **SMALL)
+    for i, (t, r, tp) in enumerate([(0.5, 0.0, 1.0), (1.0, 1e-2, 0.8), (0.7, 0.0, 1.0)])
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["trace", "analytic", "concrete"])
+def test_each_members_loss_and_gradient_are_its_solo_models(digits, monkeypatch, kind):
+    configs = CONCRETE if kind == "concrete" else _configs(elbo=kind, jit=False)
     group = _quiet(configs, digits)
-    group.fit(1)  # members' weights no longer at their initial values
+    group.fit(1)  # members' weights (and annealed temperatures) no longer at their start
     m, b = len(configs), 20
     x = torch.stack([binarize(digits.train[i * b : (i + 1) * b]) for i in range(m)])
-    _fixed_noise(monkeypatch, torch.randn(m, b, configs[0].latent_dim))
+    shape = (m, b, 2, 3) if kind == "concrete" else (m, b, 2)
+    noise = torch.rand(shape).clamp(1e-3, 1 - 1e-3) if kind == "concrete" else torch.randn(shape)
+    _fixed_noise(monkeypatch, noise)
     weights = torch.ones(m, 1, requires_grad=True)
     model, guide = weighted(group.vae.model), weighted(group.vae.guide)
+    group.family.set_step(group.step)
     group.elbo.loss_and_grads(model, guide, weights, x)
     grads = {n: p.grad.clone() for n, p in group.vae.named_parameters()}
     for i, trainer in enumerate(group.members):
@@ -109,6 +125,10 @@ def test_each_members_loss_and_gradient_are_its_solo_models(digits, monkeypatch,
         for name, p in vae.named_parameters():
             torch.testing.assert_close(grads[name][i], p.grad, rtol=1e-4, atol=1e-6)
             p.grad = None
+    if kind == "concrete":  # the annealed member's temperature moved, the others' did not
+        temps = [t.family.temperature for t in group.members]
+        assert temps[0] == 0.5 and temps[2] == 0.7
+        assert temps[1] == pytest.approx(max(0.5, math.exp(-1e-2 * group.step)))
 
 
 def test_changing_one_member_changes_no_other_members_loss(digits, monkeypatch):
@@ -197,10 +217,10 @@ def test_check_group_names_what_differs():
         check_group([base, FitConfig(**{**SMALL, "hidden": 8})])
     with pytest.raises(ConfigError, match="trains alone"):
         check_group([FitConfig(**SMALL, family="categorical", categories=2, elbo="enum")])
-    with pytest.raises(ConfigError, match="temperature"):
+    with pytest.raises(ConfigError, match="categories"):
         check_group(
             [FitConfig(**SMALL, family="concrete"), FitConfig(**SMALL, family="concrete", seed=2)]
-            + [FitConfig(**SMALL, family="concrete", temperature=1.0)]
+            + [FitConfig(**SMALL, family="concrete", categories=4, temperature=1.0)]
         )
 
 

@@ -295,3 +295,41 @@ def test_progress_line_counts_epochs_and_estimates_the_time_left(tmp_path, monke
     assert lines == [
         "[progress] 1/2 runs finished, 1 running, 0 failed; epochs 12/20 (60%); ETA 1h00m"
     ]
+
+
+def group_sweep_args(out: Path, *extra: str, epochs: int = 2) -> list[str]:
+    alphas = ["--alpha", "0.5", "--alpha", "1.78"]
+    return [*sweep_args(out, *extra, epochs=epochs), *alphas]
+
+
+def test_a_grouped_sweep_trains_compatible_runs_together_as_ordinary_runs(tmp_path):
+    sweep = tmp_path / "sw"
+    result = run_ok(group_sweep_args(sweep, "--group-size", "2"))
+    assert "1 groups of up to 2" in result.stderr
+    assert "3 of 3 runs finished" in result.stderr
+    grouped = {"logitnormal-d2-a0.5", "logitnormal-d2-a1.78"}
+    for name in [*grouped, "gaussian-d2"]:
+        summary = read_json(sweep / "runs" / name / "summary.json")
+        assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+        assert summary.get("group") == (2 if name in grouped else None)
+    logs = sorted((sweep / "logs" / f"{name}.log").read_text() for name in grouped)
+    assert "--resume" in logs[0] and "trained in a group of 2: see" in logs[1]
+    again = run_ok(group_sweep_args(sweep, "--group-size", "2"))
+    assert "3 already finished, 0 to run" in again.stderr
+    # a member continues alone, or with its group, to a longer length
+    longer = run_ok(group_sweep_args(sweep, "--group-size", "2", epochs=3))
+    assert longer.stderr.count("resume from epoch 2 as a group of 2") == 2
+    assert read_json(sweep / "runs" / "gaussian-d2" / "summary.json")["epochs_completed"] == 3
+
+
+def test_a_group_member_with_a_damaged_checkpoint_fails_alone(tmp_path):
+    sweep = tmp_path / "sw"
+    run_ok(group_sweep_args(sweep, "--group-size", "1", epochs=1))
+    broken = sweep / "runs" / "logitnormal-d2-a0.5"
+    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    result = invoke(group_sweep_args(sweep, "--group-size", "4"))
+    assert result.exit_code == 1
+    assert "logitnormal-d2-a0.5: failed" in result.stderr and "damaged" in result.stderr
+    assert "2 of 3 runs finished" in result.stderr
+    healthy = sweep / "runs" / "logitnormal-d2-a1.78" / "summary.json"
+    assert read_json(healthy)["epochs_completed"] == 2

@@ -35,8 +35,9 @@ class ExpRelaxedCategorical(TorchDistribution):
 
     A sample is ``y = log_softmax((logits + G) / λ)`` with ``G`` i.i.d. Gumbel(0, 1);
     ``exp(y)`` is a Concrete (Gumbel-softmax) sample. Working in log space avoids
-    the underflow of small probabilities at low temperature. ``temperature`` is
-    held as a 0-dim tensor.
+    the underflow of small probabilities at low temperature. ``temperature`` is a
+    tensor that broadcasts to the batch shape: a scalar, or one per group member
+    (:mod:`pyro_dvae.group`).
     """
 
     arg_constraints = {"logits": constraints.real_vector, "temperature": constraints.positive}
@@ -57,10 +58,13 @@ class ExpRelaxedCategorical(TorchDistribution):
             raise ValueError("logits must have at least one dimension (the categories)")
         self.logits = logits - logits.logsumexp(-1, keepdim=True)
         temperature = torch.as_tensor(temperature, dtype=logits.dtype, device=logits.device)
-        if temperature.dim() != 0:
-            raise ValueError("temperature must be a scalar (0-dim) tensor")
-        self.temperature = temperature
         batch_shape, event_shape = logits.shape[:-1], logits.shape[-1:]
+        if not _broadcasts_to(temperature.shape, batch_shape):
+            raise ValueError(
+                f"temperature of shape {tuple(temperature.shape)} does not broadcast to the "
+                f"batch shape {tuple(batch_shape)}"
+            )
+        self.temperature = temperature
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
     @property
@@ -85,7 +89,7 @@ class ExpRelaxedCategorical(TorchDistribution):
 
     @classmethod
     def infer_shapes(cls, temperature=(), logits=None, probs=None):
-        """Batch and event shapes from argument shapes (the temperature is a scalar)."""
+        """Batch and event shapes from argument shapes (the temperature broadcasts to them)."""
         shape = logits if logits is not None else probs
         if shape is None or len(shape) < 1:
             raise ValueError("infer_shapes needs the shape of logits or probs")
@@ -111,7 +115,7 @@ class ExpRelaxedCategorical(TorchDistribution):
         u = torch.rand(shape, dtype=self.logits.dtype, device=self.logits.device)
         u = u.clamp(min=finfo.tiny, max=1.0 - finfo.eps)
         gumbels = -(-u.log()).log()
-        scores = (self.logits + gumbels) / self.temperature
+        scores = (self.logits + gumbels) / self.temperature.unsqueeze(-1)
         return scores - scores.logsumexp(-1, keepdim=True)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -120,9 +124,15 @@ class ExpRelaxedCategorical(TorchDistribution):
         logits, value = broadcast_all(self.logits, value)
         k = self.event_shape[-1]
         lam = self.temperature
-        score = logits - lam * value
+        score = logits - lam.unsqueeze(-1) * value
         log_norm = torch.lgamma(lam.new_tensor(float(k))) + (k - 1) * lam.log()
         return (score - score.logsumexp(-1, keepdim=True)).sum(-1) + log_norm
+
+
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    if len(shape) > len(target):
+        return False
+    return all(a in (1, b) for a, b in zip(reversed(shape), reversed(target), strict=False))
 
 
 class ExpRelaxedCategoricalDiscreteKL(ExpRelaxedCategorical):

@@ -121,6 +121,7 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
         ),
     )
     variants = {"discrete-kl": {"elbo": "analytic", "kl": "discrete"}}
+    member_params = ("temperature", "prior_temperature", "anneal_rate", "min_temperature")
 
     @classmethod
     def validate_config(cls, config):
@@ -157,7 +158,12 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
         """This family's zero-temperature limit: the categorical VAE the relaxation stands for."""
         return OneHotFamily(self)
 
-    def temperature_at(self, step: int) -> float:
+    def temperature_at(self, step: int) -> float | torch.Tensor:
+        """τ_q at ``step`` (a group's family: one per member, a tensor)."""
+        if torch.is_tensor(self.anneal_rate):
+            decayed = self.initial_temperature * torch.exp(-self.anneal_rate * step)
+            annealed = torch.maximum(self.min_temperature, decayed)
+            return torch.where(self.anneal_rate == 0, self.initial_temperature, annealed)
         if self.anneal_rate == 0.0:
             return self.initial_temperature
         decayed = self.initial_temperature * math.exp(-self.anneal_rate * step)
@@ -167,7 +173,7 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
         self.temperature = self.temperature_at(step)
 
     def step_inputs(self, like):
-        return (like.new_tensor(self.temperature),)
+        return (_as(like, self.temperature),)
 
     def use_step_inputs(self, inputs):
         self._temperature_input = inputs[0] if inputs else None
@@ -175,7 +181,7 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
     def _temperature(self, like: torch.Tensor) -> torch.Tensor:
         if self._temperature_input is not None:  # inside a compiled step: an input
             return self._temperature_input
-        return like.new_tensor(self.temperature)
+        return _as(like, self.temperature)
 
     def posterior(self, head):
         logits = head.reshape(*head.shape[:-1], self.latent_dim, self.categories)
@@ -183,7 +189,7 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
 
     def prior(self, like):
         logits = _filled(like, *like.shape[:-1], self.latent_dim, self.categories)
-        return self._dist(_filled(like, value=self.prior_temperature), logits=logits).to_event(1)
+        return self._dist(_as(like, self.prior_temperature), logits=logits).to_event(1)
 
     def decoder_input(self, z):
         return z.exp().flatten(-2)
@@ -204,6 +210,13 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
             + f", tau_p={self.prior_temperature:g}"
             + (", discrete KL)" if self.kl == "discrete" else ")")
         )
+
+
+def _as(like: torch.Tensor, value: float | torch.Tensor) -> torch.Tensor:
+    """A temperature on ``like``'s device and dtype: 0-dim, or a group's (M, 1, 1)."""
+    if torch.is_tensor(value):
+        return value.to(dtype=like.dtype, device=like.device)
+    return like.new_tensor(value)
 
 
 class OneHotFamily(CategoricalShape, LatentFamily):

@@ -10,7 +10,7 @@ from ..config import RESUMABLE_FIELDS, FitConfig
 from ..errors import RunDirError
 from ..evaluation import evaluation_is_current
 from ..fileio import is_scratch
-from ..rundir import CONFIG, RunDir
+from ..rundir import CHECKPOINT, CONFIG, RunDir
 
 
 @dataclass
@@ -112,6 +112,42 @@ def commands_for(
             ]
         )
     return cmds
+
+
+def grouped(runs: list[PlannedRun], size: int) -> list[list[PlannedRun]]:
+    """The runs in plan order, those that can train together (same group key, same epoch)
+    in groups of up to ``size``; a run no group takes is a group of one (so is one whose
+    checkpoint does not read: it fails alone)."""
+    from ..group import group_key
+
+    groups: list[list[PlannedRun]] = []
+    filling: dict[tuple, list[PlannedRun]] = {}
+    for run in runs:
+        key = group_key(run.config) if size > 1 and run.state in ("new", "resume") else None
+        if key is not None and (run.path / CHECKPOINT).exists():
+            key = key if RunDir(run.path).checkpoint_epoch() is not None else None
+        if key is None:
+            groups.append([run])
+            continue
+        group = filling.get((key, run.epochs_done))
+        if group is None or len(group) >= size:
+            group = filling[(key, run.epochs_done)] = []
+            groups.append(group)
+        group.append(run)
+    return groups
+
+
+def group_command(
+    runs: list[PlannedRun], threads: int, data_dir: Path | None, device: str
+) -> list[str]:
+    """The one ``fit`` command that trains ``runs`` (new or resumed) as a group."""
+    config = runs[0].config
+    cmd = [sys.executable, "-m", "pyro_dvae", "fit"]
+    for run in runs:
+        cmd += ["--resume", str(run.path)]
+    cmd += ["--epochs", str(config.epochs), "--eval-every", str(config.eval_every)]
+    cmd += ["--threads", str(threads), "--device", device, "--no-progress"]
+    return cmd + (["--data-dir", str(data_dir)] if data_dir is not None else [])
 
 
 def make_run_dir(run: PlannedRun) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from ..fileio import FolderLock, atomic_write_text
 from ..naming import named_grid
 from ..rundir import RunDir
 from ..signals import Stopped, deferred_stop, stop_on_signals
-from .plan import PlannedRun, commands_for, make_run_dir, plan
+from .plan import PlannedRun, commands_for, group_command, grouped, make_run_dir, plan
 
 SWEEP = "sweep.json"
 
@@ -66,6 +66,7 @@ class _Job:
     waiting_since: float | None = None
     done: list[list[str]] = field(default_factory=list)
     log_offset: int = 0  # where this command's output starts in the (appended) log
+    members: list[PlannedRun] = field(default_factory=list)  # a group's runs (run: the first)
 
     def again(self) -> _Job:
         """The job once more from its last command, waiting for the run's lock to free."""
@@ -114,8 +115,12 @@ def run_sweep(
     description: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
     poll: float = 0.5,
+    group_size: int = 1,
 ) -> dict[str, Any]:
     """Bring every configuration of the grid up to date; return what happened to each.
+
+    With ``group_size`` > 1, runs that can train together (:mod:`pyro_dvae.group`) do, up
+    to that many per process; each is still its own run directory.
 
     The sweep folder is locked while it runs (a second sweep on it gets
     :class:`~pyro_dvae.errors.LockError`). SIGINT, SIGTERM or SIGHUP stop every
@@ -123,6 +128,8 @@ def run_sweep(
     """
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if group_size < 1:
+        raise ConfigError(f"--group-size must be >= 1, got {group_size}")
     for c in configs:
         c.validate(new=True)
     named = named_grid(configs)
@@ -141,11 +148,23 @@ def run_sweep(
             description,
             log,
             poll,
+            group_size,
         )
 
 
 def _run_locked(
-    sweep_dir, named, jobs, threads, data_dir, device, evaluate_k, images, description, log, poll
+    sweep_dir,
+    named,
+    jobs,
+    threads,
+    data_dir,
+    device,
+    evaluate_k,
+    images,
+    description,
+    log,
+    poll,
+    group_size,
 ) -> dict[str, Any]:
     threads = threads or max(1, available_cores() // jobs)
     data_dir = Path(data_dir).resolve() if data_dir is not None else None
@@ -155,38 +174,55 @@ def _run_locked(
     outcome: dict[str, str] = {}
     queue: list[_Job] = []
     (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
+    runnable = []
     for run in planned:
         if run.state == "conflict":
             outcome[run.name] = f"failed: {run.reason}"
             log(f"[skip] {run.name}: {run.reason}")
-            continue
+        else:
+            runnable.append(run)
+
+    def job_of(run: PlannedRun) -> _Job | None:
         cmds = commands_for(run, threads, data_dir, device, evaluate_k, images)
-        if not cmds:
-            outcome[run.name] = "finished"
-            continue
-        queue.append(_Job(run, cmds, sweep_dir / "logs" / f"{run.name}.log"))
+        return _Job(run, cmds, sweep_dir / "logs" / f"{run.name}.log") if cmds else None
+
+    for members in grouped(runnable, group_size):
+        if len(members) > 1:
+            cmd = group_command(members, threads, data_dir, device)
+            queue.append(_Job(members[0], [cmd], _group_log(sweep_dir, members), members=members))
+        elif (job := job_of(members[0])) is not None:
+            queue.append(job)
+        else:
+            outcome[members[0].name] = "finished"
     done_before = sum(1 for v in outcome.values() if v == "finished")
+    total = sum(len(job.members) or 1 for job in queue)
+    groups = sum(1 for job in queue if job.members)
     log(
         f"sweep {sweep_dir}: {len(named)} runs, {done_before} already finished, "
-        f"{len(queue)} to run ({jobs} at a time, {threads} threads each)"
+        f"{total} to run ({jobs} at a time, {threads} threads each"
+        + (f"; {groups} groups of up to {group_size}" if groups else "")
+        + ")"
     )
 
     running: list[_Job] = []
-    total = len(queue)
     started: set[str] = set()  # a run requeued after waiting for its lock is counted once
     progress = _Progress(planned)
     try:
         while queue or running:
             for job in _startable(queue, jobs - len(running), outcome, log):
-                started.add(job.run.name)
                 what = {"new": "start", "resume": f"resume from epoch {job.run.epochs_done}"}.get(
                     job.run.state, "evaluate"
                 )
-                log(f"[{len(started)}/{total}] {job.run.name}: {what}")
+                if job.members:
+                    what += f" as a group of {len(job.members)} (log {job.log_path.name})"
                 try:
-                    make_run_dir(job.run)
+                    for run in job.members or [job.run]:
+                        started.add(run.name)
+                        log(f"[{len(started)}/{total}] {run.name}: {what}")
+                        make_run_dir(run)
                 except PyroDvaeError as err:
-                    outcome[job.run.name] = f"failed: {err}"
+                    for run in job.members or [job.run]:
+                        outcome[run.name] = f"failed: {err}"
                     log(f"[FAILED] {job.run.name}: {err}")
                     continue
                 job.started = time.perf_counter()
@@ -209,6 +245,13 @@ def _run_locked(
                     if job.waiting_since is None:  # another process took the run: wait for it
                         queue.insert(0, job.again())
                         continue
+                if job.members:  # each member's outcome is in its run directory
+                    for run in job.members:
+                        evaluation = _member_outcome(run, job, error, outcome, log, seconds)
+                        if evaluation and (follow := job_of(replace(run, state="evaluate"))):
+                            queue.insert(0, follow)
+                    progress.log(outcome, running, log)
+                    continue
                 if rc == 0:
                     outcome[job.run.name] = "finished"
                     log(f"[done] {job.run.name} ({seconds:.0f}s){_result_text(job.run.path)}")
@@ -225,6 +268,28 @@ def _run_locked(
             outcome[job.run.name] = "not started"
         raise
     return outcome
+
+
+def _group_log(sweep_dir: Path, members: list[PlannedRun]) -> Path:
+    """The group's log (its first run's); the others' logs say where it is."""
+    path = sweep_dir / "logs" / f"{members[0].name}.log"
+    for run in members[1:]:
+        with open(sweep_dir / "logs" / f"{run.name}.log", "a") as fh:
+            fh.write(f"\ntrained in a group of {len(members)}: see {path.name}\n")
+    return path
+
+
+def _member_outcome(run: PlannedRun, job: _Job, error: str, outcome, log, seconds) -> bool:
+    """Record a group member's outcome from its run directory; whether it needs evaluating."""
+    summary = RunDir(run.path).read_summary()
+    if summary.get("epochs_completed", 0) >= run.config.epochs:
+        log(f"[done] {run.name} ({seconds:.0f}s, in a group){_result_text(run.path)}")
+        outcome[run.name] = "finished"
+        return True
+    why = summary.get("error") or error or "stopped early"
+    outcome[run.name] = f"failed: {why}"
+    log(f"[FAILED] {run.name}: {why} (see {job.log_path})")
+    return False
 
 
 class _Progress:
