@@ -11,11 +11,12 @@ from .distributions import (
 from .estimators import compare as compare_estimators
 from .evaluation import evaluate_run, load_run
 from .families import FAMILIES, LatentFamily, make_family, register_family
+from .group import GroupTrainer
 from .guides import check_guide
 from .inference import ELBOS, SVI, elbo_parts, evaluate_elbo, kl_kinds, make_elbo
 from .optim import FusedClippedAdam
 from .rundir import RunDir
-from .runs import fit, resume
+from .runs import fit, resume, resume_group
 from .train import Trainer
 from .vae import VAE
 
@@ -35,6 +36,7 @@ __all__ = [
     "make_elbo",
     "FitConfig",
     "FusedClippedAdam",
+    "GroupTrainer",
     "LatentFamily",
     "LogitNormal",
     "RunDir",
@@ -49,4 +51,5 @@ __all__ = [
     "make_family",
     "register_family",
     "resume",
+    "resume_group",
 ]

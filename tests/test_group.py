@@ -244,3 +244,30 @@ def test_fit_refuses_a_group_of_different_shapes(tmp_path):
     lines = stderr_lines(result)
     assert len(lines) == 1 and lines[0].startswith("Error:") and "latent_dim" in lines[0]
     assert not (paths[0] / "checkpoint.pt").exists()
+
+
+def test_an_interrupted_group_leaves_every_member_resumable(digits, tmp_path, monkeypatch):
+    from pyro_dvae.train import TrainingInterrupted
+
+    configs = _configs(values=(0.56, 1.78))
+    straight = _run_dirs(tmp_path / "straight", configs)
+    _quiet_resume(straight)
+    stopped = _run_dirs(tmp_path / "stopped", configs)
+    real = GroupTrainer.train_epoch
+
+    def second_is_interrupted(self, bar=None):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, bar)
+
+    monkeypatch.setattr(GroupTrainer, "train_epoch", second_is_interrupted)
+    with pytest.raises(TrainingInterrupted):
+        _quiet_resume(stopped)
+    for path in stopped:
+        assert json.loads((path / "summary.json").read_text())["status"] == "interrupted"
+        assert RunDir(path).checkpoint_epoch() == 1
+    monkeypatch.setattr(GroupTrainer, "train_epoch", real)
+    _quiet_resume(stopped)
+    for a, b in zip(straight, stopped, strict=True):
+        sa, sb = RunDir(a).load_checkpoint(), RunDir(b).load_checkpoint()
+        assert all(torch.equal(v, sb["model"][k]) for k, v in sa["model"].items())

@@ -333,3 +333,21 @@ def test_a_group_member_with_a_damaged_checkpoint_fails_alone(tmp_path):
     assert "2 of 3 runs finished" in result.stderr
     healthy = sweep / "runs" / "logitnormal-d2-a1.78" / "summary.json"
     assert read_json(healthy)["epochs_completed"] == 2
+
+
+def test_groups_are_even_and_follow_the_grid_not_the_jobs(tmp_path):
+    from pyro_dvae.sweep.plan import PlannedRun, grouped
+
+    configs = [FitConfig(alpha=a) for a in (0.32, 0.56, 1.0, 1.78)] + [FitConfig(family="gaussian")]
+    configs.insert(2, FitConfig(family="categorical", elbo="enum", categories=4, latent_dim=1))
+    runs = [PlannedRun(f"r{i}", c, tmp_path / f"r{i}", "new") for i, c in enumerate(configs)]
+
+    def names(size):
+        return [[r.name for r in g] for g in grouped(runs, size)]
+
+    # the Logit-normals group; the categorical (enumerated) and the Gaussian train alone
+    assert names(4) == [["r0", "r1", "r3", "r4"], ["r2"], ["r5"]]
+    assert names(3) == [["r0", "r1"], ["r3", "r4"], ["r2"], ["r5"]]
+    assert names(1) == [["r0"], ["r1"], ["r2"], ["r3"], ["r4"], ["r5"]]
+    runs[1].epochs_done = 3  # a run at another epoch is not grouped with the others
+    assert names(4) == [["r0", "r3", "r4"], ["r1"], ["r2"], ["r5"]]

@@ -12,9 +12,9 @@ from ..sweep import PRESETS
 from .group import cli, interrupted_line, log_line
 from .options import config_options
 
-#: runs per group (a plate over members): 0.7-0.8x the time per run on a 2-core CPU at 4,
-#: far less on a GPU, where one small step is mostly launch overhead
-DEFAULT_GROUP_SIZE = 4
+#: runs per group: one process per run, so a run's numbers never depend on its company; on
+#: a 2-core CPU groups only break even with --jobs 2 (docs/groups.md), on a GPU they pay
+DEFAULT_GROUP_SIZE = 1
 
 
 @cli.command()
@@ -38,8 +38,8 @@ DEFAULT_GROUP_SIZE = 4
     type=int,
     default=DEFAULT_GROUP_SIZE,
     show_default=True,
-    help="Train up to N runs of one shape as one group in one process (docs/groups.md); "
-    "1: one process per run.",
+    help="Train up to N runs of one shape as one group in one process (docs/groups.md; "
+    "for GPUs); 1: one process per run.",
 )
 @click.option("--threads", type=int, default=None, help="Threads per run [default: cores // jobs].")
 @click.option(

@@ -116,24 +116,28 @@ def commands_for(
 
 def grouped(runs: list[PlannedRun], size: int) -> list[list[PlannedRun]]:
     """The runs in plan order, those that can train together (same group key, same epoch)
-    in groups of up to ``size``; a run no group takes is a group of one (so is one whose
-    checkpoint does not read: it fails alone)."""
+    in groups of up to ``size``, split evenly; a run no group takes is a group of one (so
+    is one whose checkpoint does not read: it fails alone). The groups depend on the grid
+    and ``size`` only (not on ``--jobs``), so a sweep's numbers do not either."""
     from ..group import group_key
 
-    groups: list[list[PlannedRun]] = []
-    filling: dict[tuple, list[PlannedRun]] = {}
+    slots: list[list[PlannedRun]] = []  # a run alone, or all runs of one key (split below)
+    by_key: dict[tuple, list[PlannedRun]] = {}
     for run in runs:
         key = group_key(run.config) if size > 1 and run.state in ("new", "resume") else None
         if key is not None and (run.path / CHECKPOINT).exists():
             key = key if RunDir(run.path).checkpoint_epoch() is not None else None
         if key is None:
-            groups.append([run])
-            continue
-        group = filling.get((key, run.epochs_done))
-        if group is None or len(group) >= size:
-            group = filling[(key, run.epochs_done)] = []
-            groups.append(group)
-        group.append(run)
+            slots.append([run])
+        elif (key, run.epochs_done) in by_key:
+            by_key[(key, run.epochs_done)].append(run)
+        else:
+            slots.append(by_key.setdefault((key, run.epochs_done), [run]))
+    groups = []
+    for slot in slots:
+        count = -(-len(slot) // size)
+        bounds = [round(i * len(slot) / count) for i in range(count + 1)]
+        groups += [slot[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     return groups
 
 

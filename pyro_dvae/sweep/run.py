@@ -263,9 +263,11 @@ def _run_locked(
     except KeyboardInterrupt:
         _stop(running)
         for job in running:
-            outcome[job.run.name] = "interrupted"
+            for run in job.members or [job.run]:
+                outcome[run.name] = "interrupted"
         for job in queue:
-            outcome[job.run.name] = "not started"
+            for run in job.members or [job.run]:
+                outcome[run.name] = "not started"
         raise
     return outcome
 
