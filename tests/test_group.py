@@ -232,7 +232,9 @@ def test_fit_resume_twice_trains_a_group_whose_members_are_ordinary_runs(tmp_pat
     assert "as one group" in result.stderr
     for path in paths:
         assert RunDir(path).checkpoint_epoch() == 2
-    # a member continues alone as any run does
+    # a member is evaluated, and continues alone, as any run is
+    run_ok(["evaluate", str(paths[0]), "--k", "5", "--images", "50", "--no-progress"])
+    assert (paths[0] / "evaluation.json").is_file()
     run_ok([*args, "--resume", str(paths[1]), "--epochs", "3"])
     assert RunDir(paths[1]).checkpoint_epoch() == 3
 
