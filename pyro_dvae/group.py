@@ -33,8 +33,9 @@ from tqdm.auto import tqdm
 
 from .config import FitConfig
 from .data import Dataset, binarize
-from .errors import ConfigError, StorageError, TrainingError
+from .errors import ConfigError, RunDirError, StorageError, TrainingError
 from .families import FAMILIES
+from .fileio import first_line
 from .inference import SVI, make_elbo
 from .optim import FusedClippedAdam
 from .rundir import RunDir
@@ -121,6 +122,7 @@ class GroupTrainer:
             trainer.log = _prefixed(self.log, self._name(m))
             trainer.extra_summary["group"] = len(configs)
         self.alive = [True] * len(configs)
+        self._failed: dict[int, dict[str, Any]] = {}  # a failed member's last summary
         self.epoch = self.step = 0
         self._build()
 
@@ -168,8 +170,15 @@ class GroupTrainer:
                 f"the members' checkpoints are at different epochs ({sorted(epochs)}); "
                 "resume them in groups of one epoch"
             )
-        for trainer, state in reversed(list(zip(self.members, states, strict=True))):
-            trainer.load_state_dict(state)  # the first member's noise stream is the group's
+        for m in reversed(range(len(states))):  # the first member's noise stream is the group's
+            try:
+                self.members[m].load_state_dict(states[m])
+            except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+                where = self.members[m].run_dir
+                raise RunDirError(
+                    f"checkpoint in {where.path if where else f'member {m}'} does not fit "
+                    f"this model: {first_line(e)}"
+                ) from None
         self.epoch, self.step = self.members[0].epoch, self.members[0].step
         self._build()
         self.optim.set_state(stack_optim_states([s["optim"] for s in states]))
@@ -181,7 +190,7 @@ class GroupTrainer:
         self.vae.decoder.copy_member_to(m, trainer.vae.decoder)
         trainer.optim.set_state(member_optim_state(self.optim.get_state(), m))
         trainer.step = self.step
-        trainer.family.set_step(self.step)
+        trainer.family.set_step(max(self.step - 1, 0))  # as a solo run's, after its last step
 
     # ------------------------------------------------------------------ training
     def steps_per_epoch(self) -> int:
@@ -228,7 +237,7 @@ class GroupTrainer:
                 trainer.extra_summary["error"] = error
                 self.log(f"{self._name(m)}: {error} (the other members go on)")
                 with deferred_stop(ignore=True):
-                    trainer._write_summary("failed", self._epochs)
+                    self._failed[m] = trainer._write_summary("failed", self._epochs)
         if not any(self.alive):
             raise TrainingError("every member of the group failed (see each run's summary)")
 
@@ -279,25 +288,29 @@ class GroupTrainer:
         return summaries
 
     def _commit(self, records: list[dict[str, float]], seconds: float, epochs: int) -> None:
-        """Each live member's epoch: evaluated and checkpointed as a solo run's is."""
+        """Each live member's epoch, evaluated and checkpointed as a solo run's is. The
+        checkpoints are written together, after every evaluation, with stop signals held
+        back, so that a signal leaves every member at the same epoch."""
+        epoch, ready = self.epoch + 1, []
         for m, (trainer, record) in enumerate(zip(self.members, records, strict=True)):
             if not self.alive[m]:
                 continue
             self._sync_member(m)
-            epoch = self.epoch + 1
             record = {"epoch": epoch, **record, "seconds": seconds}
             if epoch % trainer.config.eval_every == 0 or epoch == epochs:
                 record.update({f"test_{k}": v for k, v in trainer.evaluate().items()})
             record.update(trainer.family.state())
-            trainer._log_epoch(record, epochs)
-            with deferred_stop():
+            ready.append((trainer, record))
+        with deferred_stop():
+            for trainer, record in ready:
+                trainer._log_epoch(record, epochs)
                 trainer._commit_epoch(record, epochs)
 
     def _summaries(self, status: str, epochs: int) -> list[dict[str, Any]]:
         out = []
         for m, trainer in enumerate(self.members):
             if not self.alive[m]:
-                out.append({"status": "failed", **trainer.extra_summary})
+                out.append(self._failed[m])
                 continue
             try:
                 out.append(trainer._write_summary(status, epochs))

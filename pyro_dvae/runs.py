@@ -116,8 +116,7 @@ def resume_group(
         group = GroupTrainer(configs, dataset, device, run_dirs, progress, log)
         if any(s is not None for s in states):
             fresh = [s or t.state_dict() for s, t in zip(states, group.members, strict=True)]
-            with _fitting(run_dirs[0]):
-                group.load_states(fresh)
+            group.load_states(fresh)
         group.log(
             f"training {len(run_dirs)} runs as one group from epoch {group.epoch}: "
             + ", ".join(d.path.name for d in run_dirs)

@@ -51,6 +51,7 @@ def _quiet(*args, **kwargs):
         ("logitnormal", {"alpha": 1.78}),
         ("gaussian", {}),
         ("concrete", {"categories": 3}),
+        ("concrete", {"categories": 3, "temperature": 1.0, "anneal_rate": 0.02}),
         ("beta", {"elbo": "analytic"}),
     ],
 )
@@ -68,6 +69,7 @@ def test_a_group_of_one_is_the_solo_run_bit_for_bit(digits, family, extra):
         assert {k: v for k, v in a.items() if k != "seconds"} == {
             k: v for k, v in b.items() if k != "seconds"
         }
+    assert solo.family.state() == member.family.state()  # an annealed temperature too
     solo_optim, member_optim = solo.optim.get_state(), member.optim.get_state()
     for i, state in solo_optim["optimizer"]["state"].items():
         for key, value in state.items():
@@ -101,11 +103,13 @@ CONCRETE = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["trace", "analytic", "concrete"])
+@pytest.mark.parametrize("kind", ["trace", "compiled", "analytic", "concrete"])
 def test_each_members_loss_and_gradient_are_its_solo_models(digits, monkeypatch, kind):
-    configs = CONCRETE if kind == "concrete" else _configs(elbo=kind, jit=False)
+    elbo, jit = ("trace", True) if kind == "compiled" else (kind, False)
+    configs = CONCRETE if kind == "concrete" else _configs(elbo=elbo, jit=jit)
     group = _quiet(configs, digits)
     group.fit(1)  # members' weights (and annealed temperatures) no longer at their start
+    group.elbo._compiled.clear()  # compiled (kind "compiled") with the noise fixed below
     m, b = len(configs), 20
     x = torch.stack([binarize(digits.train[i * b : (i + 1) * b]) for i in range(m)])
     shape = (m, b, 2, 3) if kind == "concrete" else (m, b, 2)
@@ -118,6 +122,7 @@ def test_each_members_loss_and_gradient_are_its_solo_models(digits, monkeypatch,
     grads = {n: p.grad.clone() for n, p in group.vae.named_parameters()}
     for i, trainer in enumerate(group.members):
         group._sync_member(i)
+        trainer.family.set_step(group.step)  # the step the group's family was set to
         _fixed_noise.member = i
         vae = trainer.vae
         loss = trainer.elbo.loss_and_grads(vae.model, vae.guide, x[i])
@@ -215,8 +220,9 @@ def test_check_group_names_what_differs():
     check_group([base, FitConfig(**SMALL, seed=4, alpha=2.0)])  # seed and alpha may differ
     with pytest.raises(ConfigError, match="hidden"):
         check_group([base, FitConfig(**{**SMALL, "hidden": 8})])
-    with pytest.raises(ConfigError, match="trains alone"):
-        check_group([FitConfig(**SMALL, family="categorical", categories=2, elbo="enum")])
+    for elbo in ("enum", "trace"):  # the categorical family trains alone, whatever its ELBO
+        with pytest.raises(ConfigError, match="trains alone"):
+            check_group([FitConfig(**SMALL, family="categorical", categories=2, elbo=elbo)])
     with pytest.raises(ConfigError, match="categories"):
         check_group(
             [FitConfig(**SMALL, family="concrete"), FitConfig(**SMALL, family="concrete", seed=2)]
@@ -262,6 +268,19 @@ def test_an_interrupted_group_leaves_every_member_resumable(digits, tmp_path, mo
             raise KeyboardInterrupt
         return real(self, bar)
 
+    # a stop signal while the members are evaluated: no member's epoch 1 is half committed
+    evaluate = Trainer.evaluate
+
+    def first_evaluation_interrupted(self, x=None):
+        if self.config.alpha == 1.78 and not self.history:
+            raise KeyboardInterrupt
+        return evaluate(self, x)
+
+    monkeypatch.setattr(Trainer, "evaluate", first_evaluation_interrupted)
+    with pytest.raises(TrainingInterrupted):
+        _quiet_resume(stopped)
+    assert [RunDir(p).checkpoint_epoch() for p in stopped] == [0, 0]
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
     monkeypatch.setattr(GroupTrainer, "train_epoch", second_is_interrupted)
     with pytest.raises(TrainingInterrupted):
         _quiet_resume(stopped)

@@ -35,6 +35,7 @@ class CategoricalFamily(CategoricalShape, LatentFamily):
     title = "Categorical"
     params = (CATEGORIES,)
     enumerable = True
+    groupable = False  # its exact and score-function ELBOs are not per-image particle losses
 
     def __init__(self, config: FitConfig):
         super().__init__(config)

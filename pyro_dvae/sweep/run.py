@@ -335,17 +335,20 @@ def _startable(queue: list[_Job], free: int, outcome: dict[str, str], log) -> li
     for job in list(queue):
         if len(ready) >= free:
             break
-        holder = RunDir(job.run.path).holder() if job.run.path.exists() else None
+        runs = job.members or [job.run]
+        held = [(r, RunDir(r.path).holder()) for r in runs if r.path.exists()]
+        run, holder = next(((r, h) for r, h in held if h is not None), (job.run, None))
         if holder is None:
             queue.remove(job)
             ready.append(job)
         elif job.waiting_since is None:
             job.waiting_since = now
-            log(f"[wait] {job.run.name}: in use by {holder}")
+            log(f"[wait] {run.name}: in use by {holder}")
         elif now - job.waiting_since > LOCKED_RUN_WAIT:
             queue.remove(job)
-            outcome[job.run.name] = f"failed: in use by {holder}"
-            log(f"[FAILED] {job.run.name}: in use by {holder}")
+            for r in runs:
+                outcome[r.name] = f"failed: {run.name} in use by {holder}"
+            log(f"[FAILED] {run.name}: in use by {holder}")
     return ready
 
 
