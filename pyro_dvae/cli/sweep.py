@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ..config import FAMILY_PARAMS, PARAMS
 from ..signals import signal_of
 from ..sweep import PRESETS
+from ..sweep.launchers import LAUNCHERS
 from .group import cli, interrupted_line, log_line
 from .options import config_options
 
@@ -43,6 +45,25 @@ DEFAULT_GROUP_SIZE = 1
 )
 @click.option("--threads", type=int, default=None, help="Threads per run [default: cores // jobs].")
 @click.option(
+    "--backend",
+    type=click.Choice(sorted(LAUNCHERS)),
+    default="local",
+    show_default=True,
+    help="local: child processes here; ray: one Ray task per run, on a Ray cluster "
+    "(docs/cluster.md).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="ray: the cluster to join [default: $RAY_ADDRESS, else a local one on this machine].",
+)
+@click.option(
+    "--cpus-per-run", type=int, default=1, show_default=True, help="ray: CPUs (threads) per run."
+)
+@click.option(
+    "--gpus-per-run", type=float, default=0.0, show_default=True, help="ray: GPUs per run."
+)
+@click.option(
     "--evaluate",
     "evaluate_k",
     type=int,
@@ -63,6 +84,10 @@ def sweep(
     jobs,
     group_size,
     threads,
+    backend,
+    address,
+    cpus_per_run,
+    gpus_per_run,
     evaluate_k,
     images,
     data_dir,
@@ -111,6 +136,10 @@ def sweep(
         raise click.BadParameter("must be >= 1", param_hint="--jobs")
     if group_size < 1:
         raise click.BadParameter("must be >= 1", param_hint="--group-size")
+    if cpus_per_run < 1 or gpus_per_run < 0:
+        raise click.BadParameter("must be >= 1 (CPUs) and >= 0 (GPUs)", param_hint="--*-per-run")
+    if backend != "ray" and (address or cpus_per_run != 1 or gpus_per_run):
+        raise click.UsageError("--address, --cpus-per-run and --gpus-per-run go with --backend ray")
     if threads is not None and threads < 1:
         raise click.BadParameter("must be >= 1", param_hint="--threads")
     if evaluate_k < 0 or images < 0:
@@ -126,6 +155,17 @@ def sweep(
     params = click.get_current_context().params
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
     description = {"preset": preset, "options": {k: v for k, v in options.items() if v}}
+    ctx = click.get_current_context()
+    launcher = None
+    if backend == "ray":
+        from ..data import default_data_dir
+        from ..sweep.launchers import RayLauncher
+
+        launcher = RayLauncher(address, cpus_per_run, gpus_per_run)
+        threads = cpus_per_run
+        data_dir = data_dir or default_data_dir()  # the workers may not share this env
+        if ctx.get_parameter_source("jobs") != ParameterSource.COMMANDLINE:
+            jobs = launcher.slots()
     try:
         outcome = run_sweep(
             out,
@@ -139,6 +179,7 @@ def sweep(
             description,
             log_line,
             group_size=group_size,
+            launcher=launcher,
         )
     except KeyboardInterrupt as err:
         signum = signal_of(err)

@@ -1,4 +1,5 @@
-"""Sweeps: a grid of runs in one folder, run in parallel processes, resumable.
+"""Sweeps: a grid of runs in one folder, run in parallel (processes here, or Ray tasks
+on a cluster: :mod:`.launchers`), resumable.
 
 A sweep folder holds ``sweep.json`` (the grid), ``runs/<name>/`` (one run
 directory per configuration) and ``logs/<name>.log``. Running the same sweep

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -20,7 +17,8 @@ from ..evaluation import read_evaluation
 from ..fileio import FolderLock, atomic_write_text
 from ..naming import named_grid
 from ..rundir import RunDir
-from ..signals import Stopped, deferred_stop, stop_on_signals
+from ..signals import deferred_stop, stop_on_signals
+from .launchers import Launcher, LocalLauncher
 from .plan import PlannedRun, commands_for, group_command, grouped, make_run_dir, plan
 
 SWEEP = "sweep.json"
@@ -39,29 +37,12 @@ LOCKED_RUN_WAIT = 60.0
 PROGRESS_EVERY = 600.0
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: Linux sends it SIGTERM if the sweep dies (even by SIGKILL).
-
-    A sweep killed between the fork and this call sends nothing, so the child checks
-    that its parent is still the sweep, and exits at once if it is not.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return  # not Linux: a sweep killed by SIGKILL leaves its runs going
-    if os.getppid() != parent:
-        os._exit(143)
-
-
 @dataclass
 class _Job:
     run: PlannedRun
     commands: list[list[str]]
     log_path: Path
-    proc: subprocess.Popen | None = None
+    handle: Any = None  # the launcher's, for the command now running
     started: float = 0.0
     waiting_since: float | None = None
     done: list[list[str]] = field(default_factory=list)
@@ -74,23 +55,13 @@ class _Job:
         self.waiting_since = time.perf_counter()
         return self
 
-    def start_next(self) -> None:
+    def start_next(self, launcher: Launcher) -> None:
         cmd = self.commands.pop(0)
         self.done.append(cmd)
         with open(self.log_path, "a") as log:
             self.log_offset = log.tell()
             log.write(f"\n$ {' '.join(cmd[1:])}\n")
-            log.flush()
-            # its own session: a terminal's Ctrl-C reaches the sweep, which stops each run once
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=functools.partial(_die_with_parent, os.getpid())
-                if sys.platform.startswith("linux")
-                else None,
-            )
+        self.handle = launcher.start(cmd, self.log_path)
 
 
 def _last_error(log_path: Path, offset: int = 0) -> str:
@@ -116,6 +87,7 @@ def run_sweep(
     log: Callable[[str], None] = print,
     poll: float = 0.5,
     group_size: int = 1,
+    launcher: Launcher | None = None,
 ) -> dict[str, Any]:
     """Bring every configuration of the grid up to date; return what happened to each.
 
@@ -135,7 +107,12 @@ def run_sweep(
     named = named_grid(configs)
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    with FolderLock(sweep_dir, f"sweep folder {sweep_dir}"), stop_on_signals():
+    launcher = launcher or LocalLauncher()
+    with (
+        contextlib.closing(launcher),
+        FolderLock(sweep_dir, f"sweep folder {sweep_dir}"),
+        stop_on_signals(),
+    ):
         return _run_locked(
             sweep_dir,
             named,
@@ -149,6 +126,7 @@ def run_sweep(
             log,
             poll,
             group_size,
+            launcher,
         )
 
 
@@ -165,6 +143,7 @@ def _run_locked(
     log,
     poll,
     group_size,
+    launcher,
 ) -> dict[str, Any]:
     threads = threads or max(1, available_cores() // jobs)
     data_dir = Path(data_dir).resolve() if data_dir is not None else None
@@ -208,6 +187,8 @@ def _run_locked(
     started: set[str] = set()  # a run requeued after waiting for its lock is counted once
     progress = _Progress(planned)
     try:
+        if queue:
+            launcher.check_storage(sweep_dir)
         while queue or running:
             for job in _startable(queue, jobs - len(running), outcome, log):
                 what = {"new": "start", "resume": f"resume from epoch {job.run.epochs_done}"}.get(
@@ -227,16 +208,16 @@ def _run_locked(
                     continue
                 job.started = time.perf_counter()
                 with deferred_stop():  # a started run is always in `running` to be stopped
-                    job.start_next()
+                    job.start_next(launcher)
                     running.append(job)
             time.sleep(poll)
             for job in list(running):
-                rc = job.proc.poll()
+                rc = launcher.poll(job.handle)
                 if rc is None:
                     continue
                 if rc == 0 and job.commands:
                     with deferred_stop():
-                        job.start_next()
+                        job.start_next(launcher)
                     continue
                 running.remove(job)
                 seconds = time.perf_counter() - job.started
@@ -261,7 +242,7 @@ def _run_locked(
                 progress.log(outcome, running, log)
             progress.log(outcome, running, log, every=PROGRESS_EVERY)
     except KeyboardInterrupt:
-        _stop(running)
+        launcher.stop([job.handle for job in running])
         for job in running:
             for run in job.members or [job.run]:
                 outcome[run.name] = "interrupted"
@@ -350,24 +331,6 @@ def _startable(queue: list[_Job], free: int, outcome: dict[str, str], log) -> li
                 outcome[r.name] = f"failed: {run.name} in use by {holder}"
             log(f"[FAILED] {run.name}: in use by {holder}")
     return ready
-
-
-def _stop(running: list[_Job], grace: float = 120.0) -> None:
-    """SIGTERM to every run (each saves a resumable checkpoint and exits), then wait."""
-    with deferred_stop(ignore=True):
-        for job in running:
-            if job.proc.poll() is None:
-                job.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for job in running:
-        while True:
-            try:
-                job.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                break
-            except subprocess.TimeoutExpired:
-                job.proc.kill()  # past the grace period: its last checkpoint stands
-            except Stopped:
-                continue  # a second signal while waiting: keep waiting for the runs
 
 
 def _result_text(path: Path) -> str:

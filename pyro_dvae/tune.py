@@ -1,0 +1,75 @@
+"""Ray Tune: one pyro-dvae run as a function trainable (``pip install "pyro-dvae[ray]"``).
+
+``trainable(config)`` trains the run whose :class:`~pyro_dvae.config.FitConfig` fields
+are the keys of ``config`` (every other field at its default), and reports each
+epoch's metrics (train and test −ELBO and their parts, the epoch) with a checkpoint
+through ``ray.tune.report``. A trial started again (a scheduler such as ASHA pausing
+it, ``Tuner.restore`` after an interrupted search) resumes from
+``ray.tune.get_checkpoint()``, where an uninterrupted trial would be. Three more keys
+set where it runs: ``data_dir``, ``device`` and ``threads``.
+
+    from ray import tune
+    from pyro_dvae.tune import trainable
+
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"alpha": tune.loguniform(0.05, 20), "latent_dim": 20, "epochs": 10},
+        tune_config=tune.TuneConfig(metric="test_loss", mode="min", num_samples=16),
+    )
+    best = tuner.fit().get_best_result()
+
+``scripts/tune_alpha.py`` is a whole example with ASHA.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+
+from .config import FitConfig
+from .data import load_dataset
+from .train import Trainer
+
+#: what ``config`` may hold besides FitConfig fields
+SETTINGS = ("data_dir", "device", "threads")
+CHECKPOINT = "checkpoint.pt"
+
+
+def trainable(config: dict[str, Any]) -> None:
+    """Train one run, reporting every epoch to Ray Tune with a checkpoint."""
+    from ray import tune
+
+    settings = {k: config[k] for k in SETTINGS if k in config}
+    fit_config = FitConfig.from_dict({k: v for k, v in config.items() if k not in SETTINGS})
+    fit_config.validate(new=True)
+    if settings.get("threads"):
+        torch.set_num_threads(int(settings["threads"]))
+    data = load_dataset(fit_config.dataset, settings.get("data_dir"), subset=fit_config.subset)
+    trainer = Trainer(
+        fit_config, data, settings.get("device", "auto"), progress=False, log=lambda msg: None
+    )
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / CHECKPOINT, map_location="cpu", weights_only=True)
+        trainer.load_state_dict(state)
+    while trainer.epoch < fit_config.epochs:
+        with pyro.validation_enabled(False):
+            record = {"epoch": trainer.epoch + 1, **trainer.train_epoch()}
+            record.update({f"test_{k}": v for k, v in trainer.evaluate().items()})
+        record.update(trainer.family.state())
+        trainer._commit_epoch(record, fit_config.epochs)  # no run directory: history only
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(trainer.state_dict(), Path(folder) / CHECKPOINT)
+            tune.report(record, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def load_state(checkpoint) -> dict[str, Any]:
+    """The training state in a trial's checkpoint (a ``ray.tune.Checkpoint``), as a run's
+    ``checkpoint.pt`` holds it (``config``, ``model``, ``epoch``, ``history``, ...)."""
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / CHECKPOINT, map_location="cpu", weights_only=True)

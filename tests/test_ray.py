@@ -1,0 +1,162 @@
+"""``pyro-dvae sweep --backend ray`` on a two-node Ray cluster started on this machine."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_dvae.rundir import RunDir
+
+from .helpers import invoke, load_checkpoint, read_json, run_ok
+
+ray = pytest.importorskip("ray")
+cluster_utils = pytest.importorskip("ray.cluster_utils")
+
+TINY = ["--dataset", "digits", "--hidden", "16", "--latent-dim", "2"]
+GRID = ["--family", "gaussian", "--family", "logitnormal", "--alpha", "1.78", *TINY]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and a worker node of one CPU each, for every test here; shut down after."""
+    cluster = cluster_utils.Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def sweep(out: Path, *extra: str, epochs: int = 2, backend: str = "ray") -> list[str]:
+    more = ["--backend", "ray"] if backend == "ray" else ["--jobs", "2", "--threads", "1"]
+    return ["sweep", *GRID, "--epochs", str(epochs), "--out", str(out), *more, *extra]
+
+
+def _nodes(sweep_dir: Path) -> set[str]:
+    text = "".join(p.read_text() for p in (sweep_dir / "logs").glob("*.log"))
+    return set(re.findall(r"\(Ray task on node (\w+)\)", text))
+
+
+def test_a_ray_sweep_equals_the_local_one_and_uses_both_nodes(cluster, tmp_path):
+    result = run_ok(sweep(tmp_path / "ray"))
+    assert "2 of 2 runs finished" in result.stderr
+    run_ok(sweep(tmp_path / "local", backend="local"))
+    for name in ("gaussian-d2", "logitnormal-d2-a1.78"):
+        a = load_checkpoint(tmp_path / "ray" / "runs" / name)["model"]
+        b = load_checkpoint(tmp_path / "local" / "runs" / name)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert len(_nodes(tmp_path / "ray")) == 2  # one CPU per node: a run on each
+    again = run_ok(sweep(tmp_path / "ray"))
+    assert "2 already finished, 0 to run" in again.stderr
+
+
+def test_a_run_with_a_damaged_checkpoint_fails_alone_on_ray(cluster, tmp_path):
+    run_ok(sweep(tmp_path / "sw", epochs=1))
+    broken = tmp_path / "sw" / "runs" / "logitnormal-d2-a1.78"
+    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    result = invoke(sweep(tmp_path / "sw", epochs=2))
+    assert result.exit_code == 1
+    assert "logitnormal-d2-a1.78: failed" in result.stderr and "damaged" in result.stderr
+    healthy = read_json(tmp_path / "sw" / "runs" / "gaussian-d2" / "summary.json")
+    assert healthy["epochs_completed"] == 2
+    assert (broken / "checkpoint.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_a_folder_the_workers_cannot_see_is_one_error_line(cluster, tmp_path, monkeypatch):
+    from pyro_dvae.sweep import launchers
+
+    def blind(path: str, token: str) -> bool:  # sent to the workers by value
+        return False
+
+    monkeypatch.setattr(launchers, "_sees", blind)
+    result = invoke(sweep(tmp_path / "sw"))
+    assert result.exit_code != 0
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1 and "not visible from the Ray node" in lines[0]
+    assert not list((tmp_path / "sw" / "runs").glob("*/checkpoint.pt"))
+
+
+def _fits_of(sweep_dir: Path) -> list[int]:
+    """Processes training a run of ``sweep_dir``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "fit" in cmd and str(sweep_dir) in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_stopping_a_ray_sweep_leaves_resumable_runs_and_nothing_running(cluster, tmp_path):
+    out = tmp_path / "sw"
+    args = sweep(out, "--address", cluster.address, epochs=200)
+    env = {**os.environ, "PYRO_DVAE_DATA": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyro_dvae", *args],
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    runs = [out / "runs" / n for n in ("gaussian-d2", "logitnormal-d2-a1.78")]
+    deadline = time.time() + 180
+    while time.time() < deadline and not all(
+        (RunDir(r).checkpoint_epoch() or 0) >= 1 for r in runs
+    ):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()
+    for run in runs:
+        summary = read_json(run / "summary.json")
+        assert summary["status"] == "interrupted"
+        assert summary["epochs_completed"] == RunDir(run).checkpoint_epoch() >= 1
+    time.sleep(1)
+    assert _fits_of(out) == []
+
+
+def test_a_tune_search_finishes_and_its_trials_are_runs(cluster, tmp_path):
+    pytest.importorskip("ray.tune")
+    from ray import tune
+
+    from pyro_dvae.config import FitConfig
+    from pyro_dvae.data import load_dataset
+    from pyro_dvae.train import Trainer
+    from pyro_dvae.tune import load_state, trainable
+
+    fields = {"dataset": "digits", "hidden": 16, "latent_dim": 2, "epochs": 2}
+    tuner = tune.Tuner(
+        trainable,
+        param_space={**fields, "alpha": tune.grid_search([0.5, 1.0, 2.0]), "threads": 1},
+        tune_config=tune.TuneConfig(metric="test_loss", mode="min"),
+        run_config=tune.RunConfig(name="t", storage_path=str(tmp_path), verbose=0),
+    )
+    results = tuner.fit()
+    assert len(results) == 3 and not results.errors
+    best = results.get_best_result()
+    state = load_state(best.checkpoint)  # a run's checkpoint, as torch.load(weights_only) reads
+    assert state["epoch"] == best.metrics["epoch"] == 2
+    assert state["config"]["alpha"] == best.config["alpha"]
+    # a trial is the run `fit` trains from the same fields: the same numbers
+    solo = Trainer(
+        FitConfig(**fields, alpha=best.config["alpha"]),
+        load_dataset("digits"),
+        "cpu",
+        progress=False,
+        log=lambda msg: None,
+    )
+    solo.fit()
+    assert solo.history[-1]["test_loss"] == best.metrics["test_loss"]
