@@ -40,7 +40,7 @@ from .inference import SVI, make_elbo
 from .optim import FusedClippedAdam
 from .rundir import RunDir
 from .signals import deferred_stop, signal_of, stop_on_signals
-from .train import Trainer, TrainingInterrupted, resolve_device
+from .train import Trainer, TrainingInterrupted, resolve_device, step_bar
 from .vae import VAE
 
 #: the ELBOs a group trains with (their per-image particle loss; see :mod:`.elbo_hooks`)
@@ -249,22 +249,9 @@ class GroupTrainer:
         """Train every member up to ``epochs`` (default: the config's); their summaries."""
         epochs = self._epochs = epochs or self.config.epochs
         for trainer in self.members:
-            if (
-                trainer.run_dir is not None
-                and self.epoch == 0
-                and not trainer.run_dir.checkpoint_path.exists()
-            ):
-                trainer.run_dir.save_checkpoint(trainer.state_dict())  # a resumable start
-        total = epochs * self.steps_per_epoch()
-        bar = tqdm(
-            total=total,
-            initial=min(self.step, total),
-            unit="step",
-            dynamic_ncols=True,
-            disable=not self.progress,
-            desc=f"group of {len(self.members)}",
-            leave=False,
-        )
+            trainer.save_start()
+        total, desc = epochs * self.steps_per_epoch(), f"group of {len(self.members)}"
+        bar = step_bar(total, self.step, desc, self.progress)
         status, stop = "running", None
         try:
             with stop_on_signals(), pyro.validation_enabled(False):

@@ -187,22 +187,9 @@ class Trainer:
     def fit(self, epochs: int | None = None) -> dict[str, Any]:
         """Train up to ``epochs`` (default: the config's) and return the summary."""
         epochs = epochs or self.config.epochs
-        if (
-            self.run_dir is not None
-            and self.epoch == 0
-            and not self.run_dir.checkpoint_path.exists()
-        ):
-            self.run_dir.save_checkpoint(self.state_dict())  # a resumable start
+        self.save_start()
         total = epochs * self.steps_per_epoch()
-        bar = tqdm(
-            total=total,
-            initial=min(self.step, total),
-            unit="step",
-            dynamic_ncols=True,
-            disable=not self.progress,
-            desc=self.family.describe(),
-            leave=False,
-        )
+        bar = step_bar(total, self.step, self.family.describe(), self.progress)
         status, stop = "running", None
         try:
             with stop_on_signals(), pyro.validation_enabled(False):
@@ -235,6 +222,12 @@ class Trainer:
         if stop is not None:
             raise TrainingInterrupted(self.epoch, signal_of(stop)) from None
         return summary
+
+    def save_start(self) -> None:
+        """A new run's checkpoint at epoch 0, so that a kill in its first epoch is resumable."""
+        if self.run_dir is not None and self.epoch == 0:
+            if not self.run_dir.checkpoint_path.exists():
+                self.run_dir.save_checkpoint(self.state_dict())
 
     def _commit_epoch(self, record: dict[str, Any], epochs: int) -> None:
         """An epoch counts once its checkpoint has landed; metrics and summary follow it.
@@ -288,6 +281,19 @@ class Trainer:
         if self.run_dir is not None:
             self.run_dir.write_summary(summary)
         return summary
+
+
+def step_bar(total: int, done: int, desc: str, enabled: bool) -> tqdm:
+    """The progress bar of a training loop, in steps."""
+    return tqdm(
+        total=total,
+        initial=min(done, total),
+        unit="step",
+        dynamic_ncols=True,
+        disable=not enabled,
+        desc=desc,
+        leave=False,
+    )
 
 
 def guide_refusal(spec: str, to: str) -> str:

@@ -60,16 +60,7 @@ class LocalLauncher(Launcher):
 
     def start(self, cmd: list[str], log_path: Path) -> subprocess.Popen:
         with open(log_path, "a") as log:
-            # its own session: a terminal's Ctrl-C reaches the sweep, which stops each run once
-            return subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=functools.partial(_die_with_parent, os.getpid())
-                if sys.platform.startswith("linux")
-                else None,
-            )
+            return _spawn(cmd, log)
 
     def poll(self, handle: subprocess.Popen) -> int | None:
         return handle.poll()
@@ -90,6 +81,20 @@ class LocalLauncher(Launcher):
                     proc.kill()  # past the grace period: its last checkpoint stands
                 except Stopped:
                     continue  # a second signal while waiting: keep waiting for the runs
+
+
+def _spawn(cmd: list[str], log) -> subprocess.Popen:
+    """``cmd`` as a child process writing to ``log``, in its own session (a terminal's Ctrl-C
+    reaches the sweep, which stops each run once), stopped if its parent dies (Linux)."""
+    return subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=functools.partial(_die_with_parent, os.getpid())
+        if sys.platform.startswith("linux")
+        else None,
+    )
 
 
 def _die_with_parent(parent: int) -> None:
@@ -240,15 +245,7 @@ def _run_command(cmd: list[str], log_path: str) -> int:
     with open(log_path, "a") as log:
         log.write(f"(Ray task on node {node})\n")
         log.flush()
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=functools.partial(_die_with_parent, os.getpid())
-            if sys.platform.startswith("linux")
-            else None,
-        )
+        proc = _spawn(cmd, log)
     try:
         while proc.poll() is None:
             time.sleep(0.2)
