@@ -160,3 +160,47 @@ def test_a_tune_search_finishes_and_its_trials_are_runs(cluster, tmp_path):
     )
     solo.fit()
     assert solo.history[-1]["test_loss"] == best.metrics["test_loss"]
+
+
+def test_an_errored_trial_resumes_from_its_checkpoint_on_restore(cluster, tmp_path):
+    """``Tuner.restore`` picks a trial up at its last checkpoint, and it ends where an
+    uninterrupted run ends."""
+    pytest.importorskip("ray.tune")
+    from ray import tune
+
+    from pyro_dvae.config import FitConfig
+    from pyro_dvae.data import load_dataset
+    from pyro_dvae.train import Trainer
+    from pyro_dvae.tune import trainable
+
+    marker = tmp_path / "failed-once"
+
+    def flaky(config):  # the first attempt stops right after its first checkpoint
+        import ray.tune
+
+        real = getattr(ray.tune, "_pyro_dvae_report", ray.tune.report)
+        ray.tune._pyro_dvae_report = real
+        ray.tune.report = real
+        if not marker.exists():
+            marker.write_text("")
+
+            def report_then_stop(metrics, checkpoint=None):
+                real(metrics, checkpoint=checkpoint)
+                raise RuntimeError("stopped after epoch 1")
+
+            ray.tune.report = report_then_stop
+        trainable(config)
+
+    fields = {"dataset": "digits", "hidden": 16, "latent_dim": 2, "epochs": 2, "alpha": 1.5}
+    run_config = tune.RunConfig(name="r", storage_path=str(tmp_path), verbose=0)
+    results = tune.Tuner(flaky, param_space={**fields, "threads": 1}, run_config=run_config).fit()
+    assert len(results.errors) == 1
+    assert results[0].metrics["epoch"] == 1
+    restored = tune.Tuner.restore(str(tmp_path / "r"), flaky, resume_errored=True)
+    results = restored.fit()
+    assert not results.errors
+    solo = Trainer(FitConfig(**fields), load_dataset("digits"), "cpu", progress=False, log=print)
+    solo.fit()
+    # one more report, from the checkpoint of epoch 1 (a restart from scratch would make three)
+    assert results[0].metrics["epoch"] == results[0].metrics["training_iteration"] == 2
+    assert results[0].metrics["test_loss"] == solo.history[-1]["test_loss"]

@@ -52,6 +52,10 @@ class Launcher:
         """How many runs fit at once where this launcher runs them (None: ask ``--jobs``)."""
         return None
 
+    def where(self, handle: Any) -> str:
+        """Where a finished command ran, for the sweep's log ("" where it is this machine)."""
+        return ""
+
 
 class LocalLauncher(Launcher):
     """Child processes on this machine, each in its own session, stopped by SIGTERM."""
@@ -146,6 +150,7 @@ class RayLauncher(Launcher):
             except (ConnectionError, RuntimeError, ValueError) as err:
                 raise ConfigError(f"cannot join the Ray cluster at {address}: {err}") from None
         self.cpus, self.gpus = cpus_per_run, gpus_per_run
+        self.nodes: dict[str, str] = {}  # task → the node it ran on
         self.task = ray.remote(_run_command).options(
             num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0
         )
@@ -167,7 +172,8 @@ class RayLauncher(Launcher):
         if not ready:
             return None
         try:
-            return int(ray.get(ref))
+            rc, self.nodes[ref.hex()] = ray.get(ref)
+            return int(rc)
         except ray.exceptions.TaskCancelledError:
             return 128 + signal.SIGTERM
         except ray.exceptions.RayError as err:  # the worker died, the node was lost, ...
@@ -175,6 +181,10 @@ class RayLauncher(Launcher):
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 log.write(f"Error: the Ray task stopped: {first}\n")
             return 1
+
+    def where(self, handle: tuple[Any, Path]) -> str:
+        node = self.nodes.get(handle[0].hex())
+        return f"node {node[:12]}" if node else ""
 
     def stop(self, handles: list[tuple[Any, Path]], grace: float = STOP_GRACE) -> None:
         """Cancel every task (each sends its run SIGTERM and waits for it), then wait."""
@@ -236,8 +246,9 @@ def _sees(path: str, token: str) -> bool:
         return False
 
 
-def _run_command(cmd: list[str], log_path: str) -> int:
-    """In a Ray worker: run ``cmd`` with this worker's Python; SIGTERM to it if cancelled."""
+def _run_command(cmd: list[str], log_path: str) -> tuple[int, str]:
+    """In a Ray worker: run ``cmd`` with this worker's Python; SIGTERM to it if cancelled.
+    Returns its exit status and the node it ran on."""
     import ray
 
     cmd = [sys.executable, *cmd[1:]]  # the driver's interpreter path may not exist here
@@ -256,7 +267,7 @@ def _run_command(cmd: list[str], log_path: str) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
         raise
-    return proc.returncode
+    return proc.returncode, node
 
 
 #: the sweep's ``--backend`` choices

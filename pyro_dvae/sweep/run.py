@@ -235,7 +235,8 @@ def _run_locked(
                     continue
                 if rc == 0:
                     outcome[job.run.name] = "finished"
-                    log(f"[done] {job.run.name} ({seconds:.0f}s){_result_text(job.run.path)}")
+                    where = ", ".join(filter(None, [f"{seconds:.0f}s", launcher.where(job.handle)]))
+                    log(f"[done] {job.run.name} ({where}){_result_text(job.run.path)}")
                 else:
                     outcome[job.run.name] = f"failed: {error}"
                     log(f"[FAILED] {job.run.name}: {error} (see {job.log_path})")
