@@ -103,7 +103,7 @@ def _fits_of(sweep_dir: Path) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_stopping_a_ray_sweep_leaves_resumable_runs_and_nothing_running(cluster, tmp_path):
     out = tmp_path / "sw"
-    args = sweep(out, "--address", cluster.address, epochs=200)
+    args = sweep(out, "--address", cluster.address, epochs=100)
     env = {**os.environ, "PYRO_DVAE_DATA": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pyro_dvae", *args],
@@ -126,6 +126,24 @@ def test_stopping_a_ray_sweep_leaves_resumable_runs_and_nothing_running(cluster,
         assert summary["epochs_completed"] == RunDir(run).checkpoint_epoch() >= 1
     time.sleep(1)
     assert _fits_of(out) == []
+    # the same command resumes every run where it stopped
+    done = {r.name: RunDir(r).checkpoint_epoch() for r in runs}
+    result = run_ok(sweep(out, epochs=100))
+    for run in runs:
+        assert f"{run.name}: resume from epoch {done[run.name]}" in result.stderr
+        assert read_json(run / "summary.json")["epochs_completed"] == 100
+
+
+def test_a_ray_sweep_trains_groups_as_the_local_one_does(cluster, tmp_path):
+    grid = [*GRID, "--alpha", "0.5", "--group-size", "2", "--epochs", "2"]
+    ray_run = run_ok(["sweep", *grid, "--backend", "ray", "--out", str(tmp_path / "ray")])
+    assert "as a group of 2" in ray_run.stderr and "3 of 3 runs finished" in ray_run.stderr
+    run_ok(["sweep", *grid, "--threads", "1", "--out", str(tmp_path / "local")])
+    for name in ("logitnormal-d2-a0.5", "logitnormal-d2-a1.78"):
+        assert read_json(tmp_path / "ray" / "runs" / name / "summary.json")["group"] == 2
+        a = load_checkpoint(tmp_path / "ray" / "runs" / name)["model"]
+        b = load_checkpoint(tmp_path / "local" / "runs" / name)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def test_a_tune_search_finishes_and_its_trials_are_runs(cluster, tmp_path):
