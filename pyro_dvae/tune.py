@@ -3,10 +3,11 @@
 ``trainable(config)`` trains the run whose :class:`~pyro_dvae.config.FitConfig` fields
 are the keys of ``config`` (every other field at its default), and reports each
 epoch's metrics (train and test −ELBO and their parts, the epoch) with a checkpoint
-through ``ray.tune.report``. A trial started again (a scheduler such as ASHA pausing
-it, ``Tuner.restore`` after an interrupted search) resumes from
-``ray.tune.get_checkpoint()``, where an uninterrupted trial would be. Three more keys
-set where it runs: ``data_dir``, ``device`` and ``threads``.
+through ``ray.tune.report``; a scheduler such as ASHA stops the trials that fall behind.
+A trial started again (``Tuner.restore`` after an interrupted search, a retried trial, a
+pausing scheduler such as PBT) resumes from ``ray.tune.get_checkpoint()``, where an
+uninterrupted trial would be. Three more keys set where it runs: ``data_dir``,
+``device`` (default: ``cuda`` if Ray gave the trial a GPU, else ``cpu``) and ``threads``.
 
     from ray import tune
     from pyro_dvae.tune import trainable
@@ -41,6 +42,7 @@ CHECKPOINT = "checkpoint.pt"
 
 def trainable(config: dict[str, Any]) -> None:
     """Train one run, reporting every epoch to Ray Tune with a checkpoint."""
+    import ray
     from ray import tune
 
     settings = {k: config[k] for k in SETTINGS if k in config}
@@ -49,9 +51,8 @@ def trainable(config: dict[str, Any]) -> None:
     if settings.get("threads"):
         torch.set_num_threads(int(settings["threads"]))
     data = load_dataset(fit_config.dataset, settings.get("data_dir"), subset=fit_config.subset)
-    trainer = Trainer(
-        fit_config, data, settings.get("device", "auto"), progress=False, log=lambda msg: None
-    )
+    device = settings.get("device") or ("cuda" if ray.get_gpu_ids() else "cpu")
+    trainer = Trainer(fit_config, data, device, progress=False, log=lambda msg: None)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:

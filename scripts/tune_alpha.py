@@ -85,6 +85,8 @@ def main() -> None:
     print("| --- | --- | --- |")
     for loss, alpha, epochs in sorted(rows, key=lambda r: r[1]):
         print(f"| {alpha:.3g} | {epochs} | {loss:.2f} |")
+    if not rows:
+        raise SystemExit(f"no trial reported a result; see the trials' errors in {path}")
     full = [r for r in rows if r[2] == max(e for _, _, e in rows)]  # trials ASHA kept to the end
     loss, alpha, epochs = min(full)
     print(f"best of the trials run to {epochs} epochs: alpha = {alpha:.3g}, test -ELBO {loss:.2f}")

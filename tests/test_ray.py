@@ -222,3 +222,14 @@ def test_an_errored_trial_resumes_from_its_checkpoint_on_restore(cluster, tmp_pa
     # one more report, from the checkpoint of epoch 1 (a restart from scratch would make three)
     assert results[0].metrics["epoch"] == results[0].metrics["training_iteration"] == 2
     assert results[0].metrics["test_loss"] == solo.history[-1]["test_loss"]
+
+
+def test_a_relative_sweep_folder_is_the_same_folder_on_every_node(cluster, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the workers' working directory is elsewhere
+    result = run_ok(["sweep", *TINY, "--family", "gaussian", "--epochs", "1", "--out", "sw",
+                     "--backend", "ray"])  # fmt: skip
+    assert "1 of 1 runs finished" in result.stderr
+    assert RunDir(tmp_path / "sw" / "runs" / "gaussian-d2").checkpoint_epoch() == 1
+    refused = invoke(["sweep", *TINY, "--family", "gaussian", "--out", "sw", "--backend", "ray",
+                      "--threads", "2"])  # fmt: skip
+    assert refused.exit_code != 0 and "--cpus-per-run sets each run's threads" in refused.stderr

@@ -161,12 +161,17 @@ def sweep(
         from ..data import default_data_dir
         from ..sweep.launchers import RayLauncher
 
-        launcher = RayLauncher(address, cpus_per_run, gpus_per_run)
+        if threads is not None:
+            raise click.UsageError("with --backend ray, --cpus-per-run sets each run's threads")
         threads = cpus_per_run
-        data_dir = data_dir or default_data_dir()  # the workers may not share this env
-        if ctx.get_parameter_source("jobs") != ParameterSource.COMMANDLINE:
-            jobs = launcher.slots()
+        out = out.resolve()  # every node must find the same folder: not relative to its cwd
+        data_dir = (data_dir or default_data_dir()).resolve()  # nor the workers' environment
+        if not gpus_per_run and device == "auto":
+            device = "cpu"  # a run Ray gave no GPU must not take one it was not counted for
+        launcher = RayLauncher(address, cpus_per_run, gpus_per_run)
     try:
+        if launcher is not None and ctx.get_parameter_source("jobs") != ParameterSource.COMMANDLINE:
+            jobs = launcher.slots()
         outcome = run_sweep(
             out,
             configs,
@@ -187,6 +192,9 @@ def sweep(
             interrupted_line(signum, f"; run the same command again to continue {out}."), err=True
         )
         return 128 + signum
+    finally:
+        if launcher is not None:
+            launcher.close()
     failed = {k: v for k, v in outcome.items() if v != "finished"}
     click.echo(f"{len(outcome) - len(failed)} of {len(outcome)} runs finished in {out}", err=True)
     for name, why in failed.items():

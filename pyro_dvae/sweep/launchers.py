@@ -145,10 +145,15 @@ class RayLauncher(Launcher):
         self.owned = not ray.is_initialized()
         if self.owned:
             address = address or os.environ.get("RAY_ADDRESS")
+            handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as err:
-                raise ConfigError(f"cannot join the Ray cluster at {address}: {err}") from None
+                where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+                raise ConfigError(f"cannot start or join {where}: {err}") from None
+            finally:  # ray.init installs its own; a stop signal must stop the runs cleanly
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
         self.cpus, self.gpus = cpus_per_run, gpus_per_run
         self.nodes: dict[str, str] = {}  # task → the node it ran on
         self.task = ray.remote(_run_command).options(
@@ -178,8 +183,7 @@ class RayLauncher(Launcher):
             return 128 + signal.SIGTERM
         except ray.exceptions.RayError as err:  # the worker died, the node was lost, ...
             with open(log_path, "a") as log:
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                log.write(f"Error: the Ray task stopped: {first}\n")
+                log.write(f"Error: the Ray task stopped: {_cause(err)}\n")
             return 1
 
     def where(self, handle: tuple[Any, Path]) -> str:
@@ -219,7 +223,7 @@ class RayLauncher(Launcher):
         probe = sweep_dir.resolve() / f".storage-{token}"
         probe.write_text(token)
         try:
-            see = ray.remote(_sees)
+            see, refs = ray.remote(_sees), []
             nodes = [n for n in ray.nodes() if n.get("Alive")]
             refs = [
                 see.options(
@@ -229,6 +233,12 @@ class RayLauncher(Launcher):
                 for n in nodes
             ]
             seen = ray.get(refs, timeout=120)
+        except (ray.exceptions.RayError, TimeoutError) as err:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise ConfigError(
+                f"cannot check that every Ray node sees {sweep_dir}: {_cause(err)}"
+            ) from None
         finally:
             probe.unlink(missing_ok=True)
         blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen, strict=True) if not ok]
@@ -237,6 +247,13 @@ class RayLauncher(Launcher):
                 f"the sweep folder {sweep_dir} is not visible from the Ray node(s) "
                 f"{', '.join(blind)}: put it on storage every node mounts at the same path"
             )
+
+
+def _cause(err: BaseException) -> str:
+    """What a Ray error is about, in one line: the task's own exception where there is one."""
+    cause = getattr(err, "cause", None) or err
+    text = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 
 
 def _sees(path: str, token: str) -> bool:
@@ -253,14 +270,17 @@ def _run_command(cmd: list[str], log_path: str) -> tuple[int, str]:
 
     cmd = [sys.executable, *cmd[1:]]  # the driver's interpreter path may not exist here
     node = ray.get_runtime_context().get_node_id()
-    with open(log_path, "a") as log:
-        log.write(f"(Ray task on node {node})\n")
-        log.flush()
-        proc = _spawn(cmd, log)
+    proc = None
     try:
+        with open(log_path, "a") as log:
+            log.write(f"(Ray task on node {node})\n")
+            log.flush()
+            proc = _spawn(cmd, log)
         while proc.poll() is None:
             time.sleep(0.2)
     except KeyboardInterrupt:  # ray.cancel: the run stops at a resumable checkpoint
+        if proc is None:
+            raise
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=STOP_GRACE)
