@@ -251,9 +251,11 @@ class RayLauncher(Launcher):
 
 def _cause(err: BaseException) -> str:
     """What a Ray error is about, in one line: the task's own exception where there is one."""
+    from ..fileio import first_line
+
     cause = getattr(err, "cause", None) or err
-    text = (str(cause).strip().splitlines() or [""])[0]
-    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+    text = first_line(cause)
+    return text if text == type(cause).__name__ else f"{type(cause).__name__}: {text}"
 
 
 def _sees(path: str, token: str) -> bool:
