@@ -16,8 +16,8 @@ import torch  # noqa: E402
 from .data import IMAGE_SHAPES, load_dataset  # noqa: E402
 from .errors import RunDirError, StorageError  # noqa: E402
 from .families import FAMILIES  # noqa: E402
-from .report import RunResult, collect, find_run  # noqa: E402
-from .sweep import PAPER_ALPHAS  # noqa: E402
+from .report import RunResult, collect, find_run, table3_cells  # noqa: E402
+from .sweep import PAPER_ALPHAS, PAPER_SIZES  # noqa: E402
 
 FIGURES: dict[str, Callable[..., Path]] = {}
 _DIGIT_COLOURS = plt.get_cmap("tab10")
@@ -216,6 +216,52 @@ def latent_grid(runs, out: Path, grid=20, device="cpu", guide=None, **_) -> Path
         ax.set_title(f"{_label(r)} (epoch {r.epochs})")
     fig.suptitle("Figure 5: decoded 2-D latent space")
     return save_figure(fig, out / "fig5_latent_grid.png")
+
+
+# --------------------------------------------------------------------------- Table 3 curves
+
+
+def _test_curve(r: RunResult) -> tuple[list[int], list[float]]:
+    records = [m for m in r.run_dir_metrics() if m.get("test_loss") is not None]
+    return [m["epoch"] for m in records], [m["test_loss"] for m in records]
+
+
+@register_figure("curves")
+def table3_curves(runs, out: Path, **_) -> Path:
+    """Test −ELBO per epoch of Table 3's models, one column per size: the best Logit-normal
+    and the Gaussian above, the Concrete models (tens of nats higher) on their own axes below."""
+    columns = {s: table3_cells(runs, s) for s in PAPER_SIZES}
+    columns = {s: cells for s, cells in columns.items() if any(c.runs for c in cells.values())}
+    if not columns:
+        raise RunDirError("no run of Table 3 (Logit-normal, Gaussian or Concrete of a paper size)")
+    fig, axes = plt.subplots(
+        2, len(columns), figsize=(4 * len(columns), 7), squeeze=False, layout="constrained"
+    )
+    for col, (size, cells) in enumerate(columns.items()):
+        names = list(cells)
+        for row, ax in enumerate(axes[:, col]):
+            tails: list[float] = []
+            for name in names[2 * row : 2 * row + 2]:
+                for r in cells[name].runs:
+                    epochs, losses = _test_curve(r)
+                    seed = f", seed {r.config.seed}" if len(cells[name].runs) > 1 else ""
+                    ax.plot(epochs, losses, label=f"{_label(r)}{seed}", lw=1)
+                    tails += losses[len(losses) // 20 :]  # the first twentieth falls off the top
+            if tails:
+                span = max(tails) - min(tails)
+                ax.set_ylim(min(tails) - 0.05 * span - 0.5, max(tails) + 0.05 * span + 0.5)
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "no runs", ha="center", transform=ax.transAxes)
+            kind = "Logit-normal and Gaussian" if row == 0 else "Concrete"
+            ax.set_title(f"size {size}: {kind}", fontsize=10)
+            ax.set_xlabel("epoch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test −ELBO (nats)")
+    reached = sorted({r.epochs for t in columns.values() for c in t.values() for r in c.runs})
+    span = f"{reached[0]}" if len(reached) == 1 else f"{reached[0]}–{reached[-1]}"
+    fig.suptitle(f"Table 3's models: test −ELBO per epoch (epochs reached: {span})")
+    return save_figure(fig, out / "curves_table3.png")
 
 
 # --------------------------------------------------------------------------- Figure 6

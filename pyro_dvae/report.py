@@ -222,6 +222,17 @@ def best_alpha(runs: list[RunResult], size: int, split: str = "train") -> Cell |
     return min(scored, key=lambda c: c.mean(split, "loss")) if scored else None
 
 
+def table3_cells(runs: list[RunResult], size: int) -> dict[str, Cell]:
+    """Table 3's columns at ``size``: the best Logit-normal (α by train −ELBO), the Gaussian,
+    the Concrete (one K-way variable) and, at size 20 only, Jang et al.'s working Concrete."""
+    return {
+        "best Logit-normal": best_alpha(runs, size, "train") or Cell([]),
+        "Gaussian": Cell(find_seeds(runs, "gaussian", size)),
+        "Concrete": Cell(find_seeds(runs, "concrete", size)),
+        "working Concrete": working_concrete(runs) if size == 20 else Cell([]),
+    }
+
+
 def paper_tables(runs: list[RunResult], split: str) -> list[Table]:
     """Tables 1-3 for ``split`` (train or test), cells 'ours (paper)'; and the IWAE tables.
 
@@ -247,19 +258,15 @@ def paper_tables(runs: list[RunResult], split: str) -> list[Table]:
     t2 = ln_table("kl", PAPER_TABLE2, f"Table 2 ({split}): KL of the Logit-normal VAE")
     rows3 = []
     for size in PAPER_SIZES:
-        best, by_test = best_alpha(runs, size, "train"), best_alpha(runs, size, "test")
-        g = Cell(find_seeds(runs, "gaussian", size))
-        c = Cell(find_seeds(runs, "concrete", size))
-        best_cell = (best or Cell([])).text(split, "loss", PAPER_TABLE3[size][0])
-        if best:
-            used.extend(best.runs)
+        best, g, c, working = table3_cells(runs, size).values()
+        by_test = best_alpha(runs, size, "test")
+        best_cell = best.text(split, "loss", PAPER_TABLE3[size][0])
+        if best.runs:
             best_cell += f" [α={best.runs[0].config.alpha:g}"
             if by_test and by_test.runs[0].config.alpha != best.runs[0].config.alpha:
                 best_cell += f"; by test −ELBO: α={by_test.runs[0].config.alpha:g}"
             best_cell += "]"
-        used.extend(g.runs + c.runs)
-        working = working_concrete(runs) if size == 20 else Cell([])
-        used.extend(working.runs)
+        used.extend(best.runs + g.runs + c.runs + working.runs)
         rows3.append(
             (
                 str(size),

@@ -98,6 +98,7 @@ def test_report_of_a_folder_without_runs_is_one_error_line(tmp_path):
         ("fig4", ["--hist-size", "4"]),
         ("fig5", []),
         ("fig6", []),
+        ("curves", []),
     ],
 )
 def test_every_figure_writes_a_png(sweep, tmp_path, figure, options):
@@ -108,6 +109,42 @@ def test_every_figure_writes_a_png(sweep, tmp_path, figure, options):
     data = pngs[0].read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert not list(out.glob(".*"))  # no temporary left behind
+
+
+def test_table3_curves_draw_each_models_test_elbo_per_epoch(sweep, tmp_path, monkeypatch):
+    import pyro_dvae.plots as plots
+
+    drawn = {}
+    save = plots.save_figure
+
+    def capture(fig, path):
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                drawn[(ax.get_title(), line.get_label())] = line.get_ydata().tolist()
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", capture)
+    plots.make_figures(sweep, tmp_path, ["curves"])
+    runs = {r.name: r for r in collect(sweep)}
+
+    def test_losses(name):
+        return [m["test_loss"] for m in runs[name].run_dir_metrics() if "test_loss" in m]
+
+    for size in (2, 4):
+        # Table 3's Logit-normal is the α with the lowest final train −ELBO, not test −ELBO
+        by_train = min(
+            (runs[f"logitnormal-d{size}-a{a}"] for a in ("0.32", "1.78")),
+            key=lambda r: r.last["train_loss"],
+        )
+        top = f"size {size}: Logit-normal and Gaussian"
+        assert drawn[(top, f"Logit-normal α={by_train.config.alpha:g}")] == test_losses(
+            by_train.name
+        )
+        assert drawn[(top, "Gaussian")] == test_losses(f"gaussian-d{size}")
+        assert drawn[(f"size {size}: Concrete", f"Concrete 1×{size}")] == test_losses(
+            f"concrete-1x{size}"
+        )
+    assert len(drawn) == 6  # one Logit-normal α per size, no size without runs
 
 
 def test_logit_normal_pdf_of_figure_6_is_the_distribution_density():

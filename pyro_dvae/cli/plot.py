@@ -26,7 +26,7 @@ def _sizes(text: str) -> tuple[int, ...]:
     "--figure",
     "names",
     multiple=True,
-    type=click.Choice(["fig2", "fig3", "fig4", "fig5", "fig6"]),
+    type=click.Choice(["fig2", "fig3", "fig4", "fig5", "fig6", "curves"]),
     help="Draw only these (repeat the option) [default: all].",
 )
 @click.option("--sizes", default="4,40", show_default=True, help="Figure 2: latent sizes.")
@@ -62,7 +62,8 @@ def plot(
 ):
     """Figures 2-6 of the paper as PNG files: reconstruction curves (2), t-SNE of
     the test encodings (3), one latent dimension's histogram (4), the decoded 2-D
-    latent space (5) and Logit-normal densities (6)."""
+    latent space (5), Logit-normal densities (6), and the test -ELBO per epoch of
+    Table 3's models (curves)."""
     from ..plots import make_figures
 
     set_threads(threads)
