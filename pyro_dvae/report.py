@@ -12,31 +12,9 @@ from typing import Any
 from .config import FitConfig
 from .evaluation import read_evaluation
 from .fileio import atomic_write_text
+from .paper import PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3
 from .rundir import RunDir, find_runs
 from .sweep import PAPER_ALPHAS, PAPER_SIZES
-
-# The paper's numbers (Tables 1-3; it does not say whether they are train or test).
-PAPER_TABLE1 = {  # −ELBO of the Logit-normal, rows: size, columns: α
-    2: (145.42, 142.67, 141.33, 140.21),
-    4: (124.04, 121.73, 120.10, 118.63),
-    8: (105.02, 109.43, 101.61, 105.57),
-    20: (99.98, 98.45, 97.62, 96.97),
-    40: (104.13, 100.25, 100.45, 104.02),
-}
-PAPER_TABLE2 = {  # KL of the Logit-normal
-    2: (7.00, 6.79, 6.53, 6.37),
-    4: (10.03, 9.97, 10.14, 10.43),
-    8: (16.02, 14.92, 16.71, 15.47),
-    20: (21.02, 21.37, 20.13, 22.17),
-    40: (21.02, 21.01, 18.31, 23.84),
-}
-PAPER_TABLE3 = {  # −ELBO: Logit-normal α = 1.78, Gaussian, Concrete (one K-way variable)
-    2: (140.21, 138.59, 185.88),
-    4: (118.63, 121.87, 167.86),
-    8: (105.57, 100.54, 158.62),
-    20: (96.97, 96.52, 169.05),
-    40: (104.02, 96.21, 227.97),
-}
 
 
 @dataclass

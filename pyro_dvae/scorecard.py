@@ -12,16 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .report import (
-    PAPER_TABLE1,
-    PAPER_TABLE2,
-    PAPER_TABLE3,
-    Cell,
-    RunResult,
-    Table,
-    best_alpha,
-    find_seeds,
-)
+from .paper import PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3
+from .report import Cell, RunResult, Table, best_alpha, find_seeds
 from .sweep import PAPER_ALPHAS, PAPER_SIZES
 
 CLOSE = 1.5  # nats
