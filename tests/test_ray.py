@@ -26,11 +26,12 @@ GRID = ["--family", "gaussian", "--family", "logitnormal", "--alpha", "1.78", *T
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head and a worker node of one CPU each, for every test here; shut down after."""
+    """A head and a worker node of one CPU each, for every test here; shut down after.
+    The worker declares one GPU (Ray counts it; no run here asks CUDA for it)."""
     cluster = cluster_utils.Cluster(
         initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
     )
-    cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1, num_gpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
     ray.shutdown()
@@ -58,6 +59,15 @@ def test_a_ray_sweep_equals_the_local_one_and_uses_both_nodes(cluster, tmp_path)
     assert len(_nodes(tmp_path / "ray")) == 2  # one CPU per node: a run on each
     again = run_ok(sweep(tmp_path / "ray"))
     assert "2 already finished, 0 to run" in again.stderr
+
+
+def test_runs_that_take_a_gpu_go_one_per_gpu_to_the_node_that_has_it(cluster, tmp_path):
+    gpu_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")}
+    assert len(gpu_nodes) == 1
+    result = run_ok(sweep(tmp_path / "sw", "--gpus-per-run", "1", epochs=1))
+    assert "(1 at a time" in result.stderr  # the cluster's one GPU, not its two CPUs
+    assert "2 of 2 runs finished" in result.stderr
+    assert _nodes(tmp_path / "sw") == gpu_nodes
 
 
 def test_a_run_with_a_damaged_checkpoint_fails_alone_on_ray(cluster, tmp_path):
