@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-import pyro
 import torch
 from pyro import poutine
 from tqdm.auto import tqdm
@@ -39,8 +38,8 @@ from .fileio import first_line
 from .inference import SVI, make_elbo
 from .optim import FusedClippedAdam
 from .rundir import RunDir
-from .signals import deferred_stop, signal_of, stop_on_signals
-from .train import Trainer, TrainingInterrupted, resolve_device, step_bar
+from .signals import deferred_stop
+from .train import Trainer, resolve_device, step_bar, train_epochs
 from .vae import VAE
 
 #: the ELBOs a group trains with (their per-image particle loss; see :mod:`.elbo_hooks`)
@@ -252,27 +251,20 @@ class GroupTrainer:
             trainer.save_start()
         total, desc = epochs * self.steps_per_epoch(), f"group of {len(self.members)}"
         bar = step_bar(total, self.step, desc, self.progress)
-        status, stop = "running", None
-        try:
-            with stop_on_signals(), pyro.validation_enabled(False):
-                while self.epoch < epochs:
-                    t0 = time.perf_counter()
-                    records = self.train_epoch(bar)
-                    self._commit(records, time.perf_counter() - t0, epochs)
-                    self.epoch += 1
-            status = "finished"
-        except KeyboardInterrupt as err:
-            status, stop = "interrupted", err
-        except Exception:
-            status = "failed"
-            raise
-        finally:
-            with deferred_stop(ignore=True):
-                bar.close()
-                summaries = self._summaries(status, epochs)
-        if stop is not None:
-            raise TrainingInterrupted(self.epoch, signal_of(stop)) from None
-        return summaries
+
+        def epoch() -> None:
+            t0 = time.perf_counter()
+            records = self.train_epoch(bar)
+            self._commit(records, time.perf_counter() - t0, epochs)
+            self.epoch += 1
+
+        return train_epochs(
+            epoch,
+            lambda: self.epoch < epochs,
+            lambda status: self._summaries(status, epochs),
+            bar,
+            lambda: self.epoch,
+        )
 
     def _commit(self, records: list[dict[str, float]], seconds: float, epochs: int) -> None:
         """Each live member's epoch, evaluated and checkpointed as a solo run's is. The

@@ -190,38 +190,27 @@ class Trainer:
         self.save_start()
         total = epochs * self.steps_per_epoch()
         bar = step_bar(total, self.step, self.family.describe(), self.progress)
-        status, stop = "running", None
-        try:
-            with stop_on_signals(), pyro.validation_enabled(False):
-                while self.epoch < epochs:
-                    t0 = time.perf_counter()
-                    epoch = self.epoch + 1
-                    record = {"epoch": epoch, **self.train_epoch(bar)}
-                    record["seconds"] = time.perf_counter() - t0
-                    if epoch % self.config.eval_every == 0 or epoch == epochs:
-                        record.update({f"test_{k}": v for k, v in self.evaluate().items()})
-                    record.update(self.family.state())
-                    self._log_epoch(record, epochs)
-                    with deferred_stop():
-                        self._commit_epoch(record, epochs)
-            status = "finished"
-        except KeyboardInterrupt as err:
-            status, stop = "interrupted", err
-        except Exception:
-            status = "failed"
-            raise
-        finally:
-            # a second signal (a supervisor signals every process) must not cut this short
-            with deferred_stop(ignore=True):
-                bar.close()
-                try:
-                    summary = self._write_summary(status, epochs)
-                except StorageError:
-                    if status != "failed":  # else the error that stopped training is the news
-                        raise
-        if stop is not None:
-            raise TrainingInterrupted(self.epoch, signal_of(stop)) from None
-        return summary
+
+        def epoch() -> None:
+            t0 = time.perf_counter()
+            record = {"epoch": self.epoch + 1, **self.train_epoch(bar)}
+            record["seconds"] = time.perf_counter() - t0
+            if record["epoch"] % self.config.eval_every == 0 or record["epoch"] == epochs:
+                record.update({f"test_{k}": v for k, v in self.evaluate().items()})
+            record.update(self.family.state())
+            self._log_epoch(record, epochs)
+            with deferred_stop():
+                self._commit_epoch(record, epochs)
+
+        def finish(status: str) -> dict[str, Any] | None:
+            try:
+                return self._write_summary(status, epochs)
+            except StorageError:
+                if status != "failed":  # else the error that stopped training is the news
+                    raise
+                return None
+
+        return train_epochs(epoch, lambda: self.epoch < epochs, finish, bar, lambda: self.epoch)
 
     def save_start(self) -> None:
         """A new run's checkpoint at epoch 0, so that a kill in its first epoch is resumable."""
@@ -281,6 +270,37 @@ class Trainer:
         if self.run_dir is not None:
             self.run_dir.write_summary(summary)
         return summary
+
+
+def train_epochs(
+    epoch: Callable[[], None],
+    more: Callable[[], bool],
+    finish: Callable[[str], Any],
+    bar: tqdm,
+    reached: Callable[[], int],
+) -> Any:
+    """``epoch()`` while ``more()``, under stop signals; then ``finish(status)`` on every path
+    (finished, interrupted or failed), with signals held back, and its result. A stop signal
+    raises :class:`TrainingInterrupted` at epoch ``reached()`` once ``finish`` has run."""
+    status, stop = "running", None
+    try:
+        with stop_on_signals(), pyro.validation_enabled(False):
+            while more():
+                epoch()
+        status = "finished"
+    except KeyboardInterrupt as err:
+        status, stop = "interrupted", err
+    except Exception:
+        status = "failed"
+        raise
+    finally:
+        # a second signal (a supervisor signals every process) must not cut this short
+        with deferred_stop(ignore=True):
+            bar.close()
+            result = finish(status)
+    if stop is not None:
+        raise TrainingInterrupted(reached(), signal_of(stop)) from None
+    return result
 
 
 def step_bar(total: int, done: int, desc: str, enabled: bool) -> tqdm:
