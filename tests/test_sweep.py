@@ -351,3 +351,35 @@ def test_groups_are_even_and_follow_the_grid_not_the_jobs(tmp_path):
     assert names(1) == [["r0"], ["r1"], ["r2"], ["r3"], ["r4"], ["r5"]]
     runs[1].epochs_done = 3  # a run at another epoch is not grouped with the others
     assert names(4) == [["r0", "r3", "r4"], ["r1"], ["r2"], ["r5"]]
+
+
+def test_a_launcher_opens_only_once_the_sweep_holds_its_folder(tmp_path):
+    """A busy folder is refused before the launcher connects (Ray would start a cluster);
+    a free one opens the launcher once, takes its slots as --jobs and closes it."""
+    from pyro_dvae.errors import LockError
+    from pyro_dvae.fileio import FolderLock
+    from pyro_dvae.sweep import run_sweep
+    from pyro_dvae.sweep.launchers import LocalLauncher
+
+    class Counting(LocalLauncher):
+        calls: list[str] = []
+
+        def open(self):
+            self.calls.append("open")
+
+        def slots(self):
+            self.calls.append("slots")
+            return 3
+
+        def close(self):
+            self.calls.append("close")
+
+    sweep, config = tmp_path / "sw", FitConfig(dataset="digits", hidden=8, epochs=1, latent_dim=2)
+    sweep.mkdir()
+    with FolderLock(sweep, "held"), pytest.raises(LockError):
+        run_sweep(sweep, [config], jobs=None, launcher=Counting(), log=lambda m: None)
+    assert Counting.calls == ["close"]
+    lines: list[str] = []
+    run_sweep(sweep, [config], jobs=None, launcher=Counting(), log=lines.append)
+    assert Counting.calls == ["close", "open", "slots", "close"]
+    assert "(3 at a time" in lines[0]

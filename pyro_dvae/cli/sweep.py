@@ -152,10 +152,10 @@ def sweep(
             )
             click.echo(f"{run.state:9s} {run.name}  {detail}")
         return 0
-    params = click.get_current_context().params
+    ctx = click.get_current_context()
+    params = ctx.params
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
     description = {"preset": preset, "options": {k: v for k, v in options.items() if v}}
-    ctx = click.get_current_context()
     launcher = None
     if backend == "ray":
         from ..data import default_data_dir
@@ -168,10 +168,10 @@ def sweep(
         data_dir = (data_dir or default_data_dir()).resolve()  # nor the workers' environment
         if not gpus_per_run and device == "auto":
             device = "cpu"  # a run Ray gave no GPU must not take one it was not counted for
-        launcher = RayLauncher(address, cpus_per_run, gpus_per_run)
+        launcher = RayLauncher(address, cpus_per_run, gpus_per_run)  # joined inside the lock
+        if ctx.get_parameter_source("jobs") != ParameterSource.COMMANDLINE:
+            jobs = None  # as many as the cluster holds
     try:
-        if launcher is not None and ctx.get_parameter_source("jobs") != ParameterSource.COMMANDLINE:
-            jobs = launcher.slots()
         outcome = run_sweep(
             out,
             configs,
@@ -192,9 +192,6 @@ def sweep(
             interrupted_line(signum, f"; run the same command again to continue {out}."), err=True
         )
         return 128 + signum
-    finally:
-        if launcher is not None:
-            launcher.close()
     failed = {k: v for k, v in outcome.items() if v != "finished"}
     click.echo(f"{len(outcome) - len(failed)} of {len(outcome)} runs finished in {out}", err=True)
     for name, why in failed.items():

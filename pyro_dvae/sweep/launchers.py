@@ -42,6 +42,9 @@ class Launcher:
         """Stop every running command at a resumable checkpoint and wait for it."""
         raise NotImplementedError
 
+    def open(self) -> None:
+        """Connect to where the runs go; the sweep calls it once it holds its folder's lock."""
+
     def close(self) -> None:
         """Release what the launcher holds (nothing is left running)."""
 
@@ -121,8 +124,9 @@ def _die_with_parent(parent: int) -> None:
 class RayLauncher(Launcher):
     """Each command one Ray task, scheduled where ``cpus_per_run`` CPUs (and
     ``gpus_per_run`` GPUs) are free. Without ``address`` (or ``RAY_ADDRESS``) Ray starts a
-    local cluster of this machine's cores; with it, this joins an existing one. A driver
-    already connected (``ray.init`` in the caller) is used as it is.
+    local cluster of this machine's cores; with it, this joins an existing one, once the
+    sweep holds its folder (:meth:`open`). A driver already connected (``ray.init`` in the
+    caller) is used as it is.
 
     The task starts the command as a child process of the worker, with the worker's Python,
     output appended to the log in the sweep folder (which every node must see: see
@@ -141,24 +145,31 @@ class RayLauncher(Launcher):
             raise ConfigError(
                 "--backend ray needs Ray: pip install 'pyro-dvae[ray]' (or pip install ray)"
             ) from None
-        self.ray = ray
-        self.owned = not ray.is_initialized()
-        if self.owned:
-            address = address or os.environ.get("RAY_ADDRESS")
-            handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False)
-            except (ConnectionError, RuntimeError, ValueError) as err:
-                where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-                raise ConfigError(f"cannot start or join {where}: {err}") from None
-            finally:  # ray.init installs its own; a stop signal must stop the runs cleanly
-                for sig, handler in handlers.items():
-                    signal.signal(sig, handler)
+        self.ray, self.address = ray, address
         self.cpus, self.gpus = cpus_per_run, gpus_per_run
+        self.owned = False  # whether this launcher started the Ray connection it closes
         self.nodes: dict[str, str] = {}  # task → the node it ran on
         self.task = ray.remote(_run_command).options(
             num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0
         )
+
+    def open(self) -> None:
+        from ..errors import ConfigError
+
+        ray = self.ray
+        if ray.is_initialized():
+            return
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            self.owned = True
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+            raise ConfigError(f"cannot start or join {where}: {err}") from None
+        finally:  # ray.init installs its own; a stop signal must stop the runs cleanly
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
 
     def slots(self) -> int:
         """Runs that fit in the cluster at once, by its CPUs (and GPUs, if runs take them)."""

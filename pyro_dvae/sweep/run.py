@@ -77,7 +77,7 @@ def _last_error(log_path: Path, offset: int = 0) -> str:
 def run_sweep(
     sweep_dir: str | Path,
     configs: list[FitConfig],
-    jobs: int = 1,
+    jobs: int | None = 1,
     threads: int | None = None,
     data_dir: str | Path | None = None,
     device: str = "auto",
@@ -91,6 +91,7 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Bring every configuration of the grid up to date; return what happened to each.
 
+    ``jobs=None`` runs as many at once as the launcher has room for (:meth:`Launcher.slots`).
     With ``group_size`` > 1, runs that can train together (:mod:`pyro_dvae.group`) do, up
     to that many per process; each is still its own run directory.
 
@@ -98,7 +99,7 @@ def run_sweep(
     :class:`~pyro_dvae.errors.LockError`). SIGINT, SIGTERM or SIGHUP stop every
     run at a resumable checkpoint before this returns (by raising :class:`Stopped`).
     """
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     if group_size < 1:
         raise ConfigError(f"--group-size must be >= 1, got {group_size}")
@@ -145,6 +146,8 @@ def _run_locked(
     group_size,
     launcher,
 ) -> dict[str, Any]:
+    launcher.open()
+    jobs = jobs or launcher.slots() or 1
     threads = threads or max(1, available_cores() // jobs)
     data_dir = Path(data_dir).resolve() if data_dir is not None else None
     planned = plan(sweep_dir, named, evaluate_k, images)
