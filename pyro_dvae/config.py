@@ -162,11 +162,9 @@ class _ConfigMethods:
         for p in PARAMS.values():
             p.check(getattr(self, p.name))
         if new:
-            for name, (p, families) in FAMILY_PARAMS.items():
-                value = getattr(self, name)
-                if self.family not in {f.name for f in families} and value != p.default:
-                    owners = " or ".join(f"--family {f.name}" for f in families)
-                    raise ConfigError(f"{p.flag} applies to {owners} only")
+            for name, (p, _) in FAMILY_PARAMS.items():
+                if getattr(self, name) != p.default:
+                    check_family_field(name, self.family)
         family = FAMILIES[self.family]
         changed_baseline = new and self.baseline != PARAMS["baseline"].default
         if changed_baseline and (self.elbo != "tracegraph" or not family.enumerable):
@@ -227,3 +225,12 @@ FitConfig.__doc__ = (
     + ", ".join(PARAMS)
     + "."
 )
+
+
+def check_family_field(name: str, family: str) -> None:
+    """Raise :class:`ConfigError` if the field ``name`` of some families is not ``family``'s."""
+    if name in FAMILY_PARAMS:
+        p, families = FAMILY_PARAMS[name]
+        if family not in {f.name for f in families}:
+            owners = " or ".join(f"--family {f.name}" for f in families)
+            raise ConfigError(f"{p.flag} applies to {owners} only")

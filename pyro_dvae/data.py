@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 ENV_DATA = "PYRO_DVAE_DATA"
 TEST_BINARIZE_SEED = 20170101  # one fixed binarisation of the test set for every run
@@ -29,6 +29,17 @@ class Dataset:
     @property
     def input_dim(self) -> int:
         return self.train.shape[1]
+
+    def head(self, n: int) -> Dataset:
+        """The first ``n`` images of each split (what a config's ``subset`` keeps)."""
+        return Dataset(
+            self.name,
+            self.train[:n],
+            self.train_labels[:n],
+            self.test[:n],
+            self.test_labels[:n],
+            self.image_shape,
+        )
 
     def to(self, device: torch.device | str) -> Dataset:
         return Dataset(
@@ -155,6 +166,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, subset: int = 0)
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(sorted(DATASETS))}")
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     train_x, train_y, test_x, test_y = DATASETS[name](root)
+    if subset > len(train_x):
+        raise ConfigError(f"--subset {subset} is more than {name}'s {len(train_x)} training images")
     if subset:
         train_x, train_y = train_x[:subset], train_y[:subset]
         test_x, test_y = test_x[:subset], test_y[:subset]

@@ -52,7 +52,7 @@ def load_run(
     A run trained with its own guide needs ``guide`` (the module, or the import spec
     that builds it): a run folder never makes this process import code by itself.
     """
-    from .train import guide_refusal
+    from .train import guide_refusal, python_guide_refusal
 
     run_dir = RunDir.open(run_path)
     config = run_dir.read_config()
@@ -70,7 +70,6 @@ def load_run(
             )
     family = make_family(config)
     family.load_state(state)
-    custom = any(k.startswith("guide_module.") for k in state.get("model", {}))
     input_dim = _input_dim(state, run_dir)
     if guide is None and config.guide:
         raise RunDirError(f"{run_dir.path}: {guide_refusal(config.guide, 'load it')}")
@@ -78,11 +77,8 @@ def load_run(
         from .guides import build_guide
 
         guide = build_guide(guide, family, input_dim, config.hidden)
-    if custom and guide is None:
-        raise RunDirError(
-            f"{run_dir.path} was trained with a guide given in Python; "
-            "pass the same guide to load_run(..., guide=...)"
-        )
+    if guide is None and (why := python_guide_refusal(state, "load_run(..., guide=...)")):
+        raise RunDirError(f"{run_dir.path} {why}")
     try:
         vae = VAE(family, input_dim, config.hidden, guide_module=guide).to(device)
         vae.load_state_dict(state["model"])

@@ -19,7 +19,7 @@ from .errors import ConfigError, RunDirError
 from .fileio import first_line
 from .inference import MONTE_CARLO
 from .rundir import RunDir
-from .train import Trainer
+from .train import Trainer, python_guide_refusal
 
 
 def fit(
@@ -71,6 +71,9 @@ def resume(
     changes = _resumable(changes)
     with RunDir.open(run_path, need_checkpoint=False).lock() as run_dir:
         config, state = _read_for_resume(run_dir, changes)
+        if guide is None and not config.guide:  # a guide from a file: Trainer says so
+            if why := python_guide_refusal(state, "resume_run(..., guide=...)"):
+                raise RunDirError(f"{run_dir.path} {why}")
         dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
         try:
             trainer = Trainer(config, dataset, device, run_dir, progress, log, guide=guide)

@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 
 from .config import FitConfig
 from .data import Dataset, binarize
-from .errors import RunDirError, StorageError, TrainingError
+from .errors import ConfigError, RunDirError, StorageError, TrainingError
 from .families import make_family
+from .fileio import first_line
 from .guides import build_guide, check_guide
 from .inference import (
     ELBOS,
@@ -40,9 +41,19 @@ EVAL_SEED = 12345  # evaluation draws its own samples and leaves training's RNG 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(
+            f"--device {device}: give auto, cpu, cuda, cuda:N (or another torch device)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError("--device cuda was asked for, but no CUDA device is available")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:  # e.g. mps on a build without it
+        why = first_line(err).split(". ")[0]  # torch goes on to list every backend it has
+        raise TrainingError(f"--device {device} is not available here: {why}") from None
     return device
 
 
@@ -73,6 +84,10 @@ class Trainer:
         guide: nn.Module | str | None = None,
     ):
         self.config = config.validate()
+        if dataset.name != config.dataset:
+            raise ConfigError(f"the config names {config.dataset}; the data is {dataset.name}")
+        if config.subset:
+            dataset = dataset.head(config.subset)
         self.device = resolve_device(device)
         self.data = dataset.to(self.device)
         self.run_dir = run_dir
@@ -322,3 +337,12 @@ def guide_refusal(spec: str, to: str) -> str:
         f"the run was trained with the guide {spec!r}; loading it imports and runs that "
         f"code, so {to} only with --guide {spec} (or a guide of the same shape)"
     )
+
+
+def python_guide_refusal(state: dict[str, Any] | None, call: str) -> str | None:
+    """Why a checkpoint whose guide was given in Python (no spec in its config) needs that
+    guide passed to ``call`` again; None for a checkpoint of the family's own guide."""
+    model = state.get("model") if isinstance(state, dict) else None
+    if isinstance(model, dict) and any(str(k).startswith("guide_module.") for k in model):
+        return f"was trained with a guide given in Python; pass the same guide to {call}"
+    return None

@@ -129,8 +129,8 @@ def main() -> None:
         from pyro_dvae.data import Dataset
 
         g = torch.Generator().manual_seed(0)
-        data = Dataset(
-            "random",
+        data = Dataset(  # random images in MNIST's place (the config names mnist)
+            "mnist",
             torch.rand(args.images, 784, generator=g),
             torch.zeros(args.images),
             torch.rand(100, 784, generator=g).round(),

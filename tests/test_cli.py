@@ -260,6 +260,10 @@ BAD_OPTIONS = [
     ({"dataset": "cifar"}, "--dataset"),
     ({"epochs": "0"}, "--epochs"),
     ({"lr": "nan"}, "--lr"),
+    ({"family": "gaussian", "alpha": "1.0"}, "--alpha applies to"),  # even at its default
+    ({"family": "concrete", "temperature": "0.1", "anneal_rate": "1e-3"}, "below --min-temp"),
+    ({"device": "gpu"}, "--device gpu"),
+    ({"subset": "100000"}, "--subset 100000 is more than"),
 ]
 
 

@@ -17,6 +17,7 @@ from pyro_dvae.errors import RunDirError
 from pyro_dvae.evaluation import load_run
 from pyro_dvae.guides import GuideError
 from pyro_dvae.inference import kl_kinds
+from pyro_dvae.rundir import RunDir
 
 from .helpers import assert_one_error_line, fit_args, invoke, load_checkpoint, read_json, run_ok
 
@@ -167,6 +168,10 @@ def test_python_api_guide_object(tmp_path):
     pd.fit(cfg, out=tmp_path / "run", guide=guide, progress=False, log=lambda m: None)
     with pytest.raises(RunDirError, match="guide given in Python"):
         load_run(tmp_path / "run")
+    resumed = invoke(["fit", "--resume", str(tmp_path / "run"), "--epochs", "3"])
+    assert resumed.exit_code != 0 and "pass the same guide to resume_run" in resumed.stderr
+    assert_one_error_line(resumed)
+    assert RunDir(tmp_path / "run").checkpoint_epoch() == 2  # nothing was trained or written
     loaded = load_run(tmp_path / "run", guide=module.make_guide(family, 64, 16))
     assert torch.equal(loaded.vae.guide_module.net.net[0].weight, guide.net.net[0].weight.detach())
     vae = loaded.vae

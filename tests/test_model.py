@@ -288,3 +288,15 @@ def test_discrete_kl_config_errors(changes, match):
 
     with pytest.raises(ConfigError, match=match):
         FitConfig(**changes).validate(new=True)
+
+
+def test_a_trainer_keeps_its_configs_subset_and_refuses_another_datasets_data():
+    from pyro_dvae.errors import ConfigError
+    from pyro_dvae.train import Trainer
+
+    digits = load_dataset("digits")
+    trainer = Trainer(FitConfig(dataset="digits", subset=100, hidden=8), digits, "cpu")
+    assert trainer.data.train.shape[0] == 100 and trainer.steps_per_epoch() == 2
+    assert torch.equal(trainer.data.test, digits.test[:100])
+    with pytest.raises(ConfigError, match="the config names mnist; the data is digits"):
+        Trainer(FitConfig(hidden=8), digits, "cpu")

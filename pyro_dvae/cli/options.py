@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import click
+from click.core import ParameterSource
 
-from ..config import FAMILY_PARAMS, PARAMS, FitConfig
+from ..config import FAMILY_PARAMS, PARAMS, FitConfig, check_family_field
 from ..params import Param
 
 
@@ -52,7 +53,12 @@ def model_options(command: Callable) -> Callable:
 
 
 def config_from(options: dict) -> FitConfig:
-    """The validated config of ``fit``'s options."""
+    """The validated config of ``fit``'s options; a family's own option given for another
+    family is refused even at its default value (``--family gaussian --alpha 1``)."""
+    ctx = click.get_current_context(silent=True)
+    for name in FAMILY_PARAMS if ctx is not None else ():
+        if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT):
+            check_family_field(name, options["family"])
     return FitConfig(**{name: options[name] for name in PARAMS}).validate(new=True)
 
 

@@ -125,6 +125,11 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
 
     @classmethod
     def validate_config(cls, config):
+        if config.anneal_rate and config.temperature < config.min_temperature:
+            raise ConfigError(
+                f"--temperature {config.temperature:g} is below --min-temperature "
+                f"{config.min_temperature:g}: annealing would hold it at the floor from step 0"
+            )
         if config.kl == "discrete" and config.elbo != "analytic":
             raise ConfigError(
                 "--kl discrete is the analytic KL of the underlying categoricals; "
