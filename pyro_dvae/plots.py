@@ -121,12 +121,14 @@ def tsne_encodings(
         (find_run(runs, "logitnormal", 2, tsne_alpha) or find_run(runs, "logitnormal", 2), False),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(10, 10))
+    encoded: set[int] = set()  # test images per panel: fewer than ``images`` on a small test set
     for ax, (r, tsne) in zip(axes.flat, panels, strict=True):
         if r is None:
             ax.text(0.5, 0.5, "no such run in the sweep", ha="center", transform=ax.transAxes)
             ax.set_axis_off()
             continue
         _, codes, labels, _ = _test_codes(r, data_dir, device, images, guide)
+        encoded.add(len(codes))
         if tsne:
             xy = TSNE(n_components=2, init="pca", random_state=seed).fit_transform(codes)
             ax.set_xlabel("t-SNE 1")
@@ -141,7 +143,9 @@ def tsne_encodings(
     handles, names = axes.flat[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, names, title="digit", markerscale=5, loc="center right")
-    fig.suptitle(f"Figure 3: encodings of {images or 'all'} test images, coloured by digit")
+    count = " or ".join(str(n) for n in sorted(encoded))
+    title = f"encodings of {count} test images, coloured by digit" if encoded else "no runs"
+    fig.suptitle(f"Figure 3: {title}")
     return save_figure(fig, out / "fig3_tsne.png")
 
 
@@ -228,12 +232,14 @@ def _test_curve(r: RunResult) -> tuple[list[int], list[float]]:
 
 @register_figure("curves")
 def table3_curves(runs, out: Path, **_) -> Path:
-    """Test −ELBO per epoch of Table 3's models, one column per size: the best Logit-normal
+    """Test −ELBO per epoch of Table 3's MNIST runs, one column per size: the best Logit-normal
     and the Gaussian above, the Concrete models (tens of nats higher) on their own axes below."""
     columns = {s: table3_cells(runs, s) for s in PAPER_SIZES}
     columns = {s: cells for s, cells in columns.items() if any(c.runs for c in cells.values())}
     if not columns:
-        raise RunDirError("no run of Table 3 (Logit-normal, Gaussian or Concrete of a paper size)")
+        raise RunDirError(
+            "no run of Table 3 (Logit-normal, Gaussian or Concrete of a paper size, on MNIST)"
+        )
     fig, axes = plt.subplots(
         2, len(columns), figsize=(4 * len(columns), 7), squeeze=False, layout="constrained"
     )

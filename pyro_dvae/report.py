@@ -1,9 +1,7 @@
-"""Tables of a sweep in the paper's layout (Tables 1-3), as Markdown and CSV."""
+"""A sweep's MNIST runs in the paper's layout (Tables 1-3), and every run, as Markdown and CSV."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +10,11 @@ from typing import Any
 from .config import FitConfig
 from .evaluation import read_evaluation
 from .fileio import atomic_write_text
-from .paper import PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3
+from .paper import PAPER_DATASET, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, setting_note
 from .rundir import RunDir, find_runs
 from .sweep import PAPER_ALPHAS, PAPER_SIZES
+from .table import Table
+from .table import fmt as _fmt
 
 
 @dataclass
@@ -84,38 +84,6 @@ def collect(sweep_dir: str | Path) -> list[RunResult]:
 # --------------------------------------------------------------------------- tables
 
 
-@dataclass
-class Table:
-    title: str
-    columns: list[str]
-    rows: list[tuple[str, list[str]]]
-    note: str = ""
-    first: str = "size"
-
-    def markdown(self) -> str:
-        out = [f"**{self.title}**", ""]
-        out.append("| " + " | ".join([self.first, *self.columns]) + " |")
-        out.append("|" + " --- |" * (len(self.columns) + 1))
-        for label, cells in self.rows:
-            out.append("| " + " | ".join([label, *cells]) + " |")
-        if self.note:
-            out += ["", self.note]
-        return "\n".join(out) + "\n"
-
-    def csv(self) -> str:
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow([self.first, *self.columns])
-        for label, cells in self.rows:
-            writer.writerow([label, *cells])
-        return buf.getvalue()
-
-
-def _fmt(value: float | None, paper: float | None = None) -> str:
-    text = "–" if value is None else f"{value:.2f}"
-    return f"{text} ({paper:.2f})" if paper is not None else text
-
-
 def _epochs_note(runs: list[RunResult], planned: int | None = None) -> str:
     if not runs:
         return "no runs"
@@ -128,6 +96,15 @@ def _epochs_note(runs: list[RunResult], planned: int | None = None) -> str:
     return text
 
 
+def paper_runs(runs: list[RunResult]) -> list[RunResult]:
+    """The runs the paper's tables and scorecard take: those on its dataset, MNIST."""
+    return [r for r in runs if r.config.dataset == PAPER_DATASET]
+
+
+def _paper_note(used: list[RunResult]) -> str:
+    return _epochs_note(used) + setting_note(r.config for r in used)
+
+
 def _matches(r: RunResult, family: str, size: int, alpha: float | None) -> bool:
     return (
         r.config.family == family
@@ -136,10 +113,7 @@ def _matches(r: RunResult, family: str, size: int, alpha: float | None) -> bool:
     )
 
 
-def find_seeds(
-    runs: list[RunResult], family: str, size: int, alpha: float | None = None
-) -> list[RunResult]:
-    """Every seed of the first configuration of ``family`` at ``size`` (and ``alpha``)."""
+def _seeds(runs: list[RunResult], family: str, size: int, alpha: float | None):
     found = [r for r in runs if _matches(r, family, size, alpha)]
     if not found:
         return []
@@ -147,9 +121,18 @@ def find_seeds(
     return [r for r in found if r.config.differences(first.config) in ([], ["seed"])]
 
 
+def find_seeds(
+    runs: list[RunResult], family: str, size: int, alpha: float | None = None
+) -> list[RunResult]:
+    """Every seed of the first MNIST configuration of ``family`` at ``size`` (and ``alpha``):
+    the runs of one cell of the paper's tables."""
+    return _seeds(paper_runs(runs), family, size, alpha)
+
+
 def find_run(runs: list[RunResult], family: str, size: int, alpha: float | None = None):
-    """One run of ``family`` at ``size`` (and ``alpha``): the lowest seed, or ``None``."""
-    seeds = find_seeds(runs, family, size, alpha)
+    """One run of ``family`` at ``size`` (and ``alpha``), the lowest seed, for a figure:
+    on MNIST if there is one, else on any dataset; or ``None``."""
+    seeds = find_seeds(runs, family, size, alpha) or _seeds(runs, family, size, alpha)
     return min(seeds, key=lambda r: r.config.seed) if seeds else None
 
 
@@ -177,11 +160,12 @@ class Cell:
 
 
 def working_concrete(runs: list[RunResult]) -> Cell:
-    """Jang et al.'s Concrete VAE (20 ten-way variables, discrete KL): the one that trains."""
+    """Jang et al.'s Concrete VAE (20 ten-way variables, discrete KL) on MNIST: the one that
+    trains."""
     return Cell(
         [
             r
-            for r in runs
+            for r in paper_runs(runs)
             if r.config.family == "concrete"
             and r.config.kl == "discrete"
             and (r.config.latent_dim, r.config.categories) == (20, 10)
@@ -266,7 +250,7 @@ def paper_tables(runs: list[RunResult], split: str) -> list[Table]:
         ],
         rows3,
     )
-    note = _epochs_note(used) + ". Cells: ours (the paper's); several seeds: mean ± sd."
+    note = _paper_note(used) + ". Cells: ours (the paper's); several seeds: mean ± sd."
     for t in (t1, t2, t3):
         t.note = note
     return [t1, t2, t3]
@@ -275,25 +259,22 @@ def paper_tables(runs: list[RunResult], split: str) -> list[Table]:
 def likelihood_tables(runs: list[RunResult]) -> list[Table]:
     """The Table 1 and Table 3 layouts for the IWAE estimate of −log p(x) on the test set."""
     evaluated = [r for r in runs if r.evaluation]
-    if not evaluated:
-        return []
-    rows1, rows3 = [], []
+    rows1, rows3, used = [], [], []
     for size in PAPER_SIZES:
-        cells = []
-        for a in PAPER_ALPHAS:
-            cells.append(Cell(find_seeds(evaluated, "logitnormal", size, a)).text("test", "nll"))
-        rows1.append((str(size), cells))
+        cells = [Cell(find_seeds(evaluated, "logitnormal", size, a)) for a in PAPER_ALPHAS]
         best = best_alpha(runs, size, "train")  # the α of Table 3, chosen on training data
-        best_ev = Cell([r for r in best.runs if r.evaluation]) if best else Cell([])
-        row3 = [best_ev.text("test", "nll")]
-        for family in ("gaussian", "concrete"):
-            row3.append(Cell(find_seeds(evaluated, family, size)).text("test", "nll"))
-        rows3.append((str(size), row3))
-    ks = sorted({r.evaluation["k"] for r in evaluated})
-    images = sorted({r.evaluation["test_images"] for r in evaluated})
+        cells3 = [Cell([r for r in best.runs if r.evaluation]) if best else Cell([])]
+        cells3 += [Cell(find_seeds(evaluated, f, size)) for f in ("gaussian", "concrete")]
+        rows1.append((str(size), [c.text("test", "nll") for c in cells]))
+        rows3.append((str(size), [c.text("test", "nll") for c in cells3]))
+        used += [r for c in cells + cells3 for r in c.runs]
+    if not used:
+        return []
+    ks = sorted({r.evaluation["k"] for r in used})
+    images = sorted({r.evaluation["test_images"] for r in used})
     note = (
         f"IWAE bound with k = {', '.join(map(str, ks))} samples on "
-        f"{', '.join(map(str, images))} test images; {_epochs_note(evaluated)}."
+        f"{', '.join(map(str, images))} test images; {_paper_note(used)}."
     )
     return [
         Table(
@@ -312,8 +293,9 @@ def likelihood_tables(runs: list[RunResult]) -> list[Table]:
 
 
 def runs_table(runs: list[RunResult]) -> Table:
-    """Every run, one row: what a sweep outside the paper's grid is read from."""
+    """Every run, one row, on any dataset: what a sweep outside the paper's grid is read from."""
     cols = [
+        "dataset",
         "epochs",
         "status",
         "train −ELBO",
@@ -335,6 +317,7 @@ def runs_table(runs: list[RunResult]) -> Table:
             (
                 r.name,
                 [
+                    r.config.dataset,
                     str(r.epochs),
                     r.status,
                     _fmt(r.value("train", "loss")),
@@ -359,6 +342,21 @@ def runs_table(runs: list[RunResult]) -> Table:
     return Table("All runs", cols, rows, note, first="run")
 
 
+def _other_datasets(runs: list[RunResult], paper: list[RunResult]) -> str:
+    """The sentence that says which runs the paper's tables leave out, and why."""
+    others = ", ".join(sorted({r.config.dataset for r in runs} - {PAPER_DATASET}))
+    if not paper:
+        return (
+            f"No paper tables: they need runs on {PAPER_DATASET}, the paper's dataset, and "
+            f"these runs are on {others}."
+        )
+    n = len(runs) - len(paper)
+    return (
+        f"The paper's tables take only the runs on {PAPER_DATASET}, its dataset; {n} "
+        f"run{'s are' if n > 1 else ' is'} on {others}, in All runs only."
+    )
+
+
 def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.md`` and one CSV per table into ``out`` (default: ``SWEEP_DIR/report``)."""
     runs = collect(sweep_dir)
@@ -368,7 +366,11 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
         raise RunDirError(f"{sweep_dir} holds no runs")
     out = Path(out) if out is not None else Path(sweep_dir) / "report"
     tables: dict[str, Table] = {}
-    if any(r.size in PAPER_SIZES for r in runs):
+    md = [f"# Report of {Path(sweep_dir).name}", ""]
+    paper = paper_runs(runs)
+    if len(paper) < len(runs):
+        md += [_other_datasets(runs, paper), ""]
+    if any(r.size in PAPER_SIZES for r in paper):
         for split in ("train", "test"):
             for i, t in enumerate(paper_tables(runs, split), start=1):
                 tables[f"table{i}_{split}"] = t
@@ -379,16 +381,13 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
         for name, t in zip(("scorecard", "scorecard_cells"), scorecard_tables(runs), strict=False):
             tables[name] = t
     tables["runs"] = runs_table(runs)
-    md = [f"# Report of {Path(sweep_dir).name}", ""]
     for name, table in tables.items():
         md += [table.markdown(), f"CSV: `{name}.csv`", ""]
         atomic_write_text(out / f"{name}.csv", table.csv())
     atomic_write_text(out / "report.md", "\n".join(md))
-    atomic_write_text(
-        out / "runs.json",
-        json.dumps(
-            [{"name": r.name, "epochs": r.epochs, "status": r.status} for r in runs], indent=2
-        )
-        + "\n",
-    )
+    listed = [
+        {"name": r.name, "dataset": r.config.dataset, "epochs": r.epochs, "status": r.status}
+        for r in runs
+    ]
+    atomic_write_text(out / "runs.json", json.dumps(listed, indent=2) + "\n")
     return out / "report.md"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 
 import pytest
 import torch
@@ -10,17 +11,29 @@ import torch
 import pyro_dvae as pd
 from pyro_dvae.evaluation import evaluate_run
 from pyro_dvae.plots import logit_normal_pdf
-from pyro_dvae.report import PAPER_TABLE1, PAPER_TABLE3, collect
+from pyro_dvae.report import PAPER_TABLE1, PAPER_TABLE3, collect, likelihood_tables, paper_tables
+from pyro_dvae.scorecard import scorecard_tables
 from pyro_dvae.sweep import run_name
 
+from .conftest import mnist_root
 from .helpers import invoke, read_json, run_ok
 
-TINY = dict(dataset="digits", hidden=16, epochs=2)
+ROOT = mnist_root()
+# the paper's dataset, cut to its first 500 training and 500 test images, small networks
+TINY = dict(dataset="mnist", subset=500, hidden=16, epochs=2)
+
+
+def _fit_all(configs, root):
+    for cfg in configs:
+        out = root / "runs" / run_name(cfg)
+        pd.fit(cfg, out=out, data_dir=ROOT, progress=False, log=lambda m: None)
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """Logit-normal (two α), Gaussian and Concrete runs of sizes 2 and 4 on digits."""
+    """Logit-normal (two α), Gaussian and Concrete runs of sizes 2 and 4 on MNIST."""
+    if ROOT is None:
+        pytest.skip("MNIST raw files not found (set PYRO_DVAE_DATA)")
     root = tmp_path_factory.mktemp("sweep")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -33,13 +46,25 @@ def sweep(tmp_path_factory):
         configs.append(pd.FitConfig(family="gaussian", latent_dim=size, **TINY))
         configs.append(pd.FitConfig(family="concrete", latent_dim=1, categories=size, **TINY))
     try:
-        for cfg in configs:
-            name = run_name(cfg)
-            pd.fit(cfg, out=root / "runs" / name, progress=False, log=lambda m: None)
-        evaluate_run(root / "runs" / "gaussian-d2", k=5, progress=False)
-        evaluate_run(root / "runs" / "logitnormal-d2-a0.32", k=5, progress=False)
+        _fit_all(configs, root)
+        for name in ("gaussian-d2", "logitnormal-d2-a0.32"):
+            evaluate_run(root / "runs" / name, data_dir=ROOT, k=5, progress=False)
     finally:
         torch.set_num_threads(threads)
+    return root
+
+
+@pytest.fixture(scope="module")
+def digits_runs(tmp_path_factory):
+    """Runs on digits that would fill empty cells of the paper's tables: Logit-normal α = 0.56
+    at size 2, and a Gaussian at size 8."""
+    root = tmp_path_factory.mktemp("digits")
+    tiny = dict(dataset="digits", hidden=16, epochs=2)
+    configs = [
+        pd.FitConfig(family="logitnormal", latent_dim=2, alpha=0.56, **tiny),
+        pd.FitConfig(family="gaussian", latent_dim=8, **tiny),
+    ]
+    _fit_all(configs, root)
     return root
 
 
@@ -79,8 +104,66 @@ def test_report_builds_the_papers_tables(sweep, tmp_path):
 
     md = (out / "report.md").read_text()
     assert "epochs reached: 2 (of 2 planned); the paper trained 200 epochs" in md
-    assert "k = 5 samples on 300 test images" in md
+    images = read_json(sweep / "runs" / "gaussian-d2" / "evaluation.json")["test_images"]
+    assert f"k = 5 samples on {images} test images" in md
     assert "Table 3 (test)" in result.stdout
+    assert "No paper tables" not in md and "only the runs on mnist" not in md
+    runs_csv = _csv(out / "runs.csv")
+    assert runs_csv[0][:2] == ["run", "dataset"] and {row[1] for row in runs_csv[1:]} == {"mnist"}
+
+
+def test_the_notes_name_the_fields_that_differ_from_the_papers_setting(sweep):
+    runs = collect(sweep)
+    # the fixture's runs differ from the paper's grid (the `paper` preset) in these two only;
+    # their epochs (2 of the paper's 200) are in the note of their own
+    fields = f"hidden={TINY['hidden']}, subset={TINY['subset']}"
+    differ = f"the runs differ from the paper's setting in {fields}"
+    tables = [*paper_tables(runs, "test"), *likelihood_tables(runs), scorecard_tables(runs)[0]]
+    assert len(tables) == 6
+    for table in tables:
+        assert f"; {differ}." in table.note, table.title
+
+
+def test_runs_of_another_dataset_stay_out_of_the_papers_tables(sweep, digits_runs, tmp_path):
+    run_ok(["report", str(sweep), "--out", str(tmp_path / "mnist")])
+    mixed = tmp_path / "mixed"
+    shutil.copytree(sweep / "runs", mixed / "runs")
+    for run in (digits_runs / "runs").iterdir():
+        shutil.copytree(run, mixed / "runs" / run.name)
+    result = run_ok(["report", str(mixed), "--out", str(tmp_path / "both")])
+
+    papers = sorted(p.name for p in (tmp_path / "mnist").glob("*.csv") if p.name != "runs.csv")
+    assert "scorecard.csv" in papers and "table3_iwae.csv" in papers
+    assert papers == sorted(
+        p.name for p in (tmp_path / "both").glob("*.csv") if p.name != "runs.csv"
+    )
+    for name in papers:  # every cell and count, train and test, as without the digits runs
+        assert (tmp_path / "both" / name).read_text() == (tmp_path / "mnist" / name).read_text()
+    # the cells the digits runs would fill: size 2, α = 0.56; size 8, Gaussian
+    assert _csv(tmp_path / "both" / "table1_test.csv")[1][2].startswith("– (")
+    assert _csv(tmp_path / "both" / "table3_test.csv")[3][2].startswith("– (")
+
+    listed = {row[0]: row[1] for row in _csv(tmp_path / "both" / "runs.csv")[1:]}
+    digits = {p.name for p in (digits_runs / "runs").iterdir()}
+    assert listed == {r.name: r.config.dataset for r in collect(mixed)}
+    assert {n for n, d in listed.items() if d == "digits"} == digits and len(listed) == 10
+    assert f"; {len(digits)} runs are on digits, in All runs only." in result.stdout
+
+
+def test_a_folder_of_other_datasets_gets_every_run_and_one_sentence(digits_runs, tmp_path):
+    out = tmp_path / "report"
+    result = run_ok(["report", str(digits_runs), "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "runs.csv", "runs.json"]
+    md = (out / "report.md").read_text()
+    assert result.stdout.strip() == md.strip()
+    sentence = "No paper tables: they need runs on mnist, the paper's dataset, and these runs"
+    assert md.count(sentence) == 1 and "Table 1" not in md and "Scorecard" not in md
+    rows = _csv(out / "runs.csv")[1:]
+    assert sorted(row[0] for row in rows) == sorted(
+        p.name for p in (digits_runs / "runs").iterdir()
+    )
+    assert all(row[1] == "digits" for row in rows)
+    assert {r["dataset"] for r in read_json(out / "runs.json")} == {"digits"}
 
 
 def test_report_of_a_folder_without_runs_is_one_error_line(tmp_path):
@@ -103,7 +186,8 @@ def test_report_of_a_folder_without_runs_is_one_error_line(tmp_path):
 )
 def test_every_figure_writes_a_png(sweep, tmp_path, figure, options):
     out = tmp_path / "figs"
-    run_ok(["plot", str(sweep), "--out", str(out), "--figure", figure, "--threads", "1", *options])
+    args = ["plot", str(sweep), "--out", str(out), "--figure", figure, "--threads", "1"]
+    run_ok([*args, "--data-dir", str(ROOT), *options])
     pngs = list(out.glob(f"{figure}_*.png"))
     assert len(pngs) == 1
     data = pngs[0].read_bytes()
@@ -145,6 +229,27 @@ def test_table3_curves_draw_each_models_test_elbo_per_epoch(sweep, tmp_path, mon
             f"concrete-1x{size}"
         )
     assert len(drawn) == 6  # one Logit-normal α per size, no size without runs
+
+
+def test_figure_3_names_the_number_of_test_images_it_encoded(
+    sweep, digits_runs, tmp_path, monkeypatch
+):
+    import pyro_dvae.plots as plots
+    from pyro_dvae.data import load_dataset
+
+    titles = []
+    save = plots.save_figure
+
+    def capture(fig, path):
+        titles.append(fig._suptitle.get_text())
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", capture)
+    plots.make_figures(sweep, tmp_path, ["fig3"], tsne_size=4, images=120, data_dir=ROOT)
+    plots.make_figures(digits_runs, tmp_path, ["fig3"], tsne_size=8)  # all: --images 10000
+    encoded = [120, len(load_dataset("digits").test)]  # digits has fewer test images
+    assert encoded[1] < 10000
+    assert titles == [f"Figure 3: encodings of {n} test images, coloured by digit" for n in encoded]
 
 
 def test_logit_normal_pdf_of_figure_6_is_the_distribution_density():

@@ -10,7 +10,7 @@ import pytest
 
 from pyro_dvae.config import FitConfig
 from pyro_dvae.naming import named_grid, with_seeds
-from pyro_dvae.report import PAPER_TABLE1, PAPER_TABLE3, collect, paper_tables
+from pyro_dvae.report import PAPER_TABLE1, PAPER_TABLE3, collect, paper_tables, runs_table
 from pyro_dvae.scorecard import CLOSE, score_cells, scorecard_tables
 
 from .helpers import load_checkpoint, read_metrics, run_ok
@@ -79,6 +79,7 @@ def test_report_shows_seed_mean_and_sd_and_picks_alpha_on_training_data(tmp_path
     best = dict(t3.rows)["20"][0]
     assert best.startswith("97.00 ± 1.00 (n=3)") and "[α=1.78; by test −ELBO: α=1]" in best
     assert statistics.stdev([96.0, 97.0, 98.0]) == 1.0  # the sd is the sample sd
+    assert "differ" not in t1.note  # the paper's setting, but for seeds and epochs
 
 
 def test_scorecard_counts_cells_within_one_and_a_half_nats(tmp_path):
@@ -96,6 +97,60 @@ def test_scorecard_counts_cells_within_one_and_a_half_nats(tmp_path):
     assert label == "Table 3: size 40, Gaussian" and row[2] == "+3.00"
     # test −ELBO fell by 1 nat per epoch: over the last 20 epochs, by 20
     assert row[3] == "-20.00" and CLOSE == 1.5
+
+
+def test_the_papers_tables_and_scorecard_take_only_mnist_runs(tmp_path):
+    g = dict(family="gaussian", epochs=30)
+    mnist = FitConfig(latent_dim=20, **g)
+    _fake_run(tmp_path, "g20", mnist, train=95.0, test=PAPER_TABLE3[20][1] + 1.0)
+    # the review's case: a digits Gaussian of size 8, 26.29 against the paper's 100.54
+    _fake_run(tmp_path, "g8", FitConfig(latent_dim=8, dataset="digits", **g), 25.0, 26.29)
+    _fake_run(tmp_path, "g20-digits", FitConfig(latent_dim=20, dataset="digits", **g), 25.0, 26.0)
+    ln = FitConfig(family="logitnormal", latent_dim=8, alpha=0.32, dataset="digits", epochs=30)
+    _fake_run(tmp_path, "ln8", ln, train=25.0, test=26.0)
+    runs = collect(tmp_path)
+    assert [s.label for s in score_cells(runs)] == ["size 20, Gaussian"]
+    summary, detail = scorecard_tables(runs)
+    assert dict(summary.rows) == {
+        "Table 1": ["0 of 0", "0", "0"],
+        "Table 2": ["0 of 0", "0", "0"],
+        "Table 3": ["1 of 1", "0", "0"],
+    }
+    assert detail.rows == []
+    t1, _, t3 = paper_tables(runs, "test")
+    assert dict(t1.rows)["8"][0] == f"– ({PAPER_TABLE1[8][0]:.2f})"
+    g20 = next(r for r in runs if r.name == "g20").value("test", "loss")
+    assert dict(t3.rows)["8"][1].startswith("– (")
+    assert dict(t3.rows)["20"][1] == f"{g20:.2f} ({PAPER_TABLE3[20][1]:.2f})"
+    every = runs_table(runs)
+    assert every.columns[0] == "dataset"
+    assert {name: row[0] for name, row in every.rows} == {r.name: r.config.dataset for r in runs}
+
+
+def test_the_note_names_the_fields_that_differ_from_the_papers_setting(tmp_path):
+    from dataclasses import replace
+
+    from pyro_dvae.sweep.presets import concrete_working_grid
+
+    ln = FitConfig(family="logitnormal", latent_dim=20, alpha=1.78, epochs=30, seed=3)
+    _fake_run(tmp_path, "ln", replace(ln, batch_size=100, lr=0.003), train=95.0, test=97.0)
+    g = FitConfig(family="gaussian", latent_dim=20, epochs=30)
+    _fake_run(tmp_path, "g", replace(g, lr=0.01), train=95.0, test=97.0)
+    # Jang et al.'s Concrete at the concrete-working preset's setting: nothing to name
+    _fake_run(tmp_path, "jang", replace(concrete_working_grid()[0], epochs=30), 99.0, 101.0)
+    runs = collect(tmp_path)
+    notes = [t.note for t in paper_tables(runs, "test")] + [scorecard_tables(runs)[0].note]
+    for note in notes:
+        assert (
+            "; some runs differ from the paper's setting in batch_size=100, lr=0.003 or 0.01"
+            in note
+        )
+    # the working Concrete alone is at its setting
+    _, _, t3 = paper_tables([r for r in runs if r.name == "jang"], "test")
+    assert dict(t3.rows)["20"][3] == "101.00" and "differ" not in t3.note
+    # where every run differs in every field named: "the runs"
+    _, _, t3 = paper_tables([r for r in runs if r.name == "g"], "test")
+    assert "; the runs differ from the paper's setting in lr=0.01." in t3.note
 
 
 def test_table3_has_the_working_concrete_run_at_size_20(tmp_path):
