@@ -36,7 +36,9 @@ def load_factory(spec: str) -> GuideFactory:
     """``package.module:factory`` or ``path/to/file.py:factory`` → the factory."""
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise GuideError(f"--guide {spec!r} must look like package.module:factory")
+        raise GuideError(
+            f"--guide {spec!r} must look like package.module:factory or file.py:factory"
+        )
     try:
         if module_name.endswith(".py"):
             path = Path(module_name)

@@ -41,7 +41,7 @@ class _OneLineErrors(click.Group):
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pyro-dvae")
 def cli() -> None:
-    """VAEs with Gaussian, Logit-normal and Concrete latents, trained with Pyro."""
+    """VAEs with Gaussian, Logit-normal, Beta, Concrete or categorical latents, in Pyro."""
 
 
 GUIDE_HELP = (
