@@ -31,6 +31,13 @@ def register_figure(name: str):
     return deco
 
 
+def _missing(ax, text: str, notes: list[str] | None) -> None:
+    """A panel with no run: say so on it, and to ``notes`` (the command prints them)."""
+    ax.text(0.5, 0.5, text, ha="center", transform=ax.transAxes)
+    if notes is not None:
+        notes.append(text)
+
+
 def _label(r: RunResult) -> str:
     return FAMILIES[r.config.family].label(r.config)
 
@@ -55,7 +62,7 @@ def save_figure(fig, path: Path) -> Path:
 
 
 @register_figure("fig2")
-def reconstruction_curves(runs, out: Path, sizes=(4, 40), **_) -> Path:
+def reconstruction_curves(runs, out: Path, sizes=(4, 40), notes=None, **_) -> Path:
     """Negative log-Bernoulli (reconstruction) per epoch, every family, one panel per size."""
     fig, axes = plt.subplots(
         len(sizes), 1, figsize=(7, 3.6 * len(sizes)), squeeze=False, layout="constrained"
@@ -73,7 +80,7 @@ def reconstruction_curves(runs, out: Path, sizes=(4, 40), **_) -> Path:
         if chosen:
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, f"no runs of size {size}", ha="center", transform=ax.transAxes)
+            _missing(ax, f"no runs of size {size}", notes)
     fig.suptitle("Figure 2: reconstruction loss per epoch")
     return save_figure(fig, out / "fig2_reconstruction.png")
 
@@ -109,6 +116,7 @@ def tsne_encodings(
     device="cpu",
     seed=0,
     guide=None,
+    notes=None,
     **_,
 ) -> Path:
     """t-SNE of the test posterior means (size ``tsne_size``) and the raw 2-D Logit-normal codes."""
@@ -120,11 +128,17 @@ def tsne_encodings(
         (find_run(runs, "concrete", tsne_size), True),
         (find_run(runs, "logitnormal", 2, tsne_alpha) or find_run(runs, "logitnormal", 2), False),
     ]
+    wanted = [
+        f"Logit-normal α={tsne_alpha:g} of size {tsne_size}",
+        f"Gaussian of size {tsne_size}",
+        f"Concrete 1×{tsne_size}",
+        "2-D Logit-normal",
+    ]
     fig, axes = plt.subplots(2, 2, figsize=(10, 10))
     encoded: set[int] = set()  # test images per panel: fewer than ``images`` on a small test set
-    for ax, (r, tsne) in zip(axes.flat, panels, strict=True):
+    for ax, (r, tsne), what in zip(axes.flat, panels, wanted, strict=True):
         if r is None:
-            ax.text(0.5, 0.5, "no such run in the sweep", ha="center", transform=ax.transAxes)
+            _missing(ax, f"no {what} in the sweep", notes)
             ax.set_axis_off()
             continue
         _, codes, labels, _ = _test_codes(r, data_dir, device, images, guide)
@@ -162,6 +176,7 @@ def latent_histograms(
     device="cpu",
     seed=0,
     guide=None,
+    notes=None,
     **_,
 ) -> Path:
     """Histogram of one latent dimension's sampled z over the test set: Gaussian vs Logit-normal."""
@@ -172,9 +187,10 @@ def latent_histograms(
         find_run(runs, "logitnormal", hist_size, hist_alpha),
     ]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, r in zip(axes, pair, strict=True):
+    wanted = [f"Gaussian of size {hist_size}", f"Logit-normal α={hist_alpha:g} of size {hist_size}"]
+    for ax, r, what in zip(axes, pair, wanted, strict=True):
         if r is None:
-            ax.text(0.5, 0.5, "no such run in the sweep", ha="center", transform=ax.transAxes)
+            _missing(ax, f"no {what} in the sweep", notes)
             continue
         loaded, means, _, data = _test_codes(r, data_dir, device, 0, guide)
         _, variances = active_units(torch.as_tensor(means))
@@ -194,7 +210,7 @@ def latent_histograms(
 
 
 @register_figure("fig5")
-def latent_grid(runs, out: Path, grid=20, device="cpu", guide=None, **_) -> Path:
+def latent_grid(runs, out: Path, grid=20, device="cpu", guide=None, notes=None, **_) -> Path:
     """Decoded 2-D latent spaces: Logit-normal over (0, 1)², Gaussian through Φ⁻¹ of the grid."""
     from .evaluation import load_run
 
@@ -202,10 +218,10 @@ def latent_grid(runs, out: Path, grid=20, device="cpu", guide=None, **_) -> Path
     pair = [ln, find_run(runs, "gaussian", 2)]
     u = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid  # cell centres in (0, 1)
     fig, axes = plt.subplots(1, 2, figsize=(12, 6))
-    for ax, r in zip(axes, pair, strict=True):
+    for ax, r, what in zip(axes, pair, ("Logit-normal", "Gaussian"), strict=True):
         ax.set_axis_off()
         if r is None:
-            ax.text(0.5, 0.5, "no 2-D run in the sweep", ha="center", transform=ax.transAxes)
+            _missing(ax, f"no 2-D {what} in the sweep", notes)
             continue
         vae = load_run(r.path, device, guide).vae
         h, w = IMAGE_SHAPES[r.config.dataset]
@@ -231,7 +247,7 @@ def _test_curve(r: RunResult) -> tuple[list[int], list[float]]:
 
 
 @register_figure("curves")
-def table3_curves(runs, out: Path, **_) -> Path:
+def table3_curves(runs, out: Path, notes=None, **_) -> Path:
     """Test −ELBO per epoch of Table 3's MNIST runs, one column per size: the best Logit-normal
     and the Gaussian above, the Concrete models (tens of nats higher) on their own axes below."""
     columns = {s: table3_cells(runs, s) for s in PAPER_SIZES}
@@ -246,6 +262,7 @@ def table3_curves(runs, out: Path, **_) -> Path:
     for col, (size, cells) in enumerate(columns.items()):
         names = list(cells)
         for row, ax in enumerate(axes[:, col]):
+            kind = "Logit-normal and Gaussian" if row == 0 else "Concrete"
             tails: list[float] = []
             for name in names[2 * row : 2 * row + 2]:
                 for r in cells[name].runs:
@@ -258,8 +275,7 @@ def table3_curves(runs, out: Path, **_) -> Path:
                 ax.set_ylim(min(tails) - 0.05 * span - 0.5, max(tails) + 0.05 * span + 0.5)
                 ax.legend(fontsize=7)
             else:
-                ax.text(0.5, 0.5, "no runs", ha="center", transform=ax.transAxes)
-            kind = "Logit-normal and Gaussian" if row == 0 else "Concrete"
+                _missing(ax, f"size {size}: no {kind} runs", notes)
             ax.set_title(f"size {size}: {kind}", fontsize=10)
             ax.set_xlabel("epoch")
     for ax in axes[:, 0]:
@@ -300,11 +316,22 @@ def logit_normal_densities(runs, out: Path, **_) -> Path:
 
 
 def make_figures(
-    sweep_dir: str | Path, out: str | Path, names: list[str] | None = None, **options
+    sweep_dir: str | Path,
+    out: str | Path,
+    names: list[str] | None = None,
+    notes: dict[Path, list[str]] | None = None,
+    **options,
 ) -> list[Path]:
-    """Draw the figures ``names`` (default: all) from the runs of ``sweep_dir``."""
+    """Draw the figures ``names`` (default: all) from the runs of ``sweep_dir``. ``notes``,
+    if given, gets each figure's path → its panels drawn empty for want of a run."""
     runs = collect(sweep_dir)
     names = names or sorted(FIGURES)
     if not runs and any(n != "fig6" for n in names):
         raise RunDirError(f"{sweep_dir} holds no runs")
-    return [FIGURES[n](runs, Path(out), **options) for n in names]
+    paths = []
+    for name in names:
+        missing: list[str] = []
+        paths.append(FIGURES[name](runs, Path(out), notes=missing, **options))
+        if notes is not None and missing:
+            notes[paths[-1]] = missing
+    return paths

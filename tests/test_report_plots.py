@@ -195,6 +195,15 @@ def test_every_figure_writes_a_png(sweep, tmp_path, figure, options):
     assert not list(out.glob(".*"))  # no temporary left behind
 
 
+def test_plot_names_the_panels_it_drew_empty(sweep, tmp_path):
+    args = ["plot", str(sweep), "--out", str(tmp_path), "--threads", "1", "--data-dir", str(ROOT)]
+    empty = run_ok([*args, "--figure", "fig4", "--hist-size", "8"]).stderr
+    assert "fig4_histograms.png (empty panels: no Gaussian of size 8 in the sweep; " in empty
+    assert "no Logit-normal α=1.78 of size 8 in the sweep)" in empty
+    full = run_ok([*args, "--figure", "fig5"]).stderr  # both 2-D runs are in the sweep
+    assert "fig5_latent_grid.png" in full and "empty panels" not in full
+
+
 def test_table3_curves_draw_each_models_test_elbo_per_epoch(sweep, tmp_path, monkeypatch):
     import pyro_dvae.plots as plots
 

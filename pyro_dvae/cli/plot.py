@@ -69,10 +69,12 @@ def plot(
     set_threads(threads)
     if images < 0 or grid < 1:
         raise click.BadParameter("--images must be >= 0 and --grid >= 1")
+    notes: dict[Path, list[str]] = {}
     paths = make_figures(
         sweep_dir,
         out,
         list(names) or None,
+        notes,
         sizes=_sizes(sizes),
         tsne_size=tsne_size,
         tsne_alpha=tsne_alpha,
@@ -85,4 +87,5 @@ def plot(
         device=device,
     )
     for path in paths:
-        log_line(f"written: {path}")
+        empty = f" (empty panels: {'; '.join(notes[path])})" if path in notes else ""
+        log_line(f"written: {path}{empty}")
