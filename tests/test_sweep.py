@@ -240,6 +240,13 @@ def test_sweep_json_records_the_grid(tmp_path):
     doc = json.loads((sweep / "sweep.json").read_text())
     cfg = FitConfig.from_dict(doc["runs"]["logitnormal-d2-a1.78"])
     assert cfg.alpha == 1.78 and cfg.dataset == "digits" and cfg.epochs == 1
+    assert [g["options"]["family"] for g in doc["grids"]] == [["gaussian", "logitnormal"]]
+    # a second grid into the folder joins it: both grids and all runs are recorded
+    run_ok(["sweep", "--family", "gaussian", "--latent-dim", "3", "--dataset", "digits",
+            "--hidden", "8", "--epochs", "1", "--out", str(sweep), "--threads", "1"])  # fmt: skip
+    doc = json.loads((sweep / "sweep.json").read_text())
+    assert [g["options"].get("latent_dim") for g in doc["grids"]] == [[2], [3]]
+    assert {"logitnormal-d2-a1.78", "gaussian-d3"} <= set(doc["runs"])
 
 
 def test_concrete_preset_covers_the_investigation():

@@ -1,7 +1,7 @@
 """Sweeps: a grid of runs in one folder, run in parallel (processes here, or Ray tasks
 on a cluster: :mod:`.launchers`), resumable.
 
-A sweep folder holds ``sweep.json`` (the grid), ``runs/<name>/`` (one run
+A sweep folder holds ``sweep.json`` (its grids and runs), ``runs/<name>/`` (one run
 directory per configuration) and ``logs/<name>.log``. Running the same sweep
 again skips finished runs, resumes unfinished ones from their checkpoints and
 starts missing ones; one failing run is reported and leaves the others alone.

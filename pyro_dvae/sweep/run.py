@@ -353,12 +353,15 @@ def _write_sweep_json(
     sweep_dir: Path, named: dict[str, FitConfig], description: dict[str, Any] | None
 ) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    try:  # a sweep folder may be filled by several grids: keep the runs of earlier ones
-        earlier = json.loads((sweep_dir / SWEEP).read_text()).get("runs", {})
-    except (OSError, json.JSONDecodeError, AttributeError):
-        earlier = {}
+    try:  # a sweep folder may be filled by several grids: keep every grid and its runs
+        before = json.loads((sweep_dir / SWEEP).read_text())
+        earlier, grids = dict(before.get("runs", {})), list(before.get("grids", []))
+    except (OSError, json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        earlier, grids = {}, []
+    if description is not None and description not in grids:
+        grids.append(description)
     doc = {
-        **(description or {}),
+        "grids": grids,  # each command that ran into this folder: preset and options
         "runs": {**earlier, **{name: config.to_dict() for name, config in named.items()}},
     }
     atomic_write_text(sweep_dir / SWEEP, json.dumps(doc, indent=2) + "\n")
