@@ -1,7 +1,7 @@
 """pyro-dvae: VAEs with Gaussian, Logit-normal and Concrete latents, in Pyro."""
 
 from .config import FitConfig
-from .data import Dataset, load_dataset
+from .data import Dataset, binarize, load_dataset
 from .distributions import (
     ExpRelaxedCategorical,
     ExpRelaxedCategoricalDiscreteKL,
@@ -47,6 +47,7 @@ __all__ = [
     "evaluate_elbo",
     "fit",
     "kl_kinds",
+    "binarize",
     "load_dataset",
     "make_family",
     "register_family",
