@@ -357,6 +357,13 @@ def _other_datasets(runs: list[RunResult], paper: list[RunResult]) -> str:
     )
 
 
+#: every table a report may write, as ``<name>.csv``
+REPORT_TABLES = (
+    *(f"table{i}_{split}" for i in (1, 2, 3) for split in ("train", "test")),
+    *("table1_iwae", "table3_iwae", "scorecard", "scorecard_cells", "runs"),
+)
+
+
 def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.md`` and one CSV per table into ``out`` (default: ``SWEEP_DIR/report``)."""
     runs = collect(sweep_dir)
@@ -384,6 +391,8 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     for name, table in tables.items():
         md += [table.markdown(), f"CSV: `{name}.csv`", ""]
         atomic_write_text(out / f"{name}.csv", table.csv())
+    for stale in set(REPORT_TABLES) - set(tables):  # an earlier report's, into the same --out
+        (out / f"{stale}.csv").unlink(missing_ok=True)
     atomic_write_text(out / "report.md", "\n".join(md))
     listed = [
         {"name": r.name, "dataset": r.config.dataset, "epochs": r.epochs, "status": r.status}
