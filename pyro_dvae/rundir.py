@@ -129,7 +129,9 @@ class RunDir:
         needed = [run.config_path] + ([run.checkpoint_path] if need_checkpoint else [])
         for path_ in needed:
             if not path_.is_file():
-                raise RunDirError(f"{run.path} is not a resumable run directory: no {path_.name}")
+                if path_ == run.checkpoint_path:
+                    raise RunDirError(f"{run.path} has no checkpoint.pt: no trained weights")
+                raise RunDirError(f"{run.path} is not a run directory: no {path_.name}")
         return run
 
     def read_config(self) -> FitConfig:
