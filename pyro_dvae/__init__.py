@@ -1,4 +1,4 @@
-"""pyro-dvae: VAEs with Gaussian, Logit-normal and Concrete latents, in Pyro."""
+"""pyro-dvae: VAEs with Gaussian, Logit-normal, Beta, Concrete or categorical latents, in Pyro."""
 
 from .config import FitConfig
 from .data import Dataset, binarize, load_dataset

@@ -177,7 +177,7 @@ class _ConfigMethods:
                 f"--elbo enum sums over every value of a discrete latent; the {self.family} "
                 "latent is continuous or relaxed (use --family categorical)"
             )
-        family.validate_config(self)
+        family.validate_config(self, new)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,6 +32,8 @@ class Dataset:
 
     def head(self, n: int) -> Dataset:
         """The first ``n`` images of each split (what a config's ``subset`` keeps)."""
+        if n > len(self.train):
+            raise ConfigError(f"--subset {n} is more than {self.name}'s {len(self.train)} images")
         return Dataset(
             self.name,
             self.train[:n],
@@ -166,14 +168,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, subset: int = 0)
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(sorted(DATASETS))}")
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     train_x, train_y, test_x, test_y = DATASETS[name](root)
-    if subset > len(train_x):
-        raise ConfigError(f"--subset {subset} is more than {name}'s {len(train_x)} training images")
-    if subset:
-        train_x, train_y = train_x[:subset], train_y[:subset]
-        test_x, test_y = test_x[:subset], test_y[:subset]
     gen = torch.Generator().manual_seed(TEST_BINARIZE_SEED)
-    test_bin = binarize(test_x, gen)
-    return Dataset(name, train_x.contiguous(), train_y, test_bin, test_y, IMAGE_SHAPES[name])
+    test_bin = binarize(test_x, gen)  # a subset's test images are binarised as in the whole set
+    data = Dataset(name, train_x.contiguous(), train_y, test_bin, test_y, IMAGE_SHAPES[name])
+    return data.head(subset) if subset else data
 
 
 def _short(err: BaseException) -> str:

@@ -117,6 +117,7 @@ class GroupTrainer:
             Trainer(c, self.data, self.device, d, progress=False, log=self.log)
             for c, d in reversed(list(zip(configs, dirs, strict=True)))
         ][::-1]
+        self.data = self.members[0].data  # cut to the configs' subset, as each member's is
         for m, trainer in enumerate(self.members):
             trainer.log = _prefixed(self.log, self._name(m))
             trainer.extra_summary["group"] = len(configs)
@@ -256,7 +257,6 @@ class GroupTrainer:
             t0 = time.perf_counter()
             records = self.train_epoch(bar)
             self._commit(records, time.perf_counter() - t0, epochs)
-            self.epoch += 1
 
         return train_epochs(
             epoch,
@@ -280,10 +280,11 @@ class GroupTrainer:
                 record.update({f"test_{k}": v for k, v in trainer.evaluate().items()})
             record.update(trainer.family.state())
             ready.append((trainer, record))
-        with deferred_stop():
+        with deferred_stop():  # a signal held back here is raised after the epoch counts
             for trainer, record in ready:
                 trainer._log_epoch(record, epochs)
                 trainer._commit_epoch(record, epochs)
+            self.epoch = epoch
 
     def _summaries(self, status: str, epochs: int) -> list[dict[str, Any]]:
         out = []

@@ -72,7 +72,7 @@ def resume(
     with RunDir.open(run_path, need_checkpoint=False).lock() as run_dir:
         config, state = _read_for_resume(run_dir, changes)
         if guide is None and not config.guide:  # a guide from a file: Trainer says so
-            if why := python_guide_refusal(state, "resume_run(..., guide=...)"):
+            if why := python_guide_refusal(state, "pd.resume(..., guide=...)"):
                 raise RunDirError(f"{run_dir.path} {why}")
         dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
         try:

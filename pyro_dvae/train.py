@@ -341,8 +341,11 @@ def guide_refusal(spec: str, to: str) -> str:
 
 def python_guide_refusal(state: dict[str, Any] | None, call: str) -> str | None:
     """Why a checkpoint whose guide was given in Python (no spec in its config) needs that
-    guide passed to ``call`` again; None for a checkpoint of the family's own guide."""
+    guide passed again (to ``call``, or as ``--guide``); None for the family's own guide."""
     model = state.get("model") if isinstance(state, dict) else None
     if isinstance(model, dict) and any(str(k).startswith("guide_module.") for k in model):
-        return f"was trained with a guide given in Python; pass the same guide to {call}"
+        return (
+            f"was trained with a guide given in Python; pass the same guide to {call} "
+            "(or name its factory with --guide package.module:factory)"
+        )
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 
 import pytest
 import torch
@@ -288,7 +289,28 @@ def test_an_interrupted_group_leaves_every_member_resumable(digits, tmp_path, mo
         assert json.loads((path / "summary.json").read_text())["status"] == "interrupted"
         assert RunDir(path).checkpoint_epoch() == 1
     monkeypatch.setattr(GroupTrainer, "train_epoch", real)
+
+    # a signal during the checkpoints is held back until the epoch counts: it is reported
+    commit = Trainer._commit_epoch
+
+    def commit_then_signal(self, record, epochs):
+        commit(self, record, epochs)
+        signal.raise_signal(signal.SIGTERM)
+
+    signalled = _run_dirs(tmp_path / "signalled", configs)
+    monkeypatch.setattr(Trainer, "_commit_epoch", commit_then_signal)
+    with pytest.raises(TrainingInterrupted) as stop:
+        _quiet_resume(signalled)
+    assert stop.value.epoch == 1 == RunDir(signalled[1]).checkpoint_epoch()
+    monkeypatch.setattr(Trainer, "_commit_epoch", commit)
+
     _quiet_resume(stopped)
     for a, b in zip(straight, stopped, strict=True):
         sa, sb = RunDir(a).load_checkpoint(), RunDir(b).load_checkpoint()
         assert all(torch.equal(v, sb["model"][k]) for k, v in sa["model"].items())
+
+
+def test_a_group_trains_on_its_configs_subset_as_its_members_do(digits):
+    group = _quiet(_configs(values=(0.56, 1.78), subset=100), digits)
+    assert group.data.train.shape[0] == 100 == group.members[1].data.train.shape[0]
+    assert group.steps_per_epoch() == group.members[0].steps_per_epoch()

@@ -169,7 +169,7 @@ def test_python_api_guide_object(tmp_path):
     with pytest.raises(RunDirError, match="guide given in Python"):
         load_run(tmp_path / "run")
     resumed = invoke(["fit", "--resume", str(tmp_path / "run"), "--epochs", "3"])
-    assert resumed.exit_code != 0 and "pass the same guide to resume_run" in resumed.stderr
+    assert resumed.exit_code != 0 and "pass the same guide to pd.resume" in resumed.stderr
     assert_one_error_line(resumed)
     assert RunDir(tmp_path / "run").checkpoint_epoch() == 2  # nothing was trained or written
     loaded = load_run(tmp_path / "run", guide=module.make_guide(family, 64, 16))

@@ -206,6 +206,14 @@ def test_plot_names_the_panels_it_drew_empty(sweep, tmp_path):
     assert "fig5_latent_grid.png" in full and "empty panels" not in full
 
 
+def test_curves_of_a_sweep_without_mnist_runs_is_an_empty_figure_not_an_error(
+    digits_runs, tmp_path
+):
+    result = run_ok(["plot", str(digits_runs), "--out", str(tmp_path), "--figure", "curves"])
+    assert "curves_table3.png (empty panels: no MNIST run of Table 3" in result.stderr
+    assert (tmp_path / "curves_table3.png").exists()
+
+
 def test_table3_curves_draw_each_models_test_elbo_per_epoch(sweep, tmp_path, monkeypatch):
     import pyro_dvae.plots as plots
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..config import FitConfig
+from ..config import FitConfig, check_family_field
 from .group import GUIDE_HELP, cli, log_line, set_threads
 from .options import model_options
 
@@ -167,6 +167,8 @@ def compare_estimators(
         vae, config, epoch = run.vae, run.config, run.epoch
         out = out or Path(run_dir) / "estimators"
     else:
+        for name in given:  # a family's own option, even at its default, is that family's
+            check_family_field(name, given["family"])
         config = FitConfig(**given).validate(new=True)
         pyro.set_rng_seed(seed)
         vae, epoch = VAE(make_family(config), 784, config.hidden), 0

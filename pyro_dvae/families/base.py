@@ -64,8 +64,9 @@ class LatentFamily:
         return cls.title or cls.name
 
     @classmethod
-    def validate_config(cls, config: FitConfig) -> None:
-        """Checks across fields (each field's own check has run); raise ConfigError."""
+    def validate_config(cls, config: FitConfig, new: bool = False) -> None:
+        """Checks across fields (each field's own check has run); raise ConfigError.
+        ``new``: a config about to make a run (stored ones are not refused for newer rules)."""
 
     @classmethod
     def for_members(cls, configs: list[FitConfig]) -> LatentFamily:

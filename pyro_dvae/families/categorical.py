@@ -44,7 +44,7 @@ class CategoricalFamily(CategoricalShape, LatentFamily):
         self._tables: dict = {}
 
     @classmethod
-    def validate_config(cls, config):
+    def validate_config(cls, config, new=False):
         if config.elbo == "analytic":
             raise ConfigError(
                 "--elbo analytic (TraceMeanField_ELBO) needs reparameterised samples; a "

@@ -124,8 +124,8 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
     member_params = ("temperature", "prior_temperature", "anneal_rate", "min_temperature")
 
     @classmethod
-    def validate_config(cls, config):
-        if config.anneal_rate and config.temperature < config.min_temperature:
+    def validate_config(cls, config, new=False):
+        if new and config.anneal_rate and config.temperature < config.min_temperature:
             raise ConfigError(
                 f"--temperature {config.temperature:g} is below --min-temperature "
                 f"{config.min_temperature:g}: annealing would hold it at the floor from step 0"

@@ -355,9 +355,13 @@ def _write_sweep_json(
     sweep_dir.mkdir(parents=True, exist_ok=True)
     try:  # a sweep folder may be filled by several grids: keep every grid and its runs
         before = json.loads((sweep_dir / SWEEP).read_text())
-        earlier, grids = dict(before.get("runs", {})), list(before.get("grids", []))
-    except (OSError, json.JSONDecodeError, AttributeError, TypeError, ValueError):
-        earlier, grids = {}, []
+    except (OSError, json.JSONDecodeError):
+        before = {}
+    before = before if isinstance(before, dict) else {}
+    earlier = before.get("runs") if isinstance(before.get("runs"), dict) else {}
+    grids = before.get("grids") if isinstance(before.get("grids"), list) else []
+    if "grids" not in before and "options" in before:  # written before grids were kept
+        grids = [{k: before[k] for k in ("preset", "options") if k in before}]
     if description is not None and description not in grids:
         grids.append(description)
     doc = {
