@@ -262,9 +262,8 @@ def likelihood_tables(runs: list[RunResult]) -> list[Table]:
     rows1, rows3, used = [], [], []
     for size in PAPER_SIZES:
         cells = [Cell(find_seeds(evaluated, "logitnormal", size, a)) for a in PAPER_ALPHAS]
-        best = best_alpha(runs, size, "train")  # the α of Table 3, chosen on training data
-        cells3 = [Cell([r for r in best.runs if r.evaluation]) if best else Cell([])]
-        cells3 += [Cell(find_seeds(evaluated, f, size)) for f in ("gaussian", "concrete")]
+        table3 = list(table3_cells(runs, size).values())[:3]  # Table 3's runs, as evaluated
+        cells3 = [Cell([r for r in c.runs if r.evaluation]) for c in table3]
         rows1.append((str(size), [c.text("test", "nll") for c in cells]))
         rows3.append((str(size), [c.text("test", "nll") for c in cells3]))
         used += [r for c in cells + cells3 for r in c.runs]

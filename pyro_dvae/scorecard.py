@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .paper import PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, setting_note
-from .report import Cell, RunResult, best_alpha, find_seeds
+from .report import Cell, RunResult, find_seeds, table3_cells
 from .sweep import PAPER_ALPHAS, PAPER_SIZES
 from .table import Table
 
@@ -67,14 +67,9 @@ def score_cells(runs: list[RunResult]) -> list[Scored]:
                     label = f"size {size}, α = {a:g}"
                     scored.append(Scored(name, label, mean, p, cell, row, list(paper[size])))
     for size in PAPER_SIZES:
-        cols = [
-            ("best Logit-normal", best_alpha(runs, size, "train")),
-            ("Gaussian", Cell(find_seeds(runs, "gaussian", size))),
-            ("Concrete", Cell(find_seeds(runs, "concrete", size))),
-        ]
-        means = [c.mean("test", "loss") if c else None for _, c in cols]
-        for (col, cell), mean, p in zip(cols, means, PAPER_TABLE3[size], strict=True):
-            if cell is not None and mean is not None:  # (no row spread across families)
+        cols = list(table3_cells(runs, size).items())[:3]  # the paper's (no working Concrete)
+        for (col, cell), p in zip(cols, PAPER_TABLE3[size], strict=True):
+            if (mean := cell.mean("test", "loss")) is not None:  # no row spread across families
                 scored.append(Scored("Table 3", f"size {size}, {col}", mean, p, cell, [], []))
     return scored
 
