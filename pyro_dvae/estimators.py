@@ -12,9 +12,9 @@ import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-from .evaluation import differentiable_parts
 from .families import FAMILIES, make_family
 from .inference import ELBOS, kl_kinds
+from .iwae import differentiable_parts
 from .vae import VAE
 
 

@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyro
 import torch
-from pyro import poutine
-from tqdm.auto import tqdm
 
 from .config import FitConfig
 from .data import Dataset, load_dataset
@@ -21,6 +17,7 @@ from .errors import ConfigError, RunDirError
 from .families import LatentFamily, make_family
 from .fileio import first_line
 from .inference import enumerated_parts, seeded
+from .iwae import PARTIAL, PartialScores, fingerprint, importance_weighted
 from .rundir import RunDir, atomic_write_text
 from .vae import VAE
 
@@ -102,89 +99,6 @@ def _input_dim(state: dict[str, Any], run_dir: RunDir) -> int:
 # --------------------------------------------------------------------------- estimates
 
 
-def _vectorized(fn: Callable, num_particles: int) -> Callable:
-    def wrapped(*args, **kwargs):
-        with pyro.plate("iw_particles", num_particles, dim=-2):
-            return fn(*args, **kwargs)
-
-    return wrapped
-
-
-@torch.no_grad()
-def sample_parts(
-    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``−log p(x|z)`` and ``log q(z|x) − log p(z)`` for ``num_samples`` draws per image.
-
-    Both have shape ``(num_samples, batch)``; the draws are vectorised with an
-    outer ``pyro.plate``, so the encoder runs once per image.
-    """
-    return differentiable_parts(model, guide, x, num_samples)
-
-
-def differentiable_parts(
-    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`sample_parts` with the autograd graph kept (for gradient estimators)."""
-    guide_tr = poutine.trace(_vectorized(guide, num_samples)).get_trace(x)
-    model_tr = poutine.trace(
-        poutine.replay(_vectorized(model, num_samples), trace=guide_tr)
-    ).get_trace(x)
-    shape = (num_samples, x.shape[0])
-    recon = x.new_zeros(shape)
-    kl = x.new_zeros(shape)
-    for name, site in model_tr.nodes.items():
-        if site["type"] != "sample" or site["name"] == "iw_particles":
-            continue
-        log_p = site["fn"].log_prob(site["value"]).expand(shape)
-        if site["is_observed"]:
-            recon = recon - log_p
-        else:
-            q = guide_tr.nodes[name]
-            kl = kl + q["fn"].log_prob(q["value"]).expand(shape) - log_p
-    return recon, kl
-
-
-@torch.no_grad()
-def importance_weighted(
-    model: Callable,
-    guide: Callable,
-    x: torch.Tensor,
-    k: int = 5000,
-    batch_size: int = 100,
-    max_draws: int = 20000,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """IWAE bound ``log (1/k) Σ p(x, z_i) / q(z_i | x)`` per image, and the ELBO of the same draws.
-
-    Returns per-image ``log_likelihood`` (the IWAE estimate), and the mean
-    ``recon`` and ``kl`` over all ``k`` draws per image (their sum is the
-    −ELBO averaged over ``k`` samples). Draws go in chunks of at most
-    ``max_draws`` rows (images × samples) at a time.
-    """
-    n = x.shape[0]
-    batch_size = max(1, min(batch_size, n))
-    chunk = max(1, min(k, max_draws // batch_size))
-    ll = torch.empty(n, dtype=torch.float64)
-    recon_sum = kl_sum = 0.0
-    bar = tqdm(total=n * k, disable=not progress, unit="draw", unit_scale=True, leave=False)
-    for start in range(0, n, batch_size):
-        xb = x[start : start + batch_size]
-        acc = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
-        for done in range(0, k, chunk):
-            s = min(chunk, k - done)
-            recon, kl = sample_parts(model, guide, xb, s)
-            log_w = -(recon + kl).double()
-            acc = torch.logaddexp(acc, log_w.logsumexp(0))
-            recon_sum += float(recon.double().sum())
-            kl_sum += float(kl.double().sum())
-            bar.update(s * xb.shape[0])
-        ll[start : start + xb.shape[0]] = (acc - math.log(k)).cpu()
-    bar.close()
-    draws = n * k
-    return {"log_likelihood": ll, "recon": recon_sum / draws, "kl": kl_sum / draws}
-
-
 @torch.no_grad()
 def posterior_means(
     vae: VAE, x: torch.Tensor, batch_size: int = 1000, num_samples: int = 200
@@ -241,14 +155,32 @@ def evaluate(
     n_neighbors: int = 5,
     seed: int = 0,
     progress: bool = True,
+    partial: Path | None = None,
 ) -> dict[str, Any]:
-    """All evaluation numbers of a loaded run on ``data`` (already on the run's device)."""
+    """All evaluation numbers of a loaded run on ``data`` (already on the run's device).
+
+    ``partial``: a file where the IWAE passes keep their progress, so that a stopped
+    evaluation with the same arguments takes them up where they stopped.
+    """
     check_options(k, images, n_neighbors)
     x_test = data.test if images == 0 else data.test[:images]
     t0 = time.perf_counter()
     device = x_test.device
+    scores = None
+    if partial is not None:
+        key = {"epoch": run.epoch, "weights": fingerprint(run.vae), "k": k}
+        key.update(images=int(x_test.shape[0]), seed=seed, device=device.type)
+        scores = PartialScores(partial, key)
+
+    def iwae(vae: VAE, stage: str) -> dict[str, Any]:
+        resume = scores.resume(stage) if scores else None
+        save = scores.saver(stage) if scores else None
+        return importance_weighted(
+            vae.model, vae.guide, x_test, k=k, progress=progress, resume=resume, save=save
+        )
+
     with seeded(seed, device):
-        iw = importance_weighted(run.vae.model, run.vae.guide, x_test, k=k, progress=progress)
+        iw = iwae(run.vae, "iwae")
         test_means = posterior_means(run.vae, data.test)
         # the training images as the model saw them: one fixed binarisation
         gen = torch.Generator(device=data.train.device).manual_seed(seed)
@@ -284,7 +216,7 @@ def evaluate(
     discrete = _discrete_view(run.vae)
     if discrete is not None:
         with seeded(seed, device):
-            iw = importance_weighted(discrete.model, discrete.guide, x_test, k=k, progress=progress)
+            iw = iwae(discrete, "discrete")
         result["discrete"] = {
             "family": discrete.family.describe(),
             "test_loss": iw["recon"] + iw["kl"],
@@ -318,7 +250,9 @@ def evaluate_run(
     """Evaluate the checkpoint in ``run_path`` and write ``evaluation.json`` beside it.
 
     The run directory is locked meanwhile, so training cannot move it on under the
-    evaluation; options are checked against the data before any sampling.
+    evaluation; options are checked against the data before any sampling. The IWAE
+    passes keep their progress in ``evaluation.partial.pt`` until ``evaluation.json`` is
+    written: a stopped evaluation, started again with the same options, continues.
     """
     from .train import resolve_device
 
@@ -332,8 +266,10 @@ def evaluate_run(
                 f"--neighbors {n_neighbors} is more than the {data.train.shape[0]} training "
                 "images the kNN classifier is fitted on"
             )
-        result = evaluate(run, data, k, images, n_neighbors, seed, progress)
+        partial = run.run_dir.path / PARTIAL
+        result = evaluate(run, data, k, images, n_neighbors, seed, progress, partial)
         atomic_write_text(run.run_dir.path / EVALUATION, json.dumps(result, indent=2) + "\n")
+        partial.unlink(missing_ok=True)
     return result
 
 

@@ -10,16 +10,10 @@ import torch
 
 from pyro_dvae.config import FitConfig
 from pyro_dvae.data import load_dataset
-from pyro_dvae.evaluation import (
-    active_units,
-    importance_weighted,
-    knn_accuracy,
-    load_run,
-    posterior_means,
-    sample_parts,
-)
+from pyro_dvae.evaluation import active_units, knn_accuracy, load_run, posterior_means
 from pyro_dvae.families import make_family
 from pyro_dvae.inference import elbo_parts
+from pyro_dvae.iwae import importance_weighted, sample_parts
 from pyro_dvae.train import Trainer
 from pyro_dvae.vae import VAE
 
@@ -119,6 +113,28 @@ def test_chunking_does_not_change_the_estimate(trained):
     a, b = (r["log_likelihood"] for r in results)
     assert torch.allclose(a, b, atol=0.5)
     assert results[0]["kl"] == pytest.approx(results[1]["kl"], rel=0.05)
+
+
+def test_a_stopped_iwae_pass_resumes_to_the_numbers_of_an_uninterrupted_one(trained):
+    vae, x = trained.vae, trained.data.test[:30]
+    torch.manual_seed(5)
+    whole = importance_weighted(vae.model, vae.guide, x, k=50, batch_size=7)
+    calls, saved = [], []
+
+    def guide(*args):  # stopped (as by Ctrl-C) in the third batch of images
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return vae.guide(*args)
+
+    torch.manual_seed(5)
+    with pytest.raises(KeyboardInterrupt):
+        importance_weighted(vae.model, guide, x, k=50, batch_size=7, save=saved.append)
+    assert saved[-1]["done"] == 14  # two batches of 7 images finished and kept
+    torch.manual_seed(123)  # the resumed pass continues the saved stream, not the caller's
+    resumed = importance_weighted(vae.model, vae.guide, x, k=50, batch_size=7, resume=saved[-1])
+    assert torch.equal(resumed["log_likelihood"], whole["log_likelihood"])
+    assert (resumed["recon"], resumed["kl"]) == (whole["recon"], whole["kl"])
 
 
 def test_active_units_against_a_hand_made_case():
@@ -223,6 +239,45 @@ def test_evaluate_scores_the_discrete_model_behind_a_concrete_run(tmp_path, _cli
     assert hard["test_loss"] == pytest.approx(hard["test_recon"] + hard["test_kl"])
     assert 0.0 <= hard["test_kl"] <= 3 * math.log(4) + 1e-6  # KL to uniform ≤ log K per variable
     assert "one-hot codes" in result.stdout
+
+
+def test_a_stopped_evaluation_continues_where_it_stopped(tmp_path, _cli_env, monkeypatch):
+    """Both IWAE passes of a Concrete run (relaxed, then one-hot) keep their progress."""
+    import pyro_dvae.iwae as iwae
+
+    run = tmp_path / "run"
+    run_ok(fit_args(run, family="concrete", latent_dim=3, categories=4))
+    evaluate = ["evaluate", str(run), "--k", "20", "--no-progress", "--threads", "1"]
+    run_ok(evaluate)
+    whole = read_json(run / "evaluation.json")
+    (run / "evaluation.json").unlink()
+
+    draws, calls = iwae.sample_parts, []
+
+    def stopped_in_the_second_pass(*args):  # 3 batches of 100 test images per pass
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return draws(*args)
+
+    monkeypatch.setattr(iwae, "sample_parts", stopped_in_the_second_pass)
+    assert invoke(evaluate).exit_code != 0
+    assert not (run / "evaluation.json").exists()
+    assert (run / iwae.PARTIAL).is_file()
+    calls.clear()
+    monkeypatch.setattr(iwae, "sample_parts", lambda *a: (calls.append(1), draws(*a))[1])
+    run_ok(evaluate)
+    assert len(calls) == 2  # only the one-hot pass's last two batches were drawn again
+    resumed = read_json(run / "evaluation.json")
+    assert not (run / iwae.PARTIAL).exists()
+    for part in (resumed, resumed["discrete"]):
+        part.pop("seconds", None)
+    whole.pop("seconds")
+    assert resumed == whole
+    # another k does not take up progress saved for this one
+    iwae.PartialScores(run / iwae.PARTIAL, {"k": 20}).saver("iwae")({"done": 300})
+    run_ok([*evaluate[:2], "--k", "10", *evaluate[4:]])
+    assert read_json(run / "evaluation.json")["k"] == 10
 
 
 @pytest.mark.parametrize(

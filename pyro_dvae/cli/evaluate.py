@@ -111,6 +111,10 @@ def evaluate(
     categorical prior), the model the relaxation stands for. Categorical runs
     (at most 1024 codes) also get their exact -ELBO, summed over every code.
 
+    A stopped evaluation (Ctrl-C, SIGTERM) keeps the progress of its IWAE passes
+    in evaluation.partial.pt; the same command started again continues them and
+    gives the numbers an uninterrupted one would have given.
+
     A damaged run is reported and the others are evaluated; the command then
     exits non-zero, listing the runs that failed.
     """
