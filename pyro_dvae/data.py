@@ -97,6 +97,22 @@ def _raw_names(cls) -> list[str]:
     return [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
 
 
+def _contents(root: Path) -> set[Path] | None:
+    """Everything under ``root`` (``None``: no such folder)."""
+    return set(root.rglob("*")) if root.is_dir() else None
+
+
+def _remove_new(root: Path, before: set[Path] | None) -> None:
+    """Undo a failed download: delete what it made under ``root`` (partial archives, empty
+    folders) and ``root`` if it made that too; nothing that was there before."""
+    made = sorted((_contents(root) or set()) - (before or set()), key=lambda p: -len(p.parts))
+    for path in [*made, root] if before is None else made:
+        try:
+            path.rmdir() if path.is_dir() else path.unlink()
+        except OSError:
+            pass  # not ours to force: a folder someone filled meanwhile
+
+
 def _torchvision_loader(name: str, class_name: str):
     def load(root: Path):
         import torchvision.datasets as tvd
@@ -112,9 +128,11 @@ def _torchvision_loader(name: str, class_name: str):
                     f"{name} files in {raw} are damaged ({_short(err)}); "
                     f"delete them to download them again"
                 ) from None
+            before = _contents(root)
             try:
                 _download(cls, root)
             except Exception as err:  # no network, mirror down, disk full...
+                _remove_new(root, before)
                 raise DataError(
                     f"{name} is not in {raw} and could not be downloaded ({_short(err)}); "
                     f"copy the four raw files there, point --data-dir or ${ENV_DATA} at their "

@@ -322,18 +322,27 @@ def test_resume_and_out_together_are_refused(run_copy, tmp_path):
 def _no_network(monkeypatch) -> list:
     calls = []
 
-    def download(cls, root):
+    def download(cls, root):  # as torchvision does: folders and a partial archive, then fails
         calls.append(Path(root))
+        raw = Path(root) / cls.__name__ / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b partial")
         raise OSError("network unreachable")
 
     monkeypatch.setattr(pyro_dvae.data, "_download", download)
     return calls
 
 
-def test_missing_data_without_network(tmp_path, monkeypatch):
+@pytest.mark.parametrize("before", ["empty folder", "no folder", "one raw file"])
+def test_missing_data_without_network(tmp_path, monkeypatch, before):
     calls = _no_network(monkeypatch)
     data_dir = tmp_path / "data"
-    data_dir.mkdir()
+    kept = data_dir / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    if before != "no folder":
+        data_dir.mkdir()
+    if before == "one raw file":
+        kept.parent.mkdir(parents=True)
+        kept.write_bytes(b"the user's")
     out = tmp_path / "run"
 
     result = invoke(fit_args(out, dataset="mnist", data_dir=data_dir))
@@ -344,7 +353,13 @@ def test_missing_data_without_network(tmp_path, monkeypatch):
     assert "--dataset digits" in msg and "--data-dir" in msg
     assert str(data_dir / "MNIST" / "raw") in msg
     assert not out.exists()
-    assert list(data_dir.iterdir()) == []
+    # the failed download leaves nothing behind, and takes nothing that was there
+    if before == "one raw file":
+        assert [p for p in data_dir.rglob("*") if p.is_file()] == [kept]
+        assert kept.read_bytes() == b"the user's"
+    else:
+        assert data_dir.exists() == (before == "empty folder")
+        assert not data_dir.exists() or list(data_dir.iterdir()) == []
     assert_one_error_line(result)
 
 
