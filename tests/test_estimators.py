@@ -128,17 +128,18 @@ def test_train_epochs_trains_every_objective_from_one_seed(tmp_path, monkeypatch
 
 
 def test_compare_estimators_on_a_new_model_takes_the_familys_own_options(tmp_path, monkeypatch):
-    from .conftest import mnist_root
-
-    if mnist_root() is None:
-        pytest.skip("needs MNIST (PYRO_DVAE_DATA)")
     monkeypatch.chdir(tmp_path)
     base = ["compare-estimators", "--repeats", "2", "--iwae", "2", "--batch-size", "4"]
     new = ["--family", "beta", "--beta-prior", "0.5", "--latent-dim", "3", "--hidden", "8"]
-    run_ok([*base, *new, "--data-dir", str(mnist_root()), "--out", str(tmp_path / "est")])
+    # an untrained model is sized to the --dataset's images (8x8 digits: 64 pixels)
+    run_ok([*base, *new, "--dataset", "digits", "--out", str(tmp_path / "est")])
     rows = {
         r["estimator"]: r for r in json.loads((tmp_path / "est" / "estimators.json").read_text())
     }
     assert {"trace", "analytic", "iwae-2"} <= set(rows)
-    result = invoke([*base, "--family", "gaussian", "--alpha", "2"])
+    result = invoke([*base, "--family", "gaussian", "--alpha", "2", "--dataset", "digits"])
     assert result.exit_code != 0 and "--alpha applies to --family logitnormal only" in result.stderr
+    run = tmp_path / "run"
+    run_ok(fit_args(run, family="gaussian"))
+    result = invoke(["compare-estimators", str(run), "--dataset", "digits"])  # it has its own
+    assert result.exit_code == 2 and "either RUN_DIR or --family" in result.stderr

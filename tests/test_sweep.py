@@ -87,8 +87,9 @@ def test_run_names_show_what_varies():
 
 def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path):
     result = run_ok(["sweep", "--preset", "paper", "--out", "sw", "--dry-run"])
-    lines = result.stdout.strip().splitlines()
+    *lines, total = result.stdout.strip().splitlines()
     assert len(lines) == 30 and all(line.startswith("new") for line in lines)
+    assert total == "30 runs in sw: 30 new; 6000 epochs to train"  # the paper's 200 each
     assert not (tmp_path / "sw").exists()
 
 

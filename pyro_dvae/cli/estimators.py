@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..config import FitConfig, check_family_field
-from .group import GUIDE_HELP, cli, log_line, set_threads
+from .group import GUIDE_HELP, cli, data_dir_option, log_line, set_threads, threads_option
 from .options import model_options
 
 _COLUMNS = [
@@ -107,8 +107,8 @@ def _plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None
 )
 @click.option("--out", type=click.Path(path_type=Path), default=None)
 @click.option("--guide", default=None, help=GUIDE_HELP)
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
-@click.option("--threads", type=int, default=None)
+@data_dir_option
+@threads_option
 def compare_estimators(
     run_dir,
     batch_size,
@@ -170,11 +170,13 @@ def compare_estimators(
         for name in given:  # a family's own option, even at its default, is that family's
             check_family_field(name, given["family"])
         config = FitConfig(**given).validate(new=True)
-        pyro.set_rng_seed(seed)
-        vae, epoch = VAE(make_family(config), 784, config.hidden), 0
+        vae, epoch = None, 0
         out = out or Path("estimators")
     data = load_dataset(config.dataset, data_dir, subset=config.subset)
     x = data.test[:batch_size]
+    if vae is None:  # untrained, sized to the dataset's images
+        pyro.set_rng_seed(seed)
+        vae = VAE(make_family(config), x.shape[1], config.hidden)
     if vae.input_dim != x.shape[1]:
         raise click.UsageError(
             f"the model expects {vae.input_dim} pixels, the data has {x.shape[1]}"

@@ -8,7 +8,15 @@ import click
 
 from ..errors import PyroDvaeError, RunDirError
 from ..rundir import find_runs
-from .group import GUIDE_HELP, cli, log_line, set_threads
+from .group import (
+    GUIDE_HELP,
+    cli,
+    data_dir_option,
+    device_option,
+    log_line,
+    set_threads,
+    threads_option,
+)
 
 
 def run_dirs(paths: tuple[Path, ...]) -> list[Path]:
@@ -94,9 +102,9 @@ def _table(rows: list[dict]) -> str:
     "--images (k = 5000 on all images covers k = 1000 on 1000).",
 )
 @click.option("--guide", default=None, help=GUIDE_HELP)
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@data_dir_option
+@device_option()
+@threads_option
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def evaluate(
     paths, k, images, neighbors, seed, skip_done, guide, data_dir, device, threads, progress

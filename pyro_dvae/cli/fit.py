@@ -9,10 +9,17 @@ import click
 from click.core import ParameterSource
 
 from ..config import RESUMABLE_FIELDS
-from ..data import ENV_DATA
 from ..errors import RunDirError
 from ..naming import run_name
-from .group import cli, interrupted_line, log_line, set_threads
+from .group import (
+    cli,
+    data_dir_option,
+    device_option,
+    interrupted_line,
+    log_line,
+    set_threads,
+    threads_option,
+)
 from .options import config_from, config_options
 
 
@@ -32,14 +39,9 @@ from .options import config_from, config_options
     help="Continue the run in this directory (--epochs may be raised). Given several "
     "times: train those runs as one group (same shapes; docs/groups.md).",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help=f"Dataset root [default: ${ENV_DATA}, else ~/.cache/pyro-dvae].",
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@data_dir_option
+@device_option()
+@threads_option
 @click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
 )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import signal
 import sys
 import warnings
+from pathlib import Path
 
 import click
 
+from ..data import ENV_DATA
 from ..errors import PyroDvaeError
 from ..signals import signal_of, stop_on_signals
 
@@ -69,6 +71,23 @@ def log_line(msg: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(msg, file=sys.stderr)
+
+
+# options several commands share: declared once here
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"Dataset root [default: ${ENV_DATA}, else ~/.cache/pyro-dvae].",
+)
+PICTURES_ON_CPU = "cpu by default here: drawing needs little compute"
+threads_option = click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+
+
+def device_option(default: str = "auto", why: str = ""):
+    """``--device``; ``why`` says why a command defaults to other than ``auto``."""
+    help = "auto (CUDA when available), cpu, cuda or cuda:N" + (f"; {why}" if why else "") + "."
+    return click.option("--device", default=default, show_default=True, help=help)
 
 
 def set_threads(threads: int | None) -> None:

@@ -44,9 +44,10 @@ def config_options(for_sweep: bool = False) -> Callable:
 
 
 def model_options(command: Callable) -> Callable:
-    """The fields that define a model (family, latent size, width and each family's own),
-    as options without defaults: for commands that build an untrained model."""
-    names = ["family", "latent_dim", "hidden", *FAMILY_PARAMS]
+    """The fields that define a model (family, latent size, width, the dataset that sets
+    its input size, and each family's own), as options without defaults: for commands
+    that build an untrained model."""
+    names = ["family", "latent_dim", "hidden", "dataset", *FAMILY_PARAMS]
     for name in reversed(names):
         command = _option(PARAMS[name], for_sweep=True, multiple_axes=False)(command)
     return command

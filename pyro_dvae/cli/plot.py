@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from .group import GUIDE_HELP, cli, log_line, set_threads
+from .group import (
+    GUIDE_HELP,
+    PICTURES_ON_CPU,
+    cli,
+    data_dir_option,
+    device_option,
+    log_line,
+    set_threads,
+    threads_option,
+)
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -41,9 +50,9 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--grid", type=int, default=20, show_default=True, help="Figure 5: cells per side.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--guide", default=None, help=GUIDE_HELP)
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=int, default=None)
+@data_dir_option
+@device_option("cpu", PICTURES_ON_CPU)
+@threads_option
 def plot(
     sweep_dir,
     out,

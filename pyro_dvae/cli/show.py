@@ -8,7 +8,16 @@ from pathlib import Path
 import click
 
 from ..errors import RunDirError
-from .group import GUIDE_HELP, cli, log_line, set_threads
+from .group import (
+    GUIDE_HELP,
+    PICTURES_ON_CPU,
+    cli,
+    data_dir_option,
+    device_option,
+    log_line,
+    set_threads,
+    threads_option,
+)
 
 
 def _count(flag: str, default: int, help: str):
@@ -36,7 +45,10 @@ def _count(flag: str, default: int, help: str):
 )
 @_count("--images", 12, "Test images to reconstruct.")
 @_count(
-    "--units", 8, "Traversals: the most active units (Concrete, categorical: variables) to sweep."
+    "--units",
+    8,
+    "Traversals: the most active units (Concrete, categorical: variables) to sweep; all of "
+    "them when the model has fewer.",
 )
 @_count("--steps", 10, "Traversals: values per unit (Concrete, categorical: its K categories).")
 @_count("--activity-images", 1000, "Test images that rank the units by activity.")
@@ -48,9 +60,9 @@ def _count(flag: str, default: int, help: str):
     help="Picks the prior draws and the test images.",
 )
 @click.option("--guide", default=None, help=GUIDE_HELP)
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@data_dir_option
+@device_option("cpu", PICTURES_ON_CPU)
+@threads_option
 def show(run_dir, out, guide, device, threads, **options):
     """Pictures of one run: samples from the prior, test digits beside their
     reconstructions, traversals of the most active latent units, and the training

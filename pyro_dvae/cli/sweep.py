@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -11,7 +12,7 @@ from ..config import FAMILY_PARAMS, PARAMS
 from ..signals import signal_of
 from ..sweep import PRESETS
 from ..sweep.launchers import LAUNCHERS
-from .group import cli, interrupted_line, log_line
+from .group import cli, data_dir_option, device_option, interrupted_line, log_line
 from .options import config_options
 
 #: runs per group: one process per run, so a run's numbers never depend on its company; on
@@ -74,8 +75,8 @@ DEFAULT_GROUP_SIZE = 1
 @click.option(
     "--images", type=int, default=0, show_default=True, help="Evaluate on N test images (0: all)."
 )
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
-@click.option("--device", default="auto", show_default=True)
+@data_dir_option
+@device_option()
 @click.option("--dry-run", is_flag=True, help="Print what each run needs, run nothing.")
 def sweep(
     preset,
@@ -146,11 +147,16 @@ def sweep(
         raise click.BadParameter("must be >= 0", param_hint="--evaluate/--images")
     out = out or Path("sweeps") / (preset or "grid")
     if dry_run:
-        for run in plan(out, named_grid(configs), evaluate_k, images):
+        runs = plan(out, named_grid(configs), evaluate_k, images)
+        for run in runs:
             detail = run.reason or (
                 f"{run.epochs_done}/{run.config.epochs} epochs" if run.epochs_done else ""
             )
-            click.echo(f"{run.state:9s} {run.name}  {detail}")
+            click.echo(f"{run.state:9s} {run.name}  {detail}".rstrip())
+        states = Counter(run.state for run in runs)
+        to_go = sum(r.config.epochs - r.epochs_done for r in runs if r.state in ("new", "resume"))
+        counts = ", ".join(f"{n} {state}" for state, n in states.items())
+        click.echo(f"{len(runs)} runs in {out}: {counts}; {to_go} epochs to train")
         return 0
     ctx = click.get_current_context()
     params = ctx.params
