@@ -14,8 +14,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .data import IMAGE_SHAPES, load_dataset  # noqa: E402
-from .errors import RunDirError, StorageError  # noqa: E402
+from .errors import ConfigError, RunDirError, StorageError  # noqa: E402
 from .families import FAMILIES  # noqa: E402
+from .paper import PAPER_DATASET  # noqa: E402
 from .report import RunResult, collect, find_run, table3_cells  # noqa: E402
 from .sweep import PAPER_ALPHAS, PAPER_SIZES  # noqa: E402
 
@@ -42,6 +43,11 @@ def _label(r: RunResult) -> str:
     return FAMILIES[r.config.family].label(r.config)
 
 
+def _suptitle(fig, text: str, dataset: str = PAPER_DATASET) -> None:
+    """The figure's title, naming its dataset where it is not the paper's."""
+    fig.suptitle(text if dataset == PAPER_DATASET else f"{text} · {dataset}")
+
+
 def save_figure(fig, path: Path) -> Path:
     """Write ``fig`` to ``path`` atomically (a reader never sees half a figure) and close it;
     the format follows the suffix (``.png``, ``.pdf``, ``.svg``)."""
@@ -62,7 +68,9 @@ def save_figure(fig, path: Path) -> Path:
 
 
 @register_figure("fig2")
-def reconstruction_curves(runs, out: Path, sizes=(4, 40), notes=None, **_) -> Path:
+def reconstruction_curves(
+    runs, out: Path, sizes=(4, 40), notes=None, dataset=PAPER_DATASET, **_
+) -> Path:
     """Negative log-Bernoulli (reconstruction) per epoch, every family, one panel per size."""
     fig, axes = plt.subplots(
         len(sizes), 1, figsize=(7, 3.6 * len(sizes)), squeeze=False, layout="constrained"
@@ -81,7 +89,7 @@ def reconstruction_curves(runs, out: Path, sizes=(4, 40), notes=None, **_) -> Pa
             ax.legend(fontsize=8)
         else:
             _missing(ax, f"no runs of size {size}", notes)
-    fig.suptitle("Figure 2: reconstruction loss per epoch")
+    _suptitle(fig, "Figure 2: reconstruction loss per epoch", dataset)
     return save_figure(fig, out / "fig2_reconstruction.png")
 
 
@@ -117,6 +125,7 @@ def tsne_encodings(
     seed=0,
     guide=None,
     notes=None,
+    dataset=PAPER_DATASET,
     **_,
 ) -> Path:
     """t-SNE of the test posterior means (size ``tsne_size``) and the raw 2-D Logit-normal codes."""
@@ -159,7 +168,7 @@ def tsne_encodings(
         fig.legend(handles, names, title="digit", markerscale=5, loc="center right")
     count = " or ".join(str(n) for n in sorted(encoded))
     title = f"encodings of {count} test images, coloured by digit" if encoded else "no runs"
-    fig.suptitle(f"Figure 3: {title}")
+    _suptitle(fig, f"Figure 3: {title}", dataset)
     return save_figure(fig, out / "fig3_tsne.png")
 
 
@@ -177,6 +186,7 @@ def latent_histograms(
     seed=0,
     guide=None,
     notes=None,
+    dataset=PAPER_DATASET,
     **_,
 ) -> Path:
     """Histogram of one latent dimension's sampled z over the test set: Gaussian vs Logit-normal."""
@@ -202,7 +212,7 @@ def latent_histograms(
         ax.set_title(f"{_label(r)}, size {hist_size}: z_{dim + 1} (epoch {r.epochs})", fontsize=10)
         ax.set_xlabel(f"z_{dim + 1}, one posterior sample per test image")
         ax.set_ylabel("count")
-    fig.suptitle("Figure 4: one latent dimension over the test set")
+    _suptitle(fig, "Figure 4: one latent dimension over the test set", dataset)
     return save_figure(fig, out / "fig4_histograms.png")
 
 
@@ -210,7 +220,9 @@ def latent_histograms(
 
 
 @register_figure("fig5")
-def latent_grid(runs, out: Path, grid=20, device="cpu", guide=None, notes=None, **_) -> Path:
+def latent_grid(
+    runs, out: Path, grid=20, device="cpu", guide=None, notes=None, dataset=PAPER_DATASET, **_
+) -> Path:
     """Decoded 2-D latent spaces: Logit-normal over (0, 1)², Gaussian through Φ⁻¹ of the grid."""
     from .evaluation import load_run
 
@@ -234,7 +246,7 @@ def latent_grid(runs, out: Path, grid=20, device="cpu", guide=None, notes=None, 
         ax.set_xlabel(vae.family.axis_label("z₁"))
         ax.set_ylabel(vae.family.axis_label("z₂"))
         ax.set_title(f"{_label(r)} (epoch {r.epochs})")
-    fig.suptitle("Figure 5: decoded 2-D latent space")
+    _suptitle(fig, "Figure 5: decoded 2-D latent space", dataset)
     return save_figure(fig, out / "fig5_latent_grid.png")
 
 
@@ -269,7 +281,8 @@ def table3_curves(runs, out: Path, notes=None, **_) -> Path:
                 for r in cells[name].runs:
                     epochs, losses = _test_curve(r)
                     seed = f", seed {r.config.seed}" if len(cells[name].runs) > 1 else ""
-                    ax.plot(epochs, losses, label=f"{_label(r)}{seed}", lw=1)
+                    marker = "o" if len(epochs) == 1 else None  # one point: a line is invisible
+                    ax.plot(epochs, losses, label=f"{_label(r)}{seed}", lw=1, marker=marker)
                     tails += losses[len(losses) // 20 :]  # the first twentieth falls off the top
             if tails:
                 span = max(tails) - min(tails)
@@ -316,19 +329,37 @@ def logit_normal_densities(runs, out: Path, **_) -> Path:
     return save_figure(fig, out / "fig6_logitnormal_densities.png")
 
 
+def figure_dataset(runs: list[RunResult], dataset: str | None, where: str | Path = "") -> str:
+    """The one dataset a figure's runs come from (panels never mix datasets): ``dataset`` if
+    given, else the only one in the folder, else the paper's (MNIST) if the folder has it."""
+    present = sorted({r.config.dataset for r in runs})
+    if dataset is not None:
+        if runs and dataset not in present:
+            raise ConfigError(f"{where} holds no {dataset} runs, only {', '.join(present)}")
+        return dataset
+    if len(present) > 1 and PAPER_DATASET not in present:
+        raise ConfigError(f"{where} holds runs of {', '.join(present)}: choose one with --dataset")
+    return PAPER_DATASET if PAPER_DATASET in present or not present else present[0]
+
+
 def make_figures(
     sweep_dir: str | Path,
     out: str | Path,
     names: list[str] | None = None,
     notes: dict[Path, list[str]] | None = None,
+    dataset: str | None = None,
     **options,
 ) -> list[Path]:
-    """Draw the figures ``names`` (default: all) from the runs of ``sweep_dir``. ``notes``,
-    if given, gets each figure's path → its panels drawn empty for want of a run."""
+    """Draw the figures ``names`` (default: all) from the runs of ``sweep_dir`` on one
+    ``dataset`` (see :func:`figure_dataset`). ``notes``, if given, gets each figure's
+    path → its panels drawn empty for want of a run."""
     runs = collect(sweep_dir)
     names = names or list(FIGURES)  # the paper's order, then ours
     if not runs and any(n != "fig6" for n in names):
         raise RunDirError(f"{sweep_dir} holds no runs")
+    dataset = figure_dataset(runs, dataset, sweep_dir)
+    runs = [r for r in runs if r.config.dataset == dataset]
+    options["dataset"] = dataset
     paths = []
     for name in names:
         missing: list[str] = []

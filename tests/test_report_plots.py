@@ -214,6 +214,51 @@ def test_curves_of_a_sweep_without_mnist_runs_is_an_empty_figure_not_an_error(
     assert (tmp_path / "curves_table3.png").exists()
 
 
+def test_figures_draw_one_datasets_runs_never_a_mix(sweep, digits_runs, tmp_path, monkeypatch):
+    import json
+
+    import pyro_dvae.plots as plots
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(sweep / "runs", mixed / "runs")
+    shutil.copytree(digits_runs / "runs", mixed / "runs", dirs_exist_ok=True)
+    drawn = []
+    save = plots.save_figure
+
+    def capture(fig, path):
+        lines = {(ax.get_title(), ln.get_label()) for ax in fig.axes for ln in ax.get_lines()}
+        drawn.append((fig._suptitle.get_text(), lines))
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", capture)
+    args = ["plot", str(mixed), "--out", str(tmp_path / "f"), "--figure", "fig2", "--sizes", "2,8"]
+    result = run_ok(args)  # MNIST, the paper's: digits' Gaussian of size 8 is not drawn
+    assert f"drawing the mnist runs; {mixed} also holds digits runs" in result.stderr
+    assert "empty panels: no runs of size 8" in result.stderr
+    title, lines = drawn[-1]
+    assert title == "Figure 2: reconstruction loss per epoch"
+    size2 = {label for t, label in lines if t == "latent dimension 2"}
+    assert size2 == {"Logit-normal α=0.32", "Logit-normal α=1.78", "Gaussian", "Concrete 1×2"}
+    run_ok([*args, "--dataset", "digits"])
+    title, lines = drawn[-1]
+    assert title == "Figure 2: reconstruction loss per epoch · digits"
+    assert lines == {
+        ("latent dimension 2", "Logit-normal α=0.56"),
+        ("latent dimension 8", "Gaussian"),
+    }
+    # two datasets, neither the paper's: the user chooses
+    other = mixed / "runs" / "gaussian-d8" / "config.json"
+    shutil.rmtree(mixed / "runs" / "gaussian-d2")
+    for name in [p.name for p in (mixed / "runs").iterdir()]:
+        if json.loads((mixed / "runs" / name / "config.json").read_text())["dataset"] == "mnist":
+            shutil.rmtree(mixed / "runs" / name)
+    config = json.loads(other.read_text())
+    other.write_text(json.dumps({**config, "dataset": "kmnist"}))
+    result = invoke(args)
+    assert result.exit_code != 0
+    assert "holds runs of digits, kmnist: choose one with --dataset" in result.stderr
+
+
 def test_table3_curves_draw_each_models_test_elbo_per_epoch(sweep, tmp_path, monkeypatch):
     import pyro_dvae.plots as plots
 
@@ -268,7 +313,8 @@ def test_figure_3_names_the_number_of_test_images_it_encoded(
     plots.make_figures(digits_runs, tmp_path, ["fig3"], tsne_size=8)  # all: --images 10000
     encoded = [120, len(load_dataset("digits").test)]  # digits has fewer test images
     assert encoded[1] < 10000
-    assert titles == [f"Figure 3: encodings of {n} test images, coloured by digit" for n in encoded]
+    head = "Figure 3: encodings of {} test images, coloured by digit"
+    assert titles == [head.format(encoded[0]), head.format(encoded[1]) + " · digits"]
 
 
 def test_logit_normal_pdf_of_figure_6_is_the_distribution_density():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..data import DATASETS
 from .group import (
     GUIDE_HELP,
     PICTURES_ON_CPU,
@@ -38,6 +39,12 @@ def _sizes(text: str) -> tuple[int, ...]:
     type=click.Choice(["fig2", "fig3", "fig4", "fig5", "fig6", "curves"]),
     help="Draw only these (repeat the option) [default: all].",
 )
+@click.option(
+    "--dataset",
+    type=click.Choice(sorted(DATASETS)),
+    default=None,
+    help="Draw this dataset's runs [default: the folder's only dataset, else MNIST].",
+)
 @click.option("--sizes", default="4,40", show_default=True, help="Figure 2: latent sizes.")
 @click.option("--tsne-size", type=int, default=8, show_default=True, help="Figure 3: size.")
 @click.option(
@@ -57,6 +64,7 @@ def plot(
     sweep_dir,
     out,
     names,
+    dataset,
     sizes,
     tsne_size,
     tsne_alpha,
@@ -73,17 +81,24 @@ def plot(
     the test encodings (3), one latent dimension's histogram (4), the decoded 2-D
     latent space (5), Logit-normal densities (6), and the test -ELBO per epoch of
     Table 3's models (curves)."""
-    from ..plots import make_figures
+    from ..plots import figure_dataset, make_figures
+    from ..report import collect
 
     set_threads(threads)
     if images < 0 or grid < 1:
         raise click.BadParameter("--images must be >= 0 and --grid >= 1")
+    runs = collect(sweep_dir)
+    dataset = figure_dataset(runs, dataset, sweep_dir)
+    others = sorted({r.config.dataset for r in runs} - {dataset})
+    if others:
+        log_line(f"drawing the {dataset} runs; {sweep_dir} also holds {', '.join(others)} runs")
     notes: dict[Path, list[str]] = {}
     paths = make_figures(
         sweep_dir,
         out,
         list(names) or None,
         notes,
+        dataset,
         sizes=_sizes(sizes),
         tsne_size=tsne_size,
         tsne_alpha=tsne_alpha,
