@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,25 +95,34 @@ def _download(cls, root: Path) -> None:
     cls(root=str(root), train=False, download=True)
 
 
+def _download_into(cls, root: Path, raw: Path) -> None:
+    """Download into a private folder beside ``raw``, then move the files into ``raw``.
+
+    A failed or interrupted download removes only its own folder (and ``root`` or the
+    dataset's folders if it made them and they are empty): nothing that was there before,
+    nothing another process wrote meanwhile. A file already in ``raw`` is kept.
+    """
+    made = [p for p in (root, raw.parent, raw) if not os.path.lexists(p)]
+    staging, done = None, False
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=raw.parent))
+        _download(cls, staging)
+        for f in (staging / raw.parent.name / "raw").iterdir():
+            if not (raw / f.name).exists():
+                f.replace(raw / f.name)
+        done = True
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        for folder in [] if done else reversed(made):  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: never a file, never what someone filled
+
+
 def _raw_names(cls) -> list[str]:
     """The uncompressed raw file names torchvision looks for, e.g. train-images-idx3-ubyte."""
     return [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
-
-
-def _contents(root: Path) -> set[Path] | None:
-    """Everything under ``root`` (``None``: no such folder)."""
-    return set(root.rglob("*")) if root.is_dir() else None
-
-
-def _remove_new(root: Path, before: set[Path] | None) -> None:
-    """Undo a failed download: delete what it made under ``root`` (partial archives, empty
-    folders) and ``root`` if it made that too; nothing that was there before."""
-    made = sorted((_contents(root) or set()) - (before or set()), key=lambda p: -len(p.parts))
-    for path in [*made, root] if before is None else made:
-        try:
-            path.rmdir() if path.is_dir() else path.unlink()
-        except OSError:
-            pass  # not ours to force: a folder someone filled meanwhile
 
 
 def _torchvision_loader(name: str, class_name: str):
@@ -128,11 +140,9 @@ def _torchvision_loader(name: str, class_name: str):
                     f"{name} files in {raw} are damaged ({_short(err)}); "
                     f"delete them to download them again"
                 ) from None
-            before = _contents(root)
             try:
-                _download(cls, root)
+                _download_into(cls, root, raw)
             except Exception as err:  # no network, mirror down, disk full...
-                _remove_new(root, before)
                 raise DataError(
                     f"{name} is not in {raw} and could not be downloaded ({_short(err)}); "
                     f"copy the four raw files there, point --data-dir or ${ENV_DATA} at their "

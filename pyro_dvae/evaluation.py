@@ -17,7 +17,7 @@ from .errors import ConfigError, RunDirError
 from .families import LatentFamily, make_family
 from .fileio import first_line
 from .inference import enumerated_parts, seeded
-from .iwae import PARTIAL, PartialScores, fingerprint, importance_weighted
+from .iwae import PARTIAL, RESUMABLE_DEVICES, PartialScores, importance_weighted, resume_key
 from .rundir import RunDir, atomic_write_text
 from .vae import VAE
 
@@ -159,18 +159,18 @@ def evaluate(
 ) -> dict[str, Any]:
     """All evaluation numbers of a loaded run on ``data`` (already on the run's device).
 
-    ``partial``: a file where the IWAE passes keep their progress, so that a stopped
-    evaluation with the same arguments takes them up where they stopped.
+    ``partial``: a file where the IWAE passes keep their progress (on a CPU or CUDA
+    device), so that a stopped evaluation with the same arguments takes them up where
+    they stopped; the caller deletes it once the result is stored.
     """
     check_options(k, images, n_neighbors)
     x_test = data.test if images == 0 else data.test[:images]
     t0 = time.perf_counter()
     device = x_test.device
     scores = None
-    if partial is not None:
-        key = {"epoch": run.epoch, "weights": fingerprint(run.vae), "k": k}
-        key.update(images=int(x_test.shape[0]), seed=seed, device=device.type)
-        scores = PartialScores(partial, key)
+    if partial is not None and device.type in RESUMABLE_DEVICES:
+        key = resume_key(run.vae, run.epoch, k=k, images=int(x_test.shape[0]), seed=seed)
+        scores = PartialScores(partial, {**key, "device": device.type})
 
     def iwae(vae: VAE, stage: str) -> dict[str, Any]:
         resume = scores.resume(stage) if scores else None

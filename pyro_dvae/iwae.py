@@ -12,8 +12,10 @@ directory, keyed by everything that must match for them to be reused.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,13 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
+from .errors import StorageError
 from .fileio import atomic_write
 from .signals import deferred_stop
 
 PARTIAL = "evaluation.partial.pt"
+BATCH, MAX_DRAWS = 100, 20000  # images per batch, rows (images × draws) per chunk
+RESUMABLE_DEVICES = ("cpu", "cuda")  # whose random state a saved pass carries
 
 
 def _vectorized(fn: Callable, num_particles: int) -> Callable:
@@ -91,8 +96,8 @@ def importance_weighted(
     guide: Callable,
     x: torch.Tensor,
     k: int = 5000,
-    batch_size: int = 100,
-    max_draws: int = 20000,
+    batch_size: int = BATCH,
+    max_draws: int = MAX_DRAWS,
     progress: bool = False,
     resume: dict[str, Any] | None = None,
     save: Callable[[dict[str, Any]], None] | None = None,
@@ -163,25 +168,47 @@ def importance_weighted(
     }
 
 
-def fingerprint(module: torch.nn.Module) -> float:
-    """A number that changes with the weights: tells a retrained checkpoint from its
-    predecessor of the same epoch."""
-    with torch.no_grad():
-        return float(sum(t.double().abs().sum() for t in module.state_dict().values()))
+def fingerprint(module: torch.nn.Module) -> str:
+    """A hash of the weights: tells a retrained checkpoint from its predecessor of the
+    same epoch."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def resume_key(module: torch.nn.Module, epoch: int, **options: Any) -> dict[str, Any]:
+    """What a saved pass must share with the one that takes it up: the weights, the code
+    and libraries that draw (versions), how the draws are split, and ``options`` (k, the
+    images, the seed, the device type). The numbers are bit-identical when the machine and
+    thread count are the same too."""
+    import pyro_dvae
+
+    return {
+        "format": 1,
+        "epoch": epoch,
+        "weights": fingerprint(module),
+        "versions": [pyro_dvae.__version__, pyro.__version__, str(torch.__version__)],
+        "batch": BATCH,
+        "max_draws": MAX_DRAWS,
+        **options,
+    }
 
 
 class PartialScores:
     """The states of stopped importance-weighted passes, one per named stage, in one file.
 
-    ``key`` holds whatever must match for a saved state to be reused (the epoch and
-    weights, k, the images, the seed, the device type); a file with another key, or one
-    that cannot be read, is ignored and later overwritten.
+    ``key`` holds whatever must match for a saved state to be reused (see
+    :func:`resume_key`); a file with another key, or one that cannot be read, is ignored
+    and later overwritten. A failed save warns once and the pass goes on.
     """
 
     def __init__(self, path: str | Path, key: dict[str, Any]):
         self.path = Path(path)
         self.key = key
         self.stages = self._read()
+        self.warned = False
 
     def _read(self) -> dict[str, dict[str, Any]]:
         try:
@@ -202,7 +229,13 @@ class PartialScores:
         def save(state: dict[str, Any]) -> None:
             self.stages[stage] = state
             payload = {"key": self.key, "stages": self.stages}
-            atomic_write(self.path, lambda fh: torch.save(payload, fh))
+            try:
+                atomic_write(self.path, lambda fh: torch.save(payload, fh))
+            except StorageError as err:  # progress is a convenience: the pass goes on
+                if not self.warned:
+                    why = f"{err}; the evaluation goes on without saving its progress"
+                    warnings.warn(why, stacklevel=2)
+                self.warned = True
 
         return save
 

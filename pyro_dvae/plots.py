@@ -348,18 +348,23 @@ def make_figures(
     names: list[str] | None = None,
     notes: dict[Path, list[str]] | None = None,
     dataset: str | None = None,
+    log: Callable[[str], None] | None = None,
     **options,
 ) -> list[Path]:
     """Draw the figures ``names`` (default: all) from the runs of ``sweep_dir`` on one
-    ``dataset`` (see :func:`figure_dataset`). ``notes``, if given, gets each figure's
-    path → its panels drawn empty for want of a run."""
+    ``dataset`` (see :func:`figure_dataset`; ``log`` hears of the datasets left out).
+    ``notes``, if given, gets each figure's path → its panels drawn empty for want of a run."""
     runs = collect(sweep_dir)
     names = names or list(FIGURES)  # the paper's order, then ours
     if not runs and any(n != "fig6" for n in names):
         raise RunDirError(f"{sweep_dir} holds no runs")
-    dataset = figure_dataset(runs, dataset, sweep_dir)
-    runs = [r for r in runs if r.config.dataset == dataset]
-    options["dataset"] = dataset
+    if names != ["fig6"]:  # Figure 6 draws densities, no runs
+        dataset = figure_dataset(runs, dataset, sweep_dir)
+        others = sorted({r.config.dataset for r in runs} - {dataset})
+        if others and log is not None:
+            log(f"drawing the {dataset} runs; {sweep_dir} also holds {', '.join(others)} runs")
+        runs = [r for r in runs if r.config.dataset == dataset]
+    options["dataset"] = dataset or PAPER_DATASET
     paths = []
     for name in names:
         missing: list[str] = []

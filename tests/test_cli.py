@@ -319,7 +319,7 @@ def test_resume_and_out_together_are_refused(run_copy, tmp_path):
 # --------------------------------------------------------------------------- 4./5. data
 
 
-def _no_network(monkeypatch) -> list:
+def _no_network(monkeypatch, error: BaseException | None = None) -> list:
     calls = []
 
     def download(cls, root):  # as torchvision does: folders and a partial archive, then fails
@@ -327,7 +327,7 @@ def _no_network(monkeypatch) -> list:
         raw = Path(root) / cls.__name__ / "raw"
         raw.mkdir(parents=True, exist_ok=True)
         (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b partial")
-        raise OSError("network unreachable")
+        raise error or OSError("network unreachable")
 
     monkeypatch.setattr(pyro_dvae.data, "_download", download)
     return calls
@@ -347,7 +347,7 @@ def test_missing_data_without_network(tmp_path, monkeypatch, before):
 
     result = invoke(fit_args(out, dataset="mnist", data_dir=data_dir))
     assert result.exit_code == 1, result.output
-    assert calls == [data_dir], "the download was not attempted"
+    assert [c.parent for c in calls] == [data_dir / "MNIST"], "the download was not attempted"
     msg = error_message(result)
     assert "network unreachable" in msg
     assert "--dataset digits" in msg and "--data-dir" in msg
@@ -361,6 +361,53 @@ def test_missing_data_without_network(tmp_path, monkeypatch, before):
         assert data_dir.exists() == (before == "empty folder")
         assert not data_dir.exists() or list(data_dir.iterdir()) == []
     assert_one_error_line(result)
+
+
+def test_a_data_dir_that_is_a_file_is_one_error_line_and_stays(tmp_path, monkeypatch):
+    _no_network(monkeypatch)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    result = invoke(fit_args(tmp_path / "run", dataset="mnist", data_dir=notes))
+    assert result.exit_code == 1
+    assert_one_error_line(result)
+    assert notes.read_text() == "mine\n"
+
+
+def test_an_interrupted_download_leaves_nothing_behind(tmp_path, monkeypatch):
+    from pyro_dvae.data import load_dataset
+
+    _no_network(monkeypatch, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset("mnist", tmp_path / "data")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_lands_in_the_raw_folder_and_keeps_a_file_already_there(tmp_path, monkeypatch):
+    from pyro_dvae.data import load_dataset
+
+    from .conftest import mnist_root
+
+    if mnist_root() is None:
+        pytest.skip("needs the MNIST raw files to stand in for the download")
+    source = mnist_root() / "MNIST" / "raw"
+
+    def download(cls, root):  # the network, played by the shared raw files
+        raw = Path(root) / cls.__name__ / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        for name in MNIST_RAW:
+            shutil.copyfile(source / name, raw / name)
+
+    monkeypatch.setattr(pyro_dvae.data, "_download", download)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    kept = raw / MNIST_RAW[0]
+    shutil.copyfile(source / MNIST_RAW[0], kept)
+    before = kept.stat().st_ino
+    data = load_dataset("mnist", tmp_path)
+    assert data.train.shape == (60000, 784) and data.test.shape == (10000, 784)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(MNIST_RAW)
+    assert kept.stat().st_ino == before  # the file already there was not replaced
+    assert [p.name for p in (tmp_path / "MNIST").iterdir()] == ["raw"]  # no staging left
 
 
 @pytest.mark.parametrize(

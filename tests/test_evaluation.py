@@ -137,6 +137,32 @@ def test_a_stopped_iwae_pass_resumes_to_the_numbers_of_an_uninterrupted_one(trai
     assert (resumed["recon"], resumed["kl"]) == (whole["recon"], whole["kl"])
 
 
+def test_progress_that_cannot_be_saved_warns_once_and_the_pass_goes_on(trained, tmp_path):
+    from pyro_dvae.iwae import PartialScores, fingerprint
+
+    vae, x = trained.vae, trained.data.test[:30]
+    torch.manual_seed(6)
+    whole = importance_weighted(vae.model, vae.guide, x, k=20, batch_size=7)
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    scores = PartialScores(blocker / "evaluation.partial.pt", {"k": 20})
+    torch.manual_seed(6)
+    with pytest.warns(UserWarning, match="without saving its progress") as caught:
+        kept = importance_weighted(
+            vae.model, vae.guide, x, k=20, batch_size=7, save=scores.saver("iwae"), save_every=0
+        )
+    assert len(caught) == 1  # five batches, one warning
+    assert torch.equal(kept["log_likelihood"], whole["log_likelihood"])
+    # the weights' hash tells apart a checkpoint whose weights differ only in a sign
+    before = fingerprint(vae)
+    with torch.no_grad():
+        vae.decoder.net[0].weight[0, 0].neg_()
+    assert fingerprint(vae) != before
+    with torch.no_grad():
+        vae.decoder.net[0].weight[0, 0].neg_()
+    assert fingerprint(vae) == before
+
+
 def test_active_units_against_a_hand_made_case():
     n = 1000
     sign = torch.tensor([1.0, -1.0]).repeat(n // 2)  # ±1: sample variance n/(n-1)

@@ -257,6 +257,7 @@ def test_figures_draw_one_datasets_runs_never_a_mix(sweep, digits_runs, tmp_path
     result = invoke(args)
     assert result.exit_code != 0
     assert "holds runs of digits, kmnist: choose one with --dataset" in result.stderr
+    run_ok(["plot", str(mixed), "--out", str(tmp_path / "f"), "--figure", "fig6"])  # no runs
 
 
 def test_table3_curves_draw_each_models_test_elbo_per_epoch(sweep, tmp_path, monkeypatch):

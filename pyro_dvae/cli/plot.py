@@ -81,17 +81,11 @@ def plot(
     the test encodings (3), one latent dimension's histogram (4), the decoded 2-D
     latent space (5), Logit-normal densities (6), and the test -ELBO per epoch of
     Table 3's models (curves)."""
-    from ..plots import figure_dataset, make_figures
-    from ..report import collect
+    from ..plots import make_figures
 
     set_threads(threads)
     if images < 0 or grid < 1:
         raise click.BadParameter("--images must be >= 0 and --grid >= 1")
-    runs = collect(sweep_dir)
-    dataset = figure_dataset(runs, dataset, sweep_dir)
-    others = sorted({r.config.dataset for r in runs} - {dataset})
-    if others:
-        log_line(f"drawing the {dataset} runs; {sweep_dir} also holds {', '.join(others)} runs")
     notes: dict[Path, list[str]] = {}
     paths = make_figures(
         sweep_dir,
@@ -99,6 +93,7 @@ def plot(
         list(names) or None,
         notes,
         dataset,
+        log_line,
         sizes=_sizes(sizes),
         tsne_size=tsne_size,
         tsne_alpha=tsne_alpha,

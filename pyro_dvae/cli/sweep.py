@@ -156,7 +156,8 @@ def sweep(
         states = Counter(run.state for run in runs)
         to_go = sum(r.config.epochs - r.epochs_done for r in runs if r.state in ("new", "resume"))
         counts = ", ".join(f"{n} {state}" for state, n in states.items())
-        click.echo(f"{len(runs)} runs in {out}: {counts}; {to_go} epochs to train")
+        noun = "run" if len(runs) == 1 else "runs"
+        click.echo(f"{len(runs)} {noun} in {out}: {counts}; {to_go} epochs to train")
         return 0
     ctx = click.get_current_context()
     params = ctx.params
