@@ -78,7 +78,8 @@ data_dir_option = click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
     default=None,
-    help=f"Dataset root [default: ${ENV_DATA}, else ~/.cache/pyro-dvae].",
+    help=f"Dataset root [default: ${ENV_DATA}, else $XDG_CACHE_HOME/pyro-dvae, else "
+    "~/.cache/pyro-dvae].",
 )
 PICTURES_ON_CPU = "cpu by default here: drawing needs little compute"
 threads_option = click.option("--threads", type=int, default=None, help="CPU threads for torch.")
