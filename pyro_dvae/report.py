@@ -27,6 +27,7 @@ class RunResult:
     last: dict[str, Any] = field(default_factory=dict)  # the last metrics record
     last_test: dict[str, Any] = field(default_factory=dict)  # the last record with a test score
     evaluation: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0  # the training epochs' time, summed (no test passes)
 
     def run_dir_metrics(self) -> list[dict[str, Any]]:
         return RunDir(self.path).read_metrics()
@@ -76,6 +77,7 @@ def collect(sweep_dir: str | Path) -> list[RunResult]:
                 metrics[-1] if metrics else {},
                 tests[-1] if tests else {},
                 evaluation,
+                sum(r.get("seconds", 0.0) for r in metrics),
             )
         )
     return results
@@ -307,6 +309,8 @@ def runs_table(runs: list[RunResult]) -> Table:
         "kNN accuracy",
         "one-hot −ELBO",
         "one-hot −log p(x)",
+        "training h",
+        "evaluation h",
     ]
     rows = []
     for r in runs:
@@ -329,10 +333,16 @@ def runs_table(runs: list[RunResult]) -> Table:
                     f"{ev['knn_accuracy']:.3f}" if ev else "–",
                     _fmt(hard.get("test_loss")),
                     _fmt(-hard["test_log_likelihood"] if hard else None),
+                    f"{r.train_seconds / 3600:.2f}",
+                    f"{ev['seconds'] / 3600:.2f}" if "seconds" in ev else "–",
                 ],
             )
         )
-    note = _epochs_note(runs)
+    hours = sum(r.train_seconds for r in runs) / 3600
+    note = _epochs_note(runs) + (
+        f". Training h: the training epochs' wall time (test passes not counted); {hours:.1f} h "
+        "over all runs, each counted in full where runs shared the machine"
+    )
     if any("discrete" in r.evaluation for r in runs):
         note += (
             ". One-hot: the Concrete run's networks scoring its discrete model (one-hot codes,"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import pytest
@@ -110,6 +111,17 @@ def test_report_builds_the_papers_tables(sweep, tmp_path):
     assert "No paper tables" not in md and "only the runs on mnist" not in md
     runs_csv = _csv(out / "runs.csv")
     assert runs_csv[0][:2] == ["run", "dataset"] and {row[1] for row in runs_csv[1:]} == {"mnist"}
+    # each run's training time: its epochs' seconds, summed; the evaluation's from its file
+    row = {r[0]: dict(zip(runs_csv[0], r, strict=True)) for r in runs_csv[1:]}["gaussian-d2"]
+    metrics = [
+        json.loads(line)
+        for line in (sweep / "runs" / "gaussian-d2" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert row["training h"] == f"{sum(m['seconds'] for m in metrics) / 3600:.2f}"
+    ev_seconds = read_json(sweep / "runs" / "gaussian-d2" / "evaluation.json")["seconds"]
+    assert row["evaluation h"] == f"{ev_seconds / 3600:.2f}"
+    total = sum(r.train_seconds for r in collect(sweep)) / 3600
+    assert f"{total:.1f} h over all runs" in md
 
 
 def test_the_notes_name_the_fields_that_differ_from_the_papers_setting(sweep):
@@ -215,8 +227,6 @@ def test_curves_of_a_sweep_without_mnist_runs_is_an_empty_figure_not_an_error(
 
 
 def test_figures_draw_one_datasets_runs_never_a_mix(sweep, digits_runs, tmp_path, monkeypatch):
-    import json
-
     import pyro_dvae.plots as plots
 
     mixed = tmp_path / "mixed"
