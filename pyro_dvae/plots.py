@@ -163,11 +163,12 @@ def tsne_encodings(
             ax.set_ylabel("E[z₂ | x]")
             title = f"{_label(r)}, 2-D codes (no t-SNE)"
         _scatter(ax, xy, labels, f"{title} (epoch {r.epochs})")
+    word = "digit" if dataset in ("mnist", "digits") else "class"  # Fashion-MNIST, KMNIST
     handles, names = axes.flat[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, names, title="digit", markerscale=5, loc="center right")
+        fig.legend(handles, names, title=word, markerscale=5, loc="center right")
     count = " or ".join(str(n) for n in sorted(encoded))
-    title = f"encodings of {count} test images, coloured by digit" if encoded else "no runs"
+    title = f"encodings of {count} test images, coloured by {word}" if encoded else "no runs"
     _suptitle(fig, f"Figure 3: {title}", dataset)
     return save_figure(fig, out / "fig3_tsne.png")
 
