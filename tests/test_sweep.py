@@ -118,6 +118,14 @@ def test_sweep_runs_the_grid_then_skips_finished_runs(tmp_path):
 def test_raising_epochs_resumes_every_run_to_the_uninterrupted_result(tmp_path):
     sweep = tmp_path / "sw"
     run_ok(sweep_args(sweep, epochs=1))
+    # the dry run's estimate: epochs to go × the runs' mean seconds per epoch / runs at a time
+    rates = [read_json(p / "summary.json")["seconds_per_epoch"] for p in (sweep / "runs").iterdir()]
+    total = run_ok([*sweep_args(sweep, epochs=3), "--jobs", "2", "--dry-run"]).stdout.splitlines()
+    hours = 4 * sum(rates) / len(rates) / 2 / 3600
+    assert total[-1] == (
+        f"2 runs in {sweep}: 2 resume; 4 epochs to train, about {hours:.1f} h at 2 at a time "
+        f"({sum(rates) / len(rates):.1f} s per epoch so far)"
+    )
     result = run_ok(sweep_args(sweep, epochs=3))
     assert result.stderr.count("resume from epoch 1") == 2
     # the same configuration trained in one go

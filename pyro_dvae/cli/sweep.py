@@ -107,6 +107,7 @@ def sweep(
     """
     from ..naming import grid, named_grid, with_seeds
     from ..sweep import plan, run_sweep
+    from ..sweep.plan import seconds_per_epoch
 
     axes = {k: v for k, v in fields.items() if PARAMS[k].axis and k != "seed" and v}
     common = {k: v for k, v in fields.items() if not PARAMS[k].axis and v is not None}
@@ -157,7 +158,11 @@ def sweep(
         to_go = sum(r.config.epochs - r.epochs_done for r in runs if r.state in ("new", "resume"))
         counts = ", ".join(f"{n} {state}" for state, n in states.items())
         noun = "run" if len(runs) == 1 else "runs"
-        click.echo(f"{len(runs)} {noun} in {out}: {counts}; {to_go} epochs to train")
+        line = f"{len(runs)} {noun} in {out}: {counts}; {to_go} epochs to train"
+        if to_go and (rate := seconds_per_epoch(runs)) is not None:
+            hours = to_go * rate / jobs / 3600
+            line += f", about {hours:.1f} h at {jobs} at a time ({rate:.1f} s per epoch so far)"
+        click.echo(line)
         return 0
     ctx = click.get_current_context()
     params = ctx.params

@@ -63,6 +63,17 @@ def plan(
     return planned
 
 
+def seconds_per_epoch(runs: list[PlannedRun]) -> float | None:
+    """The mean seconds per training epoch of the runs that have trained (``None``: none),
+    for an estimate of the time a sweep still needs on the machine that measured it."""
+    measured = [
+        s
+        for r in runs
+        if r.epochs_done and (s := RunDir(r.path).read_summary().get("seconds_per_epoch"))
+    ]
+    return sum(measured) / len(measured) if measured else None
+
+
 def commands_for(
     run: PlannedRun,
     threads: int,
