@@ -22,7 +22,7 @@ from .config import FitConfig
 from .estimators import variant_vae
 from .families import make_family
 from .inference import make_elbo
-from .report import Table
+from .table import Table
 from .vae import VAE
 
 #: the relaxation's temperatures compared by default

@@ -17,7 +17,7 @@ from .data import IMAGE_SHAPES, load_dataset  # noqa: E402
 from .errors import ConfigError, RunDirError, StorageError  # noqa: E402
 from .families import FAMILIES  # noqa: E402
 from .paper import PAPER_DATASET  # noqa: E402
-from .report import RunResult, collect, find_run, table3_cells  # noqa: E402
+from .results import RunResult, collect, find_run, table3_cells  # noqa: E402
 from .sweep import PAPER_ALPHAS, PAPER_SIZES  # noqa: E402
 
 FIGURES: dict[str, Callable[..., Path]] = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .paper import PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, setting_note
-from .report import Cell, RunResult, find_seeds, table3_cells
+from .results import Cell, RunResult, find_seeds, table3_cells
 from .sweep import PAPER_ALPHAS, PAPER_SIZES
 from .table import Table
 

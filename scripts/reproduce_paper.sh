@@ -36,7 +36,7 @@ pyro-dvae sweep --preset paper "${run[@]}"; stopped $?
 if [ "$SEEDS" -gt 0 ]; then
   alpha=$(python - "$SWEEP" <<'EOF'
 import sys
-from pyro_dvae.report import best_alpha, collect
+from pyro_dvae.results import best_alpha, collect
 best = best_alpha(collect(sys.argv[1]), 20, "train")
 print(best.runs[0].config.alpha if best else 1.78)
 EOF
@@ -55,7 +55,7 @@ pyro-dvae evaluate "$SWEEP" --k 1000 --images 1000 --skip-done --no-progress --t
 stopped $?
 table3=$(python - "$SWEEP" <<'EOF'
 import sys
-from pyro_dvae.report import best_alpha, collect, find_seeds
+from pyro_dvae.results import best_alpha, collect, find_seeds
 from pyro_dvae.sweep import PAPER_SIZES
 runs = collect(sys.argv[1])
 for size in PAPER_SIZES:

@@ -11,8 +11,10 @@ import torch
 
 import pyro_dvae as pd
 from pyro_dvae.evaluation import evaluate_run
+from pyro_dvae.paper import PAPER_TABLE1, PAPER_TABLE3
 from pyro_dvae.plots import logit_normal_pdf
-from pyro_dvae.report import PAPER_TABLE1, PAPER_TABLE3, collect, likelihood_tables, paper_tables
+from pyro_dvae.report import likelihood_tables, paper_tables
+from pyro_dvae.results import collect
 from pyro_dvae.scorecard import scorecard_tables
 from pyro_dvae.sweep import run_name
 

@@ -10,7 +10,9 @@ import pytest
 
 from pyro_dvae.config import FitConfig
 from pyro_dvae.naming import named_grid, with_seeds
-from pyro_dvae.report import PAPER_TABLE1, PAPER_TABLE3, collect, paper_tables, runs_table
+from pyro_dvae.paper import PAPER_TABLE1, PAPER_TABLE3
+from pyro_dvae.report import paper_tables, runs_table
+from pyro_dvae.results import collect
 from pyro_dvae.scorecard import CLOSE, score_cells, scorecard_tables
 
 from .helpers import load_checkpoint, read_metrics, run_ok

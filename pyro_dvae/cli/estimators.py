@@ -34,8 +34,8 @@ def _cell(row: dict, key: str, fmt: str) -> str:
 
 
 def estimator_table(rows: list[dict], title: str):
-    """The rows as a report :class:`~pyro_dvae.report.Table` (Markdown and CSV)."""
-    from ..report import Table
+    """The rows as a :class:`~pyro_dvae.table.Table` (Markdown and CSV)."""
+    from ..table import Table
 
     cells = [(r["estimator"], [_cell(r, k, f) for _, k, f in _COLUMNS[1:]]) for r in rows]
     return Table(title, [c[0] for c in _COLUMNS[1:]], cells, first="estimator")

@@ -1,0 +1,180 @@
+"""A sweep's runs read back: their latest numbers, and the runs behind each cell of the paper's
+tables (the seeds of one configuration, the best α, Table 3's columns).
+
+:mod:`pyro_dvae.report` lays them out as tables, :mod:`pyro_dvae.scorecard` against the
+paper's numbers, and :mod:`pyro_dvae.plots` draws them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import FitConfig
+from .evaluation import read_evaluation
+from .paper import PAPER_DATASET
+from .rundir import RunDir, find_runs
+from .sweep import PAPER_ALPHAS
+from .table import fmt as _fmt
+
+
+@dataclass
+class RunResult:
+    name: str
+    config: FitConfig
+    epochs: int
+    status: str
+    path: Path
+    last: dict[str, Any] = field(default_factory=dict)  # the last metrics record
+    last_test: dict[str, Any] = field(default_factory=dict)  # the last record with a test score
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0  # the training epochs' time, summed (no test passes)
+
+    def run_dir_metrics(self) -> list[dict[str, Any]]:
+        return RunDir(self.path).read_metrics()
+
+    @property
+    def size(self) -> int | None:
+        """The paper's 'latent dimension': the vector size, or K for one K-way Concrete."""
+        c = self.config
+        if c.family == "concrete":
+            return c.categories if c.latent_dim == 1 else None
+        return c.latent_dim
+
+    def value(self, split: str, part: str) -> float | None:
+        """``split`` train|test, ``part`` loss|recon|kl|nll."""
+        if part == "nll":
+            ll = self.evaluation.get("test_log_likelihood")
+            return None if ll is None or split != "test" else -ll
+        source = self.last if split == "train" else self.last_test
+        return source.get(f"{split}_{part}")
+
+
+def collect(sweep_dir: str | Path) -> list[RunResult]:
+    """Every run below ``sweep_dir`` (``runs/*`` or directly below) with its latest numbers."""
+    root = Path(sweep_dir)
+    paths = find_runs(root)
+    results = []
+    for path in paths:
+        run = RunDir(path)
+        try:
+            config = run.read_config()
+        except Exception:
+            continue
+        metrics = run.read_metrics()
+        summary = run.read_summary()
+        tests = [r for r in metrics if "test_loss" in r]
+        evaluation = read_evaluation(path)
+        epochs = metrics[-1]["epoch"] if metrics else 0
+        if evaluation.get("epoch") != epochs:
+            evaluation = {}  # stale: made at another epoch
+        results.append(
+            RunResult(
+                path.name,
+                config,
+                epochs,
+                summary.get("status", "unknown"),
+                path,
+                metrics[-1] if metrics else {},
+                tests[-1] if tests else {},
+                evaluation,
+                sum(r.get("seconds", 0.0) for r in metrics),
+            )
+        )
+    return results
+
+
+def paper_runs(runs: list[RunResult]) -> list[RunResult]:
+    """The runs the paper's tables and scorecard take: those on its dataset, MNIST."""
+    return [r for r in runs if r.config.dataset == PAPER_DATASET]
+
+
+def _matches(r: RunResult, family: str, size: int, alpha: float | None) -> bool:
+    return (
+        r.config.family == family
+        and r.size == size
+        and (alpha is None or abs(r.config.alpha - alpha) < 1e-9)
+    )
+
+
+def _seeds(runs: list[RunResult], family: str, size: int, alpha: float | None):
+    found = [r for r in runs if _matches(r, family, size, alpha)]
+    if not found:
+        return []
+    first = sorted(found, key=lambda r: r.config.seed)[0]
+    return [r for r in found if r.config.differences(first.config) in ([], ["seed"])]
+
+
+def find_seeds(
+    runs: list[RunResult], family: str, size: int, alpha: float | None = None
+) -> list[RunResult]:
+    """Every seed of the first MNIST configuration of ``family`` at ``size`` (and ``alpha``):
+    the runs of one cell of the paper's tables."""
+    return _seeds(paper_runs(runs), family, size, alpha)
+
+
+def find_run(runs: list[RunResult], family: str, size: int, alpha: float | None = None):
+    """One run of ``family`` at ``size`` (and ``alpha``), the lowest seed, for a figure:
+    on MNIST if there is one, else on any dataset; or ``None``."""
+    seeds = find_seeds(runs, family, size, alpha) or _seeds(runs, family, size, alpha)
+    return min(seeds, key=lambda r: r.config.seed) if seeds else None
+
+
+@dataclass
+class Cell:
+    """The runs (one per seed) behind one table cell, and their mean ± sd."""
+
+    runs: list[RunResult]
+
+    def values(self, split: str, part: str) -> list[float]:
+        return [v for r in self.runs if (v := r.value(split, part)) is not None]
+
+    def mean(self, split: str, part: str) -> float | None:
+        vals = self.values(split, part)
+        return sum(vals) / len(vals) if vals else None
+
+    def text(self, split: str, part: str, paper: float | None = None) -> str:
+        vals = self.values(split, part)
+        if len(vals) < 2:
+            return _fmt(vals[0] if vals else None, paper)
+        mean = sum(vals) / len(vals)
+        sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+        text = f"{mean:.2f} ± {sd:.2f} (n={len(vals)})"
+        return f"{text} ({paper:.2f})" if paper is not None else text
+
+
+def working_concrete(runs: list[RunResult]) -> Cell:
+    """Jang et al.'s Concrete VAE (20 ten-way variables, discrete KL) on MNIST: the one that
+    trains."""
+    return Cell(
+        [
+            r
+            for r in paper_runs(runs)
+            if r.config.family == "concrete"
+            and r.config.kl == "discrete"
+            and (r.config.latent_dim, r.config.categories) == (20, 10)
+        ]
+    )
+
+
+def best_alpha(runs: list[RunResult], size: int, split: str = "train") -> Cell | None:
+    """The Logit-normal prior with the lowest mean −ELBO on ``split`` at ``size``.
+
+    The paper's "best α" is chosen here on the training set: choosing on the test
+    set would select on the numbers it then reports.
+    """
+    cells = [Cell(find_seeds(runs, "logitnormal", size, a)) for a in PAPER_ALPHAS]
+    scored = [c for c in cells if c.mean(split, "loss") is not None]
+    return min(scored, key=lambda c: c.mean(split, "loss")) if scored else None
+
+
+def table3_cells(runs: list[RunResult], size: int) -> dict[str, Cell]:
+    """Table 3's columns at ``size``: the best Logit-normal (α by train −ELBO), the Gaussian,
+    the Concrete (one K-way variable) and, at size 20 only, Jang et al.'s working Concrete."""
+    return {
+        "best Logit-normal": best_alpha(runs, size, "train") or Cell([]),
+        "Gaussian": Cell(find_seeds(runs, "gaussian", size)),
+        "Concrete": Cell(find_seeds(runs, "concrete", size)),
+        "working Concrete": working_concrete(runs) if size == 20 else Cell([]),
+    }
