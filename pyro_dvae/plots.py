@@ -48,6 +48,12 @@ def _suptitle(fig, text: str, dataset: str = PAPER_DATASET) -> None:
     fig.suptitle(text if dataset == PAPER_DATASET else f"{text} · {dataset}")
 
 
+def _epochs_span(runs: list[RunResult]) -> str:
+    """The epochs the runs reached: ``200``, or ``10–200`` where they differ."""
+    reached = sorted({r.epochs for r in runs})
+    return f"{reached[0]}" if len(reached) == 1 else f"{reached[0]}–{reached[-1]}"
+
+
 def save_figure(fig, path: Path) -> Path:
     """Write ``fig`` to ``path`` atomically (a reader never sees half a figure) and close it;
     the format follows the suffix (``.png``, ``.pdf``, ``.svg``)."""
@@ -77,11 +83,13 @@ def reconstruction_curves(
     )
     for ax, size in zip(axes[:, 0], sizes, strict=True):
         chosen = [r for r in runs if r.size == size]
-        chosen.sort(key=lambda r: (r.config.family, r.config.alpha))
-        for r in chosen:
+        chosen.sort(key=lambda r: (r.config.family, r.config.alpha, r.config.seed))
+        labels = [_label(r) for r in chosen]
+        for r, label in zip(chosen, labels, strict=True):
             records = r.run_dir_metrics()
             epochs = [m["epoch"] for m in records]
-            ax.plot(epochs, [m["train_recon"] for m in records], label=_label(r))
+            seed = f", seed {r.config.seed}" if labels.count(label) > 1 else ""
+            ax.plot(epochs, [m["train_recon"] for m in records], label=label + seed)
         ax.set_title(f"latent dimension {size}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("−log p(x | z) (train, nats)")
@@ -89,7 +97,9 @@ def reconstruction_curves(
             ax.legend(fontsize=8)
         else:
             _missing(ax, f"no runs of size {size}", notes)
-    _suptitle(fig, "Figure 2: reconstruction loss per epoch", dataset)
+    drawn = [r for r in runs if r.size in sizes]
+    span = f" (epochs reached: {_epochs_span(drawn)})" if drawn else ""
+    _suptitle(fig, f"Figure 2: reconstruction loss per epoch{span}", dataset)
     return save_figure(fig, out / "fig2_reconstruction.png")
 
 
@@ -295,8 +305,7 @@ def table3_curves(runs, out: Path, notes=None, **_) -> Path:
             ax.set_xlabel("epoch")
     for ax in axes[:, 0]:
         ax.set_ylabel("test −ELBO (nats)")
-    reached = sorted({r.epochs for t in columns.values() for c in t.values() for r in c.runs})
-    span = f"{reached[0]}" if len(reached) == 1 else f"{reached[0]}–{reached[-1]}"
+    span = _epochs_span([r for t in columns.values() for c in t.values() for r in c.runs])
     fig.suptitle(f"Table 3's models: test −ELBO per epoch (epochs reached: {span})")
     return save_figure(fig, out / "curves_table3.png")
 

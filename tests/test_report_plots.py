@@ -248,12 +248,12 @@ def test_figures_draw_one_datasets_runs_never_a_mix(sweep, digits_runs, tmp_path
     assert f"drawing the mnist runs; {mixed} also holds digits runs" in result.stderr
     assert "empty panels: no runs of size 8" in result.stderr
     title, lines = drawn[-1]
-    assert title == "Figure 2: reconstruction loss per epoch"
+    assert title == "Figure 2: reconstruction loss per epoch (epochs reached: 2)"
     size2 = {label for t, label in lines if t == "latent dimension 2"}
     assert size2 == {"Logit-normal α=0.32", "Logit-normal α=1.78", "Gaussian", "Concrete 1×2"}
     run_ok([*args, "--dataset", "digits"])
     title, lines = drawn[-1]
-    assert title == "Figure 2: reconstruction loss per epoch · digits"
+    assert title == "Figure 2: reconstruction loss per epoch (epochs reached: 2) · digits"
     assert lines == {
         ("latent dimension 2", "Logit-normal α=0.56"),
         ("latent dimension 8", "Gaussian"),
