@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     partial: Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """All evaluation numbers of a loaded run on ``data`` (already on the run's device).
 
@@ -171,6 +173,12 @@ def evaluate(
     if partial is not None and device.type in RESUMABLE_DEVICES:
         key = resume_key(run.vae, run.epoch, k=k, images=int(x_test.shape[0]), seed=seed)
         scores = PartialScores(partial, {**key, "device": device.type})
+        n = int(x_test.shape[0])
+        saved = [
+            f"{st['done']} of {n} images in its {name} pass" for name, st in scores.stages.items()
+        ]
+        if saved and log is not None:
+            log(f"{run.run_dir.path}: continuing its stopped evaluation: {', '.join(saved)}")
 
     def iwae(vae: VAE, stage: str) -> dict[str, Any]:
         resume = scores.resume(stage) if scores else None
@@ -246,6 +254,7 @@ def evaluate_run(
     seed: int = 0,
     progress: bool = True,
     guide: torch.nn.Module | str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the checkpoint in ``run_path`` and write ``evaluation.json`` beside it.
 
@@ -267,7 +276,7 @@ def evaluate_run(
                 "images the kNN classifier is fitted on"
             )
         partial = run.run_dir.path / PARTIAL
-        result = evaluate(run, data, k, images, n_neighbors, seed, progress, partial)
+        result = evaluate(run, data, k, images, n_neighbors, seed, progress, partial, log)
         atomic_write_text(run.run_dir.path / EVALUATION, json.dumps(result, indent=2) + "\n")
         partial.unlink(missing_ok=True)
     return result

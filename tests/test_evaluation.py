@@ -292,8 +292,12 @@ def test_a_stopped_evaluation_continues_where_it_stopped(tmp_path, _cli_env, mon
     assert (run / iwae.PARTIAL).is_file()
     calls.clear()
     monkeypatch.setattr(iwae, "sample_parts", lambda *a: (calls.append(1), draws(*a))[1])
-    run_ok(evaluate)
+    again = run_ok(evaluate)
     assert len(calls) == 2  # only the one-hot pass's last two batches were drawn again
+    assert (
+        "continuing its stopped evaluation: 300 of 300 images in its iwae pass, "
+        "100 of 300 images in its discrete pass" in again.stderr
+    )
     resumed = read_json(run / "evaluation.json")
     assert not (run / iwae.PARTIAL).exists()
     for part in (resumed, resumed["discrete"]):

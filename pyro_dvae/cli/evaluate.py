@@ -141,7 +141,9 @@ def evaluate(
             log_line(f"evaluating {path} (k={k})")
         try:
             rows.append(
-                evaluate_run(path, data_dir, device, k, images, neighbors, seed, progress, guide)
+                evaluate_run(
+                    path, data_dir, device, k, images, neighbors, seed, progress, guide, log_line
+                )
             )
         except PyroDvaeError as err:
             if len(found) == 1:
