@@ -113,7 +113,8 @@ def _fits_of(sweep_dir: Path) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_stopping_a_ray_sweep_leaves_resumable_runs_and_nothing_running(cluster, tmp_path):
     out = tmp_path / "sw"
-    args = sweep(out, "--address", cluster.address, epochs=100)
+    # more epochs than any run can reach before the stop, however late its Ray worker starts
+    args = sweep(out, "--address", cluster.address, epochs=100_000)
     env = {**os.environ, "PYRO_DVAE_DATA": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pyro_dvae", *args],
@@ -138,10 +139,11 @@ def test_stopping_a_ray_sweep_leaves_resumable_runs_and_nothing_running(cluster,
     assert _fits_of(out) == []
     # the same command resumes every run where it stopped
     done = {r.name: RunDir(r).checkpoint_epoch() for r in runs}
-    result = run_ok(sweep(out, epochs=100))
+    target = max(done.values()) + 2
+    result = run_ok(sweep(out, epochs=target))
     for run in runs:
         assert f"{run.name}: resume from epoch {done[run.name]}" in result.stderr
-        assert read_json(run / "summary.json")["epochs_completed"] == 100
+        assert read_json(run / "summary.json")["epochs_completed"] == target
 
 
 def test_a_ray_sweep_trains_groups_as_the_local_one_does(cluster, tmp_path):
