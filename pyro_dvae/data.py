@@ -100,7 +100,8 @@ def _download_into(cls, root: Path, raw: Path) -> None:
 
     A failed or interrupted download removes only its own folder (and ``root`` or the
     dataset's folders if it made them and they are empty): nothing that was there before,
-    nothing another process wrote meanwhile. A file already in ``raw`` is kept.
+    nothing another process wrote meanwhile. A successful one replaces the files of the
+    same names in ``raw`` (torchvision checked the archives' MD5: a damaged file is repaired).
     """
     made = [p for p in (root, raw.parent, raw) if not os.path.lexists(p)]
     staging, done = None, False
@@ -108,9 +109,9 @@ def _download_into(cls, root: Path, raw: Path) -> None:
         raw.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=raw.parent))
         _download(cls, staging)
+        raw.mkdir(parents=True, exist_ok=True)  # a failing neighbour may have removed it
         for f in (staging / raw.parent.name / "raw").iterdir():
-            if not (raw / f.name).exists():
-                f.replace(raw / f.name)
+            f.replace(raw / f.name)
         done = True
     finally:
         if staging is not None:

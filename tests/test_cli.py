@@ -382,7 +382,7 @@ def test_an_interrupted_download_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_download_lands_in_the_raw_folder_and_keeps_a_file_already_there(tmp_path, monkeypatch):
+def test_a_download_lands_in_the_raw_folder_and_repairs_a_damaged_file(tmp_path, monkeypatch):
     from pyro_dvae.data import load_dataset
 
     from .conftest import mnist_root
@@ -400,13 +400,11 @@ def test_a_download_lands_in_the_raw_folder_and_keeps_a_file_already_there(tmp_p
     monkeypatch.setattr(pyro_dvae.data, "_download", download)
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    kept = raw / MNIST_RAW[0]
-    shutil.copyfile(source / MNIST_RAW[0], kept)
-    before = kept.stat().st_ino
+    (raw / MNIST_RAW[0]).write_bytes(b"damaged")  # beside three missing files
     data = load_dataset("mnist", tmp_path)
     assert data.train.shape == (60000, 784) and data.test.shape == (10000, 784)
     assert sorted(p.name for p in raw.iterdir()) == sorted(MNIST_RAW)
-    assert kept.stat().st_ino == before  # the file already there was not replaced
+    assert (raw / MNIST_RAW[0]).read_bytes() == (source / MNIST_RAW[0]).read_bytes()
     assert [p.name for p in (tmp_path / "MNIST").iterdir()] == ["raw"]  # no staging left
 
 

@@ -154,6 +154,12 @@ def test_progress_that_cannot_be_saved_warns_once_and_the_pass_goes_on(trained, 
     assert len(caught) == 1  # five batches, one warning
     assert torch.equal(kept["log_likelihood"], whole["log_likelihood"])
     # the weights' hash tells apart a checkpoint whose weights differ only in a sign
+    scalar = torch.nn.Module()
+    scalar.register_parameter("t", torch.nn.Parameter(torch.tensor(0.5)))  # 0-dim, as a guide's
+    first = fingerprint(scalar)
+    with torch.no_grad():
+        scalar.t.fill_(-0.5)
+    assert fingerprint(scalar) != first
     before = fingerprint(vae)
     with torch.no_grad():
         vae.decoder.net[0].weight[0, 0].neg_()

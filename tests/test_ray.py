@@ -137,7 +137,7 @@ def test_stopping_a_ray_sweep_leaves_resumable_runs_and_nothing_running(cluster,
         assert summary["epochs_completed"] == RunDir(run).checkpoint_epoch() >= 1
     time.sleep(1)
     assert _fits_of(out) == []
-    # the same command resumes every run where it stopped
+    # the sweep run again (to fewer epochs than planned) resumes every run where it stopped
     done = {r.name: RunDir(r).checkpoint_epoch() for r in runs}
     target = max(done.values()) + 2
     result = run_ok(sweep(out, epochs=target))

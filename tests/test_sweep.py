@@ -126,6 +126,8 @@ def test_raising_epochs_resumes_every_run_to_the_uninterrupted_result(tmp_path):
         f"2 runs in {sweep}: 2 resume; 4 epochs to train, about {hours:.1f} h at 2 at a time "
         f"({sum(rates) / len(rates):.1f} s per epoch so far)"
     )
+    wider = run_ok([*sweep_args(sweep, epochs=3), "--jobs", "4", "--dry-run"]).stdout
+    assert f"about {hours:.1f} h at 2 at a time" in wider  # two runs left: two at once
     result = run_ok(sweep_args(sweep, epochs=3))
     assert result.stderr.count("resume from epoch 1") == 2
     # the same configuration trained in one go

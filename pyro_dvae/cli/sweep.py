@@ -155,13 +155,16 @@ def sweep(
             )
             click.echo(f"{run.state:9s} {run.name}  {detail}".rstrip())
         states = Counter(run.state for run in runs)
-        to_go = sum(r.config.epochs - r.epochs_done for r in runs if r.state in ("new", "resume"))
+        left = [r.config.epochs - r.epochs_done for r in runs if r.state in ("new", "resume")]
+        to_go = sum(left)
         counts = ", ".join(f"{n} {state}" for state, n in states.items())
         noun = "run" if len(runs) == 1 else "runs"
         line = f"{len(runs)} {noun} in {out}: {counts}; {to_go} epochs to train"
-        if to_go and (rate := seconds_per_epoch(runs)) is not None:
-            hours = to_go * rate / jobs / 3600
-            line += f", about {hours:.1f} h at {jobs} at a time ({rate:.1f} s per epoch so far)"
+        rate = seconds_per_epoch(runs) if to_go else None
+        if rate is not None and backend == "local" and group_size == 1:  # one run a process
+            at_once = min(jobs, len(left))
+            hours = max(to_go / at_once, max(left)) * rate / 3600
+            line += f", about {hours:.1f} h at {at_once} at a time ({rate:.1f} s per epoch so far)"
         click.echo(line)
         return 0
     ctx = click.get_current_context()
