@@ -88,8 +88,8 @@ def reconstruction_curves(
         for r, label in zip(chosen, labels, strict=True):
             records = r.run_dir_metrics()
             epochs = [m["epoch"] for m in records]
-            seed = f", seed {r.config.seed}" if labels.count(label) > 1 else ""
-            ax.plot(epochs, [m["train_recon"] for m in records], label=label + seed)
+            unique = labels.count(label) == 1  # else the run's name tells it apart (seed, τ, ...)
+            ax.plot(epochs, [m["train_recon"] for m in records], label=label if unique else r.name)
         ax.set_title(f"latent dimension {size}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("−log p(x | z) (train, nats)")

@@ -251,6 +251,13 @@ def test_figures_draw_one_datasets_runs_never_a_mix(sweep, digits_runs, tmp_path
     assert title == "Figure 2: reconstruction loss per epoch (epochs reached: 2)"
     size2 = {label for t, label in lines if t == "latent dimension 2"}
     assert size2 == {"Logit-normal α=0.32", "Logit-normal α=1.78", "Gaussian", "Concrete 1×2"}
+    # two runs that one label would name alike are told apart by their run names
+    shutil.copytree(mixed / "runs" / "gaussian-d2", mixed / "runs" / "gaussian-d2-s1")
+    seeded = mixed / "runs" / "gaussian-d2-s1" / "config.json"
+    seeded.write_text(json.dumps({**json.loads(seeded.read_text()), "seed": 1}))
+    run_ok(args)
+    size2 = {label for t, label in drawn[-1][1] if t == "latent dimension 2"}
+    assert {"gaussian-d2", "gaussian-d2-s1"} <= size2 and "Gaussian" not in size2
     run_ok([*args, "--dataset", "digits"])
     title, lines = drawn[-1]
     assert title == "Figure 2: reconstruction loss per epoch (epochs reached: 2) · digits"
