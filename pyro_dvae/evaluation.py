@@ -173,6 +173,7 @@ def evaluate(
     if partial is not None and device.type in RESUMABLE_DEVICES:
         key = resume_key(run.vae, run.epoch, k=k, images=int(x_test.shape[0]), seed=seed)
         scores = PartialScores(partial, {**key, "device": device.type})
+        t0 -= sum(st.get("seconds", 0.0) for st in scores.stages.values())  # the stopped part
         n = int(x_test.shape[0])
         saved = [
             f"{st['done']} of {n} images in its {name} pass" for name, st in scores.stages.items()

@@ -124,6 +124,7 @@ def importance_weighted(
         state = dict(resume, log_likelihood=resume["log_likelihood"].clone())
         _set_rng_state(resume["rng"], x.device)
     start_done, last_save = state["done"], time.monotonic()
+    started, before = time.perf_counter(), state.get("seconds", 0.0)  # spent before a stop
     bar = tqdm(
         total=n * k, initial=start_done * k, disable=not progress, unit="draw", unit_scale=True
     )
@@ -147,6 +148,7 @@ def importance_weighted(
                 "recon_sum": state["recon_sum"] + recon_sum,
                 "kl_sum": state["kl_sum"] + kl_sum,
                 "rng": _rng_state(x.device),
+                "seconds": before + time.perf_counter() - started,
             }
             if save is not None and time.monotonic() - last_save >= save_every:
                 save(state)

@@ -298,6 +298,9 @@ def test_a_stopped_evaluation_continues_where_it_stopped(tmp_path, _cli_env, mon
     assert (run / iwae.PARTIAL).is_file()
     calls.clear()
     monkeypatch.setattr(iwae, "sample_parts", lambda *a: (calls.append(1), draws(*a))[1])
+    saved = torch.load(run / iwae.PARTIAL, weights_only=True)
+    saved["stages"]["iwae"]["seconds"] = 1000.0  # as if the first pass had taken that long
+    torch.save(saved, run / iwae.PARTIAL)
     again = run_ok(evaluate)
     assert len(calls) == 2  # only the one-hot pass's last two batches were drawn again
     assert (
@@ -306,6 +309,7 @@ def test_a_stopped_evaluation_continues_where_it_stopped(tmp_path, _cli_env, mon
     )
     resumed = read_json(run / "evaluation.json")
     assert not (run / iwae.PARTIAL).exists()
+    assert resumed["seconds"] > 1000.0  # the time before the stop counts
     for part in (resumed, resumed["discrete"]):
         part.pop("seconds", None)
     whole.pop("seconds")
