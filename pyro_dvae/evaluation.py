@@ -173,13 +173,9 @@ def evaluate(
     if partial is not None and device.type in RESUMABLE_DEVICES:
         key = resume_key(run.vae, run.epoch, k=k, images=int(x_test.shape[0]), seed=seed)
         scores = PartialScores(partial, {**key, "device": device.type})
-        t0 -= sum(st.get("seconds", 0.0) for st in scores.stages.values())  # the stopped part
-        n = int(x_test.shape[0])
-        saved = [
-            f"{st['done']} of {n} images in its {name} pass" for name, st in scores.stages.items()
-        ]
-        if saved and log is not None:
-            log(f"{run.run_dir.path}: continuing its stopped evaluation: {', '.join(saved)}")
+        t0 -= scores.seconds()  # the scoring before a stop counts too
+        if (done := scores.progress(int(x_test.shape[0]))) and log is not None:
+            log(f"{run.run_dir.path}: continuing its stopped evaluation: {done}")
 
     def iwae(vae: VAE, stage: str) -> dict[str, Any]:
         resume = scores.resume(stage) if scores else None

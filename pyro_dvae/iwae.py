@@ -123,8 +123,8 @@ def importance_weighted(
     else:
         state = dict(resume, log_likelihood=resume["log_likelihood"].clone())
         _set_rng_state(resume["rng"], x.device)
-    start_done, last_save = state["done"], time.monotonic()
-    started, before = time.perf_counter(), state.get("seconds", 0.0)  # spent before a stop
+    start_done, before = state["done"], state.get("seconds", 0.0)  # spent before a stop
+    started = last_save = time.perf_counter()
     bar = tqdm(
         total=n * k, initial=start_done * k, disable=not progress, unit="draw", unit_scale=True
     )
@@ -150,9 +150,9 @@ def importance_weighted(
                 "rng": _rng_state(x.device),
                 "seconds": before + time.perf_counter() - started,
             }
-            if save is not None and time.monotonic() - last_save >= save_every:
+            if save is not None and time.perf_counter() - last_save >= save_every:
                 save(state)
-                last_save = time.monotonic()
+                last_save = time.perf_counter()
     except KeyboardInterrupt:
         if save is not None and state["done"] > start_done:
             with deferred_stop(ignore=True):
@@ -221,6 +221,16 @@ class PartialScores:
             return {}
         return dict(saved.get("stages", {}))
 
+    def seconds(self) -> float:
+        """The time the saved passes had spent before they were stopped."""
+        return sum(state.get("seconds", 0.0) for state in self.stages.values())
+
+    def progress(self, n: int) -> str:
+        """How far the saved passes had got, for a log line (``""``: nothing saved)."""
+        return ", ".join(
+            f"{st['done']} of {n} images in its {name} pass" for name, st in self.stages.items()
+        )
+
     def resume(self, stage: str) -> dict[str, Any] | None:
         """The saved state of ``stage``, or ``None`` to start it afresh."""
         return self.stages.get(stage)
@@ -240,6 +250,3 @@ class PartialScores:
                 self.warned = True
 
         return save
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ from .data import IMAGE_SHAPES, load_dataset  # noqa: E402
 from .errors import ConfigError, RunDirError, StorageError  # noqa: E402
 from .families import FAMILIES  # noqa: E402
 from .paper import PAPER_DATASET  # noqa: E402
-from .results import RunResult, collect, find_run, table3_cells  # noqa: E402
+from .results import RunResult, collect, epochs_span, find_run, table3_cells  # noqa: E402
 from .sweep import PAPER_ALPHAS, PAPER_SIZES  # noqa: E402
 
 FIGURES: dict[str, Callable[..., Path]] = {}
@@ -46,12 +46,6 @@ def _label(r: RunResult) -> str:
 def _suptitle(fig, text: str, dataset: str = PAPER_DATASET) -> None:
     """The figure's title, naming its dataset where it is not the paper's."""
     fig.suptitle(text if dataset == PAPER_DATASET else f"{text} · {dataset}")
-
-
-def _epochs_span(runs: list[RunResult]) -> str:
-    """The epochs the runs reached: ``200``, or ``10–200`` where they differ."""
-    reached = sorted({r.epochs for r in runs})
-    return f"{reached[0]}" if len(reached) == 1 else f"{reached[0]}–{reached[-1]}"
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -98,7 +92,7 @@ def reconstruction_curves(
         else:
             _missing(ax, f"no runs of size {size}", notes)
     drawn = [r for r in runs if r.size in sizes]
-    span = f" (epochs reached: {_epochs_span(drawn)})" if drawn else ""
+    span = f" (epochs reached: {epochs_span(drawn)})" if drawn else ""
     _suptitle(fig, f"Figure 2: reconstruction loss per epoch{span}", dataset)
     return save_figure(fig, out / "fig2_reconstruction.png")
 
@@ -305,7 +299,7 @@ def table3_curves(runs, out: Path, notes=None, **_) -> Path:
             ax.set_xlabel("epoch")
     for ax in axes[:, 0]:
         ax.set_ylabel("test −ELBO (nats)")
-    span = _epochs_span([r for t in columns.values() for c in t.values() for r in c.runs])
+    span = epochs_span([r for t in columns.values() for c in t.values() for r in c.runs])
     fig.suptitle(f"Table 3's models: test −ELBO per epoch (epochs reached: {span})")
     return save_figure(fig, out / "curves_table3.png")
 
@@ -366,9 +360,9 @@ def make_figures(
     ``notes``, if given, gets each figure's path → its panels drawn empty for want of a run."""
     runs = collect(sweep_dir)
     names = names or list(FIGURES)  # the paper's order, then ours
-    if not runs and any(n != "fig6" for n in names):
-        raise RunDirError(f"{sweep_dir} holds no runs")
     if any(n != "fig6" for n in names):  # Figure 6 draws densities, no runs
+        if not runs:
+            raise RunDirError(f"{sweep_dir} holds no runs")
         dataset = figure_dataset(runs, dataset, sweep_dir)
         others = sorted({r.config.dataset for r in runs} - {dataset})
         if others and log is not None:

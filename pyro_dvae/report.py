@@ -12,6 +12,7 @@ from .results import (
     RunResult,
     best_alpha,
     collect,
+    epochs_span,
     find_seeds,
     paper_runs,
     table3_cells,
@@ -26,11 +27,9 @@ from .table import fmt as _fmt
 def _epochs_note(runs: list[RunResult], planned: int | None = None) -> str:
     if not runs:
         return "no runs"
-    epochs = sorted({r.epochs for r in runs})
-    span = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}–{epochs[-1]}"
     target = max(r.config.epochs for r in runs) if planned is None else planned
-    text = f"epochs reached: {span} (of {target} planned)"
-    if epochs[0] < 200:
+    text = f"epochs reached: {epochs_span(runs)} (of {target} planned)"
+    if min(r.epochs for r in runs) < 200:
         text += "; the paper trained 200 epochs"
     return text
 

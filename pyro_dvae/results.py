@@ -85,6 +85,12 @@ def collect(sweep_dir: str | Path) -> list[RunResult]:
     return results
 
 
+def epochs_span(runs: list[RunResult]) -> str:
+    """The epochs the runs reached: ``200``, or ``10–200`` where they differ."""
+    reached = sorted({r.epochs for r in runs})
+    return f"{reached[0]}" if len(reached) == 1 else f"{reached[0]}–{reached[-1]}"
+
+
 def paper_runs(runs: list[RunResult]) -> list[RunResult]:
     """The runs the paper's tables and scorecard take: those on its dataset, MNIST."""
     return [r for r in runs if r.config.dataset == PAPER_DATASET]

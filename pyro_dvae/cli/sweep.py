@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import click
@@ -107,7 +106,7 @@ def sweep(
     """
     from ..naming import grid, named_grid, with_seeds
     from ..sweep import plan, run_sweep
-    from ..sweep.plan import seconds_per_epoch
+    from ..sweep.plan import plan_summary
 
     axes = {k: v for k, v in fields.items() if PARAMS[k].axis and k != "seed" and v}
     common = {k: v for k, v in fields.items() if not PARAMS[k].axis and v is not None}
@@ -154,18 +153,8 @@ def sweep(
                 f"{run.epochs_done}/{run.config.epochs} epochs" if run.epochs_done else ""
             )
             click.echo(f"{run.state:9s} {run.name}  {detail}".rstrip())
-        states = Counter(run.state for run in runs)
-        left = [r.config.epochs - r.epochs_done for r in runs if r.state in ("new", "resume")]
-        to_go = sum(left)
-        counts = ", ".join(f"{n} {state}" for state, n in states.items())
-        noun = "run" if len(runs) == 1 else "runs"
-        line = f"{len(runs)} {noun} in {out}: {counts}; {to_go} epochs to train"
-        rate = seconds_per_epoch(runs) if to_go else None
-        if rate is not None and backend == "local" and group_size == 1:  # one run a process
-            at_once = min(jobs, len(left))
-            hours = max(to_go / at_once, max(left)) * rate / 3600
-            line += f", about {hours:.1f} h at {at_once} at a time ({rate:.1f} s per epoch so far)"
-        click.echo(line)
+        one_per_process = backend == "local" and group_size == 1  # else no time estimate
+        click.echo(plan_summary(runs, out, jobs if one_per_process else None))
         return 0
     ctx = click.get_current_context()
     params = ctx.params

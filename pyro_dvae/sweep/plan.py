@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,15 +64,26 @@ def plan(
     return planned
 
 
-def seconds_per_epoch(runs: list[PlannedRun]) -> float | None:
-    """The mean seconds per training epoch of the runs that have trained (``None``: none),
-    for an estimate of the time a sweep still needs on the machine that measured it."""
+def plan_summary(runs: list[PlannedRun], where: Path, jobs: int | None = None) -> str:
+    """One line: the runs in each state, the epochs to train and, given ``jobs`` (runs at a
+    time, each in its own process), the hours that takes at the seconds per epoch the
+    trained runs measured on this machine."""
+    states = Counter(run.state for run in runs)
+    left = [r.config.epochs - r.epochs_done for r in runs if r.state in ("new", "resume")]
+    counts = ", ".join(f"{n} {state}" for state, n in states.items())
+    noun = "run" if len(runs) == 1 else "runs"
+    line = f"{len(runs)} {noun} in {where}: {counts}; {sum(left)} epochs to train"
     measured = [
         s
         for r in runs
         if r.epochs_done and (s := RunDir(r.path).read_summary().get("seconds_per_epoch"))
     ]
-    return sum(measured) / len(measured) if measured else None
+    if jobs is not None and sum(left) and measured:
+        rate = sum(measured) / len(measured)
+        at_once = min(jobs, len(left))
+        hours = max(sum(left) / at_once, max(left)) * rate / 3600
+        line += f", about {hours:.1f} h at {at_once} at a time ({rate:.1f} s per epoch so far)"
+    return line
 
 
 def commands_for(
