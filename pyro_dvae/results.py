@@ -35,6 +35,11 @@ class RunResult:
         return RunDir(self.path).read_metrics()
 
     @property
+    def short(self) -> bool:
+        """Not yet at its planned epochs (a sweep in progress): its numbers will still move."""
+        return self.epochs < self.config.epochs
+
+    @property
     def size(self) -> int | None:
         """The paper's 'latent dimension': the vector size, or K for one K-way Concrete."""
         c = self.config
@@ -140,14 +145,28 @@ class Cell:
         vals = self.values(split, part)
         return sum(vals) / len(vals) if vals else None
 
+    @property
+    def short(self) -> bool:
+        return any(r.short for r in self.runs)
+
+    def short_mark(self) -> str:
+        """`` [epoch 84 of 200]`` where a run of the cell is short of its planned epochs."""
+        short = [r for r in self.runs if r.short]
+        if not short:
+            return ""
+        r = min(short, key=lambda r: r.epochs)
+        return f" [epoch {r.epochs} of {r.config.epochs}]"
+
     def text(self, split: str, part: str, paper: float | None = None) -> str:
         vals = self.values(split, part)
         if len(vals) < 2:
-            return _fmt(vals[0] if vals else None, paper)
-        mean = sum(vals) / len(vals)
-        sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
-        text = f"{mean:.2f} ± {sd:.2f} (n={len(vals)})"
-        return f"{text} ({paper:.2f})" if paper is not None else text
+            text = _fmt(vals[0] if vals else None, paper)
+        else:
+            mean = sum(vals) / len(vals)
+            sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+            text = f"{mean:.2f} ± {sd:.2f} (n={len(vals)})"
+            text = f"{text} ({paper:.2f})" if paper is not None else text
+        return text + (self.short_mark() if vals else "")
 
 
 def working_concrete(runs: list[RunResult]) -> Cell:
@@ -164,14 +183,20 @@ def working_concrete(runs: list[RunResult]) -> Cell:
     )
 
 
+def alpha_cells(runs: list[RunResult], size: int, split: str = "train") -> dict[float, Cell]:
+    """The paper's α at ``size`` that have a Logit-normal −ELBO on ``split``: the candidates
+    for the best α (all four once the grid's row is done)."""
+    cells = {a: Cell(find_seeds(runs, "logitnormal", size, a)) for a in PAPER_ALPHAS}
+    return {a: c for a, c in cells.items() if c.mean(split, "loss") is not None}
+
+
 def best_alpha(runs: list[RunResult], size: int, split: str = "train") -> Cell | None:
     """The Logit-normal prior with the lowest mean −ELBO on ``split`` at ``size``.
 
     The paper's "best α" is chosen here on the training set: choosing on the test
     set would select on the numbers it then reports.
     """
-    cells = [Cell(find_seeds(runs, "logitnormal", size, a)) for a in PAPER_ALPHAS]
-    scored = [c for c in cells if c.mean(split, "loss") is not None]
+    scored = alpha_cells(runs, size, split).values()
     return min(scored, key=lambda c: c.mean(split, "loss")) if scored else None
 
 

@@ -108,7 +108,7 @@ def test_report_builds_the_papers_tables(sweep, tmp_path):
     md = (out / "report.md").read_text()
     assert "epochs reached: 2 (of 2 planned); the paper trained 200 epochs" in md
     images = read_json(sweep / "runs" / "gaussian-d2" / "evaluation.json")["test_images"]
-    assert f"k = 5 samples on {images} test images" in md
+    assert f"IWAE bound, k = 5 on {images} test images;" in md
     assert "Table 3 (test)" in result.stdout
     assert "No paper tables" not in md and "only the runs on mnist" not in md
     runs_csv = _csv(out / "runs.csv")

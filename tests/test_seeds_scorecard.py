@@ -79,7 +79,8 @@ def test_report_shows_seed_mean_and_sd_and_picks_alpha_on_training_data(tmp_path
     assert row20[3] == f"97.00 ± 1.00 (n=3) ({PAPER_TABLE1[20][3]:.2f})"
     assert row20[2] == f"95.00 ({PAPER_TABLE1[20][2]:.2f})"
     best = dict(t3.rows)["20"][0]
-    assert best.startswith("97.00 ± 1.00 (n=3)") and "[α=1.78; by test −ELBO: α=1]" in best
+    assert best.startswith("97.00 ± 1.00 (n=3)")
+    assert best.endswith("[α=1.78; by test −ELBO: α=1; of α = 1, 1.78 only]")
     assert statistics.stdev([96.0, 97.0, 98.0]) == 1.0  # the sd is the sample sd
     assert "differ" not in t1.note  # the paper's setting, but for seeds and epochs
 
@@ -193,3 +194,48 @@ def test_a_family_option_of_a_sweep_applies_to_that_familys_runs(tmp_path):
     assert sorted(names) == ["concrete-2x10-tq1", "gaussian-d2"]
     result = invoke(["sweep", "--family", "gaussian", "--latent-dim", "2", "--alpha", "2"])
     assert result.exit_code != 0 and "--alpha applies to none" in result.stderr
+
+
+def test_a_sweep_in_progress_marks_short_cells_and_scores_only_finished_ones(tmp_path):
+    ln = dict(family="logitnormal", latent_dim=20)
+    # α = 0.32 at epoch 30 of 60 planned; α = 0.56 finished; α = 1 and 1.78 not started
+    _fake_run(tmp_path, "ln032", FitConfig(alpha=0.32, epochs=60, **ln), train=95.0, test=96.0)
+    _fake_run(tmp_path, "ln056", FitConfig(alpha=0.56, epochs=30, **ln), train=96.0, test=97.0)
+    runs = collect(tmp_path)
+    t1, _, t3 = paper_tables(runs, "test")
+    row = dict(t1.rows)["20"]
+    assert row[0] == f"96.00 ({PAPER_TABLE1[20][0]:.2f}) [epoch 30 of 60]"
+    assert row[1] == f"97.00 ({PAPER_TABLE1[20][1]:.2f})"  # at its planned epochs: unmarked
+    assert row[2] == f"– ({PAPER_TABLE1[20][2]:.2f})"
+    best = dict(t3.rows)["20"][0]
+    assert best.endswith("[epoch 30 of 60] [α=0.32; of α = 0.32, 0.56 only]")
+    summary, detail = scorecard_tables(runs)
+    # two cells per Logit-normal table and one of Table 3 have runs; the short ones not scored
+    assert [row[0] for _, row in summary.rows] == ["1 of 1", "1 of 1", "0 of 0"]
+    assert "3 cells of runs short of their planned epochs not counted" in summary.note
+    assert all("α = 0.32" not in label and "Table 3" not in label for label, _ in detail.rows)
+
+
+def _evaluated(tmp_path: Path, name: str, k: int, images: int, nll: float):
+    path = tmp_path / "runs" / name
+    record = {"epoch": 30, "k": k, "test_images": images, "test_log_likelihood": -nll}
+    (path / "evaluation.json").write_text(json.dumps(record))
+
+
+def test_iwae_tables_name_each_cells_protocol_where_protocols_differ(tmp_path):
+    from pyro_dvae.report import likelihood_tables
+
+    g = dict(family="gaussian", epochs=30)
+    _fake_run(tmp_path, "g2", FitConfig(latent_dim=2, **g), train=135.0, test=137.0)
+    _fake_run(tmp_path, "g4", FitConfig(latent_dim=4, **g), train=115.0, test=119.0)
+    _evaluated(tmp_path, "g2", 5000, 10000, 133.0)
+    _evaluated(tmp_path, "g4", 5000, 10000, 115.0)
+    _, t3 = likelihood_tables(collect(tmp_path))
+    assert dict(t3.rows)["2"][1] == "133.00"  # one protocol: said once, in the note
+    assert "k = 5000 on 10000 test images" in t3.note
+    _evaluated(tmp_path, "g4", 1000, 1000, 114.0)
+    _, t3 = likelihood_tables(collect(tmp_path))
+    rows = dict(t3.rows)
+    assert rows["2"][1] == "133.00 [k=5000, 10000 images]"
+    assert rows["4"][1] == "114.00 [k=1000, 1000 images]"
+    assert "k = 1000 on 1000 test images; k = 5000 on 10000 test images" in t3.note
