@@ -5,10 +5,10 @@ size, the seeds of one model). :class:`GroupTrainer` trains M of them in one SVI
 step: the networks' weights are stacked along a leading member axis
 (:class:`~pyro_dvae.networks.MemberMLP`), the model and guide sample ``z`` inside
 ``pyro.plate("members", M)`` around the data plate, and the members' own values of
-the family's :attr:`~pyro_dvae.families.LatentFamily.member_params` (α, b₀) are
-tensors along that axis. The loss is the sum of the members' losses, so each
-member's gradient is its own, and the same compiled ELBO and clipped Adam (both
-elementwise per member) train it.
+the family's :attr:`~pyro_dvae.families.LatentFamily.member_params` (α, b₀, the
+Concrete temperatures) are tensors along that axis. The loss is the sum of the members'
+losses, so each member's gradient is its own, and the same compiled ELBO and clipped
+Adam (both elementwise per member) train it.
 
 Each member is an ordinary run: a solo :class:`~pyro_dvae.train.Trainer` built from
 its config and seed (its initial weights, binarisation and data order are the solo

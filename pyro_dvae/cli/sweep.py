@@ -34,7 +34,13 @@ DEFAULT_GROUP_SIZE = 1
     default=None,
     help="Sweep folder [default: sweeps/<preset>, or sweeps/grid].",
 )
-@click.option("--jobs", type=int, default=1, show_default=True, help="Runs at a time.")
+@click.option(
+    "--jobs",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Runs at a time (--backend ray: as many as the cluster holds, unless given).",
+)
 @click.option(
     "--group-size",
     type=int,
