@@ -171,8 +171,8 @@ def evaluate(
     device = x_test.device
     scores = None
     if partial is not None and device.type in RESUMABLE_DEVICES:
-        key = resume_key(run.vae, run.epoch, k=k, images=int(x_test.shape[0]), seed=seed)
-        scores = PartialScores(partial, {**key, "device": device.type})
+        key = resume_key(run.vae, run.epoch, device, k=k, images=int(x_test.shape[0]), seed=seed)
+        scores = PartialScores(partial, key)
         t0 -= scores.seconds()  # the scoring before a stop counts too
         if (done := scores.progress(int(x_test.shape[0]))) and log is not None:
             log(f"{run.run_dir.path}: continuing its stopped evaluation: {done}")
