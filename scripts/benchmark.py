@@ -31,6 +31,13 @@ Adam: the floor), (b) the group step of M Logit-normal VAEs (α spread over the 
 values), and (c) the solo pyro-dvae step, interleaved round by round in one process:
 
     python scripts/benchmark.py --data-dir ../shared/data --members 1,2,4,8
+
+``--iwae-chunks 2000,20000`` times the IWAE pass of ``pyro-dvae evaluate`` (``--k`` draws for
+each of ``--images`` test images, untrained networks of the paper's shape) with each chunk
+size (rows of images × draws scored at a time), interleaved round by round; the header names
+ATen's CPU kernels (``ATEN_CPU_CAPABILITY``), which a second run can change:
+
+    python scripts/benchmark.py --data-dir ../shared/data --iwae-chunks 2000,20000 --rounds 5
 """
 
 from __future__ import annotations
@@ -104,6 +111,8 @@ def main() -> None:
     p.add_argument("--no-jit", action="store_true", help="time the eager (uncompiled) Pyro step")
     p.add_argument("--families", default="", help="comma-separated: time these families' steps")
     p.add_argument("--members", default="", help="comma-separated group sizes to time")
+    p.add_argument("--iwae-chunks", default="", help="comma-separated IWAE chunk sizes to time")
+    p.add_argument("--k", type=int, default=200, help="draws per image of --iwae-chunks")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -111,6 +120,8 @@ def main() -> None:
         return compare_families(args)
     if args.members:
         return compare_members(args)
+    if args.iwae_chunks:
+        return compare_iwae_chunks(args)
 
     cfg = FitConfig(
         family=args.family,
@@ -217,6 +228,35 @@ def compare_families(args) -> None:
     for family, ms in times.items():
         jit = "compiled" if trainers[family].jit else "eager"
         print(f"{family:40s} {statistics.median(ms):8.3f} ms/step (min {min(ms):.3f}, {jit})")
+
+
+def compare_iwae_chunks(args) -> None:
+    """Median µs per importance-weighted draw (one image, one z) of each chunk size."""
+    from pyro_dvae.iwae import importance_weighted
+
+    cfg = FitConfig(family=args.family, alpha=args.alpha, latent_dim=args.latent_dim)
+    cfg.hidden, cfg.subset = args.hidden, args.images
+    data = load_dataset("mnist", args.data_dir, subset=args.images)
+    trainer = Trainer(cfg.validate(), data, args.device, progress=False)
+    x = torch.bernoulli(data.test[: args.images].to(trainer.device))
+    vae, draws = trainer.vae, x.shape[0] * args.k
+    chunks = [int(c) for c in args.iwae_chunks.split(",")]
+    times: dict[int, list[float]] = {c: [] for c in chunks}
+    for i in range(args.rounds + 1):
+        for c in chunks:
+            t0 = time.perf_counter()
+            importance_weighted(vae.model, vae.guide, x, k=args.k, max_draws=c)
+            if i:  # the first round warms up
+                times[c].append((time.perf_counter() - t0) / draws * 1e6)
+    print(
+        f"{args.family}, latent {args.latent_dim}, hidden {args.hidden}, {x.shape[0]} test "
+        f"images x k = {args.k}, {torch.get_num_threads()} threads, ATen CPU kernels: "
+        f"{torch.backends.cpu.get_cpu_capability()}, {args.rounds} rounds"
+    )
+    base = statistics.median(times[chunks[-1]])
+    for c, us in times.items():
+        med = statistics.median(us)
+        print(f"chunk {c:>6} rows  {med:7.2f} µs/draw (min {min(us):.2f}); {base / med:.2f}x")
 
 
 def hand_written_group(group, alpha: torch.Tensor):
