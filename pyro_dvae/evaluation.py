@@ -18,7 +18,14 @@ from .errors import ConfigError, RunDirError
 from .families import LatentFamily, make_family
 from .fileio import first_line
 from .inference import enumerated_parts, seeded
-from .iwae import PARTIAL, RESUMABLE_DEVICES, PartialScores, importance_weighted, resume_key
+from .iwae import (
+    PARTIAL,
+    RESUMABLE_DEVICES,
+    PartialScores,
+    chunk_rows,
+    importance_weighted,
+    resume_key,
+)
 from .rundir import RunDir, atomic_write_text
 from .vae import VAE
 
@@ -169,10 +176,12 @@ def evaluate(
     x_test = data.test if images == 0 else data.test[:images]
     t0 = time.perf_counter()
     device = x_test.device
+    rows = chunk_rows(device)  # how the draws are split: a saved pass must share it
     scores = None
     if partial is not None and device.type in RESUMABLE_DEVICES:
-        key = resume_key(run.vae, run.epoch, device, k=k, images=int(x_test.shape[0]), seed=seed)
-        scores = PartialScores(partial, key)
+        n = int(x_test.shape[0])
+        options = dict(k=k, images=n, seed=seed, device=device.type, max_draws=rows)
+        scores = PartialScores(partial, resume_key(run.vae, run.epoch, **options))
         t0 -= scores.seconds()  # the scoring before a stop counts too
         if (done := scores.progress(int(x_test.shape[0]))) and log is not None:
             log(f"{run.run_dir.path}: continuing its stopped evaluation: {done}")
@@ -181,7 +190,14 @@ def evaluate(
         resume = scores.resume(stage) if scores else None
         save = scores.saver(stage) if scores else None
         return importance_weighted(
-            vae.model, vae.guide, x_test, k=k, progress=progress, resume=resume, save=save
+            vae.model,
+            vae.guide,
+            x_test,
+            k=k,
+            max_draws=rows,
+            progress=progress,
+            resume=resume,
+            save=save,
         )
 
     with seeded(seed, device):

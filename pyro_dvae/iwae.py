@@ -189,13 +189,11 @@ def fingerprint(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def resume_key(
-    module: torch.nn.Module, epoch: int, device: torch.device, **options: Any
-) -> dict[str, Any]:
+def resume_key(module: torch.nn.Module, epoch: int, **options: Any) -> dict[str, Any]:
     """What a saved pass must share with the one that takes it up: the weights, the code
-    and libraries that draw (versions), the device type and how the draws are split on it,
-    and ``options`` (k, the images, the seed). The numbers are bit-identical when the
-    machine and thread count are the same too."""
+    and libraries that draw (versions), the images per batch, and ``options`` (k, the
+    images, the seed, the device type, the rows per chunk). The numbers are bit-identical
+    when the machine and thread count are the same too."""
     import pyro_dvae
 
     return {
@@ -203,9 +201,7 @@ def resume_key(
         "epoch": epoch,
         "weights": fingerprint(module),
         "versions": [pyro_dvae.__version__, pyro.__version__, str(torch.__version__)],
-        "device": device.type,
         "batch": BATCH,
-        "max_draws": chunk_rows(device),
         **options,
     }
 

@@ -10,7 +10,6 @@ from .paper import PAPER_DATASET, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, sett
 from .results import (
     Cell,
     RunResult,
-    alpha_cells,
     best_alpha,
     collect,
     epochs_span,
@@ -44,7 +43,9 @@ def paper_tables(runs: list[RunResult], split: str) -> list[Table]:
 
     A cell with several seeds shows their mean ± sd. Table 3's Logit-normal column
     is the α with the lowest train −ELBO (see :func:`best_alpha`); where the test
-    −ELBO would choose another α, the cell says so.
+    −ELBO would choose another α, the cell says so. In a sweep in progress, a cell
+    whose runs are short of their planned epochs says how far they are, and the best-α
+    cell names the α that could still change the choice.
     """
     alpha_cols = [f"α = {a:g}" for a in PAPER_ALPHAS]
     used: list[RunResult] = []
@@ -72,9 +73,7 @@ def paper_tables(runs: list[RunResult], split: str) -> list[Table]:
             why = [f"α={chosen:g}"]
             if by_test and by_test.runs[0].config.alpha != chosen:
                 why.append(f"by test −ELBO: α={by_test.runs[0].config.alpha:g}")
-            if len(tried := alpha_cells(runs, size)) < len(PAPER_ALPHAS):
-                why.append(f"of α = {', '.join(f'{a:g}' for a in tried)} only")
-            best_cell += f" [{'; '.join(why)}]"
+            best_cell += f" [{'; '.join(why + best.pending)}]"
         used.extend(best.runs + g.runs + c.runs + working.runs)
         rows3.append(
             (
@@ -107,31 +106,49 @@ def _protocol(r: RunResult) -> tuple[int, int]:
     return r.evaluation["k"], r.evaluation["test_images"]
 
 
+def _thorough(cell: Cell) -> tuple[Cell, int]:
+    """The cell's evaluated runs of its most thorough protocol (most draws in all), and how
+    many evaluated runs of another protocol that leaves out: their bounds do not average."""
+    evaluated = [r for r in cell.runs if r.evaluation]
+    if not evaluated:
+        return Cell([], cell.pending), 0
+    top = max((_protocol(r) for r in evaluated), key=lambda p: (p[0] * p[1], p))
+    kept = [r for r in evaluated if _protocol(r) == top]
+    return Cell(kept, cell.pending), len(evaluated) - len(kept)
+
+
 def likelihood_tables(runs: list[RunResult]) -> list[Table]:
     """The Table 1 and Table 3 layouts for the IWAE estimate of −log p(x) on the test set.
 
-    Where the cells were evaluated with different k or numbers of test images, each cell
-    names its own: the bounds are not comparable across protocols.
+    Bounds of different k or numbers of test images are not comparable: a cell averages
+    its seeds of one protocol (the most thorough), and where the table's cells differ in
+    protocol, each cell names its own.
     """
-    evaluated = [r for r in runs if r.evaluation]
     grid1, grid3 = [], []
     for size in PAPER_SIZES:
-        grid1.append([Cell(find_seeds(evaluated, "logitnormal", size, a)) for a in PAPER_ALPHAS])
+        grid1.append(
+            [_thorough(Cell(find_seeds(runs, "logitnormal", size, a))) for a in PAPER_ALPHAS]
+        )
         table3 = list(table3_cells(runs, size).values())[:3]  # Table 3's runs, as evaluated
-        grid3.append([Cell([r for r in c.runs if r.evaluation]) for c in table3])
-    used = [r for row in grid1 + grid3 for c in row for r in c.runs]
+        grid3.append([_thorough(c) for c in table3])
+    used = [r for row in grid1 + grid3 for c, _ in row for r in c.runs]
     if not used:
         return []
     protocols = sorted({_protocol(r) for r in used})
 
-    def text(cell: Cell) -> str:
-        mine = sorted({_protocol(r) for r in cell.runs})
-        tag = "; ".join(f"k={k}, {n} images" for k, n in mine)
-        return cell.text("test", "nll") + (f" [{tag}]" if len(protocols) > 1 and mine else "")
+    def text(cell: Cell, left_out: int) -> str:
+        tags = [f"k={k}, {n} images" for k, n in {_protocol(r) for r in cell.runs}]
+        tags = tags if len(protocols) > 1 or left_out else []
+        if left_out:
+            tags.append(
+                f"{left_out} seed{'s' if left_out > 1 else ''} scored with fewer draws left out"
+            )
+        return cell.text("test", "nll") + (f" [{'; '.join(tags)}]" if tags else "")
 
-    def rows(grid: list[list[Cell]]) -> list[tuple[str, list[str]]]:
+    def rows(grid: list[list[tuple[Cell, int]]]) -> list[tuple[str, list[str]]]:
         return [
-            (str(size), [text(c) for c in row]) for size, row in zip(PAPER_SIZES, grid, strict=True)
+            (str(size), [text(*c) for c in row])
+            for size, row in zip(PAPER_SIZES, grid, strict=True)
         ]
 
     listed = "; ".join(f"k = {k} on {n} test images" for k, n in protocols)

@@ -7,6 +7,7 @@ paper's numbers, and :mod:`pyro_dvae.plots` draws them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from .config import FitConfig
 from .evaluation import read_evaluation
 from .paper import PAPER_DATASET
 from .rundir import RunDir, find_runs
-from .sweep import PAPER_ALPHAS
+from .sweep import PAPER_ALPHAS, SWEEP
 from .table import fmt as _fmt
 
 
@@ -30,14 +31,21 @@ class RunResult:
     last_test: dict[str, Any] = field(default_factory=dict)  # the last record with a test score
     evaluation: dict[str, Any] = field(default_factory=dict)
     train_seconds: float = 0.0  # the training epochs' time, summed (no test passes)
+    planned: int = 0  # the epochs its sweep plans for it (sweep.json), else its config's
 
     def run_dir_metrics(self) -> list[dict[str, Any]]:
         return RunDir(self.path).read_metrics()
 
     @property
     def short(self) -> bool:
-        """Not yet at its planned epochs (a sweep in progress): its numbers will still move."""
-        return self.epochs < self.config.epochs
+        """Short of its planned epochs: a sweep in progress (its numbers will still move),
+        or a failed run."""
+        return self.epochs < max(self.planned, self.config.epochs)
+
+    def progress(self) -> str:
+        """``epoch 84 of 200``, or ``failed at epoch 50 of 200``."""
+        text = f"epoch {self.epochs} of {max(self.planned, self.config.epochs)}"
+        return f"failed at {text}" if self.status == "failed" else text
 
     @property
     def size(self) -> int | None:
@@ -56,10 +64,21 @@ class RunResult:
         return source.get(f"{split}_{part}")
 
 
+def _planned_epochs(root: Path) -> dict[str, int]:
+    """The epochs the sweep's ``sweep.json`` plans for each run: raised when a sweep is
+    started again with more epochs, before the run itself is resumed."""
+    try:
+        runs = json.loads((root / SWEEP).read_text()).get("runs", {})
+        return {name: int(c["epochs"]) for name, c in runs.items() if "epochs" in c}
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return {}
+
+
 def collect(sweep_dir: str | Path) -> list[RunResult]:
     """Every run below ``sweep_dir`` (``runs/*`` or directly below) with its latest numbers."""
     root = Path(sweep_dir)
     paths = find_runs(root)
+    planned = _planned_epochs(root)
     results = []
     for path in paths:
         run = RunDir(path)
@@ -85,6 +104,7 @@ def collect(sweep_dir: str | Path) -> list[RunResult]:
                 tests[-1] if tests else {},
                 evaluation,
                 sum(r.get("seconds", 0.0) for r in metrics),
+                planned.get(path.name, 0),
             )
         )
     return results
@@ -137,6 +157,9 @@ class Cell:
     """The runs (one per seed) behind one table cell, and their mean ± sd."""
 
     runs: list[RunResult]
+    #: why the cell's value may still change beyond its own runs' progress (Table 3's best
+    #: α while its competitors are short or missing), as short texts
+    pending: list[str] = field(default_factory=list)
 
     def values(self, split: str, part: str) -> list[float]:
         return [v for r in self.runs if (v := r.value(split, part)) is not None]
@@ -147,15 +170,19 @@ class Cell:
 
     @property
     def short(self) -> bool:
-        return any(r.short for r in self.runs)
+        """Not final: a run short of its planned epochs, or a pending choice."""
+        return any(r.short for r in self.runs) or bool(self.pending)
 
     def short_mark(self) -> str:
-        """`` [epoch 84 of 200]`` where a run of the cell is short of its planned epochs."""
+        """`` [epoch 84 of 200]`` (one run) or `` [1 of 3 seeds short: epoch 84 of 200]``
+        where runs of the cell are short of their planned epochs (the least advanced)."""
         short = [r for r in self.runs if r.short]
         if not short:
             return ""
-        r = min(short, key=lambda r: r.epochs)
-        return f" [epoch {r.epochs} of {r.config.epochs}]"
+        least = min(short, key=lambda r: r.epochs).progress()
+        if len(self.runs) == 1:
+            return f" [{least}]"
+        return f" [{len(short)} of {len(self.runs)} seeds short: {least}]"
 
     def text(self, split: str, part: str, paper: float | None = None) -> str:
         vals = self.values(split, part)
@@ -194,10 +221,21 @@ def best_alpha(runs: list[RunResult], size: int, split: str = "train") -> Cell |
     """The Logit-normal prior with the lowest mean −ELBO on ``split`` at ``size``.
 
     The paper's "best α" is chosen here on the training set: choosing on the test
-    set would select on the numbers it then reports.
+    set would select on the numbers it then reports. While other α of the row are
+    missing or short of their epochs, the choice may still change: the cell's
+    :attr:`Cell.pending` says why.
     """
-    scored = alpha_cells(runs, size, split).values()
-    return min(scored, key=lambda c: c.mean(split, "loss")) if scored else None
+    cells = alpha_cells(runs, size, split)
+    if not cells:
+        return None
+    best = min(cells.values(), key=lambda c: c.mean(split, "loss"))
+    missing = [f"{a:g}" for a in PAPER_ALPHAS if a not in cells]
+    pending = [f"α = {', '.join(missing)} not run"] if missing else []
+    for a, cell in cells.items():
+        if cell is not best and cell.short:
+            least = min((r for r in cell.runs if r.short), key=lambda r: r.epochs)
+            pending.append(f"α={a:g} at {least.progress()}")
+    return Cell(best.runs, pending)
 
 
 def table3_cells(runs: list[RunResult], size: int) -> dict[str, Cell]:

@@ -62,11 +62,17 @@ def score_cells(runs: list[RunResult]) -> list[Scored]:
         for size in PAPER_SIZES:
             cells = [Cell(find_seeds(runs, "logitnormal", size, a)) for a in PAPER_ALPHAS]
             means = [c.mean("test", part) for c in cells]
-            row = [m for m in means if m is not None]
+            # the row spread over the final cells only, against the paper's same α
+            final = [
+                i
+                for i, (c, m) in enumerate(zip(cells, means, strict=True))
+                if m is not None and not c.short
+            ]
+            row, paper_row = [means[i] for i in final], [paper[size][i] for i in final]
             for a, cell, mean, p in zip(PAPER_ALPHAS, cells, means, paper[size], strict=True):
                 if mean is not None:
                     label = f"size {size}, α = {a:g}"
-                    scored.append(Scored(name, label, mean, p, cell, row, list(paper[size])))
+                    scored.append(Scored(name, label, mean, p, cell, row, paper_row))
     for size in PAPER_SIZES:
         cols = list(table3_cells(runs, size).items())[:3]  # the paper's (no working Concrete)
         for (col, cell), p in zip(cols, PAPER_TABLE3[size], strict=True):

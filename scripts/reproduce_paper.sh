@@ -56,7 +56,7 @@ pyro-dvae sweep --preset concrete-working "${run[@]}"; stopped $?
 step "4. evaluation"
 pyro-dvae evaluate "$SWEEP" --k 1000 --images 1000 --skip-done --no-progress --threads "$JOBS"
 stopped $?
-if [ "$FULL_IWAE" = 1 ]; then
+if [ "$FULL_IWAE" != 0 ]; then
   table3=$(python - "$SWEEP" <<'EOF'
 import sys
 from pyro_dvae.results import best_alpha, collect, find_seeds

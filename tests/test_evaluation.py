@@ -320,6 +320,36 @@ def test_a_stopped_evaluation_continues_where_it_stopped(tmp_path, _cli_env, mon
     assert read_json(run / "evaluation.json")["k"] == 10
 
 
+def test_progress_saved_with_other_chunking_is_not_taken_up(tmp_path, _cli_env, monkeypatch):
+    """The draws of a chunk come from one random call: another split draws other numbers,
+    so a pass saved under one split must not be continued under another."""
+    import pyro_dvae.evaluation as evaluation
+    import pyro_dvae.iwae as iwae
+
+    run = tmp_path / "run"
+    run_ok(fit_args(run, epochs=1))
+    evaluate = ["evaluate", str(run), "--k", "40", "--no-progress", "--threads", "1"]
+    draws, calls = iwae.sample_parts, []
+
+    def stopped_in_the_second_batch(*args):  # 2 chunks of 20 draws per batch of images
+        calls.append(args[3])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return draws(*args)
+
+    monkeypatch.setattr(evaluation, "chunk_rows", lambda device: 2000)
+    monkeypatch.setattr(iwae, "sample_parts", stopped_in_the_second_batch)
+    assert invoke(evaluate).exit_code != 0
+    assert calls == [20, 20, 20] and (run / iwae.PARTIAL).is_file()
+    calls.clear()
+    monkeypatch.setattr(iwae, "sample_parts", lambda *a: (calls.append(a[3]), draws(*a))[1])
+    monkeypatch.setattr(evaluation, "chunk_rows", lambda device: 4000)  # 40 draws at once
+    again = run_ok(evaluate)
+    assert "continuing" not in again.stderr
+    assert calls == [40] * 3  # every batch of the 300 test images drawn afresh
+    assert not (run / iwae.PARTIAL).exists()
+
+
 @pytest.mark.parametrize(
     "args",
     [["--k", "0"], ["--images", "-1"], ["--neighbors", "0"]],

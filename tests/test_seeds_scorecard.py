@@ -53,11 +53,15 @@ def test_sweep_seeds_train_independent_runs(tmp_path):
     assert "2 already finished, 0 to run" in result.stderr
 
 
-def _fake_run(root: Path, name: str, config: FitConfig, train: float, test: float, kl=20.0):
-    """A run folder holding only its config and metrics: what the report reads."""
+def _fake_run(
+    root: Path, name: str, config: FitConfig, train: float, test: float, kl=20.0, status=None
+):
+    """A run folder holding only its config and metrics (30 epochs): what the report reads."""
     path = root / "runs" / name
     path.mkdir(parents=True)
     config.save(path / "config.json")
+    if status is not None:
+        (path / "summary.json").write_text(json.dumps({"status": status}))
     rows = [
         {"epoch": e, "train_loss": train + 30 - e, "seconds": 1.0, "test_loss": test + 30 - e}
         for e in range(1, 31)
@@ -80,7 +84,7 @@ def test_report_shows_seed_mean_and_sd_and_picks_alpha_on_training_data(tmp_path
     assert row20[2] == f"95.00 ({PAPER_TABLE1[20][2]:.2f})"
     best = dict(t3.rows)["20"][0]
     assert best.startswith("97.00 ± 1.00 (n=3)")
-    assert best.endswith("[α=1.78; by test −ELBO: α=1; of α = 1, 1.78 only]")
+    assert best.endswith("[α=1.78; by test −ELBO: α=1; α = 0.32, 0.56 not run]")
     assert statistics.stdev([96.0, 97.0, 98.0]) == 1.0  # the sd is the sample sd
     assert "differ" not in t1.note  # the paper's setting, but for seeds and epochs
 
@@ -208,7 +212,7 @@ def test_a_sweep_in_progress_marks_short_cells_and_scores_only_finished_ones(tmp
     assert row[1] == f"97.00 ({PAPER_TABLE1[20][1]:.2f})"  # at its planned epochs: unmarked
     assert row[2] == f"– ({PAPER_TABLE1[20][2]:.2f})"
     best = dict(t3.rows)["20"][0]
-    assert best.endswith("[epoch 30 of 60] [α=0.32; of α = 0.32, 0.56 only]")
+    assert best.endswith("[epoch 30 of 60] [α=0.32; α = 1, 1.78 not run]")
     summary, detail = scorecard_tables(runs)
     # two cells per Logit-normal table and one of Table 3 have runs; the short ones not scored
     assert [row[0] for _, row in summary.rows] == ["1 of 1", "1 of 1", "0 of 0"]
@@ -216,7 +220,48 @@ def test_a_sweep_in_progress_marks_short_cells_and_scores_only_finished_ones(tmp
     assert all("α = 0.32" not in label and "Table 3" not in label for label, _ in detail.rows)
 
 
+def test_a_finished_best_alpha_is_pending_while_a_rival_alpha_is_short(tmp_path):
+    ln = dict(family="logitnormal", latent_dim=20)
+    for a, train in ((0.32, 97.0), (0.56, 96.5), (1.0, 96.0)):  # short of 60: may still win
+        _fake_run(tmp_path, f"ln{a}", FitConfig(alpha=a, epochs=60, **ln), train, 98.0)
+    _fake_run(tmp_path, "ln1.78", FitConfig(alpha=1.78, epochs=30, **ln), 95.0, 97.0)
+    runs = collect(tmp_path)
+    best = dict(paper_tables(runs, "test")[2].rows)["20"][0]
+    assert best == (
+        f"97.00 ({PAPER_TABLE3[20][0]:.2f}) [α=1.78; α=0.32 at epoch 30 of 60; "
+        "α=0.56 at epoch 30 of 60; α=1 at epoch 30 of 60]"
+    )
+    labels = [s.label for s in score_cells(runs) if s.table == "Table 3"]
+    assert labels == ["size 20, best Logit-normal"]
+    assert dict(scorecard_tables(runs)[0].rows)["Table 3"][0] == "0 of 0"  # not final: unscored
+
+
+def test_short_marks_count_seeds_and_name_failed_runs_and_the_sweeps_plan(tmp_path):
+    g = dict(family="gaussian", latent_dim=20)
+    _fake_run(tmp_path, "g", FitConfig(epochs=30, **g), 95.0, 96.0)
+    _fake_run(tmp_path, "g-seed1", FitConfig(seed=1, epochs=50, **g), 95.0, 98.0)
+    _fake_run(
+        tmp_path,
+        "g4",
+        FitConfig(family="gaussian", latent_dim=4, epochs=50),
+        115,
+        119,
+        11,
+        "failed",
+    )
+    # the sweep was started again for 200 epochs: runs not yet resumed still plan 30 in
+    # their own config, but are short of the sweep's plan
+    _fake_run(tmp_path, "g8", FitConfig(family="gaussian", latent_dim=8, epochs=30), 97, 101)
+    plan = {"runs": {"g8": {"epochs": 200}}}
+    (tmp_path / "sweep.json").write_text(json.dumps(plan))
+    rows = dict(paper_tables(collect(tmp_path), "test")[2].rows)
+    assert rows["20"][1].endswith("(n=2) (96.52) [1 of 2 seeds short: epoch 30 of 50]")
+    assert rows["4"][1].endswith("[failed at epoch 30 of 50]")
+    assert rows["8"][1].endswith("[epoch 30 of 200]")
+
+
 def _evaluated(tmp_path: Path, name: str, k: int, images: int, nll: float):
+    """An evaluation.json of the run's last epoch (30), holding what the IWAE tables read."""
     path = tmp_path / "runs" / name
     record = {"epoch": 30, "k": k, "test_images": images, "test_log_likelihood": -nll}
     (path / "evaluation.json").write_text(json.dumps(record))
@@ -239,3 +284,18 @@ def test_iwae_tables_name_each_cells_protocol_where_protocols_differ(tmp_path):
     assert rows["2"][1] == "133.00 [k=5000, 10000 images]"
     assert rows["4"][1] == "114.00 [k=1000, 1000 images]"
     assert "k = 1000 on 1000 test images; k = 5000 on 10000 test images" in t3.note
+
+
+def test_an_iwae_cell_averages_only_its_seeds_of_one_protocol(tmp_path):
+    from pyro_dvae.report import likelihood_tables
+
+    g = dict(family="gaussian", latent_dim=20, epochs=30)
+    for seed, name in enumerate(["g", "g-seed1", "g-seed2"]):
+        _fake_run(tmp_path, name, FitConfig(seed=seed, **g), train=95.0, test=96.0)
+    _evaluated(tmp_path, "g", 5000, 10000, 90.0)
+    _evaluated(tmp_path, "g-seed1", 5000, 10000, 92.0)
+    _evaluated(tmp_path, "g-seed2", 1000, 1000, 80.0)  # its k = 5000 pass not yet done
+    _, t3 = likelihood_tables(collect(tmp_path))
+    assert dict(t3.rows)["20"][1] == (
+        "91.00 ± 1.41 (n=2) [k=5000, 10000 images; 1 seed scored with fewer draws left out]"
+    )
