@@ -1,7 +1,7 @@
 """Importance-weighted scoring: per-draw parts, the IWAE bound, and resuming a stopped pass.
 
 Burda et al.'s protocol (k = 5000 draws for each of the 10,000 test images) is about
-forty core-minutes for one MNIST run on a CPU, long enough to be stopped by a session's
+half an hour of one CPU core for one MNIST run, long enough to be stopped by a session's
 end or a scheduler. :func:`importance_weighted` therefore hands its state to a ``save``
 callback between batches of images — the per-image bounds so far, the running sums and
 the random generator's state — and takes such a state back as ``resume``: the draws
@@ -37,7 +37,7 @@ RESUMABLE_DEVICES = ("cpu", "cuda")  # whose random state a saved pass carries
 def chunk_rows(device: torch.device) -> int:
     """Rows (images × draws) scored at a time. On a CPU the chunk's logits (rows × 784
     floats) must stay in cache for the elementwise passes of the decoder and the Bernoulli
-    log-likelihood: 2000 rows score about 1.3× faster than 20,000 (docs/speed.md).
+    log-likelihood: 2000 rows score 1.3–1.5× faster than 20,000 (docs/speed.md).
     A GPU wants large chunks to fill it."""
     return 2_000 if device.type == "cpu" else 20_000
 

@@ -15,7 +15,7 @@
 #   3. the concrete-working preset (Jang et al.'s Concrete VAE, and its relaxed twin);
 #   4. evaluation: IWAE with k = 1000 on 1000 test images for every run, then (unless
 #      FULL_IWAE=0) Burda et al.'s k = 5000 on all test images for Table 3's Gaussian and best
-#      Logit-normal runs, about 40 core-minutes each;
+#      Logit-normal runs, about 30 core-minutes each;
 #   5. the small outputs (no checkpoints) to $RESULTS/runs, the tables to $RESULTS, figures
 #      to $FIGURES.
 set -uo pipefail
