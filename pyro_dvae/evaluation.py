@@ -24,6 +24,7 @@ from .iwae import (
     PartialScores,
     chunk_rows,
     importance_weighted,
+    kernel_tip,
     resume_key,
 )
 from .rundir import RunDir, atomic_write_text
@@ -185,6 +186,9 @@ def evaluate(
         t0 -= scores.seconds()  # the scoring before a stop counts too
         if (done := scores.progress(int(x_test.shape[0]))) and log is not None:
             log(f"{run.run_dir.path}: continuing its stopped evaluation: {done}")
+
+    if log is not None and (tip := kernel_tip(device, k * int(x_test.shape[0]))):
+        log(tip)
 
     def iwae(vae: VAE, stage: str) -> dict[str, Any]:
         resume = scores.resume(stage) if scores else None

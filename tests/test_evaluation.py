@@ -351,24 +351,30 @@ def test_progress_saved_with_other_chunking_is_not_taken_up(tmp_path, _cli_env, 
 
 
 def test_a_long_pass_on_avx512_kernels_gets_one_tip(tmp_path, _cli_env, monkeypatch):
+    import pyro_dvae.evaluation as evaluation
     from pyro_dvae.iwae import kernel_tip
 
     cpu, long = torch.device("cpu"), 5000 * 10_000
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    assert "ATEN_CPU_CAPABILITY=avx2" in kernel_tip(cpu, long)
+    tip = kernel_tip(cpu, long)
+    assert "ATEN_CPU_CAPABILITY=avx2" in tip
     assert kernel_tip(cpu, 1000 * 1000) is None  # a short pass: no tip
     assert kernel_tip(torch.device("meta"), long) is None  # not a CPU
-    run = tmp_path / "run"
-    run_ok(fit_args(run, epochs=1))
-    args = ["evaluate", str(run), str(run), "--k", "1000", "--no-progress", "--threads", "1"]
-    assert run_ok(args).stderr.count("tip: on this CPU") == 1  # two passes, one tip
-    assert "tip" not in run_ok([*args, "--skip-done"]).stderr  # nothing to score
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     assert kernel_tip(cpu, long) is None
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert kernel_tip(cpu, long) is None  # already chosen
+    # the command says it once, however many runs it scores, and only where it scores
+    run = tmp_path / "run"
+    run_ok(fit_args(run, epochs=1))
+    draws = []
+    monkeypatch.setattr(evaluation, "kernel_tip", lambda dev, n: draws.append(n) or tip)
+    args = ["evaluate", str(run), str(run), "--k", "20", "--no-progress", "--threads", "1"]
+    assert run_ok(args).stderr.count(tip) == 1
+    assert draws == [20 * 300] * 2  # k × the test images, for each run
+    assert tip not in run_ok([*args, "--skip-done"]).stderr  # nothing to score
 
 
 @pytest.mark.parametrize(

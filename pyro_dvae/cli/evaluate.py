@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -127,12 +128,10 @@ def evaluate(
     exits non-zero, listing the runs that failed.
     """
     from ..evaluation import check_options, evaluate_run, evaluation_is_current, read_evaluation
-    from ..iwae import kernel_tip
-    from ..train import resolve_device
 
     check_options(k, images, neighbors)
     set_threads(threads)
-    tip = kernel_tip(resolve_device(device), k * (images or 10_000))
+    log_once = functools.cache(log_line)  # a tip that every run's pass gives, said once
     rows, failed = [], []
     found = run_dirs(paths)
     for path in found:
@@ -140,15 +139,12 @@ def evaluate(
             log_line(f"{path}: evaluation of its latest epoch with k={k} is up to date")
             rows.append(read_evaluation(path))
             continue
-        if tip:  # once, before the first pass
-            log_line(tip)
-            tip = None
         if len(found) > 1:
             log_line(f"evaluating {path} (k={k})")
         try:
             rows.append(
                 evaluate_run(
-                    path, data_dir, device, k, images, neighbors, seed, progress, guide, log_line
+                    path, data_dir, device, k, images, neighbors, seed, progress, guide, log_once
                 )
             )
         except PyroDvaeError as err:
