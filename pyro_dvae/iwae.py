@@ -48,7 +48,7 @@ def kernel_tip(device: torch.device, draws: int) -> str | None:
     ``log1p``, ``log`` and log-sigmoid are scalar code; the AVX2 ones are vectorised."""
     if device.type != "cpu" or draws < 10_000_000 or os.environ.get("ATEN_CPU_CAPABILITY"):
         return None
-    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
         return None
     return (
         "tip: on this CPU, ATEN_CPU_CAPABILITY=avx2 in the environment makes the IWAE pass "
