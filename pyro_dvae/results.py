@@ -16,7 +16,7 @@ from .config import FitConfig
 from .evaluation import read_evaluation
 from .paper import PAPER_DATASET
 from .rundir import RunDir, find_runs
-from .sweep import PAPER_ALPHAS, SWEEP
+from .sweep import PAPER_ALPHAS, PAPER_SIZES, SWEEP
 from .table import fmt as _fmt
 
 
@@ -236,6 +236,18 @@ def best_alpha(runs: list[RunResult], size: int, split: str = "train") -> Cell |
             least = min((r for r in cell.runs if r.short), key=lambda r: r.epochs)
             pending.append(f"α={a:g} at {least.progress()}")
     return Cell(best.runs, pending)
+
+
+def burda_runs(runs: list[RunResult]) -> list[RunResult]:
+    """The runs Burda et al.'s protocol (k = 5000 on every test image) is spent on: Table 3's
+    best Logit-normal and Gaussian at every size, every seed, once final (a best α whose
+    choice is still open waits for its row)."""
+    chosen = []
+    for size in PAPER_SIZES:
+        best = best_alpha(runs, size, "train")
+        cells = [Cell(find_seeds(runs, "gaussian", size))] + ([best] if best else [])
+        chosen += [r for c in cells if not c.pending for r in c.runs if not r.short]
+    return chosen
 
 
 def table3_cells(runs: list[RunResult], size: int) -> dict[str, Cell]:

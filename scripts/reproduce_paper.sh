@@ -57,17 +57,9 @@ step "4. evaluation"
 pyro-dvae evaluate "$SWEEP" --k 1000 --images 1000 --skip-done --no-progress --threads "$JOBS"
 stopped $?
 if [ "$FULL_IWAE" != 0 ]; then
-  table3=$(python - "$SWEEP" <<'EOF'
-import sys
-from pyro_dvae.results import best_alpha, collect, find_seeds
-from pyro_dvae.sweep import PAPER_SIZES
-runs = collect(sys.argv[1])
-for size in PAPER_SIZES:
-    best = best_alpha(runs, size, "train")
-    for r in (best.runs if best else []) + find_seeds(runs, "gaussian", size):
-        print(r.path)
-EOF
-  )
+  table3=$(python -c 'import sys
+from pyro_dvae.results import burda_runs, collect
+print(*(r.path for r in burda_runs(collect(sys.argv[1]))), sep="\n")' "$SWEEP")
   # shellcheck disable=SC2086
   [ -n "$table3" ] && pyro-dvae evaluate $table3 --k 5000 --skip-done --no-progress --threads "$JOBS"
   stopped $?

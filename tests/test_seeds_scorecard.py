@@ -299,3 +299,22 @@ def test_an_iwae_cell_averages_only_its_seeds_of_one_protocol(tmp_path):
     assert dict(t3.rows)["20"][1] == (
         "91.00 ± 1.41 (n=2) [k=5000, 10000 images; 1 seed scored with fewer draws left out]"
     )
+
+
+def test_burdas_protocol_goes_to_final_table3_runs_only(tmp_path):
+    from pyro_dvae.results import burda_runs
+
+    ln, g = dict(family="logitnormal", epochs=30), dict(family="gaussian", epochs=30)
+    for a, train in ((0.32, 97.0), (0.56, 96.5), (1.0, 96.0), (1.78, 95.0)):
+        _fake_run(tmp_path, f"ln4-{a}", FitConfig(latent_dim=4, alpha=a, **ln), train, 98.0)
+    _fake_run(tmp_path, "g4", FitConfig(latent_dim=4, **g), 95.0, 97.0)
+    for seed in (0, 1):  # size 20: the Gaussian's seeds, one short
+        cfg = FitConfig(latent_dim=20, seed=seed, **{**g, "epochs": 30 + 30 * seed})
+        _fake_run(tmp_path, f"g20-{seed}", cfg, 95.0, 97.0)
+    # size 20's best α is open while α = 0.56 trains on
+    _fake_run(tmp_path, "ln20-a", FitConfig(latent_dim=20, alpha=1.78, **ln), 95.0, 97.0)
+    _fake_run(
+        tmp_path, "ln20-b", FitConfig(latent_dim=20, alpha=0.56, **{**ln, "epochs": 60}), 96, 97
+    )
+    names = [r.name for r in burda_runs(collect(tmp_path))]
+    assert names == ["g4", "ln4-1.78", "g20-0"]
