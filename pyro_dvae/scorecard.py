@@ -81,11 +81,14 @@ def score_cells(runs: list[RunResult]) -> list[Scored]:
     return scored
 
 
-def _short_note(n: int) -> str:
+def _open_note(n: int) -> str:
     if not n:
         return ""
     cells = "cell" if n == 1 else "cells"
-    return f"; {n} {cells} of runs short of their planned epochs not counted (the tables mark them)"
+    return (
+        f"; {n} {cells} not final (runs short of their planned epochs, or a best α still "
+        "open) not counted: the tables mark them"
+    )
 
 
 def scorecard_tables(runs: list[RunResult]) -> list[Table]:
@@ -107,7 +110,7 @@ def scorecard_tables(runs: list[RunResult]) -> list[Table]:
         ["within", f"ours > paper + {CLOSE:g}", f"ours < paper − {CLOSE:g}"],
         counts,
         "Table 1 and 3 cells are −ELBO, Table 2 cells KL; all on the test set"
-        + _short_note(len(every) - len(scored))
+        + _open_note(len(every) - len(scored))
         + setting_note(r.config for s in every for r in s.cell.runs)
         + ".",
         first="table",

@@ -216,7 +216,7 @@ def test_a_sweep_in_progress_marks_short_cells_and_scores_only_finished_ones(tmp
     summary, detail = scorecard_tables(runs)
     # two cells per Logit-normal table and one of Table 3 have runs; the short ones not scored
     assert [row[0] for _, row in summary.rows] == ["1 of 1", "1 of 1", "0 of 0"]
-    assert "3 cells of runs short of their planned epochs not counted" in summary.note
+    assert "; 3 cells not final (runs short of their planned epochs" in summary.note
     assert all("α = 0.32" not in label and "Table 3" not in label for label, _ in detail.rows)
 
 
@@ -233,7 +233,9 @@ def test_a_finished_best_alpha_is_pending_while_a_rival_alpha_is_short(tmp_path)
     )
     labels = [s.label for s in score_cells(runs) if s.table == "Table 3"]
     assert labels == ["size 20, best Logit-normal"]
-    assert dict(scorecard_tables(runs)[0].rows)["Table 3"][0] == "0 of 0"  # not final: unscored
+    summary = scorecard_tables(runs)[0]
+    assert dict(summary.rows)["Table 3"][0] == "0 of 0"  # not final: unscored
+    assert "; 7 cells not final (runs short of their planned epochs, or a best α" in summary.note
 
 
 def test_short_marks_count_seeds_and_name_failed_runs_and_the_sweeps_plan(tmp_path):
