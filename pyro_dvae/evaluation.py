@@ -176,18 +176,17 @@ def evaluate(
     check_options(k, images, n_neighbors)
     x_test = data.test if images == 0 else data.test[:images]
     t0 = time.perf_counter()
-    device = x_test.device
+    device, n = x_test.device, int(x_test.shape[0])
     rows = chunk_rows(device)  # how the draws are split: a saved pass must share it
     scores = None
     if partial is not None and device.type in RESUMABLE_DEVICES:
-        n = int(x_test.shape[0])
         options = dict(k=k, images=n, seed=seed, device=device.type, max_draws=rows)
         scores = PartialScores(partial, resume_key(run.vae, run.epoch, **options))
         t0 -= scores.seconds()  # the scoring before a stop counts too
-        if (done := scores.progress(int(x_test.shape[0]))) and log is not None:
+        if (done := scores.progress(n)) and log is not None:
             log(f"{run.run_dir.path}: continuing its stopped evaluation: {done}")
 
-    if log is not None and (tip := kernel_tip(device, k * int(x_test.shape[0]))):
+    if log is not None and (tip := kernel_tip(device, k * n)):
         log(tip)
 
     def iwae(vae: VAE, stage: str) -> dict[str, Any]:
@@ -216,7 +215,7 @@ def evaluate(
         "run": run.run_dir.path.name,
         "epoch": run.epoch,
         "family": run.family.describe(),
-        "test_images": int(x_test.shape[0]),
+        "test_images": n,
         "images_requested": images,
         "k": k,
         "test_loss": iw["recon"] + iw["kl"],

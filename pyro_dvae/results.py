@@ -31,7 +31,7 @@ class RunResult:
     last_test: dict[str, Any] = field(default_factory=dict)  # the last record with a test score
     evaluation: dict[str, Any] = field(default_factory=dict)
     train_seconds: float = 0.0  # the training epochs' time, summed (no test passes)
-    planned: int = 0  # the epochs its sweep plans for it (sweep.json), else its config's
+    planned: int = 0  # the epochs it is to reach: its sweep's plan (sweep.json) or its config's
 
     def run_dir_metrics(self) -> list[dict[str, Any]]:
         return RunDir(self.path).read_metrics()
@@ -40,11 +40,11 @@ class RunResult:
     def short(self) -> bool:
         """Short of its planned epochs: a sweep in progress (its numbers will still move),
         or a failed run."""
-        return self.epochs < max(self.planned, self.config.epochs)
+        return self.epochs < self.planned
 
     def progress(self) -> str:
         """``epoch 84 of 200``, or ``failed at epoch 50 of 200``."""
-        text = f"epoch {self.epochs} of {max(self.planned, self.config.epochs)}"
+        text = f"epoch {self.epochs} of {self.planned}"
         return f"failed at {text}" if self.status == "failed" else text
 
     @property
@@ -104,7 +104,7 @@ def collect(sweep_dir: str | Path) -> list[RunResult]:
                 tests[-1] if tests else {},
                 evaluation,
                 sum(r.get("seconds", 0.0) for r in metrics),
-                planned.get(path.name, 0),
+                max(planned.get(path.name, 0), config.epochs),
             )
         )
     return results
@@ -173,16 +173,20 @@ class Cell:
         """Not final: a run short of its planned epochs, or a pending choice."""
         return any(r.short for r in self.runs) or bool(self.pending)
 
+    def least_progress(self) -> str:
+        """The progress of the least advanced run short of its epochs (``""``: none is)."""
+        short = [r for r in self.runs if r.short]
+        return min(short, key=lambda r: r.epochs).progress() if short else ""
+
     def short_mark(self) -> str:
         """`` [epoch 84 of 200]`` (one run) or `` [1 of 3 seeds short: epoch 84 of 200]``
         where runs of the cell are short of their planned epochs (the least advanced)."""
-        short = [r for r in self.runs if r.short]
-        if not short:
+        if not (least := self.least_progress()):
             return ""
-        least = min(short, key=lambda r: r.epochs).progress()
         if len(self.runs) == 1:
             return f" [{least}]"
-        return f" [{len(short)} of {len(self.runs)} seeds short: {least}]"
+        short = sum(r.short for r in self.runs)
+        return f" [{short} of {len(self.runs)} seeds short: {least}]"
 
     def text(self, split: str, part: str, paper: float | None = None) -> str:
         vals = self.values(split, part)
@@ -210,13 +214,6 @@ def working_concrete(runs: list[RunResult]) -> Cell:
     )
 
 
-def alpha_cells(runs: list[RunResult], size: int, split: str = "train") -> dict[float, Cell]:
-    """The paper's α at ``size`` that have a Logit-normal −ELBO on ``split``: the candidates
-    for the best α (all four once the grid's row is done)."""
-    cells = {a: Cell(find_seeds(runs, "logitnormal", size, a)) for a in PAPER_ALPHAS}
-    return {a: c for a, c in cells.items() if c.mean(split, "loss") is not None}
-
-
 def best_alpha(runs: list[RunResult], size: int, split: str = "train") -> Cell | None:
     """The Logit-normal prior with the lowest mean −ELBO on ``split`` at ``size``.
 
@@ -225,16 +222,16 @@ def best_alpha(runs: list[RunResult], size: int, split: str = "train") -> Cell |
     missing or short of their epochs, the choice may still change: the cell's
     :attr:`Cell.pending` says why.
     """
-    cells = alpha_cells(runs, size, split)
+    cells = {a: Cell(find_seeds(runs, "logitnormal", size, a)) for a in PAPER_ALPHAS}
+    cells = {a: c for a, c in cells.items() if c.mean(split, "loss") is not None}
     if not cells:
         return None
     best = min(cells.values(), key=lambda c: c.mean(split, "loss"))
     missing = [f"{a:g}" for a in PAPER_ALPHAS if a not in cells]
     pending = [f"α = {', '.join(missing)} not run"] if missing else []
     for a, cell in cells.items():
-        if cell is not best and cell.short:
-            least = min((r for r in cell.runs if r.short), key=lambda r: r.epochs)
-            pending.append(f"α={a:g} at {least.progress()}")
+        if cell is not best and (least := cell.least_progress()):
+            pending.append(f"α={a:g} at {least}")
     return Cell(best.runs, pending)
 
 
