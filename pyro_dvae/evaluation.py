@@ -27,7 +27,7 @@ from .iwae import (
     kernel_tip,
     resume_key,
 )
-from .rundir import RunDir, atomic_write_text
+from .rundir import RunDir, atomic_write_text, runtime_versions
 from .vae import VAE
 
 EVALUATION = "evaluation.json"
@@ -249,6 +249,8 @@ def evaluate(
             "test_log_likelihood": float(iw["log_likelihood"].mean()),
         }
     result["seconds"] = time.perf_counter() - t0
+    result["device"] = str(device)
+    result["versions"] = runtime_versions()
     return result
 
 

@@ -210,7 +210,7 @@ def runs_table(runs: list[RunResult]) -> Table:
                     _fmt(hard.get("test_loss")),
                     _fmt(-hard["test_log_likelihood"] if hard else None),
                     f"{r.train_seconds / 3600:.2f}",
-                    f"{ev['seconds'] / 3600:.2f}" if "seconds" in ev else "–",
+                    _evaluation_hours(ev),
                 ],
             )
         )
@@ -225,6 +225,14 @@ def runs_table(runs: list[RunResult]) -> Table:
             " uniform categorical prior), with the same k."
         )
     return Table("All runs", cols, rows, note, first="run")
+
+
+def _evaluation_hours(ev: dict) -> str:
+    """Hours the evaluation took, and where, when not on a CPU (a GPU's hours aren't a CPU's)."""
+    if "seconds" not in ev:
+        return "–"
+    device = ev.get("device", "cpu")
+    return f"{ev['seconds'] / 3600:.2f}" + ("" if device.startswith("cpu") else f" ({device})")
 
 
 def _other_datasets(runs: list[RunResult], paper: list[RunResult]) -> str:

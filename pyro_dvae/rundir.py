@@ -12,9 +12,11 @@ killed writer left.
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 
 from .config import FitConfig
@@ -42,6 +44,15 @@ def find_runs(root: str | Path) -> list[Path]:
     if (root / CONFIG).is_file():
         return [root]
     return sorted({p.parent for p in [*root.glob(f"*/{CONFIG}"), *root.glob(f"*/*/{CONFIG}")]})
+
+
+def runtime_versions() -> dict[str, str]:
+    """The libraries that computed a result, stored beside it."""
+    return {
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def summary_numbers(records: list[dict[str, Any]]) -> dict[str, Any]:

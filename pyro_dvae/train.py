@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import platform
 import signal
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from .inference import (
     seeded,
 )
 from .optim import FusedClippedAdam
-from .rundir import RunDir, summary_numbers
+from .rundir import RunDir, runtime_versions, summary_numbers
 from .signals import deferred_stop, signal_of, stop_on_signals
 from .vae import VAE
 
@@ -275,11 +274,7 @@ class Trainer:
             "jit": self.elbo.jit,
             **summary_numbers(self.history),
             "device": str(self.device),
-            "versions": {
-                "torch": torch.__version__,
-                "pyro": pyro.__version__,
-                "python": platform.python_version(),
-            },
+            "versions": runtime_versions(),
             **self.extra_summary,
         }
         if self.run_dir is not None:

@@ -48,6 +48,34 @@ def test_iwae_converges_to_the_exact_log_likelihood_in_one_dimension(family):
     assert ((-(recon + kl)).mean(0) < exact).all()
 
 
+@pytest.mark.parametrize("family", ["gaussian", "logitnormal", "concrete"])
+def test_the_importance_weights_score_the_latent_and_observed_sites_only(family, monkeypatch):
+    """A plate is a trace site too; its score is a 0 on the default device (the CPU), which
+    broke the IWAE on CUDA (regression of a bug seen on a GPU). Its parts must be the
+    sites' own: -log p(x|z) and log q(z|x) - log p(z) at the same draws."""
+    from pyro.poutine.subsample_messenger import _Subsample
+
+    def refuse(self, value):
+        raise AssertionError("a plate's site was scored")
+
+    monkeypatch.setattr(_Subsample, "log_prob", refuse)
+    torch.manual_seed(0)
+    vae = VAE(make_family(FitConfig(family=family, latent_dim=2)), input_dim=10, hidden=6)
+    x = torch.bernoulli(torch.full((3, 10), 0.5))
+    pyro.set_rng_seed(1)
+    recon, kl = sample_parts(vae.model, vae.guide, x, 4)
+    with torch.no_grad():  # the same draws by hand: one (4, 3) batch of z
+        pyro.set_rng_seed(1)
+        q = vae.family.posterior(vae.encoder(x)).expand((4, 3))
+        z = q.rsample()
+        p = vae.family.prior(x).expand((4, 3))
+        logits = vae.decoder(vae.family.decoder_input(z))
+        want_recon = -torch.distributions.Bernoulli(logits=logits).log_prob(x).sum(-1)
+        want_kl = q.log_prob(z) - p.log_prob(z)
+    assert torch.allclose(recon, want_recon, atol=1e-5)
+    assert torch.allclose(kl, want_kl, atol=1e-4)
+
+
 def test_one_hot_view_of_a_concrete_vae_is_the_categorical_model():
     """One K-way variable: log p(x) of the discrete model is a sum over the K one-hot codes."""
     torch.manual_seed(0)
@@ -245,6 +273,9 @@ def test_evaluate_command_writes_evaluation_json(tmp_path, _cli_env):
     assert 0.0 <= ev["knn_accuracy"] <= 1.0
     assert ev["test_loss"] == pytest.approx(ev["test_recon"] + ev["test_kl"])
     assert "run" in result.stdout and f"{ev['test_log_likelihood']:.2f}" in result.stdout
+    # where and with what it was scored, as a run's summary.json says of its training
+    assert ev["device"] == "cpu" and ev["versions"]["torch"] == torch.__version__
+    assert ev["versions"]["pyro"] == pyro.__version__
     # a second pass with --skip-done reads the file back instead of recomputing
     before = (run / "evaluation.json").read_bytes()
     again = run_ok(["evaluate", str(tmp_path), "--k", "20", "--skip-done", "--no-progress"])

@@ -134,6 +134,20 @@ def test_the_papers_tables_and_scorecard_take_only_mnist_runs(tmp_path):
     assert {name: row[0] for name, row in every.rows} == {r.name: r.config.dataset for r in runs}
 
 
+def test_the_runs_table_says_where_an_evaluation_ran_when_not_on_a_cpu(tmp_path):
+    """A GPU's evaluation hours are not comparable with a CPU's: the device is named."""
+    cfg = FitConfig(family="gaussian", latent_dim=20, epochs=30)
+    scored = {"gpu": dict(seconds=9.0, device="cuda"), "cpu": dict(seconds=5400.0, device="cpu")}
+    for name, ev in scored.items():
+        _fake_run(tmp_path, name, cfg, train=95.0, test=96.0)
+        ev.update(epoch=30, k=5000, active_units=20, latent_units=20, knn_accuracy=0.9)
+        (tmp_path / "runs" / name / "evaluation.json").write_text(json.dumps(ev))
+    _fake_run(tmp_path, "unscored", cfg, train=95.0, test=96.0)
+    table = runs_table(collect(tmp_path))
+    hours = {name: row[table.columns.index("evaluation h")] for name, row in table.rows}
+    assert hours == {"gpu": f"{9 / 3600:.2f} (cuda)", "cpu": "1.50", "unscored": "–"}
+
+
 def test_the_note_names_the_fields_that_differ_from_the_papers_setting(tmp_path):
     from dataclasses import replace
 
