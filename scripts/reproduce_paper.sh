@@ -6,6 +6,8 @@
 #                                            # for Table 3's runs, k = 1000 on 1000 for the others
 #   EPOCHS=10 SEEDS=0 FULL_IWAE=0 scripts/reproduce_paper.sh   # a first pass in under two hours,
 #                                            # k = 1000 on 1000 test images for every run
+#   DEVICE=cuda GROUP_SIZE=4 JOBS=4 scripts/reproduce_paper.sh # on a GPU: each size's four
+#                                            # Logit-normal α as one group (docs/groups.md)
 #
 # Run it again to continue: finished runs are skipped, unfinished ones resume (Ctrl-C or
 # SIGTERM leave every run at a resumable checkpoint). Raising EPOCHS continues every run.
@@ -24,11 +26,14 @@ JOBS=${JOBS:-2}
 THREADS=${THREADS:-1}
 SEEDS=${SEEDS:-2}          # extra seeds (1..SEEDS) of the size-20 comparison; 0: none
 FULL_IWAE=${FULL_IWAE:-1}  # 1: k = 5000 on all test images for Table 3's runs; 0: skip it
+DEVICE=${DEVICE:-auto}     # auto: CUDA when available
+GROUP_SIZE=${GROUP_SIZE:-1} # runs of one shape trained as one group; > 1 pays on a GPU
 SWEEP=${SWEEP:-sweeps/paper}
 RESULTS=${RESULTS:-results/paper}
 FIGURES=${FIGURES:-figures}
 here=$(dirname "$0")
-run=(--epochs "$EPOCHS" --jobs "$JOBS" --threads "$THREADS" --out "$SWEEP")
+run=(--epochs "$EPOCHS" --jobs "$JOBS" --threads "$THREADS" --device "$DEVICE" --group-size "$GROUP_SIZE"
+  --out "$SWEEP")
 
 step() { echo "== $* ($(date -u +%H:%M:%S))" >&2; }
 stopped() { [ "$1" -ge 128 ] && { echo "stopped; run the same command again to continue" >&2; exit "$1"; }; }
@@ -54,14 +59,16 @@ step "3. the working Concrete VAE"
 pyro-dvae sweep --preset concrete-working "${run[@]}"; stopped $?
 
 step "4. evaluation"
-pyro-dvae evaluate "$SWEEP" --k 1000 --images 1000 --skip-done --no-progress --threads "$JOBS"
+pyro-dvae evaluate "$SWEEP" --k 1000 --images 1000 --skip-done --no-progress --threads "$JOBS" \
+  --device "$DEVICE"
 stopped $?
 if [ "$FULL_IWAE" != 0 ]; then
   table3=$(python -c 'import sys
 from pyro_dvae.results import burda_runs, collect
 print(*(r.path for r in burda_runs(collect(sys.argv[1]))), sep="\n")' "$SWEEP")
   # shellcheck disable=SC2086
-  [ -n "$table3" ] && pyro-dvae evaluate $table3 --k 5000 --skip-done --no-progress --threads "$JOBS"
+  [ -n "$table3" ] && pyro-dvae evaluate $table3 --k 5000 --skip-done --no-progress \
+    --threads "$JOBS" --device "$DEVICE"
   stopped $?
 fi
 
