@@ -231,8 +231,9 @@ def _evaluation_hours(ev: dict) -> str:
     """Hours the evaluation took, and where, when not on a CPU (a GPU's hours aren't a CPU's)."""
     if "seconds" not in ev:
         return "–"
-    device = ev.get("device", "cpu")
-    return f"{ev['seconds'] / 3600:.2f}" + ("" if device.startswith("cpu") else f" ({device})")
+    seconds, device = ev["seconds"], ev.get("device", "cpu")
+    where = "" if device.startswith("cpu") else f" ({seconds:.0f} s on {device})"
+    return f"{seconds / 3600:.2f}{where}"
 
 
 def _other_datasets(runs: list[RunResult], paper: list[RunResult]) -> str:

@@ -7,7 +7,8 @@
 #   EPOCHS=10 SEEDS=0 FULL_IWAE=0 scripts/reproduce_paper.sh   # a first pass in under two hours,
 #                                            # k = 1000 on 1000 test images for every run
 #   DEVICE=cuda GROUP_SIZE=4 JOBS=4 scripts/reproduce_paper.sh # on a GPU: each size's four
-#                                            # Logit-normal α as one group (docs/groups.md)
+#                                            # Logit-normal α as one group, step 2's seeds
+#                                            # in groups too (docs/paper.md, docs/groups.md)
 #
 # Run it again to continue: finished runs are skipped, unfinished ones resume (Ctrl-C or
 # SIGTERM leave every run at a resumable checkpoint). Raising EPOCHS continues every run.

@@ -76,6 +76,19 @@ def test_the_importance_weights_score_the_latent_and_observed_sites_only(family,
     assert torch.allclose(kl, want_kl, atol=1e-4)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("family", ["gaussian", "logitnormal", "concrete", "beta"])
+def test_the_iwae_bound_on_cuda_agrees_with_the_cpus(family):
+    """The same model and images on both devices: estimates within Monte Carlo error."""
+    torch.manual_seed(0)
+    vae = VAE(make_family(FitConfig(family=family, latent_dim=2)), input_dim=10, hidden=6)
+    x = torch.bernoulli(torch.full((5, 10), 0.5))
+    cpu = importance_weighted(vae.model, vae.guide, x, k=4000)
+    gpu = importance_weighted(vae.to("cuda").model, vae.guide, x.cuda(), k=4000)
+    assert torch.allclose(gpu["log_likelihood"], cpu["log_likelihood"], atol=0.05)
+    assert gpu["kl"] == pytest.approx(cpu["kl"], rel=0.05, abs=0.05)
+
+
 def test_one_hot_view_of_a_concrete_vae_is_the_categorical_model():
     """One K-way variable: log p(x) of the discrete model is a sum over the K one-hot codes."""
     torch.manual_seed(0)
@@ -265,7 +278,8 @@ def _cli_env(tmp_path, monkeypatch):
 def test_evaluate_command_writes_evaluation_json(tmp_path, _cli_env):
     run = tmp_path / "run"
     run_ok(fit_args(run, family="gaussian"))
-    result = run_ok(["evaluate", str(run), "--k", "20", "--no-progress", "--threads", "1"])
+    args = ["evaluate", str(run), "--k", "20", "--no-progress", "--threads", "1", "--device", "cpu"]
+    result = run_ok(args)
     ev = read_json(run / "evaluation.json")
     assert ev["k"] == 20 and ev["epoch"] == 2 and ev["test_images"] == 300
     assert ev["test_log_likelihood"] > -(ev["test_loss"])  # IWAE(k=20) above the ELBO
