@@ -254,7 +254,9 @@ def _other_datasets(runs: list[RunResult], paper: list[RunResult]) -> str:
 #: every table a report may write, as ``<name>.csv``
 REPORT_TABLES = (
     *(f"table{i}_{split}" for i in (1, 2, 3) for split in ("train", "test")),
-    *("table1_iwae", "table3_iwae", "scorecard", "scorecard_cells", "runs"),
+    *("table1_iwae", "table3_iwae", "scorecard"),
+    *(f"table{i}_diff" for i in (1, 2, 3)),
+    *("scorecard_cells", "runs"),
 )
 
 
@@ -277,10 +279,15 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
                 tables[f"table{i}_{split}"] = t
         for i, t in zip((1, 3), likelihood_tables(runs), strict=False):
             tables[f"table{i}_iwae"] = t
-        from .scorecard import scorecard_tables
+        from .scorecard import difference_tables, scorecard_tables
 
-        for name, t in zip(("scorecard", "scorecard_cells"), scorecard_tables(runs), strict=False):
-            tables[name] = t
+        card = scorecard_tables(runs)
+        if card:
+            summary, detail = card
+            tables["scorecard"] = summary
+            for i, t in enumerate(difference_tables(runs), start=1):
+                tables[f"table{i}_diff"] = t
+            tables["scorecard_cells"] = detail
     tables["runs"] = runs_table(runs)
     for name, table in tables.items():
         md += [table.markdown(), f"CSV: `{name}.csv`", ""]

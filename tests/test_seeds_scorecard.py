@@ -13,7 +13,7 @@ from pyro_dvae.naming import named_grid, with_seeds
 from pyro_dvae.paper import PAPER_TABLE1, PAPER_TABLE3
 from pyro_dvae.report import paper_tables, runs_table
 from pyro_dvae.results import collect
-from pyro_dvae.scorecard import CLOSE, score_cells, scorecard_tables
+from pyro_dvae.scorecard import CLOSE, difference_tables, score_cells, scorecard_tables
 
 from .helpers import load_checkpoint, read_metrics, run_ok
 
@@ -104,6 +104,10 @@ def test_scorecard_counts_cells_within_one_and_a_half_nats(tmp_path):
     assert label == "Table 3: size 40, Gaussian" and row[2] == "+3.00"
     # test −ELBO fell by 1 nat per epoch: over the last 20 epochs, by 20
     assert row[3] == "-20.00" and CLOSE == 1.5
+    # every cell as ours − the paper's, in Table 3's layout; no runs: a dash
+    t3 = dict(difference_tables(runs)[2].rows)
+    assert t3["20"] == ["–", "+1.00", "–"] and t3["40"] == ["–", "+3.00", "–"]
+    assert t3["2"] == ["–", "–", "–"]
 
 
 def test_the_papers_tables_and_scorecard_take_only_mnist_runs(tmp_path):
@@ -232,6 +236,9 @@ def test_a_sweep_in_progress_marks_short_cells_and_scores_only_finished_ones(tmp
     assert [row[0] for _, row in summary.rows] == ["1 of 1", "1 of 1", "0 of 0"]
     assert "; 3 cells not final (runs short of their planned epochs" in summary.note
     assert all("α = 0.32" not in label and "Table 3" not in label for label, _ in detail.rows)
+    diff_row = dict(difference_tables(runs)[0].rows)["20"]
+    assert diff_row[0] == f"{96.0 - PAPER_TABLE1[20][0]:+.2f} [not final]"
+    assert diff_row[1] == f"{97.0 - PAPER_TABLE1[20][1]:+.2f}" and diff_row[2] == "–"
 
 
 def test_a_finished_best_alpha_is_pending_while_a_rival_alpha_is_short(tmp_path):
