@@ -209,8 +209,8 @@ def runs_table(runs: list[RunResult]) -> Table:
                     f"{ev['knn_accuracy']:.3f}" if ev else "–",
                     _fmt(hard.get("test_loss")),
                     _fmt(-hard["test_log_likelihood"] if hard else None),
-                    f"{r.train_seconds / 3600:.2f}",
-                    _evaluation_hours(ev),
+                    _hours(r.train_seconds, r.device),
+                    _hours(ev["seconds"], ev.get("device", "cpu")) if "seconds" in ev else "–",
                 ],
             )
         )
@@ -227,11 +227,8 @@ def runs_table(runs: list[RunResult]) -> Table:
     return Table("All runs", cols, rows, note, first="run")
 
 
-def _evaluation_hours(ev: dict) -> str:
-    """Hours the evaluation took, and where, when not on a CPU (a GPU's hours aren't a CPU's)."""
-    if "seconds" not in ev:
-        return "–"
-    seconds, device = ev["seconds"], ev.get("device", "cpu")
+def _hours(seconds: float, device: str) -> str:
+    """Hours, and where with the seconds when not on a CPU (a GPU's hours aren't a CPU's)."""
     where = "" if device.startswith("cpu") else f" ({seconds:.0f} s on {device})"
     return f"{seconds / 3600:.2f}{where}"
 

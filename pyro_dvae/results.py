@@ -32,6 +32,7 @@ class RunResult:
     evaluation: dict[str, Any] = field(default_factory=dict)
     train_seconds: float = 0.0  # the training epochs' time, summed (no test passes)
     planned: int = 0  # the epochs it is to reach: its sweep's plan (sweep.json) or its config's
+    device: str = "cpu"  # where it trained (its summary's; the last piece, if resumed elsewhere)
 
     def run_dir_metrics(self) -> list[dict[str, Any]]:
         return RunDir(self.path).read_metrics()
@@ -105,6 +106,7 @@ def collect(sweep_dir: str | Path) -> list[RunResult]:
                 evaluation,
                 sum(r.get("seconds", 0.0) for r in metrics),
                 max(planned.get(path.name, 0), config.epochs),
+                summary.get("device", "cpu"),
             )
         )
     return results

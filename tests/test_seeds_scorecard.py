@@ -138,8 +138,8 @@ def test_the_papers_tables_and_scorecard_take_only_mnist_runs(tmp_path):
     assert {name: row[0] for name, row in every.rows} == {r.name: r.config.dataset for r in runs}
 
 
-def test_the_runs_table_says_where_an_evaluation_ran_when_not_on_a_cpu(tmp_path):
-    """A GPU's evaluation hours are not comparable with a CPU's: the device is named."""
+def test_the_runs_table_says_where_a_run_trained_and_was_evaluated_when_not_on_a_cpu(tmp_path):
+    """A GPU's hours are not comparable with a CPU's: the device is named."""
     cfg = FitConfig(family="gaussian", latent_dim=20, epochs=30)
     scored = {"gpu": dict(seconds=9.0, device="cuda"), "cpu": dict(seconds=5400.0, device="cpu")}
     for name, ev in scored.items():
@@ -147,9 +147,13 @@ def test_the_runs_table_says_where_an_evaluation_ran_when_not_on_a_cpu(tmp_path)
         ev.update(epoch=30, k=5000, active_units=20, latent_units=20, knn_accuracy=0.9)
         (tmp_path / "runs" / name / "evaluation.json").write_text(json.dumps(ev))
     _fake_run(tmp_path, "unscored", cfg, train=95.0, test=96.0)
+    (tmp_path / "runs" / "gpu" / "summary.json").write_text(json.dumps({"device": "cuda:0"}))
     table = runs_table(collect(tmp_path))
     hours = {name: row[table.columns.index("evaluation h")] for name, row in table.rows}
     assert hours == {"gpu": "0.00 (9 s on cuda)", "cpu": "1.50", "unscored": "–"}
+    # training too: 30 epochs of 1 s each (the fake runs' metrics)
+    trained = {name: row[table.columns.index("training h")] for name, row in table.rows}
+    assert trained == {"gpu": "0.01 (30 s on cuda:0)", "cpu": "0.01", "unscored": "0.01"}
 
 
 def test_the_note_names_the_fields_that_differ_from_the_papers_setting(tmp_path):
