@@ -38,6 +38,12 @@ size (rows of images × draws scored at a time), interleaved round by round; the
 ATen's CPU kernels (``ATEN_CPU_CAPABILITY``), which a second run can change:
 
     python scripts/benchmark.py --data-dir ../shared/data --iwae-chunks 2000,20000 --rounds 5
+
+``--count-ops`` counts, instead of timing, the top-level ATen operations per step of (a) and
+(b), and which operations (b) has more of. On a GPU a small step is bound by kernel launches,
+so these counts explain its time where a CPU's clock does not:
+
+    python scripts/benchmark.py --data-dir ../shared/data --count-ops --images 500 --hidden 64
 """
 
 from __future__ import annotations
@@ -113,6 +119,7 @@ def main() -> None:
     p.add_argument("--members", default="", help="comma-separated group sizes to time")
     p.add_argument("--iwae-chunks", default="", help="comma-separated IWAE chunk sizes to time")
     p.add_argument("--k", type=int, default=200, help="draws per image of --iwae-chunks")
+    p.add_argument("--count-ops", action="store_true", help="count ATen ops per step of (a), (b)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -171,6 +178,8 @@ def main() -> None:
 
     timed(lambda: hand_epoch(x, args.batch_size))  # warm-up
     timed(pyro_epoch)
+    if args.count_ops:
+        return count_ops({"a": lambda: hand_epoch(x, args.batch_size), "b": pyro_epoch}, steps)
     hand, pyro_ms = [], []
     for _ in range(args.rounds):
         hand.append(timed(lambda: hand_epoch(x, args.batch_size)))
@@ -186,6 +195,28 @@ def main() -> None:
     print(f"(a) hand-written PyTorch + fused Adam : {a:7.3f} ms/step (min {min(hand):.3f})")
     print(f"(b) pyro-dvae SVI step                : {b:7.3f} ms/step (min {min(pyro_ms):.3f})")
     print(f"ratio (b)/(a), median of paired rounds: {ratio:.3f}  (target <= 1.10)")
+
+
+def count_ops(epochs: dict, steps: int) -> None:
+    """Top-level ATen operations (those not called by another) per step of each epoch."""
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity, profile
+
+    counts = {}
+    for name, epoch in epochs.items():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            epoch()
+        counts[name] = Counter(
+            e.name
+            for e in prof.events()
+            if e.name.startswith("aten::")
+            and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
+        )
+    a, b = counts["a"], counts["b"]
+    print(f"top-level ATen ops per step: (a) {a.total() / steps:.1f}, (b) {b.total() / steps:.1f}")
+    more = sorted(((b[k] - a[k]) / steps, k) for k in a.keys() | b.keys() if b[k] != a[k])
+    print("(b) - (a) per step: " + ", ".join(f"{k[6:]} {d:+.1f}" for d, k in reversed(more)))
 
 
 def compare_families(args) -> None:
