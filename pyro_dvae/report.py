@@ -276,13 +276,13 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
                 tables[f"table{i}_{split}"] = t
         for i, t in zip((1, 3), likelihood_tables(runs), strict=False):
             tables[f"table{i}_iwae"] = t
-        from .scorecard import difference_tables, scorecard_tables
+        from .scorecard import difference_tables, score_cells, scorecard_tables
 
-        card = scorecard_tables(runs)
-        if card:
+        every = score_cells(runs)
+        if card := scorecard_tables(runs, every):
             summary, detail = card
             tables["scorecard"] = summary
-            for i, t in enumerate(difference_tables(runs), start=1):
+            for i, t in enumerate(difference_tables(every), start=1):
                 tables[f"table{i}_diff"] = t
             tables["scorecard_cells"] = detail
     tables["runs"] = runs_table(runs)

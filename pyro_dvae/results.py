@@ -249,12 +249,17 @@ def burda_runs(runs: list[RunResult]) -> list[RunResult]:
     return chosen
 
 
+#: Table 3's columns: the paper's three, then Jang et al.'s working Concrete
+TABLE3_COLUMNS = ("best Logit-normal", "Gaussian", "Concrete", "working Concrete")
+
+
 def table3_cells(runs: list[RunResult], size: int) -> dict[str, Cell]:
     """Table 3's columns at ``size``: the best Logit-normal (α by train −ELBO), the Gaussian,
     the Concrete (one K-way variable) and, at size 20 only, Jang et al.'s working Concrete."""
-    return {
-        "best Logit-normal": best_alpha(runs, size, "train") or Cell([]),
-        "Gaussian": Cell(find_seeds(runs, "gaussian", size)),
-        "Concrete": Cell(find_seeds(runs, "concrete", size)),
-        "working Concrete": working_concrete(runs) if size == 20 else Cell([]),
-    }
+    cells = (
+        best_alpha(runs, size, "train") or Cell([]),
+        Cell(find_seeds(runs, "gaussian", size)),
+        Cell(find_seeds(runs, "concrete", size)),
+        working_concrete(runs) if size == 20 else Cell([]),
+    )
+    return dict(zip(TABLE3_COLUMNS, cells, strict=True))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .paper import PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, setting_note
-from .results import Cell, RunResult, find_seeds, table3_cells
+from .results import TABLE3_COLUMNS, Cell, RunResult, find_seeds, table3_cells
 from .sweep import PAPER_ALPHAS, PAPER_SIZES
 from .table import Table
 
@@ -85,16 +85,17 @@ def score_cells(runs: list[RunResult]) -> list[Scored]:
     return scored
 
 
-def difference_tables(runs: list[RunResult]) -> list[Table]:
-    """Tables 1-3 (test) as ours − the paper's in every cell, in the tables' own layout."""
-    every = score_cells(runs)
+def difference_tables(every: list[Scored]) -> list[Table]:
+    """Tables 1-3 (test) as ours − the paper's in every cell of :func:`score_cells`, in the
+    tables' own layout."""
+    alphas = [f"α = {a:g}" for a in PAPER_ALPHAS]
     tables = []
-    for name, what in (("Table 1", "−ELBO"), ("Table 2", "KL"), ("Table 3", "−ELBO")):
+    for name, what, columns in (
+        ("Table 1", "−ELBO", alphas),
+        ("Table 2", "KL", alphas),
+        ("Table 3", "−ELBO", TABLE3_COLUMNS[:3]),  # the paper's (no working Concrete)
+    ):
         mine = {(s.size, s.column): s for s in every if s.table == name}
-        if name == "Table 3":
-            columns = list(table3_cells(runs, PAPER_SIZES[0]))[:3]
-        else:
-            columns = [f"α = {a:g}" for a in PAPER_ALPHAS]
         rows = []
         for size in PAPER_SIZES:
             cells = [mine.get((size, c)) for c in columns]
@@ -102,7 +103,7 @@ def difference_tables(runs: list[RunResult]) -> list[Table]:
         tables.append(
             Table(
                 f"{name} (test): ours − the paper's {what}",
-                columns,
+                list(columns),
                 rows,
                 f"Within ±{CLOSE:g} nats counts as close; the cells outside are listed below "
                 "with what the runs show. [not final]: runs short of their planned epochs, "
@@ -129,9 +130,10 @@ def _open_note(n: int) -> str:
     )
 
 
-def scorecard_tables(runs: list[RunResult]) -> list[Table]:
-    """The counts of close cells per table, and the cells that are not close, with their facts."""
-    every = score_cells(runs)
+def scorecard_tables(runs: list[RunResult], every: list[Scored] | None = None) -> list[Table]:
+    """The counts of close cells per table, and the cells that are not close, with their facts
+    (``every``: :func:`score_cells` of ``runs``, when the caller has it)."""
+    every = score_cells(runs) if every is None else every
     if not every:
         return []
     scored = [s for s in every if not s.cell.short]  # a sweep in progress: final cells only

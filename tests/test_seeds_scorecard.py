@@ -105,7 +105,7 @@ def test_scorecard_counts_cells_within_one_and_a_half_nats(tmp_path):
     # test −ELBO fell by 1 nat per epoch: over the last 20 epochs, by 20
     assert row[3] == "-20.00" and CLOSE == 1.5
     # every cell as ours − the paper's, in Table 3's layout; no runs: a dash
-    t3 = dict(difference_tables(runs)[2].rows)
+    t3 = dict(difference_tables(score_cells(runs))[2].rows)
     assert t3["20"] == ["–", "+1.00", "–"] and t3["40"] == ["–", "+3.00", "–"]
     assert t3["2"] == ["–", "–", "–"]
 
@@ -240,7 +240,7 @@ def test_a_sweep_in_progress_marks_short_cells_and_scores_only_finished_ones(tmp
     assert [row[0] for _, row in summary.rows] == ["1 of 1", "1 of 1", "0 of 0"]
     assert "; 3 cells not final (runs short of their planned epochs" in summary.note
     assert all("α = 0.32" not in label and "Table 3" not in label for label, _ in detail.rows)
-    diff_row = dict(difference_tables(runs)[0].rows)["20"]
+    diff_row = dict(difference_tables(score_cells(runs))[0].rows)["20"]
     assert diff_row[0] == f"{96.0 - PAPER_TABLE1[20][0]:+.2f} [not final]"
     assert diff_row[1] == f"{97.0 - PAPER_TABLE1[20][1]:+.2f}" and diff_row[2] == "–"
 
