@@ -16,7 +16,7 @@ from pyro_dvae.iwae import importance_weighted
 from pyro_dvae.train import Trainer
 from pyro_dvae.vae import VAE
 
-from .helpers import fit_args, invoke, run_ok
+from .helpers import assert_one_error_line, fit_args, invoke, run_ok
 
 REPEATS = 300
 
@@ -97,6 +97,39 @@ def test_compare_estimators_command(tmp_path, monkeypatch):
     assert "| analytic | z: analytic |" in result.stdout
     assert (out / "estimators.csv").read_text().count("\n") == 5
     assert (out / "estimators.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_compare_estimators_on_a_missing_device_fails_in_one_line_and_writes_nothing(tmp_path):
+    run = tmp_path / "run"
+    run_ok(fit_args(run, family="gaussian", latent_dim=3))
+    result = invoke(["compare-estimators", str(run), "--repeats", "2", "--device", "cuda"])
+    assert result.exit_code != 0
+    assert_one_error_line(result)
+    assert "no CUDA device is available" in result.stderr
+    assert not (run / "estimators").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("family", ["gaussian", "concrete", "categorical"])
+def test_compare_estimators_on_cuda_agrees_with_the_cpu(tmp_path, family):
+    """The same run on both devices: every estimator's loss within Monte Carlo error."""
+    run = tmp_path / "run"
+    own = {"categories": 3} if family in ("concrete", "categorical") else {}
+    run_ok(fit_args(run, family=family, latent_dim=2, **own))
+    rows = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / device
+        base = ["compare-estimators", str(run), "--repeats", "40", "--iwae", "3"]
+        run_ok([*base, "--batch-size", "20", "--device", device, "--out", str(out)])
+        rows[device] = json.loads((out / "estimators.json").read_text())
+    assert [r["estimator"] for r in rows["cuda"]] == [r["estimator"] for r in rows["cpu"]]
+    for cpu, gpu in zip(rows["cpu"], rows["cuda"], strict=True):
+        if family == "categorical":  # the MSE to the exact gradient, from 40 draws each
+            assert gpu["relative_mse"] == pytest.approx(cpu["relative_mse"], rel=0.5, abs=1e-6)
+        else:
+            spread = 5 * cpu["loss_sd"] / math.sqrt(40) + 1e-3
+            assert gpu["loss_mean"] == pytest.approx(cpu["loss_mean"], abs=spread), cpu["estimator"]
 
 
 def test_train_epochs_trains_every_objective_from_one_seed(tmp_path, monkeypatch):

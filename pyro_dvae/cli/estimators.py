@@ -8,7 +8,15 @@ from pathlib import Path
 import click
 
 from ..config import FitConfig, check_family_field
-from .group import GUIDE_HELP, cli, data_dir_option, log_line, set_threads, threads_option
+from .group import (
+    GUIDE_HELP,
+    cli,
+    data_dir_option,
+    device_option,
+    log_line,
+    set_threads,
+    threads_option,
+)
 from .options import model_options
 
 _COLUMNS = [
@@ -108,6 +116,7 @@ def _plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None
 @click.option("--out", type=click.Path(path_type=Path), default=None)
 @click.option("--guide", default=None, help=GUIDE_HELP)
 @data_dir_option
+@device_option()
 @threads_option
 def compare_estimators(
     run_dir,
@@ -121,6 +130,7 @@ def compare_estimators(
     out,
     guide,
     data_dir,
+    device,
     threads,
     **model,
 ):
@@ -145,6 +155,7 @@ def compare_estimators(
     from ..estimators import compare, default_estimators
     from ..evaluation import load_run
     from ..families import make_family
+    from ..train import resolve_device
     from ..vae import VAE
 
     set_threads(threads)
@@ -162,8 +173,9 @@ def compare_estimators(
         raise click.UsageError(
             "give either RUN_DIR or --family and its options (an untrained model)"
         )
+    device = resolve_device(device)
     if run_dir is not None:
-        run = load_run(run_dir, guide=guide)
+        run = load_run(run_dir, device=device, guide=guide)
         vae, config, epoch = run.vae, run.config, run.epoch
         out = out or Path(run_dir) / "estimators"
     else:
@@ -173,10 +185,10 @@ def compare_estimators(
         vae, epoch = None, 0
         out = out or Path("estimators")
     data = load_dataset(config.dataset, data_dir, subset=config.subset)
-    x = data.test[:batch_size]
+    x = data.test[:batch_size].to(device)
     if vae is None:  # untrained, sized to the dataset's images
         pyro.set_rng_seed(seed)
-        vae = VAE(make_family(config), x.shape[1], config.hidden)
+        vae = VAE(make_family(config), x.shape[1], config.hidden).to(device)
     if vae.input_dim != x.shape[1]:
         raise click.UsageError(
             f"the model expects {vae.input_dim} pixels, the data has {x.shape[1]}"
@@ -187,12 +199,14 @@ def compare_estimators(
                 "--train-epochs compares training objectives of reparameterised families; "
                 "train a categorical model with fit --elbo enum or --elbo tracegraph"
             )
-        _compare_discrete(vae, x, repeats, seed, _floats(temperatures), out, epoch)
+        _compare_discrete(vae, x, repeats, seed, _floats(temperatures), out, epoch, device)
         return
     ests = default_estimators(vae, num_particles, tuple(iwae_k) or (5, 50))
     log_line(f"{len(ests)} estimators x {repeats} estimates on {x.shape[0]} test images")
     rows = compare(vae, x, ests, repeats, seed)
-    title = f"{vae.family.describe()}, epoch {epoch}, batch {x.shape[0]}, {repeats} repeats"
+    title = f"{vae.family.describe()}, epoch {epoch}, batch {x.shape[0]}, {repeats} repeats" + _on(
+        device
+    )
     from ..fileio import atomic_write_text
 
     table = estimator_table(rows, title)
@@ -214,13 +228,18 @@ def compare_estimators(
         from ..estimators import train_side_by_side
 
         curves = train_side_by_side(
-            config, data, train_epochs, num_particles, log=log_line, guide=guide
+            config, data, train_epochs, num_particles, device, log=log_line, guide=guide
         )
         atomic_write_text(out / "training.json", json.dumps(curves, indent=2) + "\n")
         _plot_curves(curves, out / "training.png", f"{vae.family.describe()}, seed {config.seed}")
         for name, curve in curves.items():
             click.echo(f"{name}: test -ELBO after {len(curve)} epochs {curve[-1]:.2f}")
     log_line(f"written: {out}")
+
+
+def _on(device) -> str:
+    """A title's note of the device, off the CPU (the times are that device's)."""
+    return "" if device.type == "cpu" else f", on {device}"
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -233,7 +252,7 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
-def _compare_discrete(vae, x, repeats, seed, temperatures, out, epoch) -> None:
+def _compare_discrete(vae, x, repeats, seed, temperatures, out, epoch, device) -> None:
     """The categorical model's estimators against its exact, enumerated gradient."""
     from dataclasses import replace
 
@@ -246,7 +265,7 @@ def _compare_discrete(vae, x, repeats, seed, temperatures, out, epoch) -> None:
     rows = compare_to_exact(vae, x, ests, repeats, seed=seed)
     title = (
         f"{vae.family.describe()}, epoch {epoch}, batch {x.shape[0]}: gradient estimators "
-        "against the exact gradient"
+        "against the exact gradient" + _on(device)
     )
     table = exact_table(rows, title)
     atomic_write_text(out / "estimators.md", table.markdown())
