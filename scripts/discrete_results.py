@@ -2,7 +2,8 @@
 """Issue 16's MNIST tables: the categorical VAE without relaxation beside the relaxed Concrete.
 
     python scripts/discrete_results.py --enum SWEEP --tracegraph SWEEP \\
-        --paper results/paper --working results/concrete-working > results/discrete/README.md
+        --paper results/paper-10-epochs --working results/concrete-working \\
+        > results/discrete/README.md
 
 ``--enum``: a sweep of ``--family categorical --elbo enum --latent-dim 1 --categories K``;
 ``--tracegraph``: one of the 20×10 model by ``--elbo tracegraph``; both evaluated
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--enum", type=Path, required=True)
     parser.add_argument("--tracegraph", type=Path, required=True)
-    parser.add_argument("--paper", type=Path, default=Path("results/paper"))
+    parser.add_argument("--paper", type=Path, default=Path("results/paper-10-epochs"))
     parser.add_argument("--working", type=Path, default=Path("results/concrete-working"))
     args = parser.parse_args(argv)
     for path in (args.enum, args.tracegraph, args.paper, args.working):
