@@ -96,7 +96,9 @@ def paper_tables(runs: list[RunResult], split: str) -> list[Table]:
         ],
         rows3,
     )
-    note = _paper_note(used) + ". Cells: ours (the paper's); several seeds: mean ± sd."
+    note = _paper_note(used) + (
+        ". Cells: ours (the paper's); several seeds: mean ± sd; –: no run of the cell."
+    )
     for t in (t1, t2, t3):
         t.note = note
     return [t1, t2, t3]
@@ -104,6 +106,10 @@ def paper_tables(runs: list[RunResult], split: str) -> list[Table]:
 
 def _protocol(r: RunResult) -> tuple[int, int]:
     return r.evaluation["k"], r.evaluation["test_images"]
+
+
+def _protocols(grid: list[list[tuple[Cell, int]]]) -> list[tuple[int, int]]:
+    return sorted({_protocol(r) for row in grid for c, _ in row for r in c.runs})
 
 
 def _thorough(cell: Cell) -> tuple[Cell, int]:
@@ -131,12 +137,10 @@ def likelihood_tables(runs: list[RunResult]) -> list[Table]:
         )
         table3 = list(table3_cells(runs, size).values())[:3]  # Table 3's runs, as evaluated
         grid3.append([_thorough(c) for c in table3])
-    used = [r for row in grid1 + grid3 for c, _ in row for r in c.runs]
-    if not used:
+    if not any(c.runs for row in grid1 + grid3 for c, _ in row):
         return []
-    protocols = sorted({_protocol(r) for r in used})
 
-    def text(cell: Cell, left_out: int) -> str:
+    def text(cell: Cell, left_out: int, protocols: list) -> str:
         tags = [f"k={k}, {n} images" for k, n in {_protocol(r) for r in cell.runs}]
         tags = tags if len(protocols) > 1 or left_out else []
         if left_out:
@@ -146,25 +150,30 @@ def likelihood_tables(runs: list[RunResult]) -> list[Table]:
         return cell.text("test", "nll") + (f" [{'; '.join(tags)}]" if tags else "")
 
     def rows(grid: list[list[tuple[Cell, int]]]) -> list[tuple[str, list[str]]]:
+        protocols = _protocols(grid)
         return [
-            (str(size), [text(*c) for c in row])
+            (str(size), [text(*c, protocols) for c in row])
             for size, row in zip(PAPER_SIZES, grid, strict=True)
         ]
 
-    listed = "; ".join(f"k = {k} on {n} test images" for k, n in protocols)
-    note = f"IWAE bound, {listed}; {_paper_note(used)}."
+    def note(grid: list[list[tuple[Cell, int]]]) -> str:
+        """The protocols of this table's cells (each table its own), and its runs' epochs."""
+        used = [r for row in grid for c, _ in row for r in c.runs]
+        listed = "; ".join(f"k = {k} on {n} test images" for k, n in _protocols(grid))
+        return f"IWAE bound, {listed or 'no run evaluated'}; {_paper_note(used)}."
+
     return [
         Table(
             "Test −log p(x) (IWAE) of the Logit-normal VAE",
             [f"α = {a:g}" for a in PAPER_ALPHAS],
             rows(grid1),
-            note,
+            note(grid1),
         ),
         Table(
             "Test −log p(x) (IWAE): best Logit-normal, Gaussian, Concrete",
             ["best Logit-normal (α by train −ELBO)", "Gaussian", "Concrete (1 × K)"],
             rows(grid3),
-            note,
+            note(grid3),
         ),
     ]
 

@@ -47,7 +47,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             f"--device {device}: give auto, cpu, cuda, cuda:N (or another torch device)"
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda was asked for, but no CUDA device is available")
+        raise TrainingError(f"--device {device} was asked for, but no CUDA device is available")
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as err:  # e.g. mps on a build without it

@@ -277,6 +277,10 @@ def test_figures_draw_one_datasets_runs_never_a_mix(sweep, digits_runs, tmp_path
     assert result.exit_code != 0
     assert "holds runs of digits, kmnist: choose one with --dataset" in result.stderr
     run_ok(["plot", str(mixed), "--out", str(tmp_path / "f"), "--figure", "fig6"])  # no runs
+    monkeypatch.chdir(tmp_path)  # without --out: into the folder, as report, not ./figures
+    run_ok(["plot", str(mixed), "--figure", "fig6"])
+    assert (mixed / "figures" / "fig6_logitnormal_densities.png").is_file()
+    assert not (tmp_path / "figures").exists()
 
 
 def test_table3_curves_draw_each_models_test_elbo_per_epoch(sweep, tmp_path, monkeypatch):

@@ -311,6 +311,14 @@ def test_iwae_tables_name_each_cells_protocol_where_protocols_differ(tmp_path):
     assert rows["2"][1] == "133.00 [k=5000, 10000 images]"
     assert rows["4"][1] == "114.00 [k=1000, 1000 images]"
     assert "k = 1000 on 1000 test images; k = 5000 on 10000 test images" in t3.note
+    t1, _ = likelihood_tables(collect(tmp_path))  # Gaussians only: Table 1 has no run scored
+    assert t1.note.startswith("IWAE bound, no run evaluated;")
+    ln = FitConfig(latent_dim=2, alpha=0.32, **{**g, "family": "logitnormal"})
+    _fake_run(tmp_path, "l2", ln, train=141.0, test=142.0)
+    _evaluated(tmp_path, "l2", 5000, 10000, 140.0)
+    t1, _ = likelihood_tables(collect(tmp_path))  # each table's note: its own cells' protocols
+    assert "IWAE bound, k = 5000 on 10000 test images;" in t1.note
+    assert dict(t1.rows)["2"][0] == "140.00"
 
 
 def test_an_iwae_cell_averages_only_its_seeds_of_one_protocol(tmp_path):

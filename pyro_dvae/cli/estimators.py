@@ -113,7 +113,13 @@ def _plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None
     show_default=True,
     help="Categorical models: the temperatures of the Concrete relaxation compared.",
 )
-@click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the tables and plots [default: RUN_DIR/estimators; a new model: "
+    "./estimators].",
+)
 @click.option("--guide", default=None, help=GUIDE_HELP)
 @data_dir_option
 @device_option()

@@ -31,7 +31,12 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 @cli.command()
 @click.argument("sweep_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("figures"), show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the PNG files [default: SWEEP_DIR/figures].",
+)
 @click.option(
     "--figure",
     "names",
@@ -89,7 +94,7 @@ def plot(
     notes: dict[Path, list[str]] = {}
     paths = make_figures(
         sweep_dir,
-        out,
+        out if out is not None else sweep_dir / "figures",
         list(names) or None,
         notes,
         dataset,
