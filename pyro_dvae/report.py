@@ -266,19 +266,14 @@ REPORT_TABLES = (
 )
 
 
-def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``report.md`` and one CSV per table into ``out`` (default: ``SWEEP_DIR/report``)."""
-    runs = collect(sweep_dir)
-    if not runs:
-        from .errors import RunDirError
+#: the tables the README shows (``headline.md``): Table 3, its differences, the scorecard, IWAE
+HEADLINE = ("table3_test", "table3_diff", "scorecard", "table3_iwae")
 
-        raise RunDirError(f"{sweep_dir} holds no runs")
-    out = Path(out) if out is not None else Path(sweep_dir) / "report"
+
+def report_tables(runs: list[RunResult]) -> dict[str, Table]:
+    """Every table of a report of ``runs``, by name (see :data:`REPORT_TABLES`)."""
     tables: dict[str, Table] = {}
-    md = [f"# Report of {Path(sweep_dir).name}", ""]
     paper = paper_runs(runs)
-    if len(paper) < len(runs):
-        md += [_other_datasets(runs, paper), ""]
     if any(r.size in PAPER_SIZES for r in paper):
         for split in ("train", "test"):
             for i, t in enumerate(paper_tables(runs, split), start=1):
@@ -295,11 +290,33 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
                 tables[f"table{i}_diff"] = t
             tables["scorecard_cells"] = detail
     tables["runs"] = runs_table(runs)
+    return tables
+
+
+def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``report.md``, one CSV per table and ``headline.md`` (the README's tables) into
+    ``out`` (default: ``SWEEP_DIR/report``)."""
+    runs = collect(sweep_dir)
+    if not runs:
+        from .errors import RunDirError
+
+        raise RunDirError(f"{sweep_dir} holds no runs")
+    out = Path(out) if out is not None else Path(sweep_dir) / "report"
+    md = [f"# Report of {Path(sweep_dir).name}", ""]
+    paper = paper_runs(runs)
+    if len(paper) < len(runs):
+        md += [_other_datasets(runs, paper), ""]
+    tables = report_tables(runs)
     for name, table in tables.items():
         md += [table.markdown(), f"CSV: `{name}.csv`", ""]
         atomic_write_text(out / f"{name}.csv", table.csv())
     for stale in set(REPORT_TABLES) - set(tables):  # an earlier report's, into the same --out
         (out / f"{stale}.csv").unlink(missing_ok=True)
+    headline = [tables[name].markdown() for name in HEADLINE if name in tables]
+    if headline:
+        atomic_write_text(out / "headline.md", "\n\n".join(headline) + "\n")
+    else:
+        (out / "headline.md").unlink(missing_ok=True)
     atomic_write_text(out / "report.md", "\n".join(md))
     listed = [
         {"name": r.name, "dataset": r.config.dataset, "epochs": r.epochs, "status": r.status}

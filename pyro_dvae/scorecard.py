@@ -105,9 +105,9 @@ def difference_tables(every: list[Scored]) -> list[Table]:
                 f"{name} (test): ours − the paper's {what}",
                 list(columns),
                 rows,
-                f"Within ±{CLOSE:g} nats counts as close; the cells outside are listed below "
-                "with what the runs show. [not final]: runs short of their planned epochs, "
-                "or a best α still open.",
+                f"Within ±{CLOSE:g} nats counts as close; the report's table 'Cells outside "
+                f"±{CLOSE:g} nats' says what the runs show about each of the others. "
+                "[not final]: runs short of their planned epochs, or a best α still open.",
                 first="size",
             )
         )
@@ -182,7 +182,7 @@ def scorecard_tables(runs: list[RunResult], every: list[Scored] | None = None) -
             )
         )
     detail = Table(
-        "Cells outside ±1.5 nats, and what the runs show",
+        f"Cells outside ±{CLOSE:g} nats, and what the runs show",
         [
             "ours",
             "paper",

@@ -48,3 +48,22 @@ def test_every_relative_link_of_the_markdown_resolves():
                 if not (page.parent / target).exists():
                     dead.append(f"{name}: {target}")
     assert listed and dead == []
+
+
+def test_the_readmes_results_are_the_reports_of_the_committed_runs(tmp_path):
+    """README's results block is results/paper/headline.md, which a report of the committed
+    runs makes again byte for byte (refresh: see scripts/readme_results.py)."""
+    import importlib.util
+
+    from pyro_dvae.report import build_report
+
+    root = DOCS.parent
+    results = root / "results" / "paper"
+    build_report(results, tmp_path)
+    assert (tmp_path / "headline.md").read_text() == (results / "headline.md").read_text()
+    path = root / "scripts" / "readme_results.py"
+    spec = importlib.util.spec_from_file_location("readme_results", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    readme = (root / "README.md").read_text()
+    assert script.with_block(readme, (results / "headline.md").read_text()) == readme
