@@ -46,8 +46,19 @@ def config_options(for_sweep: bool = False) -> Callable:
 def model_options(command: Callable) -> Callable:
     """The fields that define a model (family, latent size, width, the dataset that sets
     its input size, and each family's own), as options without defaults: for commands
-    that build an untrained model."""
-    names = ["family", "latent_dim", "hidden", "dataset", *FAMILY_PARAMS]
+    that build an untrained model to compare its estimators. A field that one of a family's
+    variants sets (Concrete's ``--kl``) chooses an estimator, which the comparison covers: it
+    is left out."""
+    from ..families import FAMILIES
+
+    chosen = {k for f in FAMILIES.values() for v in f.variants.values() for k in v}
+    names = [
+        "family",
+        "latent_dim",
+        "hidden",
+        "dataset",
+        *(n for n in FAMILY_PARAMS if n not in chosen),
+    ]
     for name in reversed(names):
         command = _option(PARAMS[name], for_sweep=True, multiple_axes=False)(command)
     return command
