@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -37,22 +38,31 @@ from .vae import VAE
 EVAL_SEED = 12345  # evaluation draws its own samples and leaves training's RNG alone
 
 
+#: the device ``auto`` stands for, where set (a cluster job's, a CPU-only test run's)
+ENV_DEVICE = "PYRO_DVAE_DEVICE"
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``auto`` is ``$PYRO_DVAE_DEVICE`` if set, else CUDA when available, else the CPU."""
+    asked = f"--device {device}"
+    env = os.environ.get(ENV_DEVICE, "auto") or "auto"
+    if str(device) == "auto" and env != "auto":
+        device, asked = env, f"{ENV_DEVICE}={env}"
+    elif str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(device)
     except RuntimeError:
         raise ConfigError(
-            f"--device {device}: give auto, cpu, cuda, cuda:N (or another torch device)"
+            f"{asked}: give auto, cpu, cuda, cuda:N (or another torch device)"
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"--device {device} was asked for, but no CUDA device is available")
+        raise TrainingError(f"{asked} was asked for, but no CUDA device is available")
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as err:  # e.g. mps on a build without it
         why = first_line(err).split(". ")[0]  # torch goes on to list every backend it has
-        raise TrainingError(f"--device {device} is not available here: {why}") from None
+        raise TrainingError(f"{asked} is not available here: {why}") from None
     return device
 
 
@@ -125,6 +135,22 @@ class Trainer:
         self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
 
     # ------------------------------------------------------------------ state
+    def _new_streams(self, trained_on: str) -> None:
+        """A checkpoint from another kind of device: a CPU generator's state does not load
+        into a CUDA one, nor back. The device's streams start anew, seeded by the run's seed
+        and epoch, so the same resume gives the same run, though not the one it would have
+        been on its own device."""
+        seed = self.config.seed * 1_000_003 + self.epoch
+        self.data_gen.manual_seed(seed)
+        if self.device.type == "cuda":
+            with torch.cuda.device(self.device):
+                torch.cuda.manual_seed(seed)
+        self.log(
+            f"note: the checkpoint was trained on {trained_on} and continues on {self.device}; "
+            "random streams do not carry over between kinds of device, so they start anew "
+            f"from the seed and epoch (--device {trained_on} continues it as it was)"
+        )
+
     def state_dict(self) -> dict[str, Any]:
         state = {
             "format": 1,
@@ -148,10 +174,14 @@ class Trainer:
         self.vae.load_state_dict(state["model"])
         self.optim.set_state(state["optim"])
         torch.set_rng_state(state["rng_torch"].cpu())
-        self.data_gen.set_state(state["rng_data"].cpu())
-        if "rng_cuda" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        rng_data = state["rng_data"].cpu()
+        if rng_data.numel() == self.data_gen.get_state().numel():  # same kind of device
+            self.data_gen.set_state(rng_data)
+            if "rng_cuda" in state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
+        else:
+            self._new_streams("cuda" if "rng_cuda" in state else "cpu")
         self.family.set_step(self.step)
         if "estimator" in state and hasattr(self.elbo, "load_state_dict"):
             self.elbo.load_state_dict(state["estimator"], self.data.test[:1])

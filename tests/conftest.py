@@ -33,3 +33,10 @@ def _fresh_pyro_state():
     with pyro.validation_enabled(True):
         yield
     pyro.clear_param_store()
+
+
+@pytest.fixture(autouse=True)
+def _auto_means_the_cpu(monkeypatch):
+    """``--device auto`` (every command's default) means the CPU here, as on CI, so a machine
+    with CUDA runs the same suite; the CUDA tests name their device."""
+    monkeypatch.setenv("PYRO_DVAE_DEVICE", "cpu")

@@ -178,6 +178,55 @@ def test_fit_writes_run_directory(tmp_path, family, extra):
 # --------------------------------------------------------------------------- 2. resume
 
 
+def test_auto_is_the_environments_device_and_a_missing_one_is_one_error_line(tmp_path, monkeypatch):
+    from pyro_dvae.train import resolve_device
+
+    assert resolve_device("auto") == torch.device("cpu")  # the suite's PYRO_DVAE_DEVICE=cpu
+    monkeypatch.delenv("PYRO_DVAE_DEVICE")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("PYRO_DVAE_DEVICE", "gpu")
+    result = invoke(fit_args(tmp_path / "run", device=None))
+    assert result.exit_code != 0
+    assert_one_error_line(result)
+    assert "PYRO_DVAE_DEVICE=gpu: give auto, cpu, cuda" in error_message(result)
+    assert not (tmp_path / "run").exists()
+    assert resolve_device("cpu") == torch.device("cpu")  # --device outranks the environment
+
+
+def test_a_checkpoint_of_another_kind_of_device_continues_on_new_streams(tmp_path):
+    """A CPU generator's state does not load into a CUDA one (nor back): the resumed run says
+    so and draws from streams seeded by its seed and epoch, the same on every such resume."""
+    run_ok(fit_args(tmp_path / "cpu", family="logitnormal", epochs=1))
+    ckpt = load_checkpoint(tmp_path / "cpu")
+    ckpt["rng_data"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state: 16 bytes
+    ckpt["rng_cuda"] = torch.zeros(16, dtype=torch.uint8)
+    for name in ("a", "b"):
+        shutil.copytree(tmp_path / "cpu", tmp_path / name)
+        torch.save(ckpt, tmp_path / name / "checkpoint.pt")
+    losses = {}
+    for name in ("cpu", "a", "b"):
+        result = run_ok(["fit", "--no-progress", "--resume", str(tmp_path / name), "--epochs", "2"])
+        moved = "trained on cuda and continues on cpu" in result.stderr
+        assert moved == (name != "cpu"), result.stderr
+        assert read_json(tmp_path / name / "summary.json")["epochs_completed"] == 2
+        losses[name] = read_metrics(tmp_path / name)[1]["train_loss"]
+    assert losses["a"] == losses["b"]  # the new streams are the seed's and epoch's
+    assert losses["a"] != losses["cpu"]  # and not the checkpoint's own
+    assert losses["a"] == pytest.approx(losses["cpu"], rel=0.05)  # the same model goes on
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cpu_run_continues_on_cuda_and_back(tmp_path):
+    run = tmp_path / "run"
+    run_ok(fit_args(run, family="concrete", latent_dim=2, categories=3, epochs=1))
+    for epochs, device, moved in ((2, "cuda", "on cpu and continues on cuda"), (3, "cpu", None)):
+        args = ["fit", "--no-progress", "--resume", str(run), "--epochs", str(epochs)]
+        result = run_ok([*args, "--device", device])
+        assert (moved or "on cuda and continues on cpu") in result.stderr
+        assert read_json(run / "summary.json")["epochs_completed"] == epochs
+    assert all(math.isfinite(r["train_loss"]) for r in read_metrics(run))
+
+
 def test_resume_matches_uninterrupted_run(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     run_ok(fit_args(a, family="logitnormal", epochs=4))

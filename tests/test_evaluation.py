@@ -79,14 +79,22 @@ def test_the_importance_weights_score_the_latent_and_observed_sites_only(family,
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("family", ["gaussian", "logitnormal", "concrete", "beta"])
 def test_the_iwae_bound_on_cuda_agrees_with_the_cpus(family):
-    """The same model and images on both devices: estimates within Monte Carlo error."""
+    """The same model and images on both devices: the GPU's estimate lies within the spread
+    of the CPU's over seeds. The Concrete at τ = 1, 3 classes: at the paper's τq = 0.5 its
+    weights are so heavy-tailed that six seeds do not measure their spread (0.3-1.1 nats)."""
     torch.manual_seed(0)
-    vae = VAE(make_family(FitConfig(family=family, latent_dim=2)), input_dim=10, hidden=6)
+    own = dict(categories=3, temperature=1.0) if family == "concrete" else {}
+    vae = VAE(make_family(FitConfig(family=family, latent_dim=2, **own)), input_dim=10, hidden=6)
     x = torch.bernoulli(torch.full((5, 10), 0.5))
-    cpu = importance_weighted(vae.model, vae.guide, x, k=4000)
+    cpu = []
+    for seed in range(6):
+        pyro.set_rng_seed(seed)
+        cpu.append(importance_weighted(vae.model, vae.guide, x, k=4000))
+    nll = torch.stack([c["log_likelihood"] for c in cpu])
+    kl = torch.tensor([c["kl"] for c in cpu])
     gpu = importance_weighted(vae.to("cuda").model, vae.guide, x.cuda(), k=4000)
-    assert torch.allclose(gpu["log_likelihood"], cpu["log_likelihood"], atol=0.05)
-    assert gpu["kl"] == pytest.approx(cpu["kl"], rel=0.05, abs=0.05)
+    assert ((gpu["log_likelihood"].cpu() - nll.mean(0)).abs() <= 4 * nll.std(0) + 0.05).all()
+    assert abs(gpu["kl"] - kl.mean()) <= 4 * kl.std() + 0.05
 
 
 def test_one_hot_view_of_a_concrete_vae_is_the_categorical_model():

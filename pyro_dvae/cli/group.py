@@ -87,7 +87,11 @@ threads_option = click.option("--threads", type=int, default=None, help="CPU thr
 
 def device_option(default: str = "auto", why: str = ""):
     """``--device``; ``why`` says why a command defaults to other than ``auto``."""
-    help = "auto (CUDA when available), cpu, cuda or cuda:N" + (f"; {why}" if why else "") + "."
+    help = (
+        "auto ($PYRO_DVAE_DEVICE if set, else CUDA when available), cpu, cuda or cuda:N"
+        + (f"; {why}" if why else "")
+        + "."
+    )
     return click.option("--device", default=default, show_default=True, help=help)
 
 
