@@ -35,8 +35,11 @@ def _fresh_pyro_state():
     pyro.clear_param_store()
 
 
-@pytest.fixture(autouse=True)
-def _auto_means_the_cpu(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _auto_means_the_cpu():
     """``--device auto`` (every command's default) means the CPU here, as on CI, so a machine
-    with CUDA runs the same suite; the CUDA tests name their device."""
-    monkeypatch.setenv("PYRO_DVAE_DEVICE", "cpu")
+    with CUDA runs the same suite; the CUDA tests name their device. Session-wide, so that
+    module fixtures (runs trained once for many tests) see it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYRO_DVAE_DEVICE", "cpu")
+        yield
