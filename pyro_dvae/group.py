@@ -172,7 +172,7 @@ class GroupTrainer:
             )
         for m in reversed(range(len(states))):  # the first member's noise stream is the group's
             try:
-                self.members[m].load_state_dict(states[m])
+                self.members[m].load_state_dict(states[m], note=m == 0)  # one note a group
             except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
                 where = self.members[m].run_dir
                 raise RunDirError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import signal
@@ -135,25 +136,27 @@ class Trainer:
         self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
 
     # ------------------------------------------------------------------ state
-    def _new_streams(self, trained_on: str) -> None:
+    def _new_streams(self, trained_on: str, note: bool = True) -> None:
         """A checkpoint from another kind of device: a CPU generator's state does not load
-        into a CUDA one, nor back. The device's streams start anew, seeded by the run's seed
-        and epoch, so the same resume gives the same run, though not the one it would have
-        been on its own device."""
-        seed = self.config.seed * 1_000_003 + self.epoch
+        into a CUDA one, nor back. Every stream starts anew, seeded by a hash of the run's
+        seed and epoch (no other run's seed), so the same resume gives the same run, though
+        not the one it would have been on its own device."""
+        digest = hashlib.sha256(f"pyro-dvae:{self.config.seed}:{self.epoch}".encode()).digest()
+        seed = int.from_bytes(digest[:8], "little") >> 1
         self.data_gen.manual_seed(seed)
-        if self.device.type == "cuda":
-            with torch.cuda.device(self.device):
-                torch.cuda.manual_seed(seed)
-        self.log(
-            f"note: the checkpoint was trained on {trained_on} and continues on {self.device}; "
-            "random streams do not carry over between kinds of device, so they start anew "
-            f"from the seed and epoch (--device {trained_on} continues it as it was)"
-        )
+        torch.manual_seed(seed)  # the CPU's and every CUDA device's
+        if note:
+            self.log(
+                f"note: the checkpoint was trained on {trained_on} and continues on "
+                f"{self.device}; random streams do not carry over between kinds of device, so "
+                f"they start anew from the seed and epoch (--device {trained_on} continues it "
+                "as it was)"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         state = {
             "format": 1,
+            "device": self.device.type,  # whose generator states these are
             "epoch": self.epoch,
             "step": self.step,
             "config": self.config.to_dict(),
@@ -170,18 +173,19 @@ class Trainer:
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], note: bool = True) -> None:
+        """Restore a checkpoint; ``note``: say so when it is of another kind of device."""
         self.vae.load_state_dict(state["model"])
         self.optim.set_state(state["optim"])
-        torch.set_rng_state(state["rng_torch"].cpu())
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        rng_data = state["rng_data"].cpu()
-        if rng_data.numel() == self.data_gen.get_state().numel():  # same kind of device
-            self.data_gen.set_state(rng_data)
+        trained_on = state.get("device") or ("cuda" if "rng_cuda" in state else "cpu")
+        if trained_on == self.device.type:
+            torch.set_rng_state(state["rng_torch"].cpu())
+            self.data_gen.set_state(state["rng_data"].cpu())
             if "rng_cuda" in state and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
         else:
-            self._new_streams("cuda" if "rng_cuda" in state else "cpu")
+            self._new_streams(trained_on, note)
         self.family.set_step(self.step)
         if "estimator" in state and hasattr(self.elbo, "load_state_dict"):
             self.elbo.load_state_dict(state["estimator"], self.data.test[:1])

@@ -28,7 +28,10 @@ def main() -> None:
     parser.add_argument("--headline", type=Path, default=root / "results/paper/headline.md")
     parser.add_argument("--readme", type=Path, default=root / "README.md")
     args = parser.parse_args()
-    args.readme.write_text(with_block(args.readme.read_text(), args.headline.read_text()))
+    readme = args.readme.read_text()
+    if START not in readme or END not in readme.split(START, 1)[-1]:
+        raise SystemExit(f"error: {args.readme} has no {START.strip()} ... {END} block")
+    args.readme.write_text(with_block(readme, args.headline.read_text()))
     print(f"{args.readme}: results block from {args.headline}")
 
 

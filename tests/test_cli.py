@@ -198,11 +198,12 @@ def test_a_checkpoint_of_another_kind_of_device_continues_on_new_streams(tmp_pat
     so and draws from streams seeded by its seed and epoch, the same on every such resume."""
     run_ok(fit_args(tmp_path / "cpu", family="logitnormal", epochs=1))
     ckpt = load_checkpoint(tmp_path / "cpu")
+    assert ckpt["device"] == "cpu"
+    ckpt.update(device="cuda", rng_cuda=torch.zeros(16, dtype=torch.uint8))
     ckpt["rng_data"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state: 16 bytes
-    ckpt["rng_cuda"] = torch.zeros(16, dtype=torch.uint8)
-    for name in ("a", "b"):
-        shutil.copytree(tmp_path / "cpu", tmp_path / name)
-        torch.save(ckpt, tmp_path / name / "checkpoint.pt")
+    for name, state in (("a", ckpt), ("b", {k: v for k, v in ckpt.items() if k != "device"})):
+        shutil.copytree(tmp_path / "cpu", tmp_path / name)  # b: a checkpoint of before "device"
+        torch.save(state, tmp_path / name / "checkpoint.pt")
     losses = {}
     for name in ("cpu", "a", "b"):
         result = run_ok(["fit", "--no-progress", "--resume", str(tmp_path / name), "--epochs", "2"])
@@ -225,6 +226,19 @@ def test_a_cpu_run_continues_on_cuda_and_back(tmp_path):
         assert (moved or "on cuda and continues on cpu") in result.stderr
         assert read_json(run / "summary.json")["epochs_completed"] == epochs
     assert all(math.isfinite(r["train_loss"]) for r in read_metrics(run))
+
+
+def test_a_group_of_checkpoints_of_another_kind_of_device_says_so_once(tmp_path):
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run, alpha in zip(runs, (0.32, 1.78), strict=True):
+        run_ok(fit_args(run, family="logitnormal", alpha=alpha, epochs=1))
+        ckpt = load_checkpoint(run)
+        ckpt.update(device="cuda", rng_data=torch.zeros(16, dtype=torch.uint8))
+        torch.save(ckpt, run / "checkpoint.pt")
+    args = ["fit", "--no-progress", "--resume", str(runs[0]), "--resume", str(runs[1])]
+    result = run_ok([*args, "--epochs", "2"])
+    assert result.stderr.count("trained on cuda and continues on cpu") == 1
+    assert [read_json(r / "summary.json")["epochs_completed"] for r in runs] == [2, 2]
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
