@@ -220,15 +220,22 @@ def best_alpha(runs: list[RunResult], size: int, split: str = "train") -> Cell |
     """The Logit-normal prior with the lowest mean −ELBO on ``split`` at ``size``.
 
     The paper's "best α" is chosen here on the training set: choosing on the test
-    set would select on the numbers it then reports. While other α of the row are
-    missing or short of their epochs, the choice may still change: the cell's
-    :attr:`Cell.pending` says why.
+    set would select on the numbers it then reports. The α are compared on the seeds
+    they all have (the grid's), so that the extra seeds of the chosen α, still training
+    or not, cannot move the choice. While other α of the row are missing or short of
+    their epochs, the choice may still change: the cell's :attr:`Cell.pending` says why.
     """
     cells = {a: Cell(find_seeds(runs, "logitnormal", size, a)) for a in PAPER_ALPHAS}
     cells = {a: c for a, c in cells.items() if c.mean(split, "loss") is not None}
     if not cells:
         return None
-    best = min(cells.values(), key=lambda c: c.mean(split, "loss"))
+    shared = set.intersection(*({r.config.seed for r in c.runs} for c in cells.values()))
+
+    def score(cell: Cell) -> float:
+        alike = Cell([r for r in cell.runs if r.config.seed in shared]).mean(split, "loss")
+        return alike if alike is not None else cell.mean(split, "loss")
+
+    best = min(cells.values(), key=score)
     missing = [f"{a:g}" for a in PAPER_ALPHAS if a not in cells]
     pending = [f"α = {', '.join(missing)} not run"] if missing else []
     for a, cell in cells.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -334,6 +335,23 @@ def test_an_iwae_cell_averages_only_its_seeds_of_one_protocol(tmp_path):
     assert dict(t3.rows)["20"][1] == (
         "91.00 ± 1.41 (n=2) [k=5000, 10000 images; 1 seed scored with fewer draws left out]"
     )
+
+
+def test_best_alpha_compares_the_seeds_every_alpha_has(tmp_path):
+    """The chosen α's extra seeds, early in training (high loss) or not, cannot move the
+    choice: the α are compared on the grid's seed, which they all have."""
+    from pyro_dvae.results import best_alpha
+
+    ln = dict(family="logitnormal", latent_dim=20, epochs=30)
+    for a, train in ((0.32, 97.0), (0.56, 96.5), (1.0, 96.0), (1.78, 95.8)):
+        _fake_run(tmp_path, f"ln-{a}", FitConfig(alpha=a, **ln), train, 98.0)
+    for seed in (1, 2):  # α = 1.78's seeds, at the start of their training
+        cfg = FitConfig(alpha=1.78, seed=seed, **{**ln, "epochs": 200})
+        _fake_run(tmp_path, f"ln-1.78-seed{seed}", cfg, 120.0, 121.0)
+    best = best_alpha(collect(tmp_path), 20, "train")
+    assert {r.config.alpha for r in best.runs} == {1.78} and len(best.runs) == 3
+    shutil.rmtree(tmp_path / "runs" / "ln-1.78")  # no seed in common: every run counts
+    assert best_alpha(collect(tmp_path), 20, "train").runs[0].config.alpha == 1.0
 
 
 def test_burdas_protocol_goes_to_final_table3_runs_only(tmp_path):
