@@ -17,8 +17,10 @@ START, END = "<!-- results:start -->\n", "<!-- results:end -->"
 
 def with_block(readme: str, block: str) -> str:
     """``readme`` with the text between its results markers replaced by ``block``."""
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
+    head, start, rest = readme.partition(START)
+    _, end, tail = rest.partition(END)
+    if not (start and end):
+        raise ValueError(f"no {START.strip()} ... {END} block")
     return head + START + block + END + tail
 
 
@@ -28,10 +30,11 @@ def main() -> None:
     parser.add_argument("--headline", type=Path, default=root / "results/paper/headline.md")
     parser.add_argument("--readme", type=Path, default=root / "README.md")
     args = parser.parse_args()
-    readme = args.readme.read_text()
-    if START not in readme or END not in readme.split(START, 1)[-1]:
-        raise SystemExit(f"error: {args.readme} has no {START.strip()} ... {END} block")
-    args.readme.write_text(with_block(readme, args.headline.read_text()))
+    try:
+        text = with_block(args.readme.read_text(), args.headline.read_text())
+    except ValueError as err:
+        raise SystemExit(f"error: {args.readme}: {err}") from None
+    args.readme.write_text(text)
     print(f"{args.readme}: results block from {args.headline}")
 
 
