@@ -97,7 +97,8 @@ COMMON: tuple[Param, ...] = (
         "trace",
         "trace: Trace_ELBO, Monte Carlo KL (the paper); analytic: TraceMeanField_ELBO; "
         "enum: TraceEnum_ELBO, exact sum over a categorical latent's codes; tracegraph: "
-        "TraceGraph_ELBO, score-function gradients with a baseline.",
+        "TraceGraph_ELBO, score-function gradients with a baseline; nvil, vimco, disarm: "
+        "see --estimator (bernoulli), which names them.",
         choices=_elbos,
         short="elbo-",
     ),
@@ -127,6 +128,9 @@ COMMON: tuple[Param, ...] = (
     ),
     Param("jit", bool, True, "Compile the ELBO with torch.jit.trace (one graph per batch shape)."),
 )
+
+#: objectives that only an ``--estimator`` of a discrete family trains with
+ESTIMATOR_ONLY = ("nvil", "vimco", "disarm")
 
 # Fields that may change when a run is resumed; all others define the run.
 RESUMABLE_FIELDS = frozenset({"epochs", "eval_every", "jit"})
@@ -172,6 +176,23 @@ class _ConfigMethods:
                 "--baseline applies to score-function gradients: --elbo tracegraph with "
                 "--family categorical"
             )
+        if self.estimator:
+            implied = family.estimators.get(self.estimator)
+            if implied is None:
+                raise ConfigError(
+                    f"--estimator {self.estimator} does not apply to --family {self.family}; "
+                    f"its estimators: {', '.join(family.estimators) or 'none'}"
+                )
+            if self.elbo != implied:
+                raise ConfigError(
+                    f"--estimator {self.estimator} trains with --elbo {implied}; --elbo "
+                    f"{self.elbo} contradicts it (leave --elbo out)"
+                )
+        if self.elbo == "vimco" and self.num_particles < 2:
+            raise ConfigError(
+                "--estimator vimco is the K-sample bound with leave-one-out baselines: give "
+                "--num-particles K of 2 or more (Mnih & Rezende use 5 to 50)"
+            )
         if self.elbo == "enum" and not family.enumerable:
             raise ConfigError(
                 f"--elbo enum sums over every value of a discrete latent; the {self.family} "
@@ -179,6 +200,16 @@ class _ConfigMethods:
             )
         family.validate_config(self, new)
         return self
+
+    def __post_init__(self) -> None:
+        """An ``--estimator`` names its objective: the default ``--elbo`` becomes the one it
+        trains with, and an ``--elbo`` that only an estimator has names that estimator."""
+        family = FAMILIES.get(self.family)
+        estimators = family.estimators if family is not None else {}
+        if self.estimator and self.elbo == PARAMS["elbo"].default:
+            self.elbo = estimators.get(self.estimator, self.elbo)
+        elif not self.estimator and self.elbo in ESTIMATOR_ONLY and self.elbo in estimators:
+            self.estimator = self.elbo
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -197,8 +228,12 @@ class _ConfigMethods:
 
     @classmethod
     def load(cls, path: str | Path) -> FitConfig:
-        try:
-            data = json.loads(Path(path).read_text())
+        try:  # save() writes UTF-8, whatever the locale; anything else is damage
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            byte = err.object[err.start]
+            where = f"byte 0x{byte:02x} at position {err.start}"
+            raise ConfigError(f"cannot read {path}: not UTF-8 text ({where})") from None
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(f"cannot read {path}: {err}") from None
         if not isinstance(data, dict):

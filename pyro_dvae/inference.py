@@ -25,6 +25,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from .compiled_elbo import CompiledELBO
 from .elbo_hooks import PerImageELBO, ScaledPerImageELBO
+from .score_function import NVILELBO, VIMCOELBO, BaselineNet, DisARMELBO
 
 ANALYTIC, MONTE_CARLO = "analytic", "monte-carlo"
 
@@ -135,23 +136,6 @@ class MeanTraceGraphELBO(ScaledPerImageELBO, TraceGraph_ELBO):
             net.load_state_dict(state["net"])
 
 
-class BaselineNet(torch.nn.Module):
-    """r(x): the neural baseline's residual around the running average, one hidden layer;
-    its output layer starts at zero, so the baseline starts as the decaying one."""
-
-    def __init__(self, input_dim: int, hidden: int = 100):
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(input_dim, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1)
-        )
-        with torch.no_grad():
-            self.net[2].weight.zero_()
-            self.net[2].bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
-
-
 #: the decaying baseline's memory: b ← β b + (1 − β) (the last step's per-image ELBO)
 BASELINE_BETA = 0.95
 #: the score-function baselines ``--baseline`` chooses from
@@ -163,6 +147,9 @@ ELBOS: dict[str, tuple[type, bool]] = {
     "analytic": (MeanTraceMeanFieldELBO, True),
     "enum": (MeanTraceEnumELBO, True),
     "tracegraph": (MeanTraceGraphELBO, False),
+    "nvil": (NVILELBO, False),
+    "vimco": (VIMCOELBO, False),
+    "disarm": (DisARMELBO, True),  # the entropy of q is analytic
 }
 
 

@@ -58,7 +58,9 @@ def kernel_tip(device: torch.device, draws: int) -> str | None:
     )
 
 
-def _vectorized(fn: Callable, num_particles: int) -> Callable:
+def vectorized(fn: Callable, num_particles: int) -> Callable:
+    """``fn`` inside an outer ``pyro.plate`` of ``num_particles`` draws (dim −2)."""
+
     def wrapped(*args, **kwargs):
         with pyro.plate("iw_particles", num_particles, dim=-2):
             return fn(*args, **kwargs)
@@ -82,25 +84,35 @@ def differentiable_parts(
     model: Callable, guide: Callable, x: torch.Tensor, num_samples: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`sample_parts` with the autograd graph kept (for gradient estimators)."""
-    guide_tr = poutine.trace(_vectorized(guide, num_samples)).get_trace(x)
+    log_px, log_pz, log_qz = particle_log_densities(model, guide, x, num_samples)
+    return -log_px, log_qz - log_pz
+
+
+def particle_log_densities(
+    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log p(x | z)``, ``log p(z)`` and ``log q(z | x)`` of ``num_samples`` draws per image,
+    each ``(num_samples, batch)``, the draws vectorised with an outer ``pyro.plate`` and the
+    autograd graph kept."""
+    guide_tr = poutine.trace(vectorized(guide, num_samples)).get_trace(x)
     model_tr = poutine.trace(
-        poutine.replay(_vectorized(model, num_samples), trace=guide_tr)
+        poutine.replay(vectorized(model, num_samples), trace=guide_tr)
     ).get_trace(x)
     # the plates' own sites score 0 on the default device (the CPU), not x's
     guide_tr, model_tr = prune_subsample_sites(guide_tr), prune_subsample_sites(model_tr)
     shape = (num_samples, x.shape[0])
-    recon = x.new_zeros(shape)
-    kl = x.new_zeros(shape)
+    log_px, log_pz, log_qz = x.new_zeros(shape), x.new_zeros(shape), x.new_zeros(shape)
     for name, site in model_tr.nodes.items():
         if site["type"] != "sample":
             continue
         log_p = site["fn"].log_prob(site["value"]).expand(shape)
         if site["is_observed"]:
-            recon = recon - log_p
+            log_px = log_px + log_p
         else:
             q = guide_tr.nodes[name]
-            kl = kl + q["fn"].log_prob(q["value"]).expand(shape) - log_p
-    return recon, kl
+            log_pz = log_pz + log_p
+            log_qz = log_qz + q["fn"].log_prob(q["value"]).expand(shape)
+    return log_px, log_pz, log_qz
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:

@@ -1,5 +1,6 @@
 """Distributions written for pyro-dvae."""
 
+from .binary_concrete import BinaryConcrete, StraightThroughBinaryConcrete, bernoulli_kl
 from .exp_relaxed_categorical import (
     ExpRelaxedCategorical,
     ExpRelaxedCategoricalDiscreteKL,
@@ -9,6 +10,9 @@ from .logit_normal import LogitNormal
 from .multivariate_logit_normal import MultivariateLogitNormal
 
 __all__ = [
+    "BinaryConcrete",
+    "StraightThroughBinaryConcrete",
+    "bernoulli_kl",
     "ExpRelaxedCategorical",
     "ExpRelaxedCategoricalDiscreteKL",
     "LogitNormal",

@@ -8,6 +8,7 @@ asks the family; adding one is adding a class decorated with :func:`register_fam
 """
 
 from .base import FAMILIES, LatentFamily, make_family, register_family
+from .bernoulli import BernoulliFamily, BitsFamily
 from .beta import BetaFamily
 from .categorical import CategoricalFamily
 from .concrete import KL_OBJECTIVES, ConcreteFamily, OneHotFamily
@@ -16,7 +17,9 @@ from .continuous import GaussianFamily, LogitNormalFamily
 __all__ = [
     "FAMILIES",
     "KL_OBJECTIVES",
+    "BernoulliFamily",
     "BetaFamily",
+    "BitsFamily",
     "CategoricalFamily",
     "ConcreteFamily",
     "GaussianFamily",

@@ -37,6 +37,8 @@ class LatentFamily:
     slug_params: ClassVar[tuple[str, ...]] = ()
     #: other training objectives of the same model: name → config changes
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: ``--estimator`` name → the ``--elbo`` it trains with (discrete families)
+    estimators: ClassVar[dict[str, str]] = {}
     #: event dimensions of ``z`` (1 for a vector, 2 for M categorical variables)
     event_dim: ClassVar[int] = 1
     #: whether ``--elbo enum`` can sum over its values (a discrete latent with few codes)

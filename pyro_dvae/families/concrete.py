@@ -11,6 +11,7 @@ import torch
 from ..distributions import ExpRelaxedCategorical, ExpRelaxedCategoricalDiscreteKL
 from ..errors import ConfigError
 from ..params import Param
+from .annealing import ANNEAL_RATE, MIN_TEMPERATURE, AnnealedTemperature, as_tensor_like
 from .base import LatentFamily, _filled, register_family
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class CategoricalShape:
 
 
 @register_family
-class ConcreteFamily(CategoricalShape, LatentFamily):
+class ConcreteFamily(CategoricalShape, AnnealedTemperature, LatentFamily):
     """``latent_dim`` ExpConcrete variables of ``categories`` classes each.
 
     The posterior has learned logits and temperature ``τ_q`` (optionally annealed
@@ -74,7 +75,6 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
     name = "concrete"
     title = "Concrete"
     event_dim = 2
-    _temperature_input: torch.Tensor | None = None
     params = (
         CATEGORIES,
         Param(
@@ -93,22 +93,8 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
             positive=True,
             short="tp",
         ),
-        Param(
-            "anneal_rate",
-            float,
-            0.0,
-            "Concrete: temperature = max(min, initial * exp(-rate * step)); 0 keeps it fixed.",
-            low=0.0,
-            short="anneal",
-        ),
-        Param(
-            "min_temperature",
-            float,
-            0.5,
-            "Concrete: floor of the annealed temperature.",
-            positive=True,
-            short="tmin",
-        ),
+        ANNEAL_RATE,
+        MIN_TEMPERATURE,
         Param(
             "kl",
             str,
@@ -136,14 +122,6 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
                 "use it with --elbo analytic"
             )
 
-    def state(self):
-        return {"temperature": self.temperature}
-
-    def load_state(self, state):
-        temperature = float(state.get("temperature", math.nan))
-        if math.isfinite(temperature):
-            self.temperature = temperature
-
     def __init__(self, config: FitConfig):
         super().__init__(config)
         self.categories = config.categories
@@ -163,38 +141,13 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
         """This family's zero-temperature limit: the categorical VAE the relaxation stands for."""
         return OneHotFamily(self)
 
-    def temperature_at(self, step: int) -> float | torch.Tensor:
-        """τ_q at ``step`` (a group's family: one per member, a tensor)."""
-        if torch.is_tensor(self.anneal_rate):
-            decayed = self.initial_temperature * torch.exp(-self.anneal_rate * step)
-            annealed = torch.maximum(self.min_temperature, decayed)
-            return torch.where(self.anneal_rate == 0, self.initial_temperature, annealed)
-        if self.anneal_rate == 0.0:
-            return self.initial_temperature
-        decayed = self.initial_temperature * math.exp(-self.anneal_rate * step)
-        return max(self.min_temperature, decayed)
-
-    def set_step(self, step: int) -> None:
-        self.temperature = self.temperature_at(step)
-
-    def step_inputs(self, like):
-        return (_as(like, self.temperature),)
-
-    def use_step_inputs(self, inputs):
-        self._temperature_input = inputs[0] if inputs else None
-
-    def _temperature(self, like: torch.Tensor) -> torch.Tensor:
-        if self._temperature_input is not None:  # inside a compiled step: an input
-            return self._temperature_input
-        return _as(like, self.temperature)
-
     def posterior(self, head):
         logits = head.reshape(*head.shape[:-1], self.latent_dim, self.categories)
-        return self._dist(self._temperature(head), logits=logits).to_event(1)
+        return self._dist(self.temperature_tensor(head), logits=logits).to_event(1)
 
     def prior(self, like):
         logits = _filled(like, *like.shape[:-1], self.latent_dim, self.categories)
-        return self._dist(_as(like, self.prior_temperature), logits=logits).to_event(1)
+        return self._dist(as_tensor_like(like, self.prior_temperature), logits=logits).to_event(1)
 
     def decoder_input(self, z):
         return z.exp().flatten(-2)
@@ -215,13 +168,6 @@ class ConcreteFamily(CategoricalShape, LatentFamily):
             + f", tau_p={self.prior_temperature:g}"
             + (", discrete KL)" if self.kl == "discrete" else ")")
         )
-
-
-def _as(like: torch.Tensor, value: float | torch.Tensor) -> torch.Tensor:
-    """A temperature on ``like``'s device and dtype: 0-dim, or a group's (M, 1, 1)."""
-    if torch.is_tensor(value):
-        return value.to(dtype=like.dtype, device=like.device)
-    return like.new_tensor(value)
 
 
 class OneHotFamily(CategoricalShape, LatentFamily):

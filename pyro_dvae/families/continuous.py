@@ -15,6 +15,17 @@ if TYPE_CHECKING:
     from ..config import FitConfig
 
 
+ALPHA = Param(
+    "alpha",
+    float,
+    1.0,
+    "Logit-normal prior variance: p(z) = LN(0, alpha I); the paper tries 0.32, 0.56, 1, 1.78.",
+    positive=True,
+    short="a",
+    axis=True,
+)
+
+
 @register_family
 class GaussianFamily(LatentFamily):
     """q = N(μ, σ²I), p = N(0, I) (Kingma & Welling)."""
@@ -46,18 +57,7 @@ class LogitNormalFamily(LatentFamily):
     """q = LN(μ, σ²I), p = LN(0, αI) with α the prior variance."""
 
     name = "logitnormal"
-    params = (
-        Param(
-            "alpha",
-            float,
-            1.0,
-            "Logit-normal prior variance: p(z) = LN(0, alpha I); the paper tries 0.32, 0.56, "
-            "1, 1.78.",
-            positive=True,
-            short="a",
-            axis=True,
-        ),
-    )
+    params = (ALPHA,)
     slug_params = ("alpha",)
     member_params = ("alpha",)
 

@@ -1,0 +1,83 @@
+"""An annealed temperature, shared by the relaxed families (Concrete, and the Bernoulli
+family's relaxations): τ = max(τ_min, τ_0 · exp(−rate · step)), Jang et al.'s schedule
+updated every step; its value is per-step state (checkpointed, logged) and enters a
+compiled step as an input rather than as a constant frozen at the first step."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..params import Param
+
+ANNEAL_RATE = Param(
+    "anneal_rate",
+    float,
+    0.0,
+    "Concrete and bernoulli relaxations: temperature = max(min, initial * exp(-rate * step)); "
+    "0 keeps it fixed.",
+    low=0.0,
+    short="anneal",
+)
+MIN_TEMPERATURE = Param(
+    "min_temperature",
+    float,
+    0.5,
+    "Concrete and bernoulli relaxations: floor of the annealed temperature.",
+    positive=True,
+    short="tmin",
+)
+
+
+class AnnealedTemperature:
+    """Mixin of a latent family: ``temperature`` follows the schedule of the family's
+    ``initial_temperature``, ``anneal_rate`` and ``min_temperature`` (floats, or a group's
+    per-member tensors)."""
+
+    initial_temperature: float | torch.Tensor
+    anneal_rate: float | torch.Tensor
+    min_temperature: float | torch.Tensor
+    temperature: float | torch.Tensor
+    _temperature_input: torch.Tensor | None = None
+
+    def state(self):
+        return {"temperature": self.temperature}
+
+    def load_state(self, state):
+        temperature = float(state.get("temperature", math.nan))
+        if math.isfinite(temperature):
+            self.temperature = temperature
+
+    def temperature_at(self, step: int) -> float | torch.Tensor:
+        """τ at ``step`` (a group's family: one per member, a tensor)."""
+        if torch.is_tensor(self.anneal_rate):
+            decayed = self.initial_temperature * torch.exp(-self.anneal_rate * step)
+            annealed = torch.maximum(self.min_temperature, decayed)
+            return torch.where(self.anneal_rate == 0, self.initial_temperature, annealed)
+        if self.anneal_rate == 0.0:
+            return self.initial_temperature
+        decayed = self.initial_temperature * math.exp(-self.anneal_rate * step)
+        return max(self.min_temperature, decayed)
+
+    def set_step(self, step: int) -> None:
+        self.temperature = self.temperature_at(step)
+
+    def step_inputs(self, like):
+        return (as_tensor_like(like, self.temperature),)
+
+    def use_step_inputs(self, inputs):
+        self._temperature_input = inputs[0] if inputs else None
+
+    def temperature_tensor(self, like: torch.Tensor) -> torch.Tensor:
+        """τ now, on ``like``'s device and dtype (inside a compiled step: the graph's input)."""
+        if self._temperature_input is not None:
+            return self._temperature_input
+        return as_tensor_like(like, self.temperature)
+
+
+def as_tensor_like(like: torch.Tensor, value: float | torch.Tensor) -> torch.Tensor:
+    """A temperature on ``like``'s device and dtype: 0-dim, or a group's (M, 1, 1)."""
+    if torch.is_tensor(value):
+        return value.to(dtype=like.dtype, device=like.device)
+    return like.new_tensor(value)

@@ -1,0 +1,262 @@
+"""Bernoulli latents: M binary codes, q(b | x) = Π Bernoulli(σ(logits(x))), p(b) = Bernoulli(½)^M,
+the decoder reading the bits; and the estimators of its gradient (``--estimator``).
+
+The family owns how each estimator draws the code the decoder reads:
+
+- ``logitnormal``: the paper's relaxation. y ~ N(μ, σ²) reparameterised, the decoder reads
+  z = σ(y / τ), prior LN(0, α) on σ(y) (so LN(0, α/τ²) on z); it stands for b = 1[y > 0],
+  q(b = 1 | x) = Φ(μ / σ).
+- ``concrete``: a binary Concrete at τ (Maddison et al.; Jang et al.), the discrete KL of
+  the underlying Bernoullis (Jang et al.'s objective); it stands for Bernoulli(σ(logits)).
+- ``straight-through``: hard codes forward, the binary Concrete's gradient backward.
+- ``reinforce``, ``nvil``, ``vimco``, ``disarm``: the codes themselves, with an unbiased
+  gradient estimator (an ELBO of :mod:`pyro_dvae.inference`).
+- ``enum``: the exact ELBO, a sum over all 2^M codes (M ≤ 10).
+
+Whatever the estimator, :meth:`BernoulliFamily.discrete` is the Bernoulli model it stands for,
+which evaluation scores (hard codes, the analytic KL to Bernoulli(½)).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import pyro.distributions as dist
+import torch
+
+from ..distributions import BinaryConcrete, LogitNormal, StraightThroughBinaryConcrete
+from ..errors import ConfigError
+from ..params import Param
+from .annealing import ANNEAL_RATE, MIN_TEMPERATURE, AnnealedTemperature, as_tensor_like
+from .base import LatentFamily, _filled, _loc_scale, _sqrt, register_family
+from .categorical import ENUM_LIMIT
+from .continuous import ALPHA
+
+if TYPE_CHECKING:
+    from ..config import FitConfig
+
+#: each estimator of the Bernoulli family → the objective it trains (an ``--elbo``)
+ESTIMATOR_ELBOS = {
+    "logitnormal": "trace",
+    "concrete": "analytic",
+    "straight-through": "analytic",
+    "reinforce": "tracegraph",
+    "nvil": "nvil",
+    "vimco": "vimco",
+    "disarm": "disarm",
+    "enum": "enum",
+}
+#: the estimators whose decoder reads relaxed codes (biased for the discrete model)
+RELAXED = ("logitnormal", "concrete", "straight-through")
+
+ESTIMATOR = Param(
+    "estimator",
+    str,
+    "",
+    "bernoulli: the gradient estimator (docs/discrete.md): logitnormal, concrete, "
+    "straight-through (relaxations), reinforce, nvil, vimco, disarm (unbiased), enum (exact).",
+    choices=lambda: ("", *ESTIMATOR_ELBOS),
+    short=None,
+)
+TAU = Param(
+    "tau",
+    float,
+    1.0,
+    "bernoulli: the relaxation's temperature (initial value when annealed): logitnormal reads "
+    "z = sigmoid(y / tau), concrete and straight-through a binary Concrete at tau; 1 is the "
+    "paper's Logit-normal and Jang et al.'s start.",
+    positive=True,
+    short="tau",
+)
+
+
+@register_family
+class BernoulliFamily(AnnealedTemperature, LatentFamily):
+    """``latent_dim`` binary latents and the estimator that trains them (``estimator``)."""
+
+    name = "bernoulli"
+    title = "Bernoulli"
+    params = (ESTIMATOR, TAU, ANNEAL_RATE, MIN_TEMPERATURE, ALPHA)
+    estimators = ESTIMATOR_ELBOS
+    slug_params = ("estimator", "elbo")  # the slug names the estimator
+    enumerable = True
+    groupable = False  # its score-function ELBOs are not per-image particle losses
+
+    def __init__(self, config: FitConfig):
+        super().__init__(config)
+        self.estimator = config.estimator or _estimator_of(config.elbo)
+        self.joint = config.elbo == "enum"
+        self.alpha = config.alpha
+        self.initial_temperature = config.tau
+        self.anneal_rate = config.anneal_rate
+        self.min_temperature = config.min_temperature
+        self.temperature = self.temperature_at(0)
+        self._bits: dict = {}
+
+    @classmethod
+    def slug(cls, config):
+        return f"{cls.name}-d{config.latent_dim}-{config.estimator or config.elbo}"
+
+    @classmethod
+    def label(cls, config):
+        return f"Bernoulli {config.latent_dim} ({config.estimator or config.elbo})"
+
+    @classmethod
+    def validate_config(cls, config, new=False):
+        estimator = config.estimator or _estimator_of(config.elbo)
+        if config.elbo == "analytic" and estimator not in RELAXED:
+            raise ConfigError(
+                "--elbo analytic needs reparameterised samples: give --estimator concrete or "
+                "straight-through (relaxed codes, analytic KL of the Bernoullis)"
+            )
+        if new and estimator != "logitnormal" and config.alpha != ALPHA.default:
+            raise ConfigError(
+                "--alpha is the Logit-normal prior's: use it with --estimator logitnormal"
+            )
+        if new and estimator not in RELAXED:
+            for p in (TAU, ANNEAL_RATE, MIN_TEMPERATURE):
+                if getattr(config, p.name) != p.default:
+                    raise ConfigError(
+                        f"{p.flag} sets the relaxation's temperature: use it with --estimator "
+                        "logitnormal, concrete or straight-through"
+                    )
+        if new and config.anneal_rate and config.tau < config.min_temperature:
+            raise ConfigError(
+                f"--tau {config.tau:g} is below --min-temperature {config.min_temperature:g}: "
+                "annealing would hold it at the floor from step 0"
+            )
+        if config.elbo == "enum" and 2**config.latent_dim > ENUM_LIMIT:
+            raise ConfigError(
+                f"--estimator enum sums over all 2^{config.latent_dim} codes, decoding each for "
+                f"every image; at most {ENUM_LIMIT} codes fit a step (--latent-dim "
+                f"{int(math.log2(ENUM_LIMIT))} or fewer): use another --estimator for this size"
+            )
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def head_size(self) -> int:
+        return 2 * self.latent_dim if self.estimator == "logitnormal" else self.latent_dim
+
+    @property
+    def codes(self) -> int:
+        """Joint codes: 2^M."""
+        return 2**self.latent_dim
+
+    @property
+    def summable(self) -> bool:
+        return self.codes <= ENUM_LIMIT
+
+    def bits(self, like: torch.Tensor) -> torch.Tensor:
+        """Every joint code's bits, (2^M, M), most significant first, like ``like``."""
+        key = (like.device, like.dtype)
+        if key not in self._bits:
+            m = self.latent_dim
+            shifts = torch.arange(m - 1, -1, -1, device=like.device)
+            codes = torch.arange(self.codes, device=like.device).unsqueeze(-1)
+            self._bits[key] = ((codes >> shifts) & 1).to(like.dtype)
+        return self._bits[key]
+
+    # ------------------------------------------------------------------ q and p
+    def posterior(self, head):
+        tau = self.temperature_tensor(head)
+        if self.estimator == "logitnormal":
+            loc, scale = _loc_scale(head)
+            return LogitNormal(loc / tau, scale / tau).to_event(1)
+        if self.estimator == "concrete":
+            return BinaryConcrete(tau, head).to_event(1)
+        if self.estimator == "straight-through":
+            return StraightThroughBinaryConcrete(tau, head).to_event(1)
+        if self.joint:
+            bits = self.bits(head)
+            on, off = torch.nn.functional.logsigmoid(head), torch.nn.functional.logsigmoid(-head)
+            return dist.OneHotCategorical(logits=on @ bits.T + off @ (1 - bits).T)
+        return dist.Bernoulli(logits=head).to_event(1)
+
+    def prior(self, like):
+        shape = (*like.shape[:-1], self.latent_dim)
+        zeros = _filled(like, *shape)
+        if self.estimator == "logitnormal":
+            tau = self.temperature_tensor(like)
+            scale = _filled(like, *shape, value=_sqrt(self.alpha)) / tau
+            return LogitNormal(zeros, scale).to_event(1)
+        if self.estimator in ("concrete", "straight-through"):
+            relaxed = (
+                BinaryConcrete if self.estimator == "concrete" else StraightThroughBinaryConcrete
+            )
+            return relaxed(as_tensor_like(like, 1.0), zeros).to_event(1)
+        if self.joint:
+            return dist.OneHotCategorical(logits=_filled(like, *like.shape[:-1], self.codes))
+        return dist.Bernoulli(logits=zeros).to_event(1)
+
+    def decoder_input(self, z):
+        return z @ self.bits(z) if self.joint else z
+
+    # ------------------------------------------------------------------ the discrete model
+    def discrete(self) -> BitsFamily:
+        return BitsFamily(self.latent_dim, probit=self.estimator == "logitnormal")
+
+    @property
+    def relaxed(self) -> bool:
+        return self.estimator in RELAXED
+
+    def code_mean(self, q, num_samples: int = 200):
+        if self.joint:
+            return q.probs @ self.bits(q.probs)
+        if isinstance(q.base_dist, dist.Bernoulli):
+            return q.base_dist.probs
+        return super().code_mean(q, num_samples)
+
+    def describe(self) -> str:
+        how = self.config.estimator or self.config.elbo
+        if self.relaxed:
+            how += f", tau={self.initial_temperature:g}"
+            how += f"->{self.min_temperature:g}" if self.anneal_rate else ""
+        if self.estimator == "logitnormal":
+            how += f", alpha={self.alpha:g}"
+        return f"bernoulli({self.latent_dim}, {how})"
+
+
+def _estimator_of(elbo: str) -> str:
+    """The estimator an ``--elbo`` alone stands for on discrete codes."""
+    return {"tracegraph": "reinforce", "enum": "enum"}.get(elbo, "score-function")
+
+
+class BitsFamily(LatentFamily):
+    """The Bernoulli model a relaxed binary latent stands for, for evaluation (not registered).
+
+    The same encoder head and decoder input: b ~ Bernoulli(q) with q = σ(logits), or, behind a
+    Logit-normal head (μ, log σ²), q = P(y > 0) = Φ(μ / σ); p(b) = Bernoulli(½)^M.
+    """
+
+    name = "bits"
+    title = "Bernoulli"
+
+    def __init__(self, latent_dim: int, probit: bool):
+        self.latent_dim = latent_dim
+        self.probit = probit
+
+    @property
+    def head_size(self) -> int:
+        return 2 * self.latent_dim if self.probit else self.latent_dim
+
+    def logits(self, head: torch.Tensor) -> torch.Tensor:
+        """logit q(b = 1 | x); for a Logit-normal head, log Φ(r) − log Φ(−r) at r = μ / σ."""
+        if not self.probit:
+            return head
+        loc, scale = _loc_scale(head)
+        r = loc / scale
+        return torch.special.log_ndtr(r) - torch.special.log_ndtr(-r)
+
+    def posterior(self, head):
+        return dist.Bernoulli(logits=self.logits(head)).to_event(1)
+
+    def prior(self, like):
+        return dist.Bernoulli(logits=_filled(like, *like.shape[:-1], self.latent_dim)).to_event(1)
+
+    def code_mean(self, q, num_samples: int = 200):
+        return q.base_dist.probs
+
+    def describe(self) -> str:
+        source = "1[y > 0] of the Logit-normal" if self.probit else "hard codes"
+        return f"bernoulli({self.latent_dim}, {source})"

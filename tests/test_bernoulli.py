@@ -1,0 +1,243 @@
+"""The Bernoulli family and its gradient estimators: the binary Concrete against its formulas,
+the discrete model behind each relaxation, every unbiased estimator's mean gradient against
+the exact one (enumerated), the relaxations' bias seen by the same test, and the refusals."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pyro
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.distributions import Bernoulli, kl_divergence
+
+from pyro_dvae.config import FitConfig
+from pyro_dvae.distributions import BinaryConcrete, LogitNormal, StraightThroughBinaryConcrete
+from pyro_dvae.errors import ConfigError
+from pyro_dvae.families import BitsFamily, make_family
+from pyro_dvae.inference import make_elbo
+from pyro_dvae.vae import VAE
+
+# ---------------------------------------------------------------------------- distributions
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0, 2.5])
+@pytest.mark.parametrize("logit", [-2.0, 0.0, 1.5])
+def test_binary_concrete_density_integrates_to_one_and_matches_samples(tau, logit):
+    d = BinaryConcrete(torch.tensor(tau, dtype=torch.float64), torch.tensor(logit).double())
+    # in the chart y = logit(z) the density is smooth; integrate there (dz = z(1 - z) dy)
+    y = torch.linspace(-36, 36, 200_001, dtype=torch.float64)  # z = σ(y) < 1 in float64
+    z = torch.sigmoid(y)
+    dens = (d.log_prob(z) + F.logsigmoid(y) + F.logsigmoid(-y)).exp()
+    assert torch.trapezoid(dens, y).item() == pytest.approx(1.0, abs=1e-5)
+    # P(z <= 0.3) by the density and by samples
+    torch.manual_seed(0)
+    samples = d.rsample((200_000,))
+    below = torch.trapezoid(dens * (z <= 0.3), y).item()
+    se = math.sqrt(below * (1 - below) / len(samples))
+    assert (samples <= 0.3).double().mean().item() == pytest.approx(below, abs=5 * se + 1e-4)
+    # its zero-temperature limit is Bernoulli(σ(logit)): P(z > ½) = σ(logit) at any τ
+    p = torch.sigmoid(torch.tensor(logit)).item()
+    assert (samples > 0.5).double().mean().item() == pytest.approx(p, abs=5 * math.sqrt(p / 2e5))
+
+
+def test_straight_through_is_hard_forward_and_relaxed_backward():
+    logits = torch.randn(5, 7, requires_grad=True)
+    tau = torch.tensor(0.7)
+    torch.manual_seed(1)
+    hard = StraightThroughBinaryConcrete(tau, logits).rsample()
+    assert set(hard.unique().tolist()) <= {0.0, 1.0}
+    (hard * torch.arange(7.0)).sum().backward()
+    g_hard = logits.grad.clone()
+    logits.grad = None
+    torch.manual_seed(1)
+    soft = BinaryConcrete(tau, logits).rsample()
+    assert torch.equal(hard, (soft > 0.5).float())
+    (soft * torch.arange(7.0)).sum().backward()
+    assert torch.allclose(g_hard, logits.grad)
+    # its log_prob is the Bernoulli's, the distribution of the forward values
+    d = StraightThroughBinaryConcrete(tau, logits.detach())
+    assert torch.allclose(d.log_prob(hard), Bernoulli(logits=logits.detach()).log_prob(hard))
+
+
+def test_registered_kl_is_the_underlying_bernoullis():
+    q_logits, p_logits = torch.randn(100) * 4, torch.randn(100)
+    q = BinaryConcrete(torch.tensor(0.5), q_logits)
+    p = StraightThroughBinaryConcrete(torch.tensor(1.0), p_logits)
+    expected = kl_divergence(Bernoulli(logits=q_logits), Bernoulli(logits=p_logits))
+    assert torch.allclose(kl_divergence(q, p), expected, atol=1e-6)
+    # and stays finite where the probabilities saturate
+    far = BinaryConcrete(torch.tensor(1.0), torch.tensor([60.0, -60.0]))
+    kl = kl_divergence(far, BinaryConcrete(torch.tensor(1.0), torch.zeros(2)))
+    assert torch.allclose(kl, torch.full((2,), math.log(2)), atol=1e-5)
+
+
+def test_the_logit_normals_binary_code_is_the_sign_of_y():
+    """b = 1[y > 0] with y ~ N(μ, σ²): q(b = 1) = Φ(μ / σ), checked by sampling z = σ(y)."""
+    loc = torch.tensor([[-3.0, -0.5, 0.0, 0.4, 2.0, 9.0]])
+    log_var = torch.tensor([[0.0, 1.0, -2.0, 0.5, 3.0, 0.0]])
+    bits = BitsFamily(6, probit=True)
+    q = bits.posterior(torch.cat([loc, log_var], -1)).base_dist
+    torch.manual_seed(2)
+    z = LogitNormal(loc, torch.exp(0.5 * log_var)).sample((100_000,))
+    observed = (z > 0.5).double().mean(0)
+    se = (q.probs * (1 - q.probs) / 1e5).sqrt().double() + 1e-6
+    assert ((observed - q.probs.double()).abs() <= 5 * se).all()
+    # far out the logit stays finite: log Φ(9) − log Φ(−9) ≈ 43.6, where Φ(9) rounds to 1
+    assert 43 < q.logits[0, -1].item() < 44
+
+
+# ---------------------------------------------------------------------------- estimators
+
+M, PIXELS, HIDDEN, BATCH = 3, 6, 8, 4
+
+
+def _vae(estimator: str, particles: int = 1, **kw) -> tuple[VAE, FitConfig]:
+    config = FitConfig(
+        family="bernoulli",
+        latent_dim=M,
+        hidden=HIDDEN,
+        estimator=estimator,
+        num_particles=particles,
+        **kw,
+    )
+    torch.manual_seed(0)
+    return VAE(make_family(config), PIXELS, HIDDEN), config
+
+
+def _batch() -> torch.Tensor:
+    return torch.bernoulli(
+        torch.full((BATCH, PIXELS), 0.4), generator=torch.Generator().manual_seed(3)
+    )
+
+
+def _gradient(vae: VAE, elbo, x: torch.Tensor) -> torch.Tensor:
+    for p in vae.parameters():
+        p.grad = None
+    elbo.loss_and_grads(vae.model, vae.guide, x)
+    return torch.cat([p.grad.flatten() for p in vae.parameters()])
+
+
+def _z_scores(vae: VAE, elbo, x: torch.Tensor, exact: torch.Tensor, draws: int) -> torch.Tensor:
+    pyro.clear_param_store()
+    torch.manual_seed(4)
+    grads = torch.stack([_gradient(vae, elbo, x) for _ in range(draws)]).double()
+    se = grads.std(0) / math.sqrt(draws)
+    moving = se > 0
+    return ((grads.mean(0) - exact.double()) / se)[moving]
+
+
+def _exact_gradient(estimator: str, **kw) -> tuple[VAE, torch.Tensor]:
+    """The exact gradient of the mean −ELBO (TraceEnum_ELBO over all 2^M codes) at the same
+    weights as ``estimator``'s twin (same head: every estimator but logitnormal)."""
+    enum_vae, _ = _vae("enum")
+    vae, config = _vae(estimator, **kw)
+    vae.load_state_dict(enum_vae.state_dict())
+    pyro.clear_param_store()
+    return vae, _gradient(enum_vae, make_elbo("enum"), _batch())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("estimator", ["reinforce", "nvil", "disarm"])
+def test_unbiased_estimators_match_the_exact_gradient(estimator):
+    vae, exact = _exact_gradient(estimator)
+    config = FitConfig(family="bernoulli", latent_dim=M, estimator=estimator)
+    z = _z_scores(vae, make_elbo(config.elbo), _batch(), exact, draws=1500)
+    # unbiased: the z-scores of the mean gradient are standard normal (coordinates correlate,
+    # so allow a wide band around E[z²] = 1 and no coordinate far out)
+    assert float((z**2).mean()) < 2.0, float((z**2).mean())
+    assert float(z.abs().max()) < 6.0
+
+
+@pytest.mark.slow
+def test_the_relaxation_is_biased_and_the_same_test_sees_it():
+    """The binary Concrete's gradient at τ = 1 is not the discrete model's: the test above,
+    run on it, fails by far (so that test has the power to see a bias of this size)."""
+    vae, exact = _exact_gradient("concrete")
+    z = _z_scores(vae, make_elbo("analytic"), _batch(), exact, draws=1500)
+    assert float((z**2).mean()) > 20.0
+
+
+def _exact_k_sample_bound(vae: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
+    """−E[log (1/K) Σ_k p(x, b_k) / q(b_k | x)], summed over every K-tuple of codes."""
+    bits = torch.tensor(list(itertools.product([0.0, 1.0], repeat=M)))  # (2^M, M)
+    logits = vae.encoder(x)
+    log_q = bits @ F.logsigmoid(logits).T + (1 - bits) @ F.logsigmoid(-logits).T  # (codes, B)
+    dec = vae.decoder(bits)  # (codes, pixels)
+    log_px = -F.binary_cross_entropy_with_logits(
+        dec.unsqueeze(1).expand(-1, len(x), -1), x.expand(len(bits), -1, -1), reduction="none"
+    ).sum(-1)
+    log_w = log_px - M * math.log(2) - log_q  # (codes, B)
+    tuples = torch.tensor(list(itertools.product(range(len(bits)), repeat=k)))  # (codes^K, K)
+    weight = log_q[tuples].sum(1).exp()  # (codes^K, B)
+    bound = log_w[tuples].logsumexp(1) - math.log(k)
+    return -(weight * bound).sum(0).mean()
+
+
+@pytest.mark.slow
+def test_vimco_matches_the_exact_gradient_of_its_k_sample_bound():
+    k = 3
+    vae, _ = _vae("vimco", particles=k)
+    x = _batch()
+    for p in vae.parameters():
+        p.grad = None
+    loss = _exact_k_sample_bound(vae, x, k)
+    loss.backward()
+    exact = torch.cat([p.grad.flatten() for p in vae.parameters()])
+    elbo = make_elbo("vimco", k)
+    pyro.clear_param_store()
+    values = [elbo.loss(vae.model, vae.guide, x) for _ in range(2000)]
+    mean, se = sum(values) / len(values), torch.tensor(values).std().item() / math.sqrt(2000)
+    assert mean == pytest.approx(loss.item(), abs=5 * se)  # the value is the bound's
+    z = _z_scores(vae, elbo, x, exact, draws=1500)
+    assert float((z**2).mean()) < 2.0, float((z**2).mean())
+    assert float(z.abs().max()) < 6.0
+
+
+def test_each_estimators_loss_estimates_the_discrete_elbo():
+    """Every unbiased estimator's loss value averages to the exact −ELBO (enumerated)."""
+    enum_vae, _ = _vae("enum")
+    x = _batch()
+    exact = make_elbo("enum").loss(enum_vae.model, enum_vae.guide, x)
+    for estimator in ("reinforce", "nvil", "disarm"):
+        vae, config = _vae(estimator)
+        vae.load_state_dict(enum_vae.state_dict())
+        elbo = make_elbo(config.elbo)
+        pyro.clear_param_store()
+        values = torch.tensor([elbo.loss(vae.model, vae.guide, x) for _ in range(400)])
+        se = values.std().item() / math.sqrt(len(values))
+        assert values.mean().item() == pytest.approx(exact, abs=5 * se + 1e-4), estimator
+
+
+# ---------------------------------------------------------------------------- the config
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"estimator": "vimco"}, "--num-particles K of 2 or more"),
+        ({"estimator": "concrete", "elbo": "tracegraph"}, "contradicts"),
+        ({"estimator": "enum", "latent_dim": 11}, r"2\^11 codes"),
+        ({"estimator": "nvil", "tau": 0.5}, "--tau sets the relaxation"),
+        ({"estimator": "disarm", "alpha": 4.0}, "--alpha is the Logit-normal"),
+        ({"estimator": "concrete", "tau": 0.0}, "--tau must be a positive number"),
+        ({"estimator": "concrete", "tau": 0.3, "anneal_rate": 1e-4}, "below --min-temperature"),
+        ({"family": "gaussian", "estimator": "nvil"}, "applies to --family bernoulli"),
+    ],
+)
+def test_contradictions_are_refused_in_one_line(fields, message):
+    config = FitConfig(**{"family": "bernoulli", **fields})
+    with pytest.raises(ConfigError, match=message) as err:
+        config.validate(new=True)
+    assert "\n" not in str(err.value)
+
+
+def test_an_estimator_names_its_objective_and_an_elbo_its_estimator():
+    assert FitConfig(family="bernoulli", estimator="concrete").elbo == "analytic"
+    assert FitConfig(family="bernoulli", estimator="reinforce").elbo == "tracegraph"
+    assert FitConfig(family="bernoulli", elbo="disarm").estimator == "disarm"
+    # the existing spelling keeps working: --elbo tracegraph is REINFORCE with its baseline
+    config = FitConfig(family="bernoulli", elbo="tracegraph").validate(new=True)
+    assert make_family(config).estimator == "reinforce"
