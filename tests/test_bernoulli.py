@@ -20,6 +20,8 @@ from pyro_dvae.families import BitsFamily, make_family
 from pyro_dvae.inference import make_elbo
 from pyro_dvae.vae import VAE
 
+from .helpers import fit_args, load_checkpoint, read_metrics, run_ok
+
 # ---------------------------------------------------------------------------- distributions
 
 
@@ -241,3 +243,38 @@ def test_an_estimator_names_its_objective_and_an_elbo_its_estimator():
     # the existing spelling keeps working: --elbo tracegraph is REINFORCE with its baseline
     config = FitConfig(family="bernoulli", elbo="tracegraph").validate(new=True)
     assert make_family(config).estimator == "reinforce"
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"estimator": "nvil"},
+        {"estimator": "vimco", "num_particles": 2},
+        {"estimator": "disarm"},
+        {"estimator": "concrete", "anneal_rate": 1e-2},
+        {"estimator": "logitnormal", "anneal_rate": 1e-2},
+    ],
+    ids=lambda o: o["estimator"],
+)
+def test_a_resumed_run_is_the_uninterrupted_one_bit_for_bit(tmp_path, options):
+    """Baselines' running state, the network of NVIL's baseline and its Adam moments, and
+    the annealed temperature are in the checkpoint: 1 + 1 epochs give 2 epochs' numbers."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = {"family": "bernoulli", "latent_dim": 12, **options}
+    run_ok(fit_args(a, epochs=2, **common))
+    run_ok(fit_args(b, epochs=1, **common))
+    run_ok(["fit", "--no-progress", "--resume", str(b), "--epochs", "2"])
+    ckpt_a, ckpt_b = load_checkpoint(a), load_checkpoint(b)
+    for name, tensor in ckpt_a["model"].items():
+        assert torch.equal(tensor, ckpt_b["model"][name]), name
+    state_a, state_b = ckpt_a.get("estimator", {}), ckpt_b.get("estimator", {})
+    assert {k: v for k, v in state_a.items() if k != "net"} == {
+        k: v for k, v in state_b.items() if k != "net"
+    }
+    for name, tensor in state_a.get("net", {}).items():
+        assert torch.equal(tensor, state_b["net"][name]), name
+    assert ckpt_a.get("temperature") == ckpt_b.get("temperature")
+    assert read_metrics(a)[-1]["train_loss"] == read_metrics(b)[-1]["train_loss"]

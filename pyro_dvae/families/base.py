@@ -113,6 +113,11 @@ class LatentFamily:
         """The discrete model a relaxed family stands for (scored at evaluation), if any."""
         return None
 
+    @property
+    def relaxed(self) -> bool:
+        """Whether the decoder reads relaxed codes standing for a discrete model."""
+        return self.discrete() is not None
+
     def code_mean(self, q: dist.Distribution, num_samples: int = 200) -> torch.Tensor:
         """E_q[decoder_input(z)] per image: exact where ``q.mean`` is, else Monte Carlo.
 

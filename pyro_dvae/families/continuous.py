@@ -82,5 +82,11 @@ class LogitNormalFamily(LatentFamily):
         scale = _filled(like, *shape, value=_sqrt(self.alpha))
         return LogitNormal(_filled(like, *shape), scale).to_event(1)
 
+    def discrete(self) -> LatentFamily:
+        """The binary model it stands for (the paper's claim): b = 1[y > 0], q(b = 1) = Φ(μ/σ)."""
+        from .bernoulli import BitsFamily
+
+        return BitsFamily(self.latent_dim, probit=True)
+
     def describe(self) -> str:
         return f"logitnormal(alpha={self.alpha:g})"

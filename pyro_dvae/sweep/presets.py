@@ -72,3 +72,38 @@ def concrete_working_grid() -> list[FitConfig]:
         # all-relaxed (Maddison et al.'s objective) with the prior at the posterior's final τ
         FitConfig(family="concrete", latent_dim=20, categories=10, prior_temperature=0.5, **ANNEAL),
     ]
+
+
+#: the discrete benchmark's budget: epochs per run, and the seeds of every row
+DISCRETE_EPOCHS = 100
+DISCRETE_SEEDS = (0, 1, 2)
+#: Jang et al.'s schedule for the relaxations of Bernoulli codes: τ from 1 to 0.5
+BIT_ANNEAL = {"anneal_rate": 3e-5, "min_temperature": 0.5}
+#: the Bernoulli rows: estimator → its settings (published ones; see docs/discrete.md)
+BERNOULLI_ROWS: dict[str, dict[str, Any]] = {
+    "logitnormal": {"estimator": "logitnormal", "alpha": 1.78},  # the paper's τ = 1, best α
+    "logitnormal-annealed": {"estimator": "logitnormal", "alpha": 1.78, **BIT_ANNEAL},
+    "logitnormal-bimodal": {
+        "estimator": "logitnormal",
+        "alpha": 4.0,
+    },  # LN(0, 4): mass at the edges
+    "concrete": {"estimator": "concrete", **BIT_ANNEAL},
+    "straight-through": {"estimator": "straight-through", **BIT_ANNEAL},
+    "reinforce": {"estimator": "reinforce"},
+    "nvil": {"estimator": "nvil"},
+    "vimco": {"estimator": "vimco", "num_particles": 5},
+    "disarm": {"estimator": "disarm"},
+}
+
+
+@register_preset(
+    "discrete-benchmark",
+    "200 Bernoulli latents, every estimator (Logit-normal relaxation included), 3 seeds, "
+    "100 epochs each",
+)
+def discrete_benchmark_grid() -> list[FitConfig]:
+    return [
+        FitConfig(family="bernoulli", latent_dim=200, epochs=DISCRETE_EPOCHS, seed=seed, **row)
+        for seed in DISCRETE_SEEDS  # every row's first seed before any row's second
+        for row in BERNOULLI_ROWS.values()
+    ]
