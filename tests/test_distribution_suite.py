@@ -2,12 +2,13 @@
 
 Every case of ``distribution_cases.CASES`` goes through the same checks: shapes and dtypes,
 ``expand`` (plain, into a given instance, under plates, keeping ``_validate_args``),
-``infer_shapes``, ``to_event`` and ``mask``, samples inside the support at extreme parameters
-in float32 and float64, refusal of invalid parameters and of values outside the support, a
-chi-square goodness of fit of samples against ``log_prob`` (with a control showing the test
-can fail), moments against samples, ``rsample`` gradients (``gradcheck`` for explicit
-reparameterisations, unbiasedness for implicit ones), pickle / deepcopy / ``torch.save`` after
-sampling, and ``log_prob`` of a sample changed in place.
+``infer_shapes``, ``to_event`` and ``mask``, samples inside the support and finite mean,
+variance and entropy at extreme parameters in float32 and float64, refusal of invalid
+parameters and of values outside the support, a chi-square goodness of fit of samples against
+``log_prob`` (with a control showing the test can fail), moments against samples, ``rsample``
+gradients (``gradcheck`` for explicit reparameterisations, unbiasedness for implicit ones),
+pickle / deepcopy / ``torch.save`` after sampling, and ``log_prob`` of a sample changed in
+place.
 """
 
 from __future__ import annotations
@@ -142,6 +143,18 @@ def test_samples_stay_in_the_support_at_extreme_parameters(case, dtype):
         lp = d.log_prob(x)  # validation on: a value outside the support would raise
         assert torch.isfinite(lp).all(), params
         assert torch.isfinite(d.log_prob(x.clone())).all(), params  # without any cache
+
+
+@by_case
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_statistics_are_finite_at_extreme_parameters(case, dtype):
+    if not case.statistics:
+        return  # they raise (test_mean_variance_entropy_against_samples)
+    for params in case.extremes:
+        d = case.make(params, dtype)
+        for name, value in (("mean", d.mean), ("variance", d.variance), ("entropy", d.entropy())):
+            assert value.dtype == dtype and torch.isfinite(value).all(), (name, params)
+        assert (d.variance >= 0).all(), params
 
 
 @by_case

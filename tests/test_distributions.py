@@ -9,6 +9,7 @@ statistical property checked with a tolerance derived from its standard error.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -615,6 +616,104 @@ def test_multivariate_logit_normal_statistics_match_samples():
     _mc_check(d.entropy(), -d.log_prob(z))
     _mc_check(d.mean, z)
     _mc_check(d.variance, (z - z.mean(0)).square())
+
+
+# The grid of issue 28: every scale from about 1.12 up gave a NaN entropy in float32, from
+# about 2.5 up -inf in float64, and LN(−4, 6) a mean 1.4e−4 and a variance 2.2e−3 off.
+STAT_LOCS = (-6.0, -4.0, -1.5, 0.0, 2.5, 6.0)
+STAT_SCALES = (0.05, 0.4, 1.12, 2.5, 3.0, 6.0, 10.0)
+
+
+@functools.cache
+def logit_normal_statistics_reference(loc: float, scale: float) -> tuple[float, float, float]:
+    """Mean, variance and entropy of LN(loc, scale) by mpmath's tanh-sinh quadrature in y at
+    20 digits: E[g(Y)] = ∫ N(y; loc, scale²) g(y) dy over loc ± 40 scale, with z = 1 / (1 + e^{−y})
+    and 1 − z = 1 / (1 + e^y) written out, and H = ½ log(2πe scale²) + E[log z + log(1 − z)]
+    (the change of variables z = σ(y))."""
+    mp = pytest.importorskip("mpmath")
+    with mp.workdps(20):
+        m, s = mp.mpf(loc), mp.mpf(scale)
+
+        def expect(g):
+            # break points where the integrand changes: the Normal's centre and flanks, z's step
+            lo, hi = m - 40 * s, m + 40 * s  # the Normal's mass outside is e^{−800}
+            inner = {m + k * s for k in (-12, -4, 0, 4, 12)} | {mp.mpf(0)}
+            points = [lo, *sorted(p for p in inner if lo < p < hi), hi]
+            return mp.quad(lambda y: mp.npdf(y, m, s) * g(y), points)
+
+        def z(y):
+            return 1 / (1 + mp.exp(-y))
+
+        def one_minus_z(y):  # not 1 − z(y), which is 0 at 20 digits for y over 46
+            return 1 / (1 + mp.exp(y))
+
+        mean = expect(z)
+        variance = expect(lambda y: (z(y) - mean) ** 2)
+        jacobian = expect(lambda y: mp.log(z(y)) + mp.log(one_minus_z(y)))
+        entropy = mp.log(2 * mp.pi * mp.e * s**2) / 2 + jacobian
+        return float(mean), float(variance), float(entropy)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_logit_normal_statistics_match_high_precision_quadrature(dtype):
+    # float64: the quadrature's own error is near 1e−15; float32 rounds its inputs and nodes
+    rel = 1e-12 if dtype == torch.float64 else 2e-5
+    worst = {"mean": 0.0, "variance": 0.0, "entropy": 0.0}
+    for loc in STAT_LOCS:
+        for scale in STAT_SCALES:
+            d = LogitNormal(torch.tensor(loc, dtype=dtype), torch.tensor(scale, dtype=dtype))
+            got = {"mean": d.mean, "variance": d.variance, "entropy": d.entropy()}
+            want = dict(zip(worst, logit_normal_statistics_reference(loc, scale), strict=True))
+            for name, value in got.items():
+                assert value.dtype == dtype and torch.isfinite(value), (name, loc, scale)
+                error = abs(value.item() - want[name]) / abs(want[name])
+                worst[name] = max(worst[name], error)
+                assert error < rel, (name, loc, scale, value.item(), want[name])
+    assert max(worst.values()) > 0  # the comparison was made
+
+
+def test_logit_normal_statistics_batched_and_differentiable():
+    """A batch gives the scalar results elementwise, mixing scales whose quadrature windows
+    differ (one over 40 / 9 takes the cut-window form), and gradients match finite ones."""
+    pairs = [(-4.0, 6.0), (0.0, 3.0), (2.5, 0.05), (-1.5, 1.12)]
+    loc = torch.tensor([p[0] for p in pairs], dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor([p[1] for p in pairs], dtype=torch.float64, requires_grad=True)
+    d = LogitNormal(loc, scale)
+    for i, pair in enumerate(pairs):
+        mean, variance, entropy = logit_normal_statistics_reference(*pair)
+        assert d.mean[i].item() == pytest.approx(mean, rel=1e-12)
+        assert d.variance[i].item() == pytest.approx(variance, rel=1e-12)
+        assert d.entropy()[i].item() == pytest.approx(entropy, rel=1e-12)
+    for stat in (
+        lambda a, b: LogitNormal(a, b).mean,
+        lambda a, b: LogitNormal(a, b).variance,
+        lambda a, b: LogitNormal(a, b).entropy(),
+    ):
+        assert torch.autograd.gradcheck(stat, (loc, scale))
+
+
+def test_multivariate_logit_normal_statistics_are_its_marginals():
+    """Marginal scales 3, 1.2 and 6.5 (a NaN or −inf entropy before): mean and variance are
+    the marginal Logit-normals', the entropy the base's plus their E[log z_i(1 − z_i)]."""
+    tril = [[3.0, 0.0, 0.0], [0.72, 0.96, 0.0], [2.5, -5.0, math.sqrt(11.0)]]
+    tril = torch.tensor(tril, dtype=torch.float64)  # rows of norm 3, 1.2 and 6.5
+    loc = torch.tensor([-1.5, 0.5, 2.5], dtype=torch.float64)
+    scales = [3.0, 1.2, 6.5]
+    ref = [
+        logit_normal_statistics_reference(m, s)
+        for m, s in zip([-1.5, 0.5, 2.5], scales, strict=True)
+    ]
+    # H(z) = H(y) + Σ_i E[log z_i(1 − z_i)], and each E[...] is H(z_i) − H(y_i)
+    jacobians = sum(
+        h - 0.5 * math.log(2 * math.pi * math.e * s**2)
+        for (_, _, h), s in zip(ref, scales, strict=True)
+    )
+    entropy = 0.5 * torch.logdet(2 * math.pi * math.e * tril @ tril.T).item() + jacobians
+    for dtype, rel in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
+        d = MultivariateLogitNormal(loc.to(dtype), tril.to(dtype))
+        np.testing.assert_allclose(d.mean.double().numpy(), [r[0] for r in ref], rtol=rel)
+        np.testing.assert_allclose(d.variance.double().numpy(), [r[1] for r in ref], rtol=rel)
+        assert d.entropy().item() == pytest.approx(entropy, rel=rel)
 
 
 def test_concrete_statistics_without_closed_form_say_so():

@@ -11,6 +11,8 @@ from torch.distributions.constraint_registry import biject_to, transform_to
 from torch.distributions.kl import kl_divergence
 from torch.distributions.transforms import SigmoidTransform
 
+from .sigmoid_normal import sigmoid_log_jacobian, sigmoid_mean, sigmoid_variance
+
 
 class _OpenUnitInterval(constraints.Constraint):
     """(0, 1) without its ends, where a Logit-normal's density is positive."""
@@ -60,39 +62,28 @@ class _VersionedSigmoid(SigmoidTransform):
 
 _SIGMOID = _VersionedSigmoid()
 
-# Gauss–Hermite rule for E[f(Y)], Y ~ N(loc, scale²): Σ w_i f(loc + √2 scale t_i) / √π.
 _LOG_SQRT_2PI = 0.5 * float(np.log(2 * np.pi))
-_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite.hermgauss(64)
-
-
-def gauss_hermite(f, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """E[f(sigmoid(y))], y ~ N(loc, scale²) elementwise, by 64-point Gauss–Hermite quadrature."""
-    t = torch.as_tensor(_GH_NODES, dtype=loc.dtype, device=loc.device)
-    w = torch.as_tensor(_GH_WEIGHTS / np.sqrt(np.pi), dtype=loc.dtype, device=loc.device)
-    y = loc.unsqueeze(-1) + (2.0**0.5) * scale.unsqueeze(-1) * t
-    z = torch.sigmoid(y)
-    return (w * f(z)).sum(-1)
 
 
 class SigmoidMoments:
-    """Mean, variance and entropy of z = sigmoid(y), none in closed form, from ``_expect(f)``:
-    E[f(z_i)] per coordinate by Gauss–Hermite quadrature over y_i's marginal Normal."""
+    """Mean, variance and entropy of z = sigmoid(y), none in closed form: per coordinate,
+    by quadrature over the marginal Normal of y_i that ``_marginal()`` gives (loc, scale)."""
 
-    def _expect(self, f) -> torch.Tensor:
+    def _marginal(self) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
     @property
     def mean(self) -> torch.Tensor:
-        return self._expect(lambda z: z)
+        return sigmoid_mean(*self._marginal())
 
     @property
     def variance(self) -> torch.Tensor:
         """Per coordinate (for a multivariate z, the marginal variances)."""
-        return (self._expect(lambda z: z * z) - self.mean**2).clamp_min(0.0)
+        return sigmoid_variance(*self._marginal())
 
     def entropy(self) -> torch.Tensor:
         """H(z) = H(y) + Σ_i E[log z_i(1 − z_i)] (the sigmoid's log-Jacobian)."""
-        jacobian = self._expect(lambda z: z.log() + (-z).log1p())
+        jacobian = sigmoid_log_jacobian(*self._marginal())
         event_dims = tuple(range(-len(self.event_shape), 0))
         return self.base_dist.entropy() + (jacobian.sum(event_dims) if event_dims else jacobian)
 
@@ -137,9 +128,8 @@ class LogitNormal(SigmoidMoments, TransformedDistribution):
         log_normal = -0.5 * u.square() - (scale.log() + _LOG_SQRT_2PI)
         return log_normal + softplus(-y) + softplus(y)
 
-    def _expect(self, f) -> torch.Tensor:
-        """E[f(z)] by 64-point Gauss–Hermite quadrature in the base space (no closed form)."""
-        return gauss_hermite(f, self.base_dist.loc, self.base_dist.scale)
+    def _marginal(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.base_dist.loc, self.base_dist.scale
 
     @property
     def loc(self) -> torch.Tensor:

@@ -13,7 +13,6 @@ from .logit_normal import (
     LogitNormal,
     SigmoidMoments,
     _rebuild,
-    gauss_hermite,
     open_unit_interval,
 )
 
@@ -45,10 +44,9 @@ class MultivariateLogitNormal(SigmoidMoments, TransformedDistribution):
         new = self._get_checked_instance(MultivariateLogitNormal, _instance)
         return super().expand(batch_shape, _instance=new)
 
-    def _expect(self, f) -> torch.Tensor:
-        """E[f(z_i)] per coordinate: z_i is a Logit-normal of the base's marginal N(μ_i, Σ_ii)."""
-        scale = self.base_dist.scale_tril.square().sum(-1).sqrt()  # sqrt of diag(L Lᵀ)
-        return gauss_hermite(f, self.base_dist.loc, scale)
+    def _marginal(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_i is a Logit-normal of the base's marginal N(μ_i, Σ_ii)."""
+        return self.base_dist.loc, self.base_dist.scale_tril.square().sum(-1).sqrt()
 
     @property
     def loc(self) -> torch.Tensor:
