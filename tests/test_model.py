@@ -23,9 +23,10 @@ CASES = {
     "concrete": (FitConfig(family="concrete", latent_dim=2, categories=5), (2, 5)),
     "beta": (FitConfig(family="beta", latent_dim=3, beta_prior=0.7), (3,)),
     "categorical": (FitConfig(family="categorical", latent_dim=2, categories=5), (2, 5)),
+    "bernoulli": (FitConfig(family="bernoulli", latent_dim=3, estimator="reinforce"), (3,)),
 }
 #: families whose latent has no rsample (score-function gradients)
-DISCRETE = {"categorical"}
+DISCRETE = {"categorical", "bernoulli"}
 
 
 def test_every_registered_family_has_a_case():
