@@ -185,6 +185,8 @@ def evaluate(
     scores = None
     if partial is not None and device.type in RESUMABLE_DEVICES:
         options = dict(k=k, images=n, seed=seed, device=device.type, max_draws=rows)
+        if _discrete_view(run.vae) is not None:
+            options["discrete_k"] = discrete_k
         scores = PartialScores(partial, resume_key(run.vae, run.epoch, **options))
         t0 -= scores.seconds()  # the scoring before a stop counts too
         if (done := scores.progress(n)) and log is not None:
@@ -193,14 +195,14 @@ def evaluate(
     if log is not None and (tip := kernel_tip(device, k * n)):
         log(tip)
 
-    def iwae(vae: VAE, stage: str) -> dict[str, Any]:
+    def iwae(vae: VAE, stage: str, draws: int = k) -> dict[str, Any]:
         resume = scores.resume(stage) if scores else None
         save = scores.saver(stage) if scores else None
         return importance_weighted(
             vae.model,
             vae.guide,
             x_test,
-            k=k,
+            k=draws,
             max_draws=rows,
             progress=progress,
             resume=resume,
@@ -243,11 +245,10 @@ def evaluate(
             result["exact"] = {f"test_{k}": v for k, v in enumerated_parts(run.vae, x_test).items()}
     discrete = _discrete_view(run.vae)
     if discrete is not None:
+        with seeded(seed, device):
+            iw = iwae(discrete, "discrete", discrete_k)
         relaxed_loss = result["test_loss"] if run.family.relaxed else None
-        reuse = iwae if discrete_k == k else None  # the same pass, resumable with the first
-        result["discrete"] = discrete_scores(
-            discrete, x_test, relaxed_loss, reuse, discrete_k, seed, rows
-        )
+        result["discrete"] = discrete_scores(discrete, x_test, iw, relaxed_loss, discrete_k)
     result["seconds"] = time.perf_counter() - t0
     result["device"] = str(device)
     result["versions"] = runtime_versions()
@@ -257,21 +258,14 @@ def evaluate(
 def discrete_scores(
     discrete: VAE,
     x: torch.Tensor,
+    iw: dict[str, Any],
     relaxed_loss: float | None,
-    iwae: Callable[[VAE, str], dict[str, Any]] | None,
     k: int,
-    seed: int,
-    rows: int,
 ) -> dict[str, Any]:
-    """The discrete model behind a run (hard codes): its −ELBO with the analytic KL of
-    q(b | x) to the uniform prior, its IWAE bound with ``k`` draws, and beside them the
-    relaxed objective's test −ELBO (``relaxed_loss``: the run's own; None where the run's
-    latent is itself discrete) and the relaxation gap."""
-    with seeded(seed, x.device):
-        if iwae is not None:
-            iw = iwae(discrete, "discrete")
-        else:
-            iw = importance_weighted(discrete.model, discrete.guide, x, k=k, max_draws=rows)
+    """The discrete model behind a run (hard codes), from its IWAE pass ``iw`` of ``k``
+    draws: its −ELBO with the analytic KL of q(b | x) to the uniform prior, its IWAE bound,
+    and beside them the relaxed objective's test −ELBO (``relaxed_loss``: the run's own; None
+    where the run's latent is itself discrete) and the relaxation gap."""
     kl = analytic_kl(discrete, x)
     ll = iw["log_likelihood"]
     loss = iw["recon"] + (kl if kl is not None else iw["kl"])

@@ -22,7 +22,7 @@ from .families import FAMILIES
 def run_name(config: FitConfig, vary: Iterable[str] = ()) -> str:
     """A readable, unique folder name: the family's slug plus the fields in ``vary``."""
     family = FAMILIES[config.family]
-    in_slug = {"family", "latent_dim", *family.slug_params}
+    in_slug = family.slug_fields(config)
     name = family.slug(config)
     shown = {p.name for p in PARAMS.values() if p.short and getattr(config, p.name) != p.default}
     for key in sorted((set(vary) | shown) - in_slug - RESUMABLE_FIELDS):

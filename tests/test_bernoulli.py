@@ -4,7 +4,6 @@ the exact one (enumerated), the relaxations' bias seen by the same test, and the
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pyro
@@ -17,8 +16,6 @@ from pyro_dvae.config import FitConfig
 from pyro_dvae.distributions import BinaryConcrete, LogitNormal, StraightThroughBinaryConcrete
 from pyro_dvae.errors import ConfigError
 from pyro_dvae.families import BitsFamily, make_family
-from pyro_dvae.inference import make_elbo
-from pyro_dvae.vae import VAE
 
 from .helpers import fit_args, load_checkpoint, read_metrics, run_ok
 
@@ -91,128 +88,6 @@ def test_the_logit_normals_binary_code_is_the_sign_of_y():
     assert 43 < q.logits[0, -1].item() < 44
 
 
-# ---------------------------------------------------------------------------- estimators
-
-M, PIXELS, HIDDEN, BATCH = 3, 6, 8, 4
-
-
-def _vae(estimator: str, particles: int = 1, **kw) -> tuple[VAE, FitConfig]:
-    config = FitConfig(
-        family="bernoulli",
-        latent_dim=M,
-        hidden=HIDDEN,
-        estimator=estimator,
-        num_particles=particles,
-        **kw,
-    )
-    torch.manual_seed(0)
-    return VAE(make_family(config), PIXELS, HIDDEN), config
-
-
-def _batch() -> torch.Tensor:
-    return torch.bernoulli(
-        torch.full((BATCH, PIXELS), 0.4), generator=torch.Generator().manual_seed(3)
-    )
-
-
-def _gradient(vae: VAE, elbo, x: torch.Tensor) -> torch.Tensor:
-    for p in vae.parameters():
-        p.grad = None
-    elbo.loss_and_grads(vae.model, vae.guide, x)
-    return torch.cat([p.grad.flatten() for p in vae.parameters()])
-
-
-def _z_scores(vae: VAE, elbo, x: torch.Tensor, exact: torch.Tensor, draws: int) -> torch.Tensor:
-    pyro.clear_param_store()
-    torch.manual_seed(4)
-    grads = torch.stack([_gradient(vae, elbo, x) for _ in range(draws)]).double()
-    se = grads.std(0) / math.sqrt(draws)
-    moving = se > 0
-    return ((grads.mean(0) - exact.double()) / se)[moving]
-
-
-def _exact_gradient(estimator: str, **kw) -> tuple[VAE, torch.Tensor]:
-    """The exact gradient of the mean −ELBO (TraceEnum_ELBO over all 2^M codes) at the same
-    weights as ``estimator``'s twin (same head: every estimator but logitnormal)."""
-    enum_vae, _ = _vae("enum")
-    vae, config = _vae(estimator, **kw)
-    vae.load_state_dict(enum_vae.state_dict())
-    pyro.clear_param_store()
-    return vae, _gradient(enum_vae, make_elbo("enum"), _batch())
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("estimator", ["reinforce", "nvil", "disarm"])
-def test_unbiased_estimators_match_the_exact_gradient(estimator):
-    vae, exact = _exact_gradient(estimator)
-    config = FitConfig(family="bernoulli", latent_dim=M, estimator=estimator)
-    z = _z_scores(vae, make_elbo(config.elbo), _batch(), exact, draws=1500)
-    # unbiased: the z-scores of the mean gradient are standard normal (coordinates correlate,
-    # so allow a wide band around E[z²] = 1 and no coordinate far out)
-    assert float((z**2).mean()) < 2.0, float((z**2).mean())
-    assert float(z.abs().max()) < 6.0
-
-
-@pytest.mark.slow
-def test_the_relaxation_is_biased_and_the_same_test_sees_it():
-    """The binary Concrete's gradient at τ = 1 is not the discrete model's: the test above,
-    run on it, fails by far (so that test has the power to see a bias of this size)."""
-    vae, exact = _exact_gradient("concrete")
-    z = _z_scores(vae, make_elbo("analytic"), _batch(), exact, draws=1500)
-    assert float((z**2).mean()) > 20.0
-
-
-def _exact_k_sample_bound(vae: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
-    """−E[log (1/K) Σ_k p(x, b_k) / q(b_k | x)], summed over every K-tuple of codes."""
-    bits = torch.tensor(list(itertools.product([0.0, 1.0], repeat=M)))  # (2^M, M)
-    logits = vae.encoder(x)
-    log_q = bits @ F.logsigmoid(logits).T + (1 - bits) @ F.logsigmoid(-logits).T  # (codes, B)
-    dec = vae.decoder(bits)  # (codes, pixels)
-    log_px = -F.binary_cross_entropy_with_logits(
-        dec.unsqueeze(1).expand(-1, len(x), -1), x.expand(len(bits), -1, -1), reduction="none"
-    ).sum(-1)
-    log_w = log_px - M * math.log(2) - log_q  # (codes, B)
-    tuples = torch.tensor(list(itertools.product(range(len(bits)), repeat=k)))  # (codes^K, K)
-    weight = log_q[tuples].sum(1).exp()  # (codes^K, B)
-    bound = log_w[tuples].logsumexp(1) - math.log(k)
-    return -(weight * bound).sum(0).mean()
-
-
-@pytest.mark.slow
-def test_vimco_matches_the_exact_gradient_of_its_k_sample_bound():
-    k = 3
-    vae, _ = _vae("vimco", particles=k)
-    x = _batch()
-    for p in vae.parameters():
-        p.grad = None
-    loss = _exact_k_sample_bound(vae, x, k)
-    loss.backward()
-    exact = torch.cat([p.grad.flatten() for p in vae.parameters()])
-    elbo = make_elbo("vimco", k)
-    pyro.clear_param_store()
-    values = [elbo.loss(vae.model, vae.guide, x) for _ in range(2000)]
-    mean, se = sum(values) / len(values), torch.tensor(values).std().item() / math.sqrt(2000)
-    assert mean == pytest.approx(loss.item(), abs=5 * se)  # the value is the bound's
-    z = _z_scores(vae, elbo, x, exact, draws=1500)
-    assert float((z**2).mean()) < 2.0, float((z**2).mean())
-    assert float(z.abs().max()) < 6.0
-
-
-def test_each_estimators_loss_estimates_the_discrete_elbo():
-    """Every unbiased estimator's loss value averages to the exact −ELBO (enumerated)."""
-    enum_vae, _ = _vae("enum")
-    x = _batch()
-    exact = make_elbo("enum").loss(enum_vae.model, enum_vae.guide, x)
-    for estimator in ("reinforce", "nvil", "disarm"):
-        vae, config = _vae(estimator)
-        vae.load_state_dict(enum_vae.state_dict())
-        elbo = make_elbo(config.elbo)
-        pyro.clear_param_store()
-        values = torch.tensor([elbo.loss(vae.model, vae.guide, x) for _ in range(400)])
-        se = values.std().item() / math.sqrt(len(values))
-        assert values.mean().item() == pytest.approx(exact, abs=5 * se + 1e-4), estimator
-
-
 # ---------------------------------------------------------------------------- the config
 
 
@@ -226,7 +101,7 @@ def test_each_estimators_loss_estimates_the_discrete_elbo():
         ({"estimator": "disarm", "alpha": 4.0}, "--alpha is the Logit-normal"),
         ({"estimator": "concrete", "tau": 0.0}, "--tau must be a positive number"),
         ({"estimator": "concrete", "tau": 0.3, "anneal_rate": 1e-4}, "below --min-temperature"),
-        ({"family": "gaussian", "estimator": "nvil"}, "applies to --family bernoulli"),
+        ({"family": "gaussian", "estimator": "nvil"}, "--estimator applies to --family"),
     ],
 )
 def test_contradictions_are_refused_in_one_line(fields, message):
@@ -316,3 +191,43 @@ def test_the_elbos_train_a_plain_pyro_model_with_pyros_svi(name):
     # about 4 pixels' worth of coin flips at the start (4 log 2 = 2.8 nats); the best code
     # tells the two images apart with one sure bit: no reconstruction error, KL log 2 = 0.69
     assert first > 2.0 and last < 1.0, (first, last)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"estimator": "disarm"}, "does not apply to --family categorical"),
+        ({"estimator": "logitnormal"}, "does not apply to --family categorical"),
+        ({"estimator": "nvil", "anneal_rate": 1e-4}, "--anneal-rate sets the relaxation"),
+        ({"estimator": "enum", "latent_dim": 20}, "at most 1024 codes"),
+    ],
+)
+def test_categorical_estimators_refuse_what_does_not_apply(fields, message):
+    config = FitConfig(**{"family": "categorical", "categories": 10, **fields})
+    with pytest.raises(ConfigError, match=message):
+        config.validate(new=True)
+
+
+def test_categorical_straight_through_reads_one_hot_codes_with_the_categoricals_kl():
+    from torch.distributions import Categorical
+
+    from pyro_dvae.distributions import ExpRelaxedCategoricalDiscreteKL, StraightThroughCategorical
+
+    logits = torch.randn(6, 4, 5, requires_grad=True)
+    torch.manual_seed(7)
+    hard = StraightThroughCategorical(torch.tensor(0.5), logits=logits).rsample()
+    assert torch.equal(hard.sum(-1), torch.ones(6, 4)) and set(hard.unique().tolist()) <= {0, 1}
+    torch.manual_seed(7)
+    soft = ExpRelaxedCategoricalDiscreteKL(torch.tensor(0.5), logits=logits).rsample().exp()
+    assert torch.equal(hard.argmax(-1), soft.argmax(-1))
+    (hard * torch.arange(5.0)).sum().backward()
+    g_hard = logits.grad.clone()
+    logits.grad = None
+    (soft * torch.arange(5.0)).sum().backward()
+    assert torch.allclose(g_hard, logits.grad)
+    q = StraightThroughCategorical(torch.tensor(0.5), logits=logits.detach())
+    p = ExpRelaxedCategoricalDiscreteKL(torch.tensor(1.0), logits=torch.zeros(6, 4, 5))
+    expected = kl_divergence(
+        Categorical(logits=logits.detach()), Categorical(logits=torch.zeros(6, 4, 5))
+    )
+    assert torch.allclose(kl_divergence(q, p), expected, atol=1e-6)

@@ -4,6 +4,7 @@ from .binary_concrete import BinaryConcrete, StraightThroughBinaryConcrete, bern
 from .exp_relaxed_categorical import (
     ExpRelaxedCategorical,
     ExpRelaxedCategoricalDiscreteKL,
+    StraightThroughCategorical,
     log_simplex,
 )
 from .logit_normal import LogitNormal
@@ -12,6 +13,7 @@ from .multivariate_logit_normal import MultivariateLogitNormal
 __all__ = [
     "BinaryConcrete",
     "StraightThroughBinaryConcrete",
+    "StraightThroughCategorical",
     "bernoulli_kl",
     "ExpRelaxedCategorical",
     "ExpRelaxedCategoricalDiscreteKL",

@@ -149,3 +149,23 @@ class ExpRelaxedCategoricalDiscreteKL(ExpRelaxedCategorical):
 def _kl_discrete(q: ExpRelaxedCategorical, p: ExpRelaxedCategorical) -> torch.Tensor:
     q_logits, p_logits = broadcast_all(q.logits, p.logits)  # both normalised in __init__
     return (q_logits.exp() * (q_logits - p_logits)).sum(-1)
+
+
+class StraightThroughCategorical(ExpRelaxedCategoricalDiscreteKL):
+    """Straight-through Gumbel-softmax (Jang et al., 2017): one-hot codes forward (the
+    argmax of ``logits + G``, a Categorical draw), the Concrete's gradient backward. Its
+    values are in probability space, not log space; ``log_prob`` is the Categorical's, the
+    distribution of the forward values; its KL is the categoricals'."""
+
+    support = constraints.one_hot
+
+    def rsample(self, sample_shape=()) -> torch.Tensor:
+        soft = super().rsample(sample_shape).exp()
+        hard = torch.nn.functional.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+        return hard + (soft - soft.detach())  # exactly one-hot forward
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        logits, value = broadcast_all(self.logits, value)
+        return (logits * value).sum(-1)

@@ -11,6 +11,16 @@ import torch
 
 from ..params import Param
 
+TAU = Param(
+    "tau",
+    float,
+    1.0,
+    "bernoulli and categorical: the relaxation's temperature (initial value when annealed): "
+    "logitnormal reads z = sigmoid(y / tau), concrete and straight-through a Concrete at tau; "
+    "1 is the paper's Logit-normal and Jang et al.'s start.",
+    positive=True,
+    short="tau",
+)
 ANNEAL_RATE = Param(
     "anneal_rate",
     float,

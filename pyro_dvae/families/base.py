@@ -16,6 +16,18 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, type[LatentFamily]] = {}
 
 
+ESTIMATOR = Param(
+    "estimator",
+    str,
+    "",
+    "bernoulli and categorical: the gradient estimator (docs/discrete.md): logitnormal "
+    "(bernoulli), concrete, straight-through (relaxations); reinforce, nvil, vimco, disarm "
+    "(bernoulli) (unbiased); enum (exact).",
+    choices=lambda: {"", *(name for f in FAMILIES.values() for name in f.estimators)},
+    short=None,
+)
+
+
 def register_family(cls: type[LatentFamily]) -> type[LatentFamily]:
     FAMILIES[cls.name] = cls
     return cls
@@ -59,6 +71,11 @@ class LatentFamily:
         by_name = {p.name: p for p in cls.params}
         parts = "".join(by_name[n].name_part(getattr(config, n)) for n in cls.slug_params)
         return f"{cls.name}-d{config.latent_dim}{parts}"
+
+    @classmethod
+    def slug_fields(cls, config: FitConfig) -> set[str]:
+        """The fields :meth:`slug` shows (a run name adds no other part for them)."""
+        return {"family", "latent_dim", *cls.slug_params}
 
     @classmethod
     def label(cls, config: FitConfig) -> str:

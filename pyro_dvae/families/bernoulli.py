@@ -27,9 +27,8 @@ import torch
 
 from ..distributions import BinaryConcrete, LogitNormal, StraightThroughBinaryConcrete
 from ..errors import ConfigError
-from ..params import Param
-from .annealing import ANNEAL_RATE, MIN_TEMPERATURE, AnnealedTemperature, as_tensor_like
-from .base import LatentFamily, _filled, _loc_scale, _sqrt, register_family
+from .annealing import ANNEAL_RATE, MIN_TEMPERATURE, TAU, AnnealedTemperature, as_tensor_like
+from .base import ESTIMATOR, LatentFamily, _filled, _loc_scale, _sqrt, register_family
 from .categorical import ENUM_LIMIT
 from .continuous import ALPHA
 
@@ -49,26 +48,6 @@ ESTIMATOR_ELBOS = {
 }
 #: the estimators whose decoder reads relaxed codes (biased for the discrete model)
 RELAXED = ("logitnormal", "concrete", "straight-through")
-
-ESTIMATOR = Param(
-    "estimator",
-    str,
-    "",
-    "bernoulli: the gradient estimator (docs/discrete.md): logitnormal, concrete, "
-    "straight-through (relaxations), reinforce, nvil, vimco, disarm (unbiased), enum (exact).",
-    choices=lambda: ("", *ESTIMATOR_ELBOS),
-    short=None,
-)
-TAU = Param(
-    "tau",
-    float,
-    1.0,
-    "bernoulli: the relaxation's temperature (initial value when annealed): logitnormal reads "
-    "z = sigmoid(y / tau), concrete and straight-through a binary Concrete at tau; 1 is the "
-    "paper's Logit-normal and Jang et al.'s start.",
-    positive=True,
-    short="tau",
-)
 
 
 @register_family

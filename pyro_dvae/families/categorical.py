@@ -1,7 +1,10 @@
-"""Categorical latents without relaxation: one-hot codes, trained by exact enumeration
-(``--elbo enum``: Pyro's ``TraceEnum_ELBO`` sums over every code) or by score-function
-gradients (``--elbo tracegraph``: ``TraceGraph_ELBO`` with a baseline; ``--elbo trace``:
-``Trace_ELBO``'s, without one). The paper's Concrete VAE stands in for this model."""
+"""Categorical latents: one-hot codes, and the estimators of their gradient (``--estimator``):
+exact enumeration (``enum``: Pyro's ``TraceEnum_ELBO`` sums over every code), score-function
+gradients (``reinforce``: ``TraceGraph_ELBO`` with a baseline; ``nvil``; ``vimco``; with no
+estimator, ``--elbo trace`` is ``Trace_ELBO``'s, without a baseline) and the relaxations
+(``concrete``: Jang et al.'s Gumbel-softmax with the categoricals' KL; ``straight-through``:
+one-hot codes forward, its gradient backward). The paper's Concrete VAE stands in for this
+model."""
 
 from __future__ import annotations
 
@@ -10,19 +13,23 @@ from typing import TYPE_CHECKING
 import pyro.distributions as dist
 import torch
 
+from ..distributions import ExpRelaxedCategoricalDiscreteKL, StraightThroughCategorical
 from ..errors import ConfigError
-from .base import LatentFamily, _filled, register_family
-from .concrete import CATEGORIES, CategoricalShape
+from .annealing import ANNEAL_RATE, MIN_TEMPERATURE, TAU, AnnealedTemperature, as_tensor_like
+from .base import ESTIMATOR, LatentFamily, _filled, register_family
+from .concrete import CATEGORIES, CategoricalShape, OneHotFamily
 
 if TYPE_CHECKING:
     from ..config import FitConfig
 
+#: the estimators whose decoder reads relaxed codes (biased for the categorical model)
+RELAXED = ("concrete", "straight-through")
 #: the most codes ``--elbo enum`` sums over: every step decodes each code for every image
 ENUM_LIMIT = 1024
 
 
 @register_family
-class CategoricalFamily(CategoricalShape, LatentFamily):
+class CategoricalFamily(CategoricalShape, AnnealedTemperature, LatentFamily):
     """``latent_dim`` categorical variables of ``categories`` classes: q(c | x) a product of
     categoricals with the encoder's logits, p(c) uniform, the decoder fed the one-hot codes.
 
@@ -33,7 +40,15 @@ class CategoricalFamily(CategoricalShape, LatentFamily):
 
     name = "categorical"
     title = "Categorical"
-    params = (CATEGORIES,)
+    params = (CATEGORIES, ESTIMATOR, TAU, ANNEAL_RATE, MIN_TEMPERATURE)
+    estimators = {
+        "concrete": "analytic",
+        "straight-through": "analytic",
+        "reinforce": "tracegraph",
+        "nvil": "nvil",
+        "vimco": "vimco",
+        "enum": "enum",
+    }
     enumerable = True
     groupable = False  # its exact and score-function ELBOs are not per-image particle losses
 
@@ -41,14 +56,44 @@ class CategoricalFamily(CategoricalShape, LatentFamily):
         super().__init__(config)
         self.categories = config.categories
         self.joint = config.elbo == "enum"
+        self.estimator = config.estimator
+        self.initial_temperature = config.tau
+        self.anneal_rate = config.anneal_rate
+        self.min_temperature = config.min_temperature
+        self.temperature = self.temperature_at(0)
         self._tables: dict = {}
 
     @classmethod
+    def slug(cls, config):
+        """``categorical-20x10``, and the estimator if one is named: ``categorical-20x10-nvil``."""
+        base = super().slug(config)
+        return f"{base}-{config.estimator}" if config.estimator else base
+
+    @classmethod
+    def slug_fields(cls, config):
+        named = {"estimator", "elbo"} if config.estimator else set()
+        return super().slug_fields(config) | named
+
+    @classmethod
     def validate_config(cls, config, new=False):
-        if config.elbo == "analytic":
+        relaxed = config.estimator in RELAXED
+        if config.elbo == "analytic" and not relaxed:
             raise ConfigError(
                 "--elbo analytic (TraceMeanField_ELBO) needs reparameterised samples; a "
-                "categorical latent trains with --elbo enum, tracegraph or trace"
+                "categorical latent trains with an --estimator (concrete and straight-through "
+                "relax it), or --elbo enum, tracegraph or trace"
+            )
+        if new and not relaxed:
+            for p in (TAU, ANNEAL_RATE, MIN_TEMPERATURE):
+                if getattr(config, p.name) != p.default:
+                    raise ConfigError(
+                        f"{p.flag} sets the relaxation's temperature: use it with --estimator "
+                        "concrete or straight-through"
+                    )
+        if new and config.anneal_rate and config.tau < config.min_temperature:
+            raise ConfigError(
+                f"--tau {config.tau:g} is below --min-temperature {config.min_temperature:g}: "
+                "annealing would hold it at the floor from step 0"
             )
         if config.elbo == "enum" and config.num_particles != 1:
             raise ConfigError("--elbo enum is exact: it takes no --num-particles")
@@ -81,8 +126,22 @@ class CategoricalFamily(CategoricalShape, LatentFamily):
             self._tables[key] = (digits, onehot)
         return self._tables[key]
 
+    @property
+    def relaxed(self) -> bool:
+        return self.estimator in RELAXED
+
+    def state(self):
+        return super().state() if self.relaxed else {}
+
+    def discrete(self) -> OneHotFamily:
+        """The categorical model with one-hot codes (itself, when it is not relaxed)."""
+        return OneHotFamily(self)
+
     def posterior(self, head):
         logits = head.reshape(head.shape[0], self.latent_dim, self.categories)
+        if self.relaxed:
+            tau = self.temperature_tensor(head)
+            return self._relaxation(tau, logits).to_event(1)
         if not self.joint:
             return dist.OneHotCategorical(logits=logits).to_event(1)
         digits, _ = self._table(head)
@@ -91,17 +150,30 @@ class CategoricalFamily(CategoricalShape, LatentFamily):
         joint = per_variable[:, variables, digits].sum(-1)
         return dist.OneHotCategorical(logits=joint)
 
+    @property
+    def _relaxation(self) -> type[ExpRelaxedCategoricalDiscreteKL]:
+        st = self.estimator == "straight-through"
+        return StraightThroughCategorical if st else ExpRelaxedCategoricalDiscreteKL
+
     def prior(self, like):
+        if self.relaxed:  # only its logits matter: the KL is the categoricals'
+            logits = _filled(like, like.shape[0], self.latent_dim, self.categories)
+            return self._relaxation(as_tensor_like(like, 1.0), logits=logits).to_event(1)
         if not self.joint:
             logits = _filled(like, like.shape[0], self.latent_dim, self.categories)
             return dist.OneHotCategorical(logits=logits).to_event(1)
         return dist.OneHotCategorical(logits=_filled(like, like.shape[0], self.codes))
 
     def decoder_input(self, z):
+        if self.estimator == "concrete":  # ExpConcrete values are in log space
+            return z.exp().flatten(-2)
         return z @ self._table(z)[1] if self.joint else z.flatten(-2)
 
     def code_mean(self, q, num_samples: int = 200):
-        """Exact: the decoder input is linear in the one-hot code, so E_q[code] is q's probs."""
+        """Exact: the decoder input is linear in the one-hot code, so E_q[code] is q's probs
+        (a relaxation: its Monte Carlo mean)."""
+        if self.relaxed:
+            return self.decoder_input(q.sample((num_samples,))).mean(0)
         probs = q.probs if self.joint else q.base_dist.probs
         return self.decoder_input(probs)
 
@@ -119,4 +191,9 @@ class CategoricalFamily(CategoricalShape, LatentFamily):
 
     def describe(self) -> str:
         how = ", enumerated" if self.joint else ""
+        if self.estimator and not self.joint:
+            how = f", {self.estimator}"
+        if self.relaxed:
+            how += f", tau={self.initial_temperature:g}"
+            how += f"->{self.min_temperature:g}" if self.anneal_rate else ""
         return f"categorical({self.latent_dim}x{self.categories}{how})"
