@@ -75,8 +75,8 @@ def prior_samples(
     vae: VAE, n: int, seed: int, discrete: bool = False, binary: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` draws z from the prior and their decoded images (Bernoulli means, or with
-    ``binary`` one Bernoulli draw per pixel). ``discrete``: the prior of the categorical
-    model a relaxed family stands for (one-hot codes)."""
+    ``binary`` one Bernoulli draw per pixel). ``discrete``: the prior of the discrete
+    model a relaxed family stands for (one-hot codes, bits)."""
     model = vae.with_family(vae.family.discrete()) if discrete else vae
     like = next(vae.decoder.parameters()).new_zeros(n, 1)
     with seeded(seed):
@@ -223,7 +223,7 @@ def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
     shape = IMAGE_SHAPES[config.dataset]
     cols, n, seed = options["cols"], options["samples"], options["seed"]
     test = load_dataset(config.dataset, options["data_dir"]).test  # read once, before drawing
-    priors = [("prior", False)] + ([("categorical prior", True)] if vae.family.discrete() else [])
+    priors = [("prior", False)] + ([("discrete prior", True)] if vae.family.relaxed else [])
     panels = []
     for name, discrete in priors:
         for binary in (False, True) if options["binary"] else (False,):

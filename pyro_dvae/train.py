@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -195,12 +196,25 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, x: torch.Tensor | None = None) -> dict[str, float]:
         """Mean test −ELBO and parts with the training estimator's KL, one sample per image
-        (``--elbo enum``: exact, summed over every code)."""
+        (``--elbo enum``: exact, summed over every code); for a relaxed latent, also the
+        −ELBO of the discrete model it stands for (``discrete_loss``: hard codes, analytic KL)."""
         x = self.data.test if x is None else x
         if self.config.elbo == "enum":  # the exact sum the run trains on
             return enumerated_parts(self.vae, x)
         with seeded(EVAL_SEED, self.device):
-            return evaluate_elbo(self.vae.model, self.vae.guide, x, analytic=self.analytic)
+            parts = evaluate_elbo(self.vae.model, self.vae.guide, x, analytic=self.analytic)
+        if self.discrete_vae is not None:
+            with seeded(EVAL_SEED, self.device):
+                hard = evaluate_elbo(self.discrete_vae.model, self.discrete_vae.guide, x, True)
+            parts["discrete_loss"] = hard["loss"]
+        return parts
+
+    @functools.cached_property
+    def discrete_vae(self) -> VAE | None:
+        """The networks scoring the discrete model a relaxed family stands for, if any."""
+        if not self.family.relaxed or self.vae.guide_module is not None:
+            return None
+        return self.vae.with_family(self.family.discrete())
 
     # ------------------------------------------------------------------ training
     def steps_per_epoch(self) -> int:
@@ -293,6 +307,8 @@ class Trainer:
         )
         if "test_loss" in r:
             msg += f"  test -ELBO {r['test_loss']:.2f}"
+        if "test_discrete_loss" in r:
+            msg += f" (hard codes {r['test_discrete_loss']:.2f})"
         self.log(msg + f"  {r['seconds']:.1f}s")
 
     def _write_summary(self, status: str, epochs: int) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (importing a module registers its commands)
     estimators,
     evaluate,
     fit,
+    leaderboard,
     plot,
     report,
     show,

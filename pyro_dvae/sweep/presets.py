@@ -77,7 +77,7 @@ def concrete_working_grid() -> list[FitConfig]:
 #: the discrete benchmark's budget: epochs per run, and the seeds of every row
 DISCRETE_EPOCHS = 100
 DISCRETE_SEEDS = (0, 1, 2)
-#: Jang et al.'s schedule for the relaxations of Bernoulli codes: τ from 1 to 0.5
+#: Jang et al.'s schedule for the relaxations of discrete codes: τ from 1 to 0.5
 BIT_ANNEAL = {"anneal_rate": 3e-5, "min_temperature": 0.5}
 #: the Bernoulli rows: estimator → its settings (published ones; see docs/discrete.md)
 BERNOULLI_ROWS: dict[str, dict[str, Any]] = {
@@ -96,14 +96,31 @@ BERNOULLI_ROWS: dict[str, dict[str, Any]] = {
 }
 
 
+#: the categorical rows (Jang et al.'s 20 ten-way variables): every estimator that applies
+CATEGORICAL_ROWS: dict[str, dict[str, Any]] = {
+    "concrete": {"estimator": "concrete", **BIT_ANNEAL},  # Jang et al.'s Gumbel-softmax
+    "straight-through": {"estimator": "straight-through", **BIT_ANNEAL},
+    "reinforce": {"estimator": "reinforce"},
+    "nvil": {"estimator": "nvil"},
+    "vimco": {"estimator": "vimco", "num_particles": 5},
+}
+
+
 @register_preset(
     "discrete-benchmark",
-    "200 Bernoulli latents, every estimator (Logit-normal relaxation included), 3 seeds, "
-    "100 epochs each",
+    "200 Bernoulli latents and 20 ten-way categoricals, every estimator (the Logit-normal "
+    "relaxation included), 3 seeds, 100 epochs each",
 )
 def discrete_benchmark_grid() -> list[FitConfig]:
-    return [
-        FitConfig(family="bernoulli", latent_dim=200, epochs=DISCRETE_EPOCHS, seed=seed, **row)
-        for seed in DISCRETE_SEEDS  # every row's first seed before any row's second
-        for row in BERNOULLI_ROWS.values()
-    ]
+    configs = []
+    for seed in DISCRETE_SEEDS:  # every row's first seed before any row's second
+        common = {"epochs": DISCRETE_EPOCHS, "seed": seed}
+        configs += [
+            FitConfig(family="bernoulli", latent_dim=200, **common, **row)
+            for row in BERNOULLI_ROWS.values()
+        ]
+        configs += [
+            FitConfig(family="categorical", latent_dim=20, categories=10, **common, **row)
+            for row in CATEGORICAL_ROWS.values()
+        ]
+    return configs

@@ -1,0 +1,274 @@
+"""The discrete-estimator leaderboard: a sweep's runs grouped by model and estimator and
+scored as the discrete model each stands for (``evaluate``'s ``discrete`` block).
+
+It writes ``leaderboard.csv`` (one row per model and estimator, means and standard
+deviations over seeds), ``leaderboard.md`` (the same table, and the runs still missing an
+evaluation) and ``leaderboard.png`` (each estimator's test −ELBO of the discrete model
+against training time, the mean over seeds). A row's estimator name says what its settings
+change: ``logitnormal-annealed`` (τ annealed), ``logitnormal-bimodal`` (a prior LN(0, α)
+with α > 2, bimodal: its mass at the edges).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from .errors import RunDirError, StorageError
+from .fileio import atomic_write_text
+from .results import RunResult, collect
+
+COLUMNS = (
+    "model",
+    "estimator",
+    "settings",
+    "seeds",
+    "epochs",
+    "test_images",
+    "discrete_neg_elbo_mean",
+    "discrete_neg_elbo_sd",
+    "discrete_neg_log_px_mean",
+    "discrete_neg_log_px_sd",
+    "relaxed_neg_elbo_mean",
+    "relaxation_gap_mean",
+    "seconds_per_epoch",
+)
+#: LN(0, α) is bimodal for α > 2: its density has its mass at the edges of (0, 1)
+BIMODAL_ALPHA = 2.0
+
+
+def model_name(r: RunResult) -> str:
+    c = r.config
+    if c.family == "bernoulli":
+        return f"bernoulli {c.latent_dim}"
+    if c.family in ("categorical", "concrete"):
+        return f"categorical {c.latent_dim}x{c.categories}"
+    return f"{c.family} {c.latent_dim} (read as bits)"
+
+
+def estimator_name(r: RunResult) -> str:
+    """The row: the estimator, and what its settings change."""
+    c = r.config
+    name = getattr(c, "estimator", "") or c.elbo
+    if c.family in ("logitnormal", "concrete"):
+        name = f"{c.family} (trained continuous)"
+    if name == "logitnormal":
+        name += "-annealed" if c.anneal_rate else ""
+        name += "-bimodal" if c.alpha > BIMODAL_ALPHA else ""
+    return name
+
+
+def settings(r: RunResult) -> str:
+    c = r.config
+    parts = []
+    if c.family in ("bernoulli", "categorical") and c.estimator in (
+        "logitnormal",
+        "concrete",
+        "straight-through",
+    ):
+        tau = f"tau={c.tau:g}" + (f"->{c.min_temperature:g}" if c.anneal_rate else "")
+        parts.append(tau + (f" (rate {c.anneal_rate:g})" if c.anneal_rate else ""))
+    if c.family == "logitnormal" or getattr(c, "estimator", "") == "logitnormal":
+        parts.append(f"alpha={c.alpha:g}")
+    if c.num_particles > 1:
+        parts.append(f"K={c.num_particles}")
+    parts.append(f"lr={c.lr:g}")
+    return ", ".join(parts)
+
+
+@dataclass
+class Row:
+    """One model and estimator: its runs (one per seed)."""
+
+    model: str
+    estimator: str
+    settings: str
+    runs: list[RunResult] = field(default_factory=list)
+
+    @property
+    def scored(self) -> list[RunResult]:
+        return [r for r in self.runs if "discrete" in r.evaluation]
+
+    def values(self) -> dict[str, Any]:
+        scored = self.scored
+        blocks = [r.evaluation["discrete"] for r in scored]
+        relaxed = [b["relaxed_test_loss"] for b in blocks if b.get("relaxed_test_loss") is not None]
+        gaps = [b["relaxation_gap"] for b in blocks if b.get("relaxation_gap") is not None]
+        seconds = [s for r in scored if (s := seconds_per_epoch(r)) is not None]
+        epochs = sorted({r.epochs for r in scored})
+        return {
+            "model": self.model,
+            "estimator": self.estimator,
+            "settings": self.settings,
+            "seeds": len(scored),
+            "epochs": "–".join(str(e) for e in sorted({epochs[0], epochs[-1]})) if epochs else "",
+            "test_images": min((b["test_images"] for b in blocks), default=""),
+            "discrete_neg_elbo_mean": _mean([b["test_loss"] for b in blocks]),
+            "discrete_neg_elbo_sd": _sd([b["test_loss"] for b in blocks]),
+            "discrete_neg_log_px_mean": _mean([-b["test_log_likelihood"] for b in blocks]),
+            "discrete_neg_log_px_sd": _sd([-b["test_log_likelihood"] for b in blocks]),
+            "relaxed_neg_elbo_mean": _mean(relaxed),
+            "relaxation_gap_mean": _mean(gaps),
+            "seconds_per_epoch": _mean(seconds),
+        }
+
+
+def _mean(xs: list[float]) -> float | str:
+    return statistics.fmean(xs) if xs else ""
+
+
+def _sd(xs: list[float]) -> float | str:
+    return statistics.stdev(xs) if len(xs) > 1 else ""
+
+
+def seconds_per_epoch(r: RunResult) -> float | None:
+    """The mean training time of its epochs (test passes excluded)."""
+    return r.train_seconds / r.epochs if r.epochs else None
+
+
+def leaderboard(sweep_dirs: list[Path]) -> list[Row]:
+    """Rows of every discrete or relaxed run below ``sweep_dirs``, best discrete −ELBO first."""
+    rows: dict[tuple[str, str, str], Row] = {}
+    for sweep_dir in sweep_dirs:
+        for r in collect(sweep_dir):
+            if r.config.family not in ("bernoulli", "categorical", "logitnormal", "concrete"):
+                continue
+            key = (model_name(r), estimator_name(r), settings(r))
+            rows.setdefault(key, Row(*key)).runs.append(r)
+    if not rows:
+        raise RunDirError(f"no discrete or relaxed runs below {', '.join(map(str, sweep_dirs))}")
+
+    def rank(row: Row) -> tuple:
+        v = row.values()["discrete_neg_elbo_mean"]
+        return (row.model, v if v != "" else float("inf"))
+
+    return sorted(rows.values(), key=rank)
+
+
+def write_leaderboard(sweep_dirs: list[Path], out: Path, command: str) -> list[Path]:
+    """``leaderboard.csv``, ``leaderboard.md`` and ``leaderboard.png`` in ``out``."""
+    rows = leaderboard(sweep_dirs)
+    values = [row.values() for row in rows]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for v in values:
+        writer.writerow({k: f"{x:.4f}" if isinstance(x, float) else x for k, x in v.items()})
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "leaderboard.csv", buf.getvalue())
+    atomic_write_text(out / "leaderboard.md", markdown(rows, values, command))
+    return [out / "leaderboard.csv", out / "leaderboard.md", plot(rows, out / "leaderboard.png")]
+
+
+def markdown(rows: list[Row], values: list[dict[str, Any]], command: str) -> str:
+    head = (
+        "| model | estimator | settings | seeds | epochs | discrete −ELBO | −log p(x) (IWAE) "
+        "| relaxed −ELBO | gap | s / epoch |\n" + "| --- " * 10 + "|\n"
+    )
+    lines = []
+    for v in values:
+        lines.append(
+            f"| {v['model']} | {v['estimator']} | {v['settings']} | {v['seeds']} | {v['epochs']} "
+            f"| {_pm(v['discrete_neg_elbo_mean'], v['discrete_neg_elbo_sd'])} "
+            f"| {_pm(v['discrete_neg_log_px_mean'], v['discrete_neg_log_px_sd'])} "
+            f"| {_num(v['relaxed_neg_elbo_mean'])} | {_num(v['relaxation_gap_mean'])} "
+            f"| {_num(v['seconds_per_epoch'], 1)} |"
+        )
+    pending = [r for row in rows for r in row.runs if "discrete" not in r.evaluation]
+    notes = [
+        "Test set; discrete −ELBO: the decoder at hard codes, the analytic KL of q(b | x) to "
+        "the uniform prior; −log p(x): its IWAE bound (the k of each run's evaluation.json); "
+        "relaxed −ELBO: the objective the relaxation trains; gap = discrete − relaxed; "
+        "mean ± sd over seeds.",
+    ]
+    if pending:
+        names = ", ".join(f"{r.name} ({r.progress()})" for r in pending)
+        notes.append(f"Not yet in the table (no evaluation of their last epoch): {names}.")
+    return (
+        f"# Discrete-estimator leaderboard\n\n```bash\n{command}\n```\n\n"
+        + head
+        + "\n".join(lines)
+        + "\n\n"
+        + "\n\n".join(notes)
+        + "\n"
+    )
+
+
+def _num(x: Any, digits: int = 2) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, float) else "–"
+
+
+def _pm(mean: Any, sd: Any) -> str:
+    if not isinstance(mean, float):
+        return "–"
+    return f"{mean:.2f} ± {sd:.2f}" if isinstance(sd, float) else f"{mean:.2f}"
+
+
+def curve(r: RunResult) -> tuple[list[float], list[float]]:
+    """Cumulative training hours and the discrete model's test −ELBO at each evaluated epoch
+    (a relaxed run's ``test_discrete_loss``; a discrete run's own ``test_loss``)."""
+    key = "test_discrete_loss" if _relaxed(r) else "test_loss"
+    hours, losses, total = [], [], 0.0
+    for record in r.run_dir_metrics():
+        total += record.get("seconds", 0.0)
+        if (loss := record.get(key)) is not None:
+            hours.append(total / 3600)
+            losses.append(loss)
+    return hours, losses
+
+
+def _relaxed(r: RunResult) -> bool:
+    c = r.config
+    return c.family in ("logitnormal", "concrete") or getattr(c, "estimator", "") in (
+        "logitnormal",
+        "concrete",
+        "straight-through",
+    )
+
+
+def plot(rows: list[Row], path: Path) -> Path:
+    """Per model, each estimator's discrete test −ELBO against training hours (seed 0's
+    curve and the others', thin)."""
+    models = sorted({row.model for row in rows})
+    fig = Figure(figsize=(7 * len(models), 5))
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, model in zip(axes, models, strict=True):
+        for row in (row for row in rows if row.model == model):
+            color = None
+            for i, r in enumerate(sorted(row.runs, key=lambda r: r.config.seed)):
+                hours, losses = curve(r)
+                if not hours:
+                    continue
+                (line,) = ax.plot(
+                    hours,
+                    losses,
+                    color=color,
+                    lw=1.6 if i == 0 else 0.6,
+                    label=row.estimator if color is None else None,
+                )
+                color = line.get_color()
+        ends = [
+            r.evaluation["discrete"]["test_loss"]
+            for row in rows
+            if row.model == model
+            for r in row.scored
+        ]
+        if ends:  # the first epochs' losses would squash the race at the end
+            ax.set_ylim(min(ends) - 5, max(ends) + 25)
+        ax.set_title(f"{model}: test −ELBO of the discrete model")
+        ax.set_xlabel("training time (hours, one CPU thread)")
+        ax.set_ylabel("−ELBO (nats), hard codes")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    except OSError as err:
+        raise StorageError(f"cannot write {path}: {err.strerror or err}") from None
+    return path
