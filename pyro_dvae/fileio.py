@@ -1,7 +1,8 @@
 """Files that cannot be left half-written, and folders that one process writes at a time.
 
 Writes go to a temporary file in the same folder, are flushed to disk and renamed
-over the target, so a reader sees the old file or the new one, never a mix.
+over the target, so a reader sees the old file or the new one, never a mix (but for
+:func:`overwrite_in_place`, a full disk's last resort, which needs no new space).
 :class:`FolderLock` is an OS file lock (``flock``): the kernel releases it when its
 process dies, so a killed run never leaves a stale lock behind.
 """
@@ -77,6 +78,29 @@ def append_text(path: Path, text: str) -> None:
         with open(path, "a") as fh:
             fh.write(text)
             fh.flush()
+    except OSError as err:
+        raise StorageError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def overwrite_in_place(path: Path, text: str) -> None:
+    """Write ``text`` over ``path``'s own bytes, padded with spaces to the file's length: one
+    write that needs no new space, for the last word of a command on a full disk, where
+    :func:`atomic_write_text` cannot make its temporary. Not atomic; a text longer than the
+    file, or a write that fails, is :class:`StorageError`."""
+    body = text.rstrip("\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if len(body) + 1 > size:
+                raise StorageError(f"cannot write {path} in place: it has {size} bytes")
+            data = body + b" " * (size - len(body) - 1) + b"\n"  # JSON allows the spaces
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], done)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as err:
         raise StorageError(f"cannot write {path}: {err.strerror or err}") from None
 

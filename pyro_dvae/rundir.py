@@ -20,13 +20,14 @@ import pyro
 import torch
 
 from .config import FitConfig
-from .errors import ConfigError, LockError, RunDirError
+from .errors import ConfigError, LockError, RunDirError, StorageError
 from .fileio import (
     FolderLock,
     append_text,
     atomic_write,
     atomic_write_text,
     is_scratch,
+    overwrite_in_place,
     remove_temporaries,
 )
 
@@ -242,8 +243,19 @@ class RunDir:
             return None
 
     # ------------------------------------------------------------------ summary
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
+    def write_summary(self, summary: dict[str, Any], final: bool = False) -> None:
+        """``summary.json``, replaced whole. ``final`` (finished, interrupted, failed): on a
+        full disk, where no temporary can be written, the summary is written over the old
+        one's bytes instead, as compact JSON, which fits in the indented text it replaces."""
+        try:
+            atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
+        except StorageError as err:
+            if not final:
+                raise
+            try:
+                overwrite_in_place(self.summary_path, json.dumps(summary) + "\n")
+            except StorageError:
+                raise err from None
 
     def epochs_completed(self) -> int:
         """Epochs the checkpoint holds (0 without one)."""

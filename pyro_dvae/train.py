@@ -327,8 +327,8 @@ class Trainer:
             "versions": runtime_versions(),
             **self.extra_summary,
         }
-        if self.run_dir is not None:
-            self.run_dir.write_summary(summary)
+        if self.run_dir is not None:  # the last summary gets through a full disk
+            self.run_dir.write_summary(summary, final=status != "running")
         return summary
 
 

@@ -326,6 +326,66 @@ def test_disk_full_after_the_checkpoint_is_repaired_from_it(tmp_path, monkeypatc
     assert assert_consistent(out, "finished") == 3
 
 
+def _disk_full_from(monkeypatch, name: str, on_call: int) -> None:
+    """From the ``on_call``-th write of file ``name`` on, the disk is full, as a tmpfs that
+    another writer filled: every new byte fails with ENOSPC (the temporaries of whole-file
+    writes, appends), while bytes a file already has can still be written over."""
+    import pyro_dvae.fileio as fileio
+    import pyro_dvae.rundir as rundir
+    from pyro_dvae.errors import StorageError
+
+    real_fdopen, real_append, state = os.fdopen, rundir.append_text, {"n": 0, "full": False}
+
+    def fdopen(fd, *args, **kwargs):
+        fh = real_fdopen(fd, *args, **kwargs)
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(f".{name}."):
+            state["n"] += 1
+            state["full"] |= state["n"] == on_call
+        return _FullDisk(fh, room=0) if state["full"] else fh
+
+    def append_text(path, text):
+        if state["full"]:
+            raise StorageError(f"cannot write {path}: {os.strerror(errno.ENOSPC)}")
+        return real_append(path, text)
+
+    monkeypatch.setattr(fileio.os, "fdopen", fdopen)
+    monkeypatch.setattr(rundir, "append_text", append_text)
+
+
+@needs_proc
+def test_a_disk_that_fills_during_training_leaves_a_failed_summary(tmp_path, monkeypatch):
+    """The 'failed' summary needs no new space: it is written over the last one's bytes
+    (before, it could not be written at all and the summary said 'running')."""
+    out = tmp_path / "run"
+    _disk_full_from(monkeypatch, "checkpoint.pt", on_call=3)  # the start's, epoch 1's, epoch 2's
+    result = invoke(fit_args(out, epochs=4))
+    assert result.exit_code == 1
+    assert_error_after_progress(result)
+    assert "No space left on device" in error_message(result)
+    assert assert_consistent(out, "failed") == 1  # the file itself says so, not only readers
+    assert RunDir(out).read_summary()["status"] == "failed"
+    monkeypatch.undo()  # space again: the run resumes from its last checkpoint
+    run_ok(["fit", "--resume", str(out), "--no-progress"])
+    assert assert_consistent(out, "finished") == 4
+
+
+def test_overwriting_in_place_keeps_the_length_and_refuses_what_does_not_fit(tmp_path):
+    from pyro_dvae.errors import StorageError
+    from pyro_dvae.fileio import overwrite_in_place
+
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"status": "running", "epochs": 12}, indent=2) + "\n")
+    size = path.stat().st_size
+    overwrite_in_place(path, json.dumps({"status": "interrupted", "epochs": 12}) + "\n")
+    assert path.stat().st_size == size and path.read_text().endswith(" \n")
+    assert json.loads(path.read_text()) == {"status": "interrupted", "epochs": 12}
+    with pytest.raises(StorageError, match="in place"):
+        overwrite_in_place(path, json.dumps({"status": "x" * size}))
+    assert json.loads(path.read_text()) == {"status": "interrupted", "epochs": 12}  # untouched
+    with pytest.raises(StorageError, match="cannot write"):
+        overwrite_in_place(tmp_path / "missing.json", "{}")
+
+
 # --------------------------------------------------------------------------- 4. code in a run
 
 
