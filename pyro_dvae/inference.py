@@ -292,13 +292,13 @@ def _every_code(vae, like: torch.Tensor):
 
 @torch.no_grad()
 def enumerated_reconstructions(vae, x: torch.Tensor) -> torch.Tensor:
-    """A categorical VAE's mean reconstruction Σ_c q(c | x) E[x | c] over its codes; past
-    ``ENUM_LIMIT`` codes, the image of each variable's most likely class instead."""
+    """A discrete VAE's mean reconstruction Σ_c q(c | x) E[x | c] over its codes; past
+    ``ENUM_LIMIT`` codes, the image of the most likely code instead (each variable's most
+    likely class, each bit's more likely value)."""
     family = vae.family
     if not family.summable:
-        logits = vae.encoder(x).reshape(len(x), family.latent_dim, family.categories)
-        mode = F.one_hot(logits.argmax(-1), family.categories).to(x.dtype).flatten(-2)
-        return torch.sigmoid(vae.decoder(mode))
+        mode = vae.encode(x).mode
+        return torch.sigmoid(vae.decoder(family.decoder_input(mode)))
     joint, logits = _every_code(vae, x)
     return joint.posterior(vae.encoder(x)).probs @ torch.sigmoid(logits)
 

@@ -105,7 +105,7 @@ def reconstructions(vae: VAE, x: torch.Tensor) -> torch.Tensor:
     categorical latent (whose decoder only ever sees one-hot codes) the posterior mean image
     Σ_c q(c | x) E[x | c] over its codes instead (``enumerated_reconstructions``)."""
     x = x.to(next(vae.decoder.parameters()).device)
-    if vae.family.enumerable:
+    if vae.family.enumerable and not vae.family.relaxed:
         return enumerated_reconstructions(vae, x)
     with seeded(0):  # Concrete codes are Monte Carlo means
         code = vae.family.code_mean(vae.encode(x))
@@ -264,10 +264,10 @@ def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
 
 def _reconstructed_from(vae: VAE) -> str:
     family = vae.family
-    if not family.enumerable:
+    if not family.enumerable or family.relaxed:
         return "from E_q[z]"
     if not family.summable:
-        return "from each variable's most likely class"
+        return "from the most likely code"
     return "Σ_c q(c|x) E[x|c] over every code"
 
 

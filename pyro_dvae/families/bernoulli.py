@@ -169,7 +169,18 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
         return dist.Bernoulli(logits=zeros).to_event(1)
 
     def decoder_input(self, z):
-        return z @ self.bits(z) if self.joint else z
+        """The bits; in the joint form (``enum``), a joint code's bits (bit vectors, as
+        pictures give them, pass as they are)."""
+        return z @ self.bits(z) if self.joint and z.shape[-1] == self.codes else z
+
+    def traversal(self, unit, steps, like):
+        """Relaxed codes sweep the unit over (0, 1); hard codes set it to 0, then 1; every other
+        unit at ½ (the prior's mean)."""
+        if self.relaxed:
+            return super().traversal(unit, steps, like)
+        z = torch.full((2, self.latent_dim), 0.5, dtype=like.dtype, device=like.device)
+        z[:, unit] = torch.tensor([0.0, 1.0], dtype=like.dtype, device=like.device)
+        return z, ["b=0", "b=1"]
 
     # ------------------------------------------------------------------ the discrete model
     def discrete(self) -> BitsFamily:
