@@ -142,6 +142,13 @@ class FolderLock:
 
     Use as a context manager. A second holder gets :class:`LockError` naming the
     process that holds the lock. Within one process the lock is not re-entrant.
+
+    A command that fails (an exception leaves the ``with``) removes the lock file if it
+    made it, so that a refused command leaves the folder as it found it. The file is
+    removed while it is still locked, and :meth:`acquire` checks, once it holds the lock,
+    that the file it locked is still the one at ``.lock``: a process that opened the old
+    file before it was removed, and locks it after, finds it gone and starts over on a
+    new one, instead of holding a lock that nobody else can see.
     """
 
     def __init__(self, folder: str | Path, what: str = ""):
@@ -149,6 +156,7 @@ class FolderLock:
         self.path = self.folder / LOCK
         self.what = what or str(self.folder)
         self._fd: int | None = None
+        self._created = False  # this process made the lock file it holds
 
     def holder(self) -> str | None:
         """Who holds the lock now (``None`` if nobody does)."""
@@ -166,42 +174,85 @@ class FolderLock:
             os.close(fd)  # closing drops the probe's shared lock
         return None
 
+    def _open(self) -> tuple[int, bool]:
+        """The lock file, opened for writing, and whether this call created it."""
+        for _ in range(100):  # each turn lost to a creator or a remover: try again
+            try:
+                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
+            except FileExistsError:
+                pass
+            try:
+                return os.open(self.path, os.O_RDWR), False
+            except FileNotFoundError:
+                pass  # removed in between (or a link to nowhere)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666), False
+
+    def _is_current(self, fd: int) -> bool:
+        """Whether ``fd`` is the file at ``.lock`` now (not one a failed holder removed)."""
+        try:
+            at_path = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: as before removal existed
+        held = os.fstat(fd)
+        return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
+
     def acquire(self) -> FolderLock:
         if fcntl is None or self._fd is not None:
             return self
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as err:
-            raise StorageError(f"cannot lock {self.what}: {err.strerror or err}") from None
-        for attempt in range(5):  # a holder() probe holds a shared lock for an instant
+        attempt = stale = 0
+        while True:
+            try:
+                fd, created = self._open()
+            except OSError as err:
+                raise StorageError(f"cannot lock {self.what}: {err.strerror or err}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
-                if attempt == 4:
-                    os.close(fd)
+                os.close(fd)
+                attempt += 1  # a holder() probe holds a shared lock for an instant
+                if attempt == 5:
                     holder = self.holder() or "another process"
                     raise LockError(f"{self.what} is in use by {holder}") from None
                 time.sleep(0.05)
+                continue
+            if self._is_current(fd):
+                break
+            os.close(fd)  # locked a file its holder removed as it gave up: open the new one
+            stale += 1
+            if stale == 100:
+                raise StorageError(f"cannot lock {self.what}: its {LOCK} file keeps changing")
         try:
             os.ftruncate(fd, 0)
             os.write(fd, (_whoami() + "\n").encode())
         except OSError:
             pass  # the lock holds without the note of who holds it
-        self._fd = fd
+        self._fd, self._created = fd, created
         return self
 
-    def release(self) -> None:
+    def release(self, discard: bool = False) -> None:
+        """Unlock. ``discard``: the command failed; remove the lock file if this process
+        made it (and it is still the file at ``.lock``), before unlocking it."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            try:
-                os.ftruncate(fd, 0)
-            except OSError:
-                pass
+            removed = False
+            if discard and self._created and self._is_current(fd):
+                try:
+                    self.path.unlink()
+                    removed = True
+                except OSError:
+                    pass
+            if not removed:
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError:
+                    pass
             os.close(fd)  # releases the flock
+            self._created = False
 
     def __enter__(self) -> FolderLock:
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.release(discard=exc_type is not None)

@@ -116,7 +116,7 @@ class RunDir:
                 raise RunDirError(run._not_empty(check_holder=False))
             config.save(run.config_path)
         except BaseException:
-            run.unlock()
+            run.unlock(discard=True)
             raise
         return run
 
@@ -163,9 +163,11 @@ class RunDir:
             remove_temporaries(self.path)
         return self
 
-    def unlock(self) -> None:
+    def unlock(self, discard: bool = False) -> None:
+        """Release the lock; ``discard``: a command that failed also removes the lock file
+        if it made it (:meth:`FolderLock.release`), so a refused command leaves nothing."""
         if self._lock is not None:
-            self._lock.release()
+            self._lock.release(discard)
             self._lock = None
 
     def holder(self) -> str | None:
@@ -175,8 +177,8 @@ class RunDir:
     def __enter__(self) -> RunDir:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.unlock()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.unlock(discard=exc_type is not None)
 
     # ------------------------------------------------------------------ metrics
     def append_metrics(self, record: dict[str, Any]) -> None:

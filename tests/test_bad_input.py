@@ -1,0 +1,118 @@
+"""Bad input ends in one ``Error:`` line and changes nothing (issue 28, item 3).
+
+A config.json that is not UTF-8, a sweep --out that cannot be a sweep folder, a figure
+format that cannot be written, a run folder given where a sweep folder is meant, bad
+--temperatures; and the ``.lock`` a refused command made is removed again, without
+weakening the lock for processes that race for it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pyro_dvae.errors import LockError
+from pyro_dvae.fileio import LOCK, FolderLock
+
+from .helpers import assert_one_error_line, error_message, fit_args, invoke, run_ok
+
+TINY = {"dataset": "digits", "hidden": 16, "latent_dim": 2, "epochs": 1}
+SWEEP = ["sweep", "--family", "gaussian", "--dataset", "digits", "--hidden", "16"]
+SWEEP += ["--epochs", "1", "--threads", "1", "--device", "cpu"]
+NOT_UTF8 = b"\xff\xfe"  # a UTF-16 byte-order mark: what an editor's "Unicode" save writes
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYRO_DVAE_DATA", str(tmp_path / "no-data"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished 1-epoch Logit-normal digits run, without its lock file."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    run_ok(fit_args(out, **TINY))
+    (out / LOCK).unlink()
+    return out
+
+
+@pytest.fixture
+def run(trained, tmp_path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(trained, dst)
+    return dst
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    """Every file and link below ``folder``, lock files and temporaries included."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<not a file>"
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def refused(args: list[str], *unchanged: Path):
+    """``args`` exits non-zero with one ``Error:`` line, and each folder of ``unchanged``
+    holds the same files, byte for byte, with no lock file added."""
+    before = [files(folder) for folder in unchanged]
+    result = invoke(args)
+    assert result.exit_code != 0, result.output
+    assert_one_error_line(result)
+    assert [files(folder) for folder in unchanged] == before
+    return result
+
+
+# --------------------------------------------------------------------------- lock files
+
+
+@pytest.mark.parametrize("command", ["evaluate", "fit"])
+def test_a_command_refused_after_taking_the_lock_leaves_no_lock_file(command, run):
+    """The lock is taken before the checkpoint is read: a damaged one is refused after it."""
+    (run / "checkpoint.pt").write_bytes(b"damaged")
+    args = {
+        "evaluate": ["evaluate", str(run), "--k", "2", "--no-progress"],
+        "fit": ["fit", "--resume", str(run), "--epochs", "2", "--no-progress"],
+    }[command]
+    result = refused(args, run)
+    assert "checkpoint" in error_message(result)
+    assert not (run / LOCK).exists()
+
+
+def test_a_failed_command_keeps_a_lock_file_it_did_not_make(tmp_path):
+    (tmp_path / LOCK).write_bytes(b"")
+    with pytest.raises(RuntimeError), FolderLock(tmp_path):
+        raise RuntimeError("refused")
+    assert (tmp_path / LOCK).read_bytes() == b""  # there before: kept, empty
+    (tmp_path / LOCK).unlink()
+    with FolderLock(tmp_path):
+        pass
+    assert (tmp_path / LOCK).read_bytes() == b""  # made by a command that succeeded: kept
+
+
+def test_a_lock_file_removed_by_a_failed_holder_is_not_locked_by_a_waiter(tmp_path):
+    """The race that removing a lock file opens: B opens ``.lock`` while A holds it, A fails
+    and removes it, B then locks the removed file. B must notice and lock the new file, or
+    a third process C would lock a new ``.lock`` beside B, and both would write."""
+    a, b = FolderLock(tmp_path, "A").acquire(), FolderLock(tmp_path, "B")
+    real_open, opened = b._open, []
+
+    def open_then_a_fails():
+        fd_created = real_open()
+        if not opened:  # B has the old file open: now A fails, removing it
+            opened.append(fd_created)
+            a.release(discard=True)
+        return fd_created
+
+    b._open = open_then_a_fails
+    b.acquire()
+    try:
+        assert opened, "B did not open the lock file while A held it"
+        assert os.fstat(b._fd).st_ino == os.stat(tmp_path / LOCK).st_ino  # the file there
+        with pytest.raises(LockError, match="C is in use by process"):
+            FolderLock(tmp_path, "C").acquire()
+    finally:
+        b.release()
