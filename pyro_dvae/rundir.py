@@ -190,7 +190,9 @@ class RunDir:
         if not self.metrics_path.exists():
             return []
         records = []
-        for line in self.metrics_path.read_text().splitlines():
+        # a damaged byte spoils its line only: the JSON of that line does not parse
+        text = self.metrics_path.read_text(encoding="utf-8", errors="replace")
+        for line in text.splitlines():
             line = line.strip()
             if line:
                 try:
@@ -266,8 +268,8 @@ class RunDir:
     def read_summary(self) -> dict[str, Any]:
         """``summary.json``, brought up to the checkpoint's epoch if a kill left it behind."""
         try:
-            summary = json.loads(self.summary_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            summary = json.loads(self.summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # no file, not JSON, not UTF-8
             return {}
         if not isinstance(summary, dict):
             return {}

@@ -116,3 +116,79 @@ def test_a_lock_file_removed_by_a_failed_holder_is_not_locked_by_a_waiter(tmp_pa
             FolderLock(tmp_path, "C").acquire()
     finally:
         b.release()
+
+
+# --------------------------------------------------------------------------- config.json
+
+
+def _spoil_config(run: Path) -> None:
+    (run / "config.json").write_bytes(NOT_UTF8 + (run / "config.json").read_bytes())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["fit", "--resume", "{run}", "--epochs", "2", "--no-progress"],
+        ["evaluate", "{run}", "--k", "2", "--no-progress"],
+        ["show", "{run}", "--out", "{tmp}/pictures"],
+        ["compare-estimators", "{run}", "--repeats", "2", "--batch-size", "4"],
+        ["curves", "{run}", "--out", "{tmp}/curves.png"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_a_config_json_that_is_not_utf8_is_one_error_line(command, run, tmp_path):
+    _spoil_config(run)
+    args = [a.format(run=run, tmp=tmp_path) for a in command]
+    result = refused(args, run)
+    assert f"{run / 'config.json'}" in error_message(result)
+    assert "not UTF-8 text (byte 0xff at position 0)" in error_message(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no pictures, no curves
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "sweep"])
+def test_a_sweep_reports_a_run_whose_config_is_not_utf8_and_runs_the_others(tmp_path, dry_run):
+    sweep = tmp_path / "sw"
+    damaged = sweep / "runs" / "gaussian-d2"
+    damaged.mkdir(parents=True)
+    (damaged / "config.json").write_bytes(NOT_UTF8)
+    args = [*SWEEP, "--latent-dim", "2", "--latent-dim", "3", "--out", str(sweep)]
+    result = invoke([*args, "--dry-run"] if dry_run else args)
+    lines = result.stderr.splitlines() if not dry_run else result.stdout.splitlines()
+    reason = f"{damaged / 'config.json'} is not a valid config"
+    if dry_run:
+        assert result.exit_code == 0, result.output
+        assert any(ln.startswith("conflict  gaussian-d2") and reason in ln for ln in lines)
+        assert any(ln.startswith("new       gaussian-d3") for ln in lines)
+    else:
+        assert result.exit_code == 1, result.output  # a run failed: said, and the exit says so
+        assert f"[skip] gaussian-d2: {reason}" in result.stderr
+        assert "1 of 2 runs finished" in result.stderr
+        summary = (sweep / "runs" / "gaussian-d3" / "summary.json").read_text()
+        assert '"status": "finished"' in summary
+    assert "Traceback" not in result.output
+    assert files(damaged) == {"config.json": NOT_UTF8}
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    sweep = tmp_path_factory.mktemp("sweep") / "sw"
+    run_ok([*SWEEP, "--latent-dim", "2", "--out", str(sweep)])
+    return sweep
+
+
+@pytest.mark.parametrize(
+    "name", ["sweep.json", "runs/gaussian-d2/summary.json", "runs/gaussian-d2/metrics.jsonl"]
+)
+def test_the_other_json_files_of_a_sweep_may_be_damaged_too(name, finished_sweep, tmp_path):
+    """Their readers fall back as they do for a file that is not JSON: the checkpoint is
+    the run's truth, and sweep.json is written again."""
+    sweep = tmp_path / "sw"
+    shutil.copytree(finished_sweep, sweep)
+    (sweep / name).write_bytes(NOT_UTF8 + (sweep / name).read_bytes())
+    args = [*SWEEP, "--latent-dim", "2", "--out", str(sweep)]
+    dry = run_ok([*args, "--dry-run"])
+    assert "1 run in" in dry.output and "1 finished" in dry.output
+    run_ok(["report", str(sweep), "--out", str(tmp_path / "report")])
+    result = run_ok(args)
+    assert "1 of 1 runs finished" in result.stderr
+    assert (sweep / "sweep.json").read_bytes()[:1] == b"{"

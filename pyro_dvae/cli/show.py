@@ -123,7 +123,9 @@ def curves(paths, out, labels, title, split):
         )
     runs = []
     for i, path in enumerate(found):
-        records = RunDir(path).read_metrics()
+        run = RunDir(path)
+        run.read_config()  # a run whose config does not read is not drawn as if whole
+        records = run.read_metrics()
         if not records:
             raise RunDirError(f"{path} has no epochs in metrics.jsonl yet")
         runs.append((labels[i] if labels else path.name, records))

@@ -354,8 +354,8 @@ def _write_sweep_json(
 ) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     try:  # a sweep folder may be filled by several grids: keep every grid and its runs
-        before = json.loads((sweep_dir / SWEEP).read_text())
-    except (OSError, json.JSONDecodeError):
+        before = json.loads((sweep_dir / SWEEP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, not JSON, not UTF-8
         before = {}
     before = before if isinstance(before, dict) else {}
     earlier = before.get("runs") if isinstance(before.get("runs"), dict) else {}
