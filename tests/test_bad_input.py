@@ -192,3 +192,27 @@ def test_the_other_json_files_of_a_sweep_may_be_damaged_too(name, finished_sweep
     result = run_ok(args)
     assert "1 of 1 runs finished" in result.stderr
     assert (sweep / "sweep.json").read_bytes()[:1] == b"{"
+
+
+# --------------------------------------------------------------------------- sweep --out
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["sweep", "dry-run"])
+@pytest.mark.parametrize("kind", ["empty-file", "link-loop", "link-to-nowhere", "run-folder"])
+def test_a_sweep_out_that_cannot_be_a_sweep_folder_is_refused(kind, dry_run, run, tmp_path):
+    out = tmp_path / "out"
+    if kind == "empty-file":
+        out.write_bytes(b"")
+    elif kind == "link-loop":
+        out.symlink_to(out.name)
+    elif kind == "link-to-nowhere":
+        out.symlink_to("missing")
+    else:
+        out = run
+    before = files(tmp_path)
+    args = [*SWEEP, "--latent-dim", "2", "--out", str(out)] + (["--dry-run"] if dry_run else [])
+    result = refused(args)
+    assert files(tmp_path) == before  # no sweep.json, runs/, logs/ or .lock in a run folder
+    assert str(out) in error_message(result) and "--out" in error_message(result)
+    if kind == "run-folder":
+        assert "is a run folder" in error_message(result)

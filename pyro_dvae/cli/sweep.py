@@ -113,6 +113,7 @@ def sweep(
     from ..naming import grid, named_grid, with_seeds
     from ..sweep import plan, run_sweep
     from ..sweep.plan import plan_summary
+    from ..sweep.run import check_sweep_dir
 
     axes = {k: v for k, v in fields.items() if PARAMS[k].axis and k != "seed" and v}
     common = {k: v for k, v in fields.items() if not PARAMS[k].axis and v is not None}
@@ -151,7 +152,7 @@ def sweep(
         raise click.BadParameter("must be >= 1", param_hint="--threads")
     if evaluate_k < 0 or images < 0:
         raise click.BadParameter("must be >= 0", param_hint="--evaluate/--images")
-    out = out or Path("sweeps") / (preset or "grid")
+    out = check_sweep_dir(out or Path("sweeps") / (preset or "grid"))
     if dry_run:
         runs = plan(out, named_grid(configs), evaluate_k, images)
         for run in runs:

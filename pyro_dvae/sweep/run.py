@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import FitConfig
-from ..errors import ConfigError, PyroDvaeError
+from ..errors import ConfigError, PyroDvaeError, RunDirError
 from ..evaluation import read_evaluation
 from ..fileio import FolderLock, atomic_write_text
 from ..naming import named_grid
-from ..rundir import RunDir
+from ..rundir import CONFIG, RunDir
 from ..signals import deferred_stop, stop_on_signals
-from .launchers import Launcher, LocalLauncher
+from .launchers import STOP_GRACE, Launcher, LocalLauncher
 from .plan import PlannedRun, commands_for, group_command, grouped, make_run_dir, plan
 
 SWEEP = "sweep.json"
@@ -74,6 +74,33 @@ def _last_error(log_path: Path, offset: int = 0) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
+def check_sweep_dir(sweep_dir: str | Path) -> Path:
+    """``sweep_dir`` if it can be a sweep folder (missing, or a folder that is not a run's);
+    else :class:`~pyro_dvae.errors.RunDirError`, before anything is written."""
+    sweep_dir = Path(sweep_dir)
+    try:
+        sweep_dir.stat()
+    except FileNotFoundError:
+        if sweep_dir.is_symlink():  # mkdir cannot make a folder where a link points nowhere
+            where = os.readlink(sweep_dir)
+            raise RunDirError(
+                f"{sweep_dir} is a link to {where}, which does not exist; choose another --out"
+            ) from None
+        return sweep_dir
+    except OSError as err:  # a link loop, a file on the way to it, no permission
+        raise RunDirError(
+            f"cannot use {sweep_dir} as a sweep folder: {err.strerror or err}; choose another --out"
+        ) from None
+    if not sweep_dir.is_dir():
+        raise RunDirError(f"{sweep_dir} exists and is not a folder; choose another --out")
+    if (sweep_dir / CONFIG).is_file():
+        raise RunDirError(
+            f"{sweep_dir} is a run folder (it holds {CONFIG}), not a sweep folder; "
+            "choose another --out"
+        )
+    return sweep_dir
+
+
 def run_sweep(
     sweep_dir: str | Path,
     configs: list[FitConfig],
@@ -106,8 +133,12 @@ def run_sweep(
     for c in configs:
         c.validate(new=True)
     named = named_grid(configs)
-    sweep_dir = Path(sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    sweep_dir = check_sweep_dir(sweep_dir)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        why = err.strerror or err
+        raise RunDirError(f"cannot create sweep folder {sweep_dir}: {why}") from None
     launcher = launcher or LocalLauncher()
     with (
         contextlib.closing(launcher),
@@ -247,6 +278,7 @@ def _run_locked(
             progress.log(outcome, running, log, every=PROGRESS_EVERY)
     except KeyboardInterrupt:
         launcher.stop([job.handle for job in running])
+        _wait_until_let_go([run for job in running for run in job.members or [job.run]], log)
         for job in running:
             for run in job.members or [job.run]:
                 outcome[run.name] = "interrupted"
@@ -255,6 +287,20 @@ def _run_locked(
                 outcome[run.name] = "not started"
         raise
     return outcome
+
+
+def _wait_until_let_go(runs: list[PlannedRun], log, grace: float = STOP_GRACE) -> None:
+    """Wait until no process holds a stopped run's lock (it has written its last summary and
+    exited), for up to ``grace``: a launcher's command can end before the run it started
+    (a Ray task whose worker or node is lost, while its run stops on the SIGTERM it got)."""
+    deadline = time.monotonic() + grace
+    with deferred_stop(ignore=True):  # a second signal changes nothing
+        while runs := [r for r in runs if RunDir(r.path).holder() is not None]:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    for run in runs:
+        log(f"[stop] {run.name}: still in use by {RunDir(run.path).holder() or 'a process'}")
 
 
 def _group_log(sweep_dir: Path, members: list[PlannedRun]) -> Path:
