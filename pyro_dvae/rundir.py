@@ -47,6 +47,16 @@ def find_runs(root: str | Path) -> list[Path]:
     return sorted({p.parent for p in [*root.glob(f"*/{CONFIG}"), *root.glob(f"*/*/{CONFIG}")]})
 
 
+def refuse_run_folder(path: str | Path, command: str, instead: str) -> None:
+    """:class:`RunDirError` if ``path`` is one run's folder: ``command`` takes a sweep folder,
+    whose runs it compares; ``instead`` names the command for one run."""
+    if (Path(path) / CONFIG).is_file():
+        raise RunDirError(
+            f"{path} is a run folder (it holds {CONFIG}); {command} takes a sweep folder "
+            f"holding runs (for one run: {instead})"
+        )
+
+
 def runtime_versions() -> dict[str, str]:
     """The libraries that computed a result, stored beside it."""
     return {

@@ -216,3 +216,40 @@ def test_a_sweep_out_that_cannot_be_a_sweep_folder_is_refused(kind, dry_run, run
     assert str(out) in error_message(result) and "--out" in error_message(result)
     if kind == "run-folder":
         assert "is a run folder" in error_message(result)
+
+
+# --------------------------------------------------------------------------- curves --out
+
+
+@pytest.mark.parametrize("name", ["c.txt", "c.JPG"])
+def test_curves_refuses_a_figure_format_before_any_work(name, tmp_path):
+    missing = tmp_path / "no-such-run"  # the format is refused before the runs are looked for
+    result = refused(["curves", str(missing), "--out", str(tmp_path / name)], tmp_path)
+    assert "--out" in error_message(result)
+    assert ".png, .pdf or .svg" in error_message(result)
+
+
+# --------------------------------------------------------------------------- one run folder
+
+
+@pytest.mark.parametrize("command", ["report", "plot"])
+def test_report_and_plot_refuse_a_run_folder(command, run):
+    result = refused([command, str(run)], run)
+    assert f"{run} is a run folder" in error_message(result)
+    assert "takes a sweep folder" in error_message(result)
+
+
+@pytest.mark.parametrize(
+    "temperatures,why",
+    [
+        ("abc", "'abc' is not a comma-separated list of numbers"),
+        ("0,1", "temperatures must be finite numbers > 0"),
+        ("nan", "temperatures must be finite numbers > 0"),
+        ("0.5", "--temperatures applies to categorical models; this is a logitnormal model"),
+    ],
+)
+def test_compare_estimators_refuses_temperatures_it_would_ignore(temperatures, why, run):
+    args = ["compare-estimators", str(run), "--temperatures", temperatures, "--repeats", "2"]
+    result = refused(args, run)
+    assert why in error_message(result)
+    assert "--temperatures" in error_message(result)

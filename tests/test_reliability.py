@@ -406,7 +406,7 @@ def test_a_run_folder_never_imports_its_guide_unless_the_command_names_it(tmp_pa
     guide.parent.mkdir()
     guide.write_text(GUIDE_FILE.format(flow=flow))
     spec, marker = f"{guide}:make_guide", guide.with_name("imported")
-    out = tmp_path / "run"
+    out = tmp_path / "sweep" / "run"  # in a folder of runs, for plot
     run_ok(fit_args(out, guide=spec, epochs=1, hidden=16))
     assert read_json(out / "summary.json")["guide"] == spec
     marker.unlink()
@@ -414,7 +414,7 @@ def test_a_run_folder_never_imports_its_guide_unless_the_command_names_it(tmp_pa
         ["evaluate", str(out), "--k", "2", "--no-progress"],
         ["fit", "--resume", str(out), "--epochs", "2", "--no-progress"],
         ["compare-estimators", str(out), "--repeats", "2", "--batch-size", "4"],
-        ["plot", str(out), "--figure", "fig3", "--out", str(tmp_path / "fig")],
+        ["plot", str(out.parent), "--figure", "fig3", "--out", str(tmp_path / "fig")],
     ):
         result = invoke(args)
         assert result.exit_code != 0, args

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ..config import FitConfig, check_family_field
 from .group import (
@@ -160,7 +162,7 @@ def compare_estimators(
     from ..data import load_dataset
     from ..estimators import compare, default_estimators
     from ..evaluation import load_run
-    from ..families import make_family
+    from ..families import FAMILIES, make_family
     from ..train import resolve_device
     from ..vae import VAE
 
@@ -174,6 +176,7 @@ def compare_estimators(
     ]:
         if value < low:
             raise click.BadParameter(f"must be >= {low}", param_hint=name)
+    temperatures = _floats(temperatures)  # refused before any work, whatever the family
     given = {k: v for k, v in model.items() if v is not None}
     if (run_dir is None) == (model["family"] is None) or (run_dir is not None and given):
         raise click.UsageError(
@@ -190,6 +193,11 @@ def compare_estimators(
         config = FitConfig(**given).validate(new=True)
         vae, epoch = None, 0
         out = out or Path("estimators")
+    source = click.get_current_context().get_parameter_source("temperatures")
+    if source == ParameterSource.COMMANDLINE and not FAMILIES[config.family].enumerable:
+        raise click.UsageError(
+            f"--temperatures applies to categorical models; this is a {config.family} model"
+        )
     data = load_dataset(config.dataset, data_dir, subset=config.subset)
     x = data.test[:batch_size].to(device)
     if vae is None:  # untrained, sized to the dataset's images
@@ -205,7 +213,7 @@ def compare_estimators(
                 "--train-epochs compares training objectives of reparameterised families; "
                 "train a categorical model with fit --elbo enum or --elbo tracegraph"
             )
-        _compare_discrete(vae, x, repeats, seed, _floats(temperatures), out, epoch, device)
+        _compare_discrete(vae, x, repeats, seed, temperatures, out, epoch, device)
         return
     ests = default_estimators(vae, num_particles, tuple(iwae_k) or (5, 50))
     log_line(f"{len(ests)} estimators x {repeats} estimates on {x.shape[0]} test images")
@@ -252,9 +260,13 @@ def _floats(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
-    if not values or min(values) <= 0:
-        raise click.BadParameter("temperatures must be > 0", param_hint="--temperatures")
+        raise click.BadParameter(
+            f"{text!r} is not a comma-separated list of numbers", param_hint="--temperatures"
+        ) from None
+    if not all(0 < v < math.inf for v in values):
+        raise click.BadParameter(
+            "temperatures must be finite numbers > 0", param_hint="--temperatures"
+        )
     return values
 
 

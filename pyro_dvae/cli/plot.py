@@ -87,7 +87,9 @@ def plot(
     latent space (5), Logit-normal densities (6), and the test -ELBO per epoch of
     Table 3's models (curves)."""
     from ..plots import make_figures
+    from ..rundir import refuse_run_folder
 
+    refuse_run_folder(sweep_dir, "plot", f"pyro-dvae show {sweep_dir}")
     set_threads(threads)
     if images < 0 or grid < 1:
         raise click.BadParameter("--images must be >= 0 and --grid >= 1")

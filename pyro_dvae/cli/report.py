@@ -21,7 +21,9 @@ def report(sweep_dir: Path, out: Path | None) -> None:
     """Tables 1-3 of the paper (train and test, beside the paper's numbers), the IWAE
     log-likelihoods in the same layout, and a table of every run."""
     from ..report import build_report
+    from ..rundir import refuse_run_folder
 
+    refuse_run_folder(sweep_dir, "report", f"pyro-dvae evaluate {sweep_dir}")
     path = build_report(sweep_dir, out)
     click.echo(path.read_text())
     click.echo(f"written: {path.parent}", err=True)

@@ -19,6 +19,9 @@ from .group import (
     threads_option,
 )
 
+#: the figure formats ``curves`` writes (matplotlib's, by the suffix of --out; none: PNG)
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
 
 def _count(flag: str, default: int, help: str):
     """A positive integer option."""
@@ -116,6 +119,12 @@ def curves(paths, out, labels, title, split):
     from ..rundir import RunDir
     from .evaluate import run_dirs
 
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix and suffix not in FIGURE_FORMATS:
+        formats = ", ".join(f".{f}" for f in FIGURE_FORMATS[:-1]) + f" or .{FIGURE_FORMATS[-1]}"
+        raise click.BadParameter(
+            f"{out} is a .{suffix} file; a figure is written as {formats}", param_hint="--out"
+        )
     found = run_dirs(paths)
     if labels and len(labels) != len(found):
         raise click.BadParameter(
