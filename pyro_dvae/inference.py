@@ -277,15 +277,20 @@ def evaluate_elbo(
     return {"loss": (recon_total + kl_total) / n, "recon": recon_total / n, "kl": kl_total / n}
 
 
+def exact_config(config):
+    """The config of the same discrete model trained by exact enumeration."""
+    from dataclasses import replace
+
+    return replace(config, elbo="enum", estimator="enum", num_particles=1)
+
+
 def _every_code(vae, like: torch.Tensor):
     """The categorical family in its joint-code form (the one ``--elbo enum`` trains) and
     the decoder's logits for each of its codes, (codes, pixels)."""
-    from dataclasses import replace
-
     from .families import make_family
 
     family = vae.family
-    joint = family if family.joint else make_family(replace(family.config, elbo="enum"))
+    joint = family if family.joint else make_family(exact_config(family.config))
     codes = torch.eye(joint.codes, dtype=like.dtype, device=like.device)
     return joint, vae.decoder(joint.decoder_input(codes))
 

@@ -25,6 +25,7 @@ ESTIMATOR = Param(
     "(bernoulli) (unbiased); enum (exact).",
     choices=lambda: {"", *(name for f in FAMILIES.values() for name in f.estimators)},
     short=None,
+    axis=True,
 )
 
 

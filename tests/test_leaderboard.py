@@ -1,0 +1,91 @@
+"""The discrete-estimator leaderboard: a sweep over estimators, evaluated, read back as one
+row per estimator whose numbers are the means of its runs' evaluation.json."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+
+from pyro_dvae.leaderboard import COLUMNS
+
+from .helpers import invoke, run_ok
+
+
+def test_a_sweep_of_estimators_becomes_one_row_each(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_ok(
+        [
+            "sweep",
+            "--family",
+            "bernoulli",
+            "--latent-dim",
+            "4",
+            "--estimator",
+            "concrete",
+            "--estimator",
+            "nvil",
+            "--seeds",
+            "2",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--hidden",
+            "16",
+            "--threads",
+            "1",
+            "--evaluate",
+            "10",
+            "--out",
+            str(sweep),
+        ]
+    )
+    out = tmp_path / "board"
+    result = run_ok(["leaderboard", str(sweep), "--out", str(out)])
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert tuple(rows[0]) == COLUMNS
+    by_estimator = {r["estimator"]: r for r in rows}
+    assert set(by_estimator) == {"concrete", "nvil"}
+    for name, row in by_estimator.items():
+        runs = sorted((sweep / "runs").glob(f"bernoulli-d4-{name}*"))
+        blocks = [json.loads((r / "evaluation.json").read_text())["discrete"] for r in runs]
+        assert row["seeds"] == "2" and row["epochs"] == "1" and row["test_images"] == "300"
+        losses = [b["test_loss"] for b in blocks]
+        assert float(row["discrete_neg_elbo_mean"]) == round(statistics.fmean(losses), 4)
+        assert float(row["discrete_neg_elbo_sd"]) == round(statistics.stdev(losses), 4)
+        nll = statistics.fmean(-b["test_log_likelihood"] for b in blocks)
+        assert float(row["discrete_neg_log_px_mean"]) == round(nll, 4)
+    # the relaxation has a relaxed objective and a gap; the score function has neither
+    assert by_estimator["concrete"]["relaxed_neg_elbo_mean"] != ""
+    assert by_estimator["nvil"]["relaxed_neg_elbo_mean"] == ""
+    assert by_estimator["nvil"]["relaxation_gap_mean"] == ""
+    assert (out / "leaderboard.png").stat().st_size > 10_000
+    assert "| bernoulli 4 | nvil |" in result.stdout
+
+
+def test_a_run_folder_is_refused_in_one_line(tmp_path):
+    run = tmp_path / "run"
+    run_ok(
+        [
+            "fit",
+            "--dataset",
+            "digits",
+            "--family",
+            "bernoulli",
+            "--latent-dim",
+            "3",
+            "--estimator",
+            "disarm",
+            "--epochs",
+            "1",
+            "--hidden",
+            "8",
+            "--no-progress",
+            "--out",
+            str(run),
+        ]
+    )
+    result = invoke(["leaderboard", str(run)])
+    assert result.exit_code != 0 and "Error:" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
