@@ -500,6 +500,25 @@ def test_files_left_ahead_or_behind_the_checkpoint_are_read_through_it(run, tmp_
     assert read_metrics(run)[-1]["train_loss"] != 1.0
 
 
+def test_a_running_summary_nobody_holds_reads_as_interrupted(run, tmp_path):
+    """A run killed outright (SIGKILL, a lost node) leaves 'running' at its checkpoint's
+    epoch; the run directory's reader, which every status reader goes through (results,
+    report, show, sweep), calls it interrupted unless a process holds the run."""
+    from pyro_dvae.fileio import FolderLock
+    from pyro_dvae.results import collect
+
+    summary = read_json(run / "summary.json")
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "running"}))
+    assert RunDir(run).read_summary()["status"] == "interrupted"
+    assert [r.status for r in collect(tmp_path)] == ["interrupted"]
+    run_ok(["report", str(tmp_path), "--out", str(tmp_path / "report")])
+    assert "| interrupted |" in (tmp_path / "report" / "report.md").read_text()
+    with FolderLock(run, "a fit"):  # somebody is training it: it is running
+        assert RunDir(run).read_summary()["status"] == "running"
+        assert [r.status for r in collect(tmp_path)] == ["running"]
+    assert read_json(run / "summary.json")["status"] == "running"  # readers change nothing
+
+
 # --------------------------------------------------------------------------- 8. one error line
 
 

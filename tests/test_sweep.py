@@ -413,3 +413,109 @@ def test_sweep_json_of_an_older_version_keeps_its_grid_and_runs(tmp_path):
     doc = json.loads((tmp_path / SWEEP).read_text())
     assert doc["grids"] == [{"preset": "paper", "options": {"epochs": 200}}, new]
     assert doc["runs"]["a"] == {"seed": 0} and doc["runs"]["b"] == FitConfig().to_dict()
+
+
+def test_a_stopped_sweep_returns_only_once_its_runs_have_let_go(tmp_path):
+    """A launcher whose commands end before their runs do (a Ray task whose worker or node is
+    lost, while its run stops on the SIGTERM it got): the sweep waits for each run's lock,
+    so when it returns every run has written its last summary (before: still 'running')."""
+    import threading
+
+    from pyro_dvae.signals import Stopped
+    from pyro_dvae.sweep import run_sweep
+    from pyro_dvae.sweep.launchers import LocalLauncher
+
+    class Forgetful(LocalLauncher):
+        procs: list[subprocess.Popen] = []
+
+        def start(self, cmd, log_path):
+            self.procs.append(super().start(cmd, log_path))
+            return self.procs[-1]
+
+        def stop(self, handles, grace=0.0):  # the SIGTERM lands after the command "ended"
+            for proc in handles:
+                threading.Timer(1.0, proc.send_signal, [signal.SIGTERM]).start()
+
+    sweep, run = tmp_path / "sw", tmp_path / "sw" / "runs" / "gaussian-d2"
+    config = FitConfig(family="gaussian", dataset="digits", hidden=16, latent_dim=2, epochs=100_000)
+
+    def stop_once_training():
+        deadline = time.time() + 120
+        while time.time() < deadline and (RunDir(run).checkpoint_epoch() or 0) < 1:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)  # to the sweep, which runs in this process
+
+    threading.Thread(target=stop_once_training, daemon=True).start()
+    try:
+        with pytest.raises(Stopped):
+            run_sweep(sweep, [config], threads=1, launcher=Forgetful(), log=lambda m: None)
+        assert RunDir(run).holder() is None
+        summary = read_json(run / "summary.json")
+        assert summary["status"] == "interrupted"
+        assert summary["epochs_completed"] == RunDir(run).checkpoint_epoch() >= 1
+    finally:
+        for proc in Forgetful.procs:
+            proc.kill()
+            proc.wait()
+
+
+_CHILD = """
+import pathlib, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+def stop(*_):
+    time.sleep(1.0)  # saving its checkpoint
+    out.write_text("stopped")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+out.write_text("ready")
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("when", ["while it starts", "again while it stops"])
+def test_a_cancelled_ray_task_ends_only_once_its_run_has_stopped(tmp_path, monkeypatch, when):
+    """``ray.cancel`` interrupts the task's main thread. One that comes while the run is being
+    started stops the run once started (before, the run was left going), and one that comes
+    again while the run stops does not cut the wait short (before, the task ended first)."""
+    import _thread
+    import threading
+    import types
+
+    from pyro_dvae.sweep import launchers
+
+    fake_ray = types.SimpleNamespace(
+        get_runtime_context=lambda: types.SimpleNamespace(get_node_id=lambda: "node")
+    )
+    monkeypatch.setitem(sys.modules, "ray", fake_ray)
+    out, spawned = tmp_path / "state", []
+    real_spawn = launchers._spawn
+
+    def spawn(cmd, log):
+        spawned.append(real_spawn(cmd, log))
+        deadline = time.time() + 60
+        while time.time() < deadline and not out.exists():  # its SIGTERM handler is set
+            time.sleep(0.02)
+        if when == "while it starts":
+            _thread.interrupt_main()  # the cancel, before the task holds the process
+            time.sleep(0.5)
+        return spawned[-1]
+
+    monkeypatch.setattr(launchers, "_spawn", spawn)
+    if when == "again while it stops":
+
+        def cancel_twice():
+            while not out.exists():
+                time.sleep(0.02)
+            for _ in range(2):
+                _thread.interrupt_main()
+                time.sleep(0.3)
+
+        threading.Thread(target=cancel_twice, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            launchers._run_command(["python", "-c", _CHILD, str(out)], str(tmp_path / "log"))
+        assert spawned[0].poll() == 143 and out.read_text() == "stopped"
+    finally:
+        for proc in spawned:
+            proc.kill()
+            proc.wait()

@@ -277,7 +277,9 @@ def _sees(path: str, token: str) -> bool:
 
 
 def _run_command(cmd: list[str], log_path: str) -> tuple[int, str]:
-    """In a Ray worker: run ``cmd`` with this worker's Python; SIGTERM to it if cancelled.
+    """In a Ray worker: run ``cmd`` with this worker's Python; SIGTERM to it if cancelled,
+    and the task ends only once the run has: a cancel that comes while the run is being
+    started stops it once started, and one that comes again while it stops changes nothing.
     Returns its exit status and the node it ran on."""
     import ray
 
@@ -288,19 +290,28 @@ def _run_command(cmd: list[str], log_path: str) -> tuple[int, str]:
         with open(log_path, "a") as log:
             log.write(f"(Ray task on node {node})\n")
             log.flush()
-            proc = _spawn(cmd, log)
+            with deferred_stop():  # ray.cancel interrupts the main thread as SIGINT would
+                proc = _spawn(cmd, log)
         while proc.poll() is None:
             time.sleep(0.2)
     except KeyboardInterrupt:  # ray.cancel: the run stops at a resumable checkpoint
         if proc is None:
             raise
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop_and_wait(proc)
         raise
     return proc.returncode, node
+
+
+def _stop_and_wait(proc: subprocess.Popen, grace: float = STOP_GRACE) -> None:
+    """SIGTERM to a run, then wait for it to save and exit, whatever interrupts come in
+    the meantime; past ``grace``, kill it (its last checkpoint stands)."""
+    with deferred_stop(ignore=True):
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 #: the sweep's ``--backend`` choices
