@@ -1,26 +1,30 @@
-"""Gradient estimators for a categorical latent, measured against the exact gradient.
+"""Gradient estimators of a discrete latent (bernoulli or categorical), measured against
+the exact gradient.
 
 At fixed parameters and one batch, ``TraceEnum_ELBO`` gives the exact gradient of the mean
-ELBO (a sum over all K^M codes). Each estimator then draws its gradient ``repeats`` times;
-its mean squared error to the exact one splits into bias² + variance. The estimators: the
-score function (``Trace_ELBO``, no baseline), ``TraceGraph_ELBO`` without and with the
-decaying-average baseline (unbiased; variance is their cost), and the Concrete relaxation at
-several temperatures: the same networks reading relaxed codes, with the categoricals'
-analytic KL (Jang et al.) — low variance, but a biased estimate of this model's gradient.
+ELBO (a sum over every code). Each estimator then draws its gradient ``repeats`` times; its
+mean squared error to the exact one splits into bias² + variance. The estimators are the
+family's own (``--estimator``): the score function without a baseline (``Trace_ELBO``),
+``reinforce``, ``nvil``, ``vimco`` (whose target is its K-sample bound, so its distance to the
+ELBO's gradient is partly by design) and ``disarm`` — unbiased, variance is their cost — and
+the relaxations at several temperatures: ``concrete`` and ``straight-through`` (the same
+networks reading relaxed codes, the discrete KL; Jang et al.), low variance but a biased
+estimate of this model's gradient. A run trained with the Logit-normal relaxation has its own
+encoder head (μ, σ): it is compared at its temperatures against the exact gradient of the
+Bernoulli model it stands for, b = 1[y > 0].
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyro
 import torch
 
-from .config import FitConfig
-from .estimators import clock, variant_vae
-from .families import make_family
-from .inference import make_elbo
+from .estimators import clock
+from .families import BitsFamily, make_family
+from .inference import exact_config, make_elbo
 from .table import Table
 from .vae import VAE
 
@@ -41,46 +45,72 @@ class GradientEstimator:
     temperature: float | None = None
 
 
-def discrete_estimators(vae: VAE, temperatures=TEMPERATURES) -> list[GradientEstimator]:
-    """The score-function estimators and the relaxation at each temperature."""
-    factorised = variant_vae(vae, {"elbo": "tracegraph"})
+def discrete_estimators(
+    vae: VAE, temperatures=TEMPERATURES, particles: int = 5
+) -> list[GradientEstimator]:
+    """The family's estimators (``vimco`` with ``particles``), each relaxation at every
+    temperature, and the score function without a baseline."""
+    family = vae.family
+    config = family.config
+    if getattr(family, "estimator", "") == "logitnormal":  # its own head: only itself
+        return [_relaxed(vae, "logitnormal", tau) for tau in temperatures]
+    plain = vae.with_family(make_family(replace(config, estimator="", elbo="tracegraph")))
     ests = [
-        GradientEstimator(
-            "score-function", "Trace_ELBO: REINFORCE, no baseline", factorised, make_elbo("trace")
-        ),
-        GradientEstimator(
-            "tracegraph",
-            "TraceGraph_ELBO, no baseline",
-            factorised,
-            make_elbo("tracegraph", baseline="none"),
-        ),
-        GradientEstimator(
-            "tracegraph-decaying",
-            "TraceGraph_ELBO, decaying-average baseline",
-            factorised,
-            make_elbo("tracegraph", baseline="decaying"),
-        ),
+        GradientEstimator("score-function", "Trace_ELBO: no baseline", plain, make_elbo("trace"))
     ]
-    cfg = vae.family.config
-    for tau in temperatures:
-        relaxed = FitConfig(
-            family="concrete",
-            latent_dim=cfg.latent_dim,
-            categories=cfg.categories,
-            temperature=tau,
-            kl="discrete",
-            elbo="analytic",
-        )
+    for name in family.estimators:
+        if name in ("enum", "logitnormal"):
+            continue
+        if name in ("concrete", "straight-through"):
+            ests += [_relaxed(vae, name, tau) for tau in temperatures]
+            continue
+        k = particles if name == "vimco" else 1
+        cfg = replace(config, estimator=name, elbo=family.estimators[name], num_particles=k)
+        label = f"vimco-{k}" if name == "vimco" else name
         ests.append(
             GradientEstimator(
-                f"concrete-{tau:g}",
-                f"Concrete relaxation, τ = {tau:g}, analytic categorical KL (Jang et al.)",
-                vae.with_family(make_family(relaxed.validate())),
-                make_elbo("analytic"),
-                tau,
+                label, DESCRIPTIONS[name], vae.with_family(make_family(cfg)), make_elbo(cfg.elbo, k)
             )
         )
     return ests
+
+
+DESCRIPTIONS = {
+    "reinforce": "TraceGraph_ELBO, decaying-average baseline",
+    "nvil": "NVIL: neural baseline, variance normalisation (Mnih & Gregor)",
+    "vimco": "VIMCO: leave-one-out baselines; its target is the K-sample bound",
+    "disarm": "DisARM: antithetic pairs (Dong et al.)",
+    "concrete": "Concrete relaxation, discrete KL (Jang et al.)",
+    "straight-through": "straight-through Gumbel-softmax (Jang et al.)",
+    "logitnormal": "Logit-normal relaxation (the paper's)",
+}
+
+
+def _relaxed(vae: VAE, name: str, tau: float) -> GradientEstimator:
+    cfg = replace(
+        vae.family.config,
+        estimator=name,
+        elbo=vae.family.estimators[name],
+        tau=tau,
+        anneal_rate=0.0,
+        num_particles=1,
+    )
+    return GradientEstimator(
+        f"{name}-{tau:g}",
+        f"{DESCRIPTIONS[name]}, τ = {tau:g}",
+        vae.with_family(make_family(cfg)),
+        make_elbo(cfg.elbo),
+        tau,
+    )
+
+
+def exact_vae(vae: VAE) -> VAE:
+    """The networks under the exact, enumerated ELBO of the discrete model (a Logit-normal
+    run's: the bits 1[y > 0], q(b = 1) = Φ(μ / σ))."""
+    family = vae.family
+    if getattr(family, "estimator", "") == "logitnormal":
+        return vae.with_family(BitsFamily(family.latent_dim, probit=True, joint=True))
+    return vae.with_family(make_family(exact_config(family.config)))
 
 
 def _gradient(vae: VAE, elbo, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
@@ -107,12 +137,12 @@ def compare_to_exact(
     groups = {"encoder": vae.encoder_parameters(), "decoder": list(vae.decoder.parameters())}
     params = [p for ps in groups.values() for p in ps]
     sizes = [sum(p.numel() for p in ps) for ps in groups.values()]
-    exact_vae = variant_vae(vae, {"elbo": "enum"})
+    exact_model = exact_vae(vae)
     with pyro.validation_enabled(False):
-        exact = _gradient(exact_vae, make_elbo("enum"), x, params)  # also warms up
+        exact = _gradient(exact_model, make_elbo("enum"), x, params)  # also warms up
         t0 = clock(x)
         for _ in range(EXACT_TIMINGS):
-            _gradient(exact_vae, make_elbo("enum"), x, params)
+            _gradient(exact_model, make_elbo("enum"), x, params)
         exact_seconds = (clock(x) - t0) / EXACT_TIMINGS
     norm = float(exact.square().sum())
     rows = [_row("enum (exact)", "TraceEnum_ELBO: the sum over every code", None, exact_seconds)]
@@ -139,6 +169,67 @@ def compare_to_exact(
     for row in rows:
         row.update(repeats=repeats, exact_norm2=norm)
     return rows
+
+
+def compare_spread(
+    vae: VAE,
+    x: torch.Tensor,
+    estimators: list[GradientEstimator],
+    repeats: int = 200,
+    warmup: int = 20,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Where no exact gradient exists (too many codes): per estimator, the variance of its
+    gradient (summed over parameters), its signal-to-noise ratio (the mean over parameters
+    of |mean| / sd, for the encoder and the decoder) and seconds a draw."""
+    groups = {"encoder": vae.encoder_parameters(), "decoder": list(vae.decoder.parameters())}
+    params = [p for ps in groups.values() for p in ps]
+    sizes = [sum(p.numel() for p in ps) for ps in groups.values()]
+    rows = []
+    for est in estimators:
+        torch.manual_seed(seed)
+        draws, elapsed = [], 0.0
+        with pyro.validation_enabled(False):
+            for i in range(warmup + repeats):
+                t0 = clock(x)
+                g = _gradient(est.vae, est.elbo, x, params)
+                if i >= warmup:
+                    elapsed += clock(x) - t0
+                    draws.append(g)
+        g = torch.stack(draws)
+        row = {"estimator": est.name, "description": est.description}
+        row.update(temperature=est.temperature, seconds=elapsed / repeats, repeats=repeats)
+        for name, part in zip(["all", *groups], [slice(None), *_slices(sizes)], strict=True):
+            mean, sd = g[:, part].mean(0), g[:, part].std(0)
+            row[f"var_{name}"] = float(sd.square().sum())
+            row[f"snr_{name}"] = float((mean.abs() / sd.clamp_min(1e-30)).mean())
+        rows.append(row)
+    return rows
+
+
+def spread_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """:func:`compare_spread` as a report table."""
+    columns = ["variance", "variance encoder", "SNR encoder", "SNR decoder", "ms / draw"]
+    cells = [
+        (
+            r["estimator"],
+            [
+                f"{r['var_all']:.4g}",
+                f"{r['var_encoder']:.4g}",
+                f"{r['snr_encoder']:.3g}",
+                f"{r['snr_decoder']:.3g}",
+                f"{1000 * r['seconds']:.1f}",
+            ],
+        )
+        for r in rows
+    ]
+    note = (
+        f"No exact gradient at this size (too many codes to sum): {rows[0]['repeats']} draws "
+        "each after a warm-up; variance summed over parameters; SNR = mean over parameters of "
+        "|mean| / sd. A relaxation's low variance buys a bias this table cannot show (see the "
+        "exact comparison on a small model)."
+    )
+    return Table(title, columns, cells, note=note, first="estimator")
 
 
 def _slices(sizes: list[int]) -> list[slice]:
@@ -193,20 +284,27 @@ def exact_table(rows: list[dict[str, Any]], title: str) -> Table:
 
 
 def plot_mse(rows: list[dict[str, Any]], path, title: str) -> None:
-    """MSE, bias² and variance of the relaxation against τ; the score-function estimators
-    as horizontal lines."""
+    """MSE and bias² of each relaxation against τ; the unbiased estimators' MSE as
+    horizontal lines (estimators whose MSE coincide are drawn once, named together)."""
     from .plots import plt, save_figure
 
-    relaxed = [r for r in rows if r["temperature"] is not None]
-    taus = [r["temperature"] for r in relaxed]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(taus, [r["mse_all"] for r in relaxed], "o-", label="Concrete: MSE")
-    biased = [(t, r["bias2_all"]) for t, r in zip(taus, relaxed, strict=True) if r["bias2_all"] > 0]
-    if biased:
-        ax.plot(*zip(*biased, strict=True), "s--", label="Concrete: bias² (where > 0)")
-    ax.plot(taus, [r["var_all"] for r in relaxed], "^:", label="Concrete: variance")
-    for i, r in enumerate(r for r in rows if r["temperature"] is None and r["mse_all"] > 0):
-        ax.axhline(r["mse_all"], color=f"C{i + 3}", lw=1, label=f"{r['estimator']}: MSE")
+    relaxed: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["temperature"] is not None:
+            relaxed.setdefault(r["estimator"].rsplit("-", 1)[0], []).append(r)
+    for i, (name, rs) in enumerate(relaxed.items()):
+        taus = [r["temperature"] for r in rs]
+        ax.plot(taus, [r["mse_all"] for r in rs], "o-", color=f"C{i}", label=f"{name}: MSE")
+        biased = [(r["temperature"], r["bias2_all"]) for r in rs if r["bias2_all"] > 0]
+        if biased:
+            ax.plot(*zip(*biased, strict=True), "s--", color=f"C{i}", lw=1, label=f"{name}: bias²")
+    lines: dict[float, list[str]] = {}
+    for r in rows:
+        if r["temperature"] is None and r["mse_all"] > 0:
+            lines.setdefault(round(r["mse_all"], 12), []).append(r["estimator"])
+    for j, (mse, names) in enumerate(sorted(lines.items())):
+        ax.axhline(mse, color=f"C{j + len(relaxed)}", lw=1, label=f"{' = '.join(names)}: MSE")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("temperature τ of the relaxation")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 
 from ..distributions import BinaryConcrete, LogitNormal, StraightThroughBinaryConcrete
 from ..errors import ConfigError
@@ -147,8 +148,7 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
         if self.estimator == "straight-through":
             return StraightThroughBinaryConcrete(tau, head).to_event(1)
         if self.joint:
-            bits = self.bits(head)
-            on, off = torch.nn.functional.logsigmoid(head), torch.nn.functional.logsigmoid(-head)
+            bits, on, off = self.bits(head), F.logsigmoid(head), F.logsigmoid(-head)
             return dist.OneHotCategorical(logits=on @ bits.T + off @ (1 - bits).T)
         return dist.Bernoulli(logits=head).to_event(1)
 
@@ -222,9 +222,16 @@ class BitsFamily(LatentFamily):
     name = "bits"
     title = "Bernoulli"
 
-    def __init__(self, latent_dim: int, probit: bool):
+    def __init__(self, latent_dim: int, probit: bool, joint: bool = False):
         self.latent_dim = latent_dim
         self.probit = probit
+        self.joint = joint  # one site over the 2^M joint codes, for TraceEnum_ELBO
+        self.enumerable = joint
+        self._bits: dict = {}
+
+    codes = BernoulliFamily.codes
+    summable = BernoulliFamily.summable
+    bits = BernoulliFamily.bits
 
     @property
     def head_size(self) -> int:
@@ -239,13 +246,22 @@ class BitsFamily(LatentFamily):
         return torch.special.log_ndtr(r) - torch.special.log_ndtr(-r)
 
     def posterior(self, head):
-        return dist.Bernoulli(logits=self.logits(head)).to_event(1)
+        logits = self.logits(head)
+        if self.joint:
+            bits, on, off = self.bits(head), F.logsigmoid(logits), F.logsigmoid(-logits)
+            return dist.OneHotCategorical(logits=on @ bits.T + off @ (1 - bits).T)
+        return dist.Bernoulli(logits=logits).to_event(1)
 
     def prior(self, like):
+        if self.joint:
+            return dist.OneHotCategorical(logits=_filled(like, *like.shape[:-1], self.codes))
         return dist.Bernoulli(logits=_filled(like, *like.shape[:-1], self.latent_dim)).to_event(1)
 
+    def decoder_input(self, z):
+        return z @ self.bits(z) if self.joint and z.shape[-1] == self.codes else z
+
     def code_mean(self, q, num_samples: int = 200):
-        return q.base_dist.probs
+        return q.probs @ self.bits(q.probs) if self.joint else q.base_dist.probs
 
     def describe(self) -> str:
         source = "1[y > 0] of the Logit-normal" if self.probit else "hard codes"
