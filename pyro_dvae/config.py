@@ -204,7 +204,7 @@ class _ConfigMethods:
     def __post_init__(self) -> None:
         """An ``--estimator`` names its objective: the default ``--elbo`` becomes the one it
         trains with, and an ``--elbo`` that only an estimator has names that estimator."""
-        family = FAMILIES.get(self.family)
+        family = FAMILIES.get(self.family) if isinstance(self.family, str) else None
         estimators = family.estimators if family is not None else {}
         if self.estimator and self.elbo == PARAMS["elbo"].default:
             self.elbo = estimators.get(self.estimator, self.elbo)

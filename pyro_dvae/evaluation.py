@@ -360,6 +360,6 @@ def evaluation_is_current(run_path: str | Path, k: int, images: int) -> bool:
 
 def read_evaluation(run_path: str | Path) -> dict[str, Any]:
     try:
-        return json.loads((Path(run_path) / EVALUATION).read_text())
-    except (OSError, json.JSONDecodeError):
+        return json.loads((Path(run_path) / EVALUATION).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, not UTF-8, or not JSON: no evaluation
         return {}
