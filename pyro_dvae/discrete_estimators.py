@@ -120,6 +120,23 @@ def _gradient(vae: VAE, elbo, x: torch.Tensor, params: list[torch.Tensor]) -> to
     return torch.cat([p.grad.reshape(-1) for p in params]).double()
 
 
+def _draws(
+    est: GradientEstimator, x: torch.Tensor, params: list, repeats: int, warmup: int, seed: int
+) -> tuple[torch.Tensor, float]:
+    """``repeats`` gradients of ``est`` after ``warmup`` (repeats, parameters), and the
+    seconds one takes."""
+    torch.manual_seed(seed)
+    draws, elapsed = [], 0.0
+    with pyro.validation_enabled(False):
+        for i in range(warmup + repeats):
+            t0 = clock(x)
+            g = _gradient(est.vae, est.elbo, x, params)
+            if i >= warmup:
+                elapsed += clock(x) - t0
+                draws.append(g)
+    return torch.stack(draws), elapsed / repeats
+
+
 def compare_to_exact(
     vae: VAE,
     x: torch.Tensor,
@@ -147,17 +164,8 @@ def compare_to_exact(
     norm = float(exact.square().sum())
     rows = [_row("enum (exact)", "TraceEnum_ELBO: the sum over every code", None, exact_seconds)]
     for est in estimators:
-        torch.manual_seed(seed)
-        draws, elapsed = [], 0.0
-        with pyro.validation_enabled(False):
-            for i in range(warmup + repeats):
-                t0 = clock(x)
-                g = _gradient(est.vae, est.elbo, x, params)
-                if i >= warmup:
-                    elapsed += clock(x) - t0
-                    draws.append(g)
-        g = torch.stack(draws)
-        row = _row(est.name, est.description, est.temperature, elapsed / repeats)
+        g, seconds = _draws(est, x, params, repeats, warmup, seed)
+        row = _row(est.name, est.description, est.temperature, seconds)
         for name, part in zip(["all", *groups], [slice(None), *_slices(sizes)], strict=True):
             gp, ep = g[:, part], exact[part]
             variance = float(gp.var(0).sum())
@@ -187,18 +195,9 @@ def compare_spread(
     sizes = [sum(p.numel() for p in ps) for ps in groups.values()]
     rows = []
     for est in estimators:
-        torch.manual_seed(seed)
-        draws, elapsed = [], 0.0
-        with pyro.validation_enabled(False):
-            for i in range(warmup + repeats):
-                t0 = clock(x)
-                g = _gradient(est.vae, est.elbo, x, params)
-                if i >= warmup:
-                    elapsed += clock(x) - t0
-                    draws.append(g)
-        g = torch.stack(draws)
+        g, seconds = _draws(est, x, params, repeats, warmup, seed)
         row = {"estimator": est.name, "description": est.description}
-        row.update(temperature=est.temperature, seconds=elapsed / repeats, repeats=repeats)
+        row.update(temperature=est.temperature, seconds=seconds, repeats=repeats)
         for name, part in zip(["all", *groups], [slice(None), *_slices(sizes)], strict=True):
             mean, sd = g[:, part].mean(0), g[:, part].std(0)
             row[f"var_{name}"] = float(sd.square().sum())

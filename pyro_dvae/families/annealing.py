@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from ..errors import ConfigError
 from ..params import Param
 
 TAU = Param(
@@ -51,6 +52,13 @@ class AnnealedTemperature:
     temperature: float | torch.Tensor
     _temperature_input: torch.Tensor | None = None
 
+    def set_schedule(self, config) -> None:
+        """The schedule of a family whose temperature field is ``tau``."""
+        self.initial_temperature = config.tau
+        self.anneal_rate = config.anneal_rate
+        self.min_temperature = config.min_temperature
+        self.temperature = self.temperature_at(0)
+
     def state(self):
         return {"temperature": self.temperature}
 
@@ -84,6 +92,23 @@ class AnnealedTemperature:
         if self._temperature_input is not None:
             return self._temperature_input
         return as_tensor_like(like, self.temperature)
+
+
+def check_schedule(config, relaxed: bool, new: bool, estimators: str) -> None:
+    """Refuse a schedule given to an estimator without a temperature (``estimators``: the
+    ones that have one, for the message), or one that starts below its floor."""
+    if new and not relaxed:
+        for p in (TAU, ANNEAL_RATE, MIN_TEMPERATURE):
+            if getattr(config, p.name) != p.default:
+                raise ConfigError(
+                    f"{p.flag} sets the relaxation's temperature: use it with --estimator "
+                    f"{estimators}"
+                )
+    if new and config.anneal_rate and config.tau < config.min_temperature:
+        raise ConfigError(
+            f"--tau {config.tau:g} is below --min-temperature {config.min_temperature:g}: "
+            "annealing would hold it at the floor from step 0"
+        )
 
 
 def as_tensor_like(like: torch.Tensor, value: float | torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,14 @@ import torch.nn.functional as F
 
 from ..distributions import BinaryConcrete, LogitNormal, StraightThroughBinaryConcrete
 from ..errors import ConfigError
-from .annealing import ANNEAL_RATE, MIN_TEMPERATURE, TAU, AnnealedTemperature, as_tensor_like
+from .annealing import (
+    ANNEAL_RATE,
+    MIN_TEMPERATURE,
+    TAU,
+    AnnealedTemperature,
+    as_tensor_like,
+    check_schedule,
+)
 from .base import ESTIMATOR, LatentFamily, _filled, _loc_scale, _sqrt, register_family
 from .categorical import ENUM_LIMIT
 from .continuous import ALPHA
@@ -68,10 +75,7 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
         self.estimator = config.estimator or _estimator_of(config.elbo)
         self.joint = config.elbo == "enum"
         self.alpha = config.alpha
-        self.initial_temperature = config.tau
-        self.anneal_rate = config.anneal_rate
-        self.min_temperature = config.min_temperature
-        self.temperature = self.temperature_at(0)
+        self.set_schedule(config)
         self._bits: dict = {}
 
     @classmethod
@@ -94,18 +98,9 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
             raise ConfigError(
                 "--alpha is the Logit-normal prior's: use it with --estimator logitnormal"
             )
-        if new and estimator not in RELAXED:
-            for p in (TAU, ANNEAL_RATE, MIN_TEMPERATURE):
-                if getattr(config, p.name) != p.default:
-                    raise ConfigError(
-                        f"{p.flag} sets the relaxation's temperature: use it with --estimator "
-                        "logitnormal, concrete or straight-through"
-                    )
-        if new and config.anneal_rate and config.tau < config.min_temperature:
-            raise ConfigError(
-                f"--tau {config.tau:g} is below --min-temperature {config.min_temperature:g}: "
-                "annealing would hold it at the floor from step 0"
-            )
+        check_schedule(
+            config, estimator in RELAXED, new, "logitnormal, concrete or straight-through"
+        )
         if config.elbo == "enum" and 2**config.latent_dim > ENUM_LIMIT:
             raise ConfigError(
                 f"--estimator enum sums over all 2^{config.latent_dim} codes, decoding each for "

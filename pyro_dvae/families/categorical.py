@@ -15,7 +15,14 @@ import torch
 
 from ..distributions import ExpRelaxedCategoricalDiscreteKL, StraightThroughCategorical
 from ..errors import ConfigError
-from .annealing import ANNEAL_RATE, MIN_TEMPERATURE, TAU, AnnealedTemperature, as_tensor_like
+from .annealing import (
+    ANNEAL_RATE,
+    MIN_TEMPERATURE,
+    TAU,
+    AnnealedTemperature,
+    as_tensor_like,
+    check_schedule,
+)
 from .base import ESTIMATOR, LatentFamily, _filled, register_family
 from .concrete import CATEGORIES, CategoricalShape, OneHotFamily
 
@@ -57,10 +64,7 @@ class CategoricalFamily(CategoricalShape, AnnealedTemperature, LatentFamily):
         self.categories = config.categories
         self.joint = config.elbo == "enum"
         self.estimator = config.estimator
-        self.initial_temperature = config.tau
-        self.anneal_rate = config.anneal_rate
-        self.min_temperature = config.min_temperature
-        self.temperature = self.temperature_at(0)
+        self.set_schedule(config)
         self._tables: dict = {}
 
     @classmethod
@@ -83,18 +87,7 @@ class CategoricalFamily(CategoricalShape, AnnealedTemperature, LatentFamily):
                 "categorical latent trains with an --estimator (concrete and straight-through "
                 "relax it), or --elbo enum, tracegraph or trace"
             )
-        if new and not relaxed:
-            for p in (TAU, ANNEAL_RATE, MIN_TEMPERATURE):
-                if getattr(config, p.name) != p.default:
-                    raise ConfigError(
-                        f"{p.flag} sets the relaxation's temperature: use it with --estimator "
-                        "concrete or straight-through"
-                    )
-        if new and config.anneal_rate and config.tau < config.min_temperature:
-            raise ConfigError(
-                f"--tau {config.tau:g} is below --min-temperature {config.min_temperature:g}: "
-                "annealing would hold it at the floor from step 0"
-            )
+        check_schedule(config, relaxed, new, "concrete or straight-through")
         if config.elbo == "enum" and config.num_particles != 1:
             raise ConfigError("--elbo enum is exact: it takes no --num-particles")
         codes = config.categories**config.latent_dim if config.elbo == "enum" else 0
