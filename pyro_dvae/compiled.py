@@ -37,6 +37,17 @@ _DATA_DEPENDENT_SHAPES = (
 )
 
 
+_compiling = 0
+
+
+def compiling() -> bool:
+    """Whether a :class:`CompiledGraph` is being built: the runs of the function and graphs
+    now are trials, whose random draws must leave every stream as it was. torch's own
+    streams are forked meanwhile; a stream of one's own (a generator) is the caller's to
+    spare (:mod:`pyro_dvae.group` draws from a copy of each member's)."""
+    return _compiling > 0
+
+
 class CompiledGraph:
     """``fn`` traced by ``torch.jit`` with the parameters it reads as graph inputs.
 
@@ -48,11 +59,17 @@ class CompiledGraph:
     """
 
     def __init__(self, fn: Callable, args: tuple):
+        global _compiling
         devices = sorted({a.device.index or 0 for a in args if torch.is_tensor(a) and a.is_cuda})
         # Compiling runs ``fn`` and the graphs a few times; keep those draws off the caller's
-        # random state, so that a resumed run matches an uninterrupted one.
-        with torch.random.fork_rng(devices=devices):
-            self._compile(fn, args)
+        # random state, so that a resumed run matches an uninterrupted one (streams of their
+        # own, a group's member streams, ask :func:`compiling`).
+        _compiling += 1
+        try:
+            with torch.random.fork_rng(devices=devices):
+                self._compile(fn, args)
+        finally:
+            _compiling -= 1
 
     def _compile(self, fn: Callable, args: tuple) -> None:
         with poutine.block(), poutine.trace(param_only=True) as capture:

@@ -67,8 +67,9 @@ def group_against_solo(data, device: str) -> bool:
         trainer.fit()
         solo.append(trainer.history[-1]["test_loss"])
     grouped = [t.history[-1]["test_loss"] for t in group.members]
-    # members draw other latent noise than their solo runs: equal within noise, not bits
-    close = all(abs(g - s) < 2.0 for g, s in zip(grouped, solo, strict=True))
+    # members draw their solo runs' noise from their own streams: equal but for the rounding
+    # of batched kernels (docs/groups.md)
+    close = all(abs(g - s) < 0.05 for g, s in zip(grouped, solo, strict=True))
     print(f"{'PASS' if close else 'FAIL'} group of 4 vs alone, test -ELBO after 1 epoch: "
           + ", ".join(f"{g:.2f}/{s:.2f}" for g, s in zip(grouped, solo, strict=True)))  # fmt: skip
     pyro.clear_param_store()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 
 import pytest
@@ -12,16 +13,18 @@ import torch.distributions.normal
 
 from pyro_dvae.config import FitConfig
 from pyro_dvae.data import binarize, load_dataset
-from pyro_dvae.errors import ConfigError
+from pyro_dvae.errors import ConfigError, TrainingError
 from pyro_dvae.group import (
     GroupTrainer,
+    MemberDraws,
+    MemberStream,
     check_group,
     member_optim_state,
     stack_optim_states,
     weighted,
 )
 from pyro_dvae.rundir import RunDir
-from pyro_dvae.runs import resume_group
+from pyro_dvae.runs import resume, resume_group
 from pyro_dvae.train import Trainer
 
 from .helpers import invoke, run_ok, stderr_lines
@@ -314,3 +317,112 @@ def test_a_group_trains_on_its_configs_subset_as_its_members_do(digits):
     group = _quiet(_configs(values=(0.56, 1.78), subset=100), digits)
     assert group.data.train.shape[0] == 100 == group.members[1].data.train.shape[0]
     assert group.steps_per_epoch() == group.members[0].steps_per_epoch()
+
+
+# ---------------------------------------------------------------------- each member's streams
+MEMBERS = {  # family options: three members' configs, as a sweep's grid makes them
+    "logitnormal": [{"alpha": a} for a in (0.32, 1.0, 1.78)],
+    "logitnormal-eager": [{"alpha": a, "jit": False} for a in (0.32, 1.0, 1.78)],
+    "gaussian-2-particles": [{"family": "gaussian", "num_particles": 2}] * 3,
+    "concrete-annealed": [
+        {"family": "concrete", "categories": 3, "temperature": t, "anneal_rate": r}
+        for t, r in [(0.5, 0.0), (1.0, 2e-2), (0.7, 0.0)]
+    ],
+    "beta": [{"family": "beta", "elbo": "analytic", "beta_prior": b} for b in (0.5, 1.0, 2.0)],
+}
+
+
+@pytest.mark.parametrize("kind", list(MEMBERS))
+def test_each_member_of_a_group_follows_its_solo_run(digits, kind):
+    """A member draws its noise, binarisation and data order from its own streams, seeded
+    and stepped as its solo run's: it is its solo run, but for the last bits of the batched
+    arithmetic (elementwise kernels round a tensor's tail differently from its body)."""
+    configs = [FitConfig(seed=i + 5, **{**SMALL, **c}) for i, c in enumerate(MEMBERS[kind])]
+    group = _quiet(configs, digits)
+    untouched = torch.get_rng_state()
+    group.fit()
+    assert torch.equal(torch.get_rng_state(), untouched)  # torch's own stream is no member's
+    for config, member in zip(configs, group.members, strict=True):
+        solo = Trainer(config, digits, "cpu", progress=False, log=lambda msg: None)
+        solo.fit()
+        # the same number of draws from the same streams: the states agree exactly
+        assert torch.equal(member.stream.gen.get_state(), torch.get_rng_state())
+        assert torch.equal(member.data_gen.get_state(), solo.data_gen.get_state())
+        for a, b in zip(solo.history, member.history, strict=True):
+            for key in ("train_loss", "train_recon", "test_loss"):
+                assert b[key] == pytest.approx(a[key], rel=1e-5), key
+        mine = member.vae.state_dict()
+        for name, value in solo.vae.state_dict().items():
+            torch.testing.assert_close(mine[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_a_split_and_regrouped_resume_reaches_the_uninterrupted_group(digits, tmp_path):
+    """Issue 28: a kill between a group's checkpoint writes leaves one member an epoch
+    behind; a sweep then resumes the others as a group of three and that one alone. With
+    one noise stream for the group every member left the uninterrupted group's path; with
+    each member's own stream (saved in its checkpoint) every member stays on it."""
+    configs = [FitConfig(alpha=a, seed=i, **{**SMALL, "epochs": 3}) for i, a in enumerate(
+        (0.32, 0.56, 1.0, 1.78))]  # fmt: skip
+    straight = _run_dirs(tmp_path / "straight", configs)
+    _quiet_resume(straight)
+    split = _run_dirs(tmp_path / "split", configs)
+    _quiet_resume(split, epochs=1)
+    shutil.copytree(split[3], tmp_path / "epoch1")
+    _quiet_resume(split, epochs=2)
+    shutil.rmtree(split[3])
+    shutil.copytree(tmp_path / "epoch1", split[3])  # its epoch-2 checkpoint never landed
+    assert [RunDir(p).checkpoint_epoch() for p in split] == [2, 2, 2, 1]
+    _quiet_resume(split[:3], epochs=3)
+    resume(split[3], device="cpu", progress=False, log=lambda msg: None, epochs=3)
+    for a, b in zip(straight, split, strict=True):
+        sa, sb = RunDir(a).load_checkpoint(), RunDir(b).load_checkpoint()
+        assert sb["epoch"] == 3
+        for key in ("rng_torch", "rng_data"):  # each member's streams, drawn alike
+            assert torch.equal(sa[key], sb[key]), key
+        for name, value in sa["model"].items():
+            torch.testing.assert_close(sb["model"][name], value, rtol=1e-4, atol=1e-5)
+        for ra, rb in zip(sa["history"], sb["history"], strict=True):
+            assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5)
+
+
+def test_member_draws_give_each_member_its_solo_draws():
+    streams = []
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        streams.append(MemberStream(torch.device("cpu")))
+    untouched = torch.get_rng_state()
+    with MemberDraws(streams):
+        drawn = [
+            torch.randn(2, 4, 5),
+            torch.empty(2, 7).normal_(),
+            torch.rand((2, 3), dtype=torch.float64),
+            torch.normal(torch.zeros(2, 4), torch.ones(2, 4)),
+            torch.empty(2, 6).uniform_(),
+            torch._sample_dirichlet(torch.full((2, 3, 2), 0.7)),
+            torch.normal(torch.full((2, 17), 2.0), torch.full((2, 17), 3.0)),
+            torch.normal(torch.zeros(2, 3), 0.5),
+            torch.empty(2, 20, dtype=torch.float64).normal_(1.0, 2.0),
+        ]
+        own = torch.randn(2, generator=torch.Generator().manual_seed(0))  # its own stream
+        with pytest.raises(TrainingError, match="bernoulli"):
+            torch.bernoulli(torch.full((2, 3), 0.5))
+        with pytest.raises(TrainingError, match="member axis"):
+            torch.randn(3, 4)  # not one slice per member
+    assert torch.equal(torch.get_rng_state(), untouched)
+    assert torch.equal(own, torch.randn(2, generator=torch.Generator().manual_seed(0)))
+    for m, seed in enumerate((3, 4)):
+        torch.manual_seed(seed)  # what a solo run of this seed draws, in this order
+        solo = [
+            torch.randn(4, 5),
+            torch.empty(7).normal_(),
+            torch.rand(3, dtype=torch.float64),
+            torch.normal(torch.zeros(4), torch.ones(4)),
+            torch.empty(6).uniform_(),
+            torch._sample_dirichlet(torch.full((3, 2), 0.7)),
+            torch.normal(torch.full((17,), 2.0), torch.full((17,), 3.0)),
+            torch.normal(torch.zeros(3), 0.5),
+            torch.empty(20, dtype=torch.float64).normal_(1.0, 2.0),
+        ]
+        for got, want in zip(drawn, solo, strict=True):
+            assert torch.equal(got[m], want)
+        assert torch.equal(streams[m].gen.get_state(), torch.get_rng_state())
