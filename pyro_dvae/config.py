@@ -173,8 +173,8 @@ class _ConfigMethods:
         changed_baseline = new and self.baseline != PARAMS["baseline"].default
         if changed_baseline and (self.elbo != "tracegraph" or not family.enumerable):
             raise ConfigError(
-                "--baseline applies to score-function gradients: --elbo tracegraph with "
-                "--family categorical"
+                "--baseline applies to score-function gradients: --elbo tracegraph "
+                "(--estimator reinforce) with --family categorical or bernoulli"
             )
         if self.estimator:
             implied = family.estimators.get(self.estimator)
@@ -188,6 +188,11 @@ class _ConfigMethods:
                     f"--estimator {self.estimator} trains with --elbo {implied}; --elbo "
                     f"{self.elbo} contradicts it (leave --elbo out)"
                 )
+        if self.elbo in ESTIMATOR_ONLY and self.elbo not in family.estimators:
+            raise ConfigError(
+                f"--elbo {self.elbo} is an estimator of discrete latents; the {self.family} "
+                "latent has none (see --estimator of --family bernoulli or categorical)"
+            )
         if self.elbo == "vimco" and self.num_particles < 2:
             raise ConfigError(
                 "--estimator vimco is the K-sample bound with leave-one-out baselines: give "

@@ -24,6 +24,7 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 from tqdm.auto import tqdm
 
@@ -105,14 +106,18 @@ def particle_log_densities(
     for name, site in model_tr.nodes.items():
         if site["type"] != "sample":
             continue
-        log_p = site["fn"].log_prob(site["value"]).expand(shape)
+        log_p = scaled_log_prob(site).expand(shape)
         if site["is_observed"]:
             log_px = log_px + log_p
         else:
-            q = guide_tr.nodes[name]
             log_pz = log_pz + log_p
-            log_qz = log_qz + q["fn"].log_prob(q["value"]).expand(shape)
+            log_qz = log_qz + scaled_log_prob(guide_tr.nodes[name]).expand(shape)
     return log_px, log_pz, log_qz
+
+
+def scaled_log_prob(site: dict) -> torch.Tensor:
+    """A trace site's log-density with its ``poutine.scale`` and mask applied."""
+    return scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:

@@ -8,11 +8,12 @@ loss per image; ``last_recon`` is the mean −log p(x | z) of the step. Running 
 
 - :class:`NVILELBO` (Mnih & Gregor, 2014): the score function of ``log p(x, z) − log q(z|x)``
   centred by an input-dependent baseline b(x) (an MLP trained on the squared error) and a
-  running mean, divided by a running standard deviation (at least 1).
+  running mean, divided by a running standard deviation s ≥ 1: the encoder's gradient is the
+  ELBO's divided by s (a step size that adapts), the decoder's is the ELBO's.
 - :class:`VIMCOELBO` (Mnih & Rezende, 2016): the K-sample bound, each sample's score
   function weighted by the bound minus the bound with that sample replaced by the others'
   geometric mean (leave-one-out); the K samples in one vectorised pass.
-- :class:`DisARMELBO` (Dong, Mnih & Tucker, 2020), Bernoulli sites only: antithetic pairs
+- :class:`DisARMELBO` (Dong, Mnih & Tucker, 2020), one Bernoulli site: antithetic pairs
   b = 1[u < σ(θ)], b̃ = 1[1 − u < σ(θ)] and the gradient
   ½ (f(b) − f(b̃)) (−1)^b̃ 1[b ≠ b̃] σ(|θ|) of E_q[f] with f = log p(x, b); the entropy of q
   is analytic.
@@ -31,7 +32,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from .errors import ConfigError
-from .iwae import particle_log_densities, vectorized
+from .iwae import particle_log_densities, scaled_log_prob, vectorized
 
 _baselines = itertools.count()
 
@@ -97,7 +98,9 @@ class NVILELBO(ScoreFunctionELBO):
         var = float(centred.var()) if self.var is None and centred.numel() > 1 else self.var
         scale = max(1.0, math.sqrt(var)) if var is not None else 1.0
         advantage = (centred - mean) / scale
-        objective = signal.sum() + (advantage * log_qz).sum()
+        # Mnih & Gregor's update: the model's terms pathwise, the encoder's by the centred,
+        # normalised signal alone (log q's own gradient has mean zero and only adds noise)
+        objective = (log_px + log_pz).sum() + (advantage * log_qz).sum()
         baseline_loss = ((signal.detach() - mean - b) ** 2).sum()
         n = signal.numel()
         if training:
@@ -154,6 +157,13 @@ class DisARMELBO(ScoreFunctionELBO):
         k = self.num_particles
         guide_tr = prune_subsample_sites(poutine.trace(guide).get_trace(x))
         pairs, logits, entropy = {}, {}, 0.0
+        latent = [
+            n for n, s in guide_tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]
+        ]
+        if len(latent) != 1:  # a later site's θ would depend on the first site's own draw
+            raise ConfigError(
+                f"DisARM here takes a guide with one Bernoulli site; this one has {len(latent)}"
+            )
         for name, site in guide_tr.nodes.items():
             if site["type"] != "sample" or site["is_observed"]:
                 continue
@@ -170,7 +180,7 @@ class DisARMELBO(ScoreFunctionELBO):
         log_joint, log_px = x.new_zeros(shape), x.new_zeros(shape)
         for name, site in model_tr.nodes.items():
             if site["type"] == "sample":
-                log_p = site["fn"].log_prob(site["value"]).expand(shape)
+                log_p = scaled_log_prob(site).expand(shape)
                 log_joint = log_joint + log_p
                 if site["is_observed"] and name not in pairs:  # the data, not a conditioned code
                     log_px = log_px + log_p

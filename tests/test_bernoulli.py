@@ -284,3 +284,44 @@ def test_a_logit_normal_run_is_scored_as_the_bits_it_stands_for(tmp_path):
     half = torch.full_like(q1, 0.5)
     kl = kl_divergence(Bernoulli(probs=q1), Bernoulli(probs=half)).sum(-1).mean()
     assert block["test_kl"] == pytest.approx(kl.item(), rel=1e-4)
+
+
+def test_the_bernoulli_logit_normal_relaxation_is_sigma_of_y_over_tau():
+    """q(z) = LN(μ/τ, σ/τ) and p(z) = LN(0, √α/τ): z = σ(y/τ) with y ~ N(μ, σ²) and, under the
+    prior, y ~ N(0, α)."""
+    from pyro_dvae.families import make_family
+
+    config = FitConfig(
+        family="bernoulli", latent_dim=3, estimator="logitnormal", alpha=4.0, tau=0.5
+    )
+    family = make_family(config)
+    head = torch.tensor([[0.3, -1.0, 2.0, 0.0, -0.7, 0.4]])
+    q, p = family.posterior(head).base_dist, family.prior(head).base_dist
+    loc, scale = head[:, :3], torch.exp(0.5 * head[:, 3:])
+    assert torch.allclose(q.base_dist.loc, loc / 0.5) and torch.allclose(
+        q.base_dist.scale, scale / 0.5
+    )
+    assert torch.allclose(p.base_dist.scale, torch.full((1, 3), 2.0 / 0.5))
+    assert torch.equal(family.discrete().posterior(head).base_dist.logits > 0, loc > 0)
+
+
+def test_estimator_only_objectives_and_disarm_refuse_what_they_cannot_do():
+    for family in ("gaussian", "logitnormal", "concrete"):
+        with pytest.raises(ConfigError, match="is an estimator of discrete latents"):
+            FitConfig(family=family, elbo="nvil").validate(new=True)
+    import pyro.distributions as dist
+
+    from pyro_dvae.score_function import DisARMELBO
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            a = pyro.sample("a", dist.Bernoulli(x.new_full((x.shape[0], 2), 0.5)).to_event(1))
+            pyro.sample("b", dist.Bernoulli(a).to_event(1))
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("a", dist.Bernoulli(x.new_full((x.shape[0], 2), 0.3)).to_event(1))
+            pyro.sample("b", dist.Bernoulli(x.new_full((x.shape[0], 2), 0.6)).to_event(1))
+
+    with pytest.raises(ConfigError, match="one Bernoulli site; this one has 2"):
+        DisARMELBO().loss(model, guide, torch.zeros(3, 4))

@@ -145,3 +145,21 @@ def test_each_estimators_loss_estimates_the_exact_elbo(family, estimator):
     values = torch.tensor([elbo.loss(vae.model, vae.guide, x) for _ in range(400)])
     se = values.std().item() / math.sqrt(len(values))
     assert values.mean().item() == pytest.approx(exact, abs=5 * se + 1e-4)
+
+
+@pytest.mark.slow
+def test_nvil_divides_the_encoders_gradient_by_its_running_sd_and_leaves_the_decoders():
+    """With its running statistics held (decay 1) at a variance of 9, NVIL's encoder gradient
+    is the exact one / 3 and its decoder gradient the exact one."""
+    from pyro_dvae.score_function import NVILELBO
+
+    vae, _, exact = _exact_gradient("bernoulli", "nvil")
+    elbo = NVILELBO(decay=1.0)
+    elbo.mean, elbo.var = -4.0, 9.0
+    n_enc = sum(p.numel() for p in vae.encoder.parameters())
+    scaled = torch.cat([exact[:n_enc] / 3, exact[n_enc:]])
+    z = _z_scores(vae, elbo, _batch(), scaled, draws=1500)
+    assert float((z**2).mean()) < 2.0, float((z**2).mean())
+    # and the same draws are far from the unscaled encoder gradient
+    z_unscaled = _z_scores(vae, elbo, _batch(), exact, draws=1500)
+    assert float((z_unscaled**2).mean()) > 5.0

@@ -169,9 +169,9 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
         return z @ self.bits(z) if self.joint and z.shape[-1] == self.codes else z
 
     def traversal(self, unit, steps, like):
-        """Relaxed codes sweep the unit over (0, 1); hard codes set it to 0, then 1; every other
-        unit at ½ (the prior's mean)."""
-        if self.relaxed:
+        """Relaxed codes sweep the unit over (0, 1); hard codes (straight-through's too) set it to
+        0, then 1; every other unit at ½ (the prior's mean)."""
+        if self.relaxed and self.estimator != "straight-through":  # ST decodes hard codes
             return super().traversal(unit, steps, like)
         z = torch.full((2, self.latent_dim), 0.5, dtype=like.dtype, device=like.device)
         z[:, unit] = torch.tensor([0.0, 1.0], dtype=like.dtype, device=like.device)
