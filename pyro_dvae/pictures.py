@@ -52,17 +52,29 @@ class Panel:
     row_labels: list[str] | None = None
     col_labels: list[str] | None = None
 
+    @property
+    def gap(self) -> int:
+        """Pixels between neighbouring images: a tenth of an image, at least one."""
+        return max(1, min(self.images.shape[2:]) // 10)
+
     def canvas(self) -> np.ndarray:
-        """The images tiled into one (rows·h, cols·w) array: what the figure shows."""
+        """The images tiled into one array, ``gap`` pixels of NaN between them (drawn as
+        the figure's background): what the figure shows. Image (r, c) starts at row
+        r·(h + gap) and column c·(w + gap)."""
         rows, cols, h, w = self.images.shape
-        return self.images.transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
+        g = self.gap
+        padded = np.pad(
+            self.images.astype(np.float64), ((0, 0), (0, 0), (0, g), (0, g)), constant_values=np.nan
+        )
+        return padded.transpose(0, 2, 1, 3).reshape(rows * (h + g), cols * (w + g))[:-g, :-g]
 
 
 def _grid(images: torch.Tensor, cols: int, shape: tuple[int, int]) -> np.ndarray:
-    """(n, h·w) pixel probabilities → (rows, cols, h, w), padded with blank images."""
+    """(n, h·w) pixel probabilities → (rows, cols, h, w); the last row is filled up with NaN
+    images, drawn as background."""
     n = images.shape[0]
     rows = -(-n // cols)
-    flat = torch.zeros(rows * cols, shape[0] * shape[1])
+    flat = torch.full((rows * cols, shape[0] * shape[1]), float("nan"))
     flat[:n] = images.detach().float().cpu()
     return flat.reshape(rows, cols, *shape).numpy()
 
@@ -151,6 +163,9 @@ def curve_series(records: list[dict]) -> dict[str, tuple[list[int], list[float]]
 
 # --------------------------------------------------------------------------- drawing
 
+#: grey levels, NaN (the gaps between images) in the figure's white
+_GREY = plt.get_cmap("gray").with_extremes(bad="white")
+
 
 def draw_panels(panels: list[Panel], title: str, cell: float = 0.42):
     """The panels side by side, each as one tiled image with its labels."""
@@ -165,11 +180,12 @@ def draw_panels(panels: list[Panel], title: str, cell: float = 0.42):
     )
     for ax, panel in zip(axes[0], panels, strict=True):
         rows, cols, h, w = panel.images.shape
-        ax.imshow(panel.canvas(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        g = panel.gap
+        ax.imshow(panel.canvas(), cmap=_GREY, vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(panel.title, fontsize=9)
-        ax.set_xticks([(c + 0.5) * w - 0.5 for c in range(cols)] if panel.col_labels else [])
+        ax.set_xticks([c * (w + g) + (w - 1) / 2 for c in range(cols)] if panel.col_labels else [])
         ax.set_xticklabels(panel.col_labels or [], fontsize=7, rotation=90)
-        ax.set_yticks([(r + 0.5) * h - 0.5 for r in range(rows)] if panel.row_labels else [])
+        ax.set_yticks([r * (h + g) + (h - 1) / 2 for r in range(rows)] if panel.row_labels else [])
         ax.set_yticklabels(panel.row_labels or [], fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -320,15 +320,17 @@ def logit_normal_pdf(z: np.ndarray, mu: float, variance: float) -> np.ndarray:
 def logit_normal_densities(runs, out: Path, **_) -> Path:
     """Logit-normal densities for the paper's α at μ = 0 and μ = 1 (no runs needed)."""
     z = np.linspace(1e-4, 1 - 1e-4, 2000)
-    fig, axes = plt.subplots(2, 1, figsize=(7, 7))
+    # one z axis, labelled under the lower panel: no label between the panels to run into
+    # the lower one's title
+    fig, axes = plt.subplots(2, 1, figsize=(7, 7), sharex=True, layout="constrained")
     for ax, mu in zip(axes, (0.0, 1.0), strict=True):
         for a in PAPER_ALPHAS:
             ax.plot(z, logit_normal_pdf(z, mu, a), label=f"α = σ² = {a:g}")
         ax.set_title(f"μ = {mu:g}")
-        ax.set_xlabel("z")
         ax.set_ylabel("density")
         ax.set_ylim(0, 4)
         ax.legend()
+    axes[-1].set_xlabel("z")
     fig.suptitle("Figure 6: Logit-normal densities")
     return save_figure(fig, out / "fig6_logitnormal_densities.png")
 

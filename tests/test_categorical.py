@@ -164,6 +164,33 @@ def test_estimators_against_the_exact_gradient():
     assert hot["bias2_all"] > rows["concrete-0.1"]["bias2_all"]  # more so at a high τ
 
 
+def test_the_exact_table_says_a_negative_bias2_within_noise_is_zero():
+    from pyro_dvae.discrete_estimators import exact_table
+
+    def row(name, bias2, var, repeats=50):
+        parts = {f"{k}_{g}": 0.0 for k in ("mse", "var", "bias2") for g in ("encoder", "decoder")}
+        return dict(
+            parts, estimator=name, mse_all=bias2 + var, bias2_all=bias2, var_all=var,
+            relative_mse=0.1, seconds=0.001, repeats=repeats, exact_norm2=10.0,
+        )  # fmt: skip
+
+    # the bias² of 50 draws at zero bias has sd at most √2 · variance / 50: 0.283 for 10
+    rows = [
+        row("below, within", -0.2, 10.0),
+        row("below, beyond", -0.3, 10.0),
+        row("above", 0.2, 10.0),
+        row("zero", 0.0, 0.0),
+    ]
+    cells = {name: c[2] for name, c in exact_table(rows, "t").rows}
+    assert cells == {
+        "below, within": "≈ 0 (within noise)",
+        "below, beyond": "-0.3",
+        "above": "0.2",
+        "zero": "0",
+    }
+    assert "≈ 0 (within noise)" in exact_table(rows, "t").note
+
+
 def test_compare_estimators_on_a_categorical_run(tmp_path):
     run_ok(fit_args(tmp_path / "r", family="categorical", latent_dim=1, categories=3, elbo="enum"))
     out = tmp_path / "est"

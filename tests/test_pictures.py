@@ -21,6 +21,7 @@ from pyro_dvae.evaluation import active_units, load_run, posterior_means
 from pyro_dvae.families import make_family
 from pyro_dvae.pictures import (
     Panel,
+    _grid,
     draw_curves,
     draw_panels,
     most_active_units,
@@ -83,18 +84,39 @@ def test_concrete_samples_come_from_both_priors(runs):
     torch.testing.assert_close(relaxed, vae.decode(y))
 
 
-def test_the_sample_figure_holds_the_images_in_order(runs):
+def test_the_sample_figure_holds_the_images_in_order_with_gaps_between(runs):
     vae = load_run(runs["ln"]).vae
     _, images = prior_samples(vae, 10, seed=1)
     grid = images.reshape(10, *SHAPE).numpy()
     padded = np.concatenate([grid, np.zeros((2, *SHAPE), dtype=grid.dtype)])
     panel = Panel("prior", padded.reshape(3, 4, *SHAPE))
     fig = draw_panels([panel], "t")
-    shown = np.asarray(fig.axes[0].images[0].get_array())
+    image = fig.axes[0].images[0]
+    shown = np.ma.filled(image.get_array().astype(float), np.nan)
     h, w = SHAPE
-    for i in range(10):
+    gap = 1  # 8×8 digits: one pixel between images
+    assert shown.shape == (3 * h + 2 * gap, 4 * w + 3 * gap)
+    blank = np.ones(shown.shape, dtype=bool)
+    for i in range(12):
         r, c = divmod(i, 4)
-        np.testing.assert_array_equal(shown[r * h : (r + 1) * h, c * w : (c + 1) * w], grid[i])
+        top, left = r * (h + gap), c * (w + gap)
+        np.testing.assert_array_equal(shown[top : top + h, left : left + w], padded[i])
+        blank[top : top + h, left : left + w] = False
+    # every pixel outside the images is a gap, drawn in the figure's background colour
+    assert blank.sum() == shown.size - 12 * h * w and np.isnan(shown[blank]).all()
+    assert image.cmap.get_bad().tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert not np.isnan(shown[~blank]).any()
+
+
+def test_a_grid_fills_its_last_row_with_background_and_mnist_images_get_wider_gaps():
+    images = torch.rand(5, 8 * 8)
+    grid = _grid(images, 3, SHAPE)
+    assert grid.shape == (2, 3, *SHAPE)
+    np.testing.assert_array_equal(grid.reshape(6, -1)[:5], images.numpy())
+    assert np.isnan(grid[1, 2]).all()
+    assert Panel("digits", grid).gap == 1
+    assert Panel("mnist", np.zeros((2, 2, 28, 28))).gap == 2
+    assert Panel("mnist", np.zeros((2, 2, 28, 28))).canvas().shape == (58, 58)
 
 
 def test_reconstruction_panel_holds_the_test_images_it_names(runs):

@@ -346,3 +346,36 @@ def test_logit_normal_pdf_of_figure_6_is_the_distribution_density():
     for mu, alpha in [(0.0, 0.32), (1.0, 1.78)]:
         expected = pd.LogitNormal(torch.tensor(mu), torch.tensor(alpha).sqrt()).log_prob(z).exp()
         assert torch.allclose(torch.as_tensor(logit_normal_pdf(z.numpy(), mu, alpha)), expected)
+
+
+def test_figure_6s_texts_do_not_overlap(tmp_path, monkeypatch):
+    """Every title, axis label and tick label of Figure 6 has its own place on the canvas (its
+    top panel's z label once ran into the lower panel's title, "μ = 1" reading "μ ≠ 1")."""
+    from pyro_dvae import plots
+
+    boxes = {}
+
+    def capture(fig, path):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        texts = [fig._suptitle]
+        for ax in fig.axes:
+            texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+            texts += ax.get_xticklabels() + ax.get_yticklabels()
+        for i, t in enumerate(texts):
+            if t is not None and t.get_visible() and t.get_text():
+                boxes[(i, t.get_text())] = t.get_window_extent(renderer)
+        plots.plt.close(fig)
+        return path
+
+    monkeypatch.setattr(plots, "save_figure", capture)
+    plots.logit_normal_densities([], tmp_path)
+    assert {"μ = 0", "μ = 1", "z"} <= {text for _, text in boxes}
+    items = list(boxes.items())
+    clashes = [
+        (a, b)
+        for n, (a, box) in enumerate(items)
+        for b, other in items[n + 1 :]
+        if box.overlaps(other)
+    ]
+    assert clashes == []
