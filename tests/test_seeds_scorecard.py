@@ -194,6 +194,37 @@ def test_table3_has_the_working_concrete_run_at_size_20(tmp_path):
     assert rows["20"][2].startswith("–")  # not the paper's failed 1 × K column
 
 
+def test_the_working_concretes_objective_and_relaxed_bound_carry_their_caveat(tmp_path):
+    """Jang et al.'s objective is no bound on −log p(x): Table 3 marks its column and says so
+    (with the one-hot model's −ELBO on the test set), and All runs marks its relaxed IWAE."""
+    jang = FitConfig(family="concrete", latent_dim=20, categories=10, kl="discrete")
+    jang.elbo, jang.epochs = "analytic", 30
+    _fake_run(tmp_path, "jang", jang, train=99.0, test=101.0)
+    relaxed = FitConfig(family="concrete", latent_dim=1, categories=20, epochs=30)
+    _fake_run(tmp_path, "relaxed", relaxed, train=215.0, test=216.0)
+    for name, nll in (("jang", 9000.0), ("relaxed", 200.0)):
+        evaluation = {"epoch": 30, "k": 1000, "test_images": 1000, "test_log_likelihood": -nll}
+        evaluation |= {"active_units": 1, "latent_units": 20, "knn_accuracy": 0.5}
+        evaluation["discrete"] = {"test_loss": 98.5, "test_log_likelihood": -88.0}
+        (tmp_path / "runs" / name / "evaluation.json").write_text(json.dumps(evaluation))
+    runs = collect(tmp_path)
+    for split in ("train", "test"):
+        t3 = paper_tables(runs, split)[2]
+        objective = "99.00" if split == "train" else "101.00"
+        assert t3.columns[3].endswith("Jang et al.) *") and dict(t3.rows)["20"][3] == objective
+        assert "*: the working Concrete's −ELBO is its own training objective" in t3.note
+        one_hot = "its test −ELBO is 98.50, on the first 1000 test images."
+        assert (one_hot in t3.note) == (split == "test")
+    table = runs_table(runs)
+    nll = {name: row[table.columns.index("test −log p(x)")] for name, row in table.rows}
+    assert nll == {"jang": "9000.00 *", "relaxed": "200.00"}
+    assert "*: the relaxed model's IWAE bound of a run trained with the discrete KL" in table.note
+    # without a run of Jang et al.'s objective, no mark and no note
+    plain = [r for r in runs if r.name == "relaxed"]
+    assert "*" not in paper_tables(plain, "test")[2].columns[3]
+    assert "*" not in paper_tables(plain, "test")[2].note + runs_table(plain).note
+
+
 def test_a_field_of_another_family_is_refused_for_new_runs_only(tmp_path):
     from pyro_dvae.errors import ConfigError
     from pyro_dvae.rundir import RunDir
