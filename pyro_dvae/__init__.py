@@ -17,6 +17,7 @@ from .inference import ELBOS, SVI, elbo_parts, evaluate_elbo, kl_kinds, make_elb
 from .optim import FusedClippedAdam
 from .rundir import RunDir
 from .runs import fit, resume, resume_group
+from .sampling import sample_run as sample
 from .train import Trainer
 from .vae import VAE
 
@@ -53,4 +54,5 @@ __all__ = [
     "register_family",
     "resume",
     "resume_group",
+    "sample",
 ]

@@ -90,12 +90,7 @@ def prior_samples(
     ``binary`` one Bernoulli draw per pixel). ``discrete``: the prior of the discrete
     model a relaxed family stands for (one-hot codes, bits)."""
     model = vae.with_family(vae.family.discrete()) if discrete else vae
-    like = next(vae.decoder.parameters()).new_zeros(n, 1)
-    with seeded(seed):
-        z = model.family.prior(like).sample()
-        probs = model.decode(z)
-        images = torch.bernoulli(probs) if binary else probs
-    return z, images
+    return model.sample(n, binary=binary, seed=seed, return_z=True)
 
 
 def pick_test_images(

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .config import RESUMABLE_FIELDS, FitConfig
@@ -30,25 +32,45 @@ def fit(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     guide: nn.Module | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train a new run; the run directory is created only once the data and model are ready.
 
     ``guide`` replaces the family's guide (see :mod:`pyro_dvae.guides`); one given
     here as an object must be given again to :func:`resume`. The run directory is
     locked while training: a second writer gets :class:`~pyro_dvae.errors.LockError`.
+    ``threads``: CPU threads for torch while this call runs (the CLI's ``--threads``);
+    ``None`` leaves torch's setting alone.
     """
     config.validate(new=True)
-    dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
-    # a guide named in the config is imported because the caller named it there
-    trainer = Trainer(
-        config, dataset, device, None, progress, log, guide=guide or config.guide or None
-    )
-    if out is None:
-        return _train(trainer)
-    with RunDir.create(out, config) as run_dir:
-        trainer.run_dir = run_dir
-        trainer.log(f"run directory: {run_dir.path}")
-        return _train(trainer)
+    with cpu_threads(threads):
+        dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
+        # a guide named in the config is imported because the caller named it there
+        trainer = Trainer(
+            config, dataset, device, None, progress, log, guide=guide or config.guide or None
+        )
+        if out is None:
+            return _train(trainer)
+        with RunDir.create(out, config) as run_dir:
+            trainer.run_dir = run_dir
+            trainer.log(f"run directory: {run_dir.path}")
+            return _train(trainer)
+
+
+@contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` inside, as they were after; ``None``: unchanged."""
+    if threads is None:
+        yield
+        return
+    if isinstance(threads, bool) or not isinstance(threads, Integral) or threads < 1:
+        raise ConfigError(f"threads must be a whole number >= 1, not {threads!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resume(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
+from numbers import Integral
 
 import pyro
 import pyro.distributions as dist
@@ -14,6 +15,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from .families import LatentFamily
+from .inference import seeded
 from .networks import Decoder, Encoder, MemberMLP
 
 _instances = itertools.count()
@@ -106,6 +108,26 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Pixel probabilities for latent values ``z``."""
         return torch.sigmoid(self.decoder(self.family.decoder_input(z)))
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, binary: bool = False, seed: int | None = None, return_z: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``n`` images from the model: z drawn from the prior on the decoder's device and
+        dtype, decoded to pixel probabilities (n, pixels), or with ``binary`` one Bernoulli
+        draw per pixel (0 or 1). ``seed``: drawn from a stream of its own, the caller's
+        random state left as it was; ``None``: from torch's global stream. ``return_z``:
+        ``(z, images)``."""
+        if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
+            raise ValueError(f"n must be a whole number >= 1, not {n!r}")
+        if self.members:
+            raise ValueError("a group samples through its members' own models")
+        like = next(self.decoder.parameters()).new_zeros(n, 1)
+        with seeded(seed, like.device) if seed is not None else nullcontext():
+            z = self.family.prior(like).sample()
+            probs = self.decode(z)
+            images = torch.bernoulli(probs) if binary else probs
+        return (z, images) if return_z else images
 
     def with_family(self, family: LatentFamily) -> VAE:
         """A twin sharing these networks but scoring ``family`` (same head and code sizes)."""

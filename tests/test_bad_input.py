@@ -131,6 +131,7 @@ def _spoil_config(run: Path) -> None:
         ["fit", "--resume", "{run}", "--epochs", "2", "--no-progress"],
         ["evaluate", "{run}", "--k", "2", "--no-progress"],
         ["show", "{run}", "--out", "{tmp}/pictures"],
+        ["sample", "{run}", "--out", "{tmp}/grid.png"],
         ["compare-estimators", "{run}", "--repeats", "2", "--batch-size", "4"],
         ["curves", "{run}", "--out", "{tmp}/curves.png"],
     ],
@@ -142,7 +143,7 @@ def test_a_config_json_that_is_not_utf8_is_one_error_line(command, run, tmp_path
     result = refused(args, run)
     assert f"{run / 'config.json'}" in error_message(result)
     assert "not UTF-8 text (byte 0xff at position 0)" in error_message(result)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no pictures, no curves
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no pictures, no curves, no grid
 
 
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "sweep"])

@@ -1,4 +1,4 @@
-"""``pyro-dvae show`` and ``pyro-dvae curves``: pictures of trained runs."""
+"""``pyro-dvae show``, ``sample`` and ``curves``: pictures of trained runs."""
 
 from __future__ import annotations
 
@@ -85,6 +85,45 @@ def show(run_dir, out, guide, device, threads, **options):
         log_line(f"note: {note}")
     for path in written:
         log_line(f"written: {path}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The file to write: .png (a grid of the images) or .pt (a tensor).",
+)
+@click.option(
+    "-n",
+    "--samples",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Prior draws.",
+)
+@_count("--cols", 8, "Images per row of the sample grid.")
+@click.option(
+    "--binary/--no-binary",
+    default=False,
+    show_default=True,
+    help="One binary draw per pixel instead of the Bernoulli means.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Picks the prior draws.")
+@click.option("--guide", default=None, help=GUIDE_HELP)
+@device_option("cpu", PICTURES_ON_CPU)
+@threads_option
+def sample(run_dir, out, samples, cols, binary, seed, guide, device, threads):
+    """Images of one run drawn from its prior and decoded, as a grid image (--out
+    NAME.png) or a tensor file (--out NAME.pt: an (n, h, w) float32 tensor, read by
+    torch.load(path, weights_only=True)): pixel probabilities (the Bernoulli means), or
+    0/1 pixels with --binary."""
+    from ..sampling import write_samples
+
+    set_threads(threads)
+    what = write_samples(run_dir, out, samples, binary, seed, cols, device, guide)
+    log_line(f"written: {out} ({what})")
 
 
 @cli.command()
