@@ -232,7 +232,8 @@ def test_a_field_of_another_family_is_refused_for_new_runs_only(tmp_path):
     from .helpers import error_message, fit_args, invoke
 
     result = invoke(fit_args(tmp_path / "new", family="gaussian", alpha=2.0))
-    assert "--alpha applies to --family logitnormal or --family bernoulli only" in error_message(result)
+    message = error_message(result)
+    assert "--alpha applies to --family logitnormal or --family bernoulli only" in message
     with pytest.raises(ConfigError, match="applies to"):
         FitConfig(family="gaussian", alpha=2.0).validate(new=True)
     # a run folder of the old code (which accepted it) still reads
