@@ -16,13 +16,12 @@ from pyro_dvae.data import binarize, load_dataset
 from pyro_dvae.errors import ConfigError, TrainingError
 from pyro_dvae.group import (
     GroupTrainer,
-    MemberDraws,
-    MemberStream,
     check_group,
     member_optim_state,
     stack_optim_states,
     weighted,
 )
+from pyro_dvae.member_streams import MemberDraws, MemberStream
 from pyro_dvae.rundir import RunDir
 from pyro_dvae.runs import resume, resume_group
 from pyro_dvae.train import Trainer
