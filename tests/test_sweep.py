@@ -511,11 +511,15 @@ def test_a_cancelled_ray_task_ends_only_once_its_run_has_stopped(tmp_path, monke
                 time.sleep(0.3)
 
         threading.Thread(target=cancel_twice, daemon=True).start()
+    # the interrupt must raise as ray.cancel's does: a handler an earlier test left behind
+    # (Ray Tune installs its own SIGINT handler) would swallow it
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             launchers._run_command(["python", "-c", _CHILD, str(out)], str(tmp_path / "log"))
         assert spawned[0].poll() == 143 and out.read_text() == "stopped"
     finally:
+        signal.signal(signal.SIGINT, previous)
         for proc in spawned:
             proc.kill()
             proc.wait()
