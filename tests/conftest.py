@@ -43,3 +43,16 @@ def _auto_means_the_cpu():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYRO_DVAE_DEVICE", "cpu")
         yield
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """A test that runs Ray Tune in this process leaves Tune's SIGINT handler installed
+    (it swallows an interrupt with a warning); each test gets the handlers it started with."""
+    import signal
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in before.items():
+        if signal.getsignal(s) is not handler and handler is not None:
+            signal.signal(s, handler)
