@@ -1,5 +1,6 @@
 """pyro-dvae: VAEs with Gaussian, Logit-normal, Beta, Concrete or categorical latents, in Pyro."""
 
+from .callbacks import Callback
 from .config import FitConfig
 from .data import Dataset, binarize, load_dataset
 from .distributions import (
@@ -18,12 +19,14 @@ from .optim import FusedClippedAdam
 from .rundir import RunDir
 from .runs import fit, resume, resume_group
 from .sampling import sample_run as sample
+from .tracking import MLflowLogger, TensorBoardLogger
 from .train import Trainer
 from .vae import VAE
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Callback",
     "ELBOS",
     "FAMILIES",
     "Dataset",
@@ -40,8 +43,10 @@ __all__ = [
     "GroupTrainer",
     "LatentFamily",
     "LogitNormal",
+    "MLflowLogger",
     "RunDir",
     "SVI",
+    "TensorBoardLogger",
     "Trainer",
     "VAE",
     "elbo_parts",

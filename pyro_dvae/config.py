@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .families import FAMILIES, LatentFamily
 from .fileio import atomic_write_text
 from .params import Param
+from .tracking import tracker_names
 
 MAX_SEED = 2**32 - 1  # numpy's seed range (pyro.set_rng_seed seeds numpy too)
 
@@ -127,13 +128,19 @@ COMMON: tuple[Param, ...] = (
         "eval_every", int, 1, "Evaluate the test -ELBO every N epochs (and after the last).", low=1
     ),
     Param("jit", bool, True, "Compile the ELBO with torch.jit.trace (one graph per batch shape)."),
+    Param(
+        "log",
+        str,
+        "",
+        "Experiment tracking: tensorboard, mlflow, or both comma-separated (docs/tracking.md).",
+    ),
 )
 
 #: objectives that only an ``--estimator`` of a discrete family trains with
 ESTIMATOR_ONLY = ("nvil", "vimco", "disarm")
 
 # Fields that may change when a run is resumed; all others define the run.
-RESUMABLE_FIELDS = frozenset({"epochs", "eval_every", "jit"})
+RESUMABLE_FIELDS = frozenset({"epochs", "eval_every", "jit", "log"})
 
 
 def _family_params() -> dict[str, tuple[Param, list[type[LatentFamily]]]]:
@@ -204,6 +211,7 @@ class _ConfigMethods:
                 "latent is continuous or relaxed (use --family categorical)"
             )
         family.validate_config(self, new)
+        tracker_names(self.log)
         return self
 
     def __post_init__(self) -> None:

@@ -25,7 +25,7 @@ checkpoint kept.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import fields
 from typing import Any
@@ -34,9 +34,10 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
+from .callbacks import Callback, CallbackList, ProgressBar
 from .config import FitConfig
 from .data import Dataset, binarize
-from .errors import ConfigError, RunDirError, StorageError, TrainingError
+from .errors import ConfigError, RunDirError, TrainingError
 from .families import FAMILIES
 from .fileio import first_line
 from .inference import SVI, make_elbo
@@ -44,7 +45,7 @@ from .member_streams import IN_FUNCTIONS, MemberDraws, MemberStream, RandomCalls
 from .optim import FusedClippedAdam
 from .rundir import RunDir
 from .signals import deferred_stop
-from .train import Trainer, resolve_device, step_bar, train_epochs
+from .train import Trainer, resolve_device, train_epochs
 from .vae import VAE
 
 #: the ELBOs a group trains with (their per-image particle loss; see :mod:`.elbo_hooks`)
@@ -106,6 +107,7 @@ class GroupTrainer:
         run_dirs: list[RunDir] | None = None,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
+        callbacks: Sequence[Callback] = (),
     ):
         for c in configs:
             c.validate()
@@ -117,7 +119,7 @@ class GroupTrainer:
         self.log = log or (lambda msg: tqdm.write(msg))
         dirs = run_dirs or [None] * len(configs)
         self.members = [
-            Member(c, self.data, self.device, d, progress=False, log=self.log)
+            Member(c, self.data, self.device, d, progress=False, log=self.log, callbacks=callbacks)
             for c, d in zip(configs, dirs, strict=True)
         ]
         self.data = self.members[0].data  # cut to the configs' subset, as each member's is
@@ -128,6 +130,8 @@ class GroupTrainer:
         self.alive = [True] * len(configs)
         self._failed: dict[int, dict[str, Any]] = {}  # a failed member's last summary
         self.epoch = self.step = 0
+        self.epochs_planned = self.config.epochs
+        self.callbacks = CallbackList([ProgressBar(f"group of {len(configs)}", progress)])
         self._build()
 
     def _build(self) -> None:
@@ -216,7 +220,7 @@ class GroupTrainer:
     def steps_per_epoch(self) -> int:
         return self.members[0].steps_per_epoch()
 
-    def train_epoch(self, bar=None) -> list[dict[str, float]]:
+    def train_epoch(self) -> list[dict[str, float]]:
         """One epoch of every member; each gets its own binarisation and order."""
         x_grey, size = self.data.train, self.config.batch_size
         n, m = x_grey.shape[0], len(self.members)
@@ -236,14 +240,21 @@ class GroupTrainer:
             loss_sum += losses * idx.shape[1]
             recon_sum += self.elbo.last_recon * idx.shape[1]
             self.step += 1
-            if bar is not None:
-                bar.update(1)
+            self._tell_step(losses)
         loss, recon = [v / n for v in loss_sum.tolist()], [v / n for v in recon_sum.tolist()]
         self._stop_failed(bad_step.tolist())
         return [
             {"train_loss": lo, "train_recon": r, "train_kl": lo - r}
             for lo, r in zip(loss, recon, strict=True)
         ]
+
+    def _tell_step(self, losses: torch.Tensor) -> None:
+        """The step's callbacks: the group's (its progress bar) and each live member's."""
+        self.callbacks.step(self, lambda: float(losses.mean()))
+        for m, trainer in enumerate(self.members):
+            if self.alive[m] and trainer.callbacks.stepping:
+                trainer.step = self.step
+                trainer.callbacks.step(trainer, lambda m=m: float(losses[m]))
 
     def _stop_failed(self, bad_step: list[int]) -> None:
         for m, step in enumerate(bad_step):
@@ -254,10 +265,9 @@ class GroupTrainer:
                     f"the loss became nan at epoch {self.epoch + 1}, step {step + 1}; "
                     f"training stopped and the checkpoint of epoch {trainer.epoch} is kept"
                 )
-                trainer.extra_summary["error"] = error
                 self.log(f"{self._name(m)}: {error} (the other members go on)")
                 with deferred_stop(ignore=True):
-                    self._failed[m] = trainer._write_summary("failed", self._epochs)
+                    self._failed[m] = trainer.finish("failed", error)
         if not any(self.alive):
             raise TrainingError("every member of the group failed (see each run's summary)")
 
@@ -267,56 +277,49 @@ class GroupTrainer:
 
     def fit(self, epochs: int | None = None) -> list[dict[str, Any]]:
         """Train every member up to ``epochs`` (default: the config's); their summaries."""
-        epochs = self._epochs = epochs or self.config.epochs
+        self.epochs_planned = epochs or self.config.epochs
         for trainer in self.members:
-            trainer.save_start()
-        total, desc = epochs * self.steps_per_epoch(), f"group of {len(self.members)}"
-        bar = step_bar(total, self.step, desc, self.progress)
+            trainer.begin(self.epochs_planned)
+        self.callbacks.fit_start(self)
 
         def epoch() -> None:
             t0 = time.perf_counter()
-            records = self.train_epoch(bar)
-            self._commit(records, time.perf_counter() - t0, epochs)
+            records = self.train_epoch()
+            self._commit(records, time.perf_counter() - t0)
 
-        return train_epochs(
-            epoch,
-            lambda: self.epoch < epochs,
-            lambda status: self._summaries(status, epochs),
-            bar,
-            lambda: self.epoch,
-        )
+        def finish(status: str, reason: str | None) -> list[dict[str, Any]]:
+            try:
+                return self._summaries(status, reason)
+            finally:
+                self.callbacks.fit_end(self, status, {"status": status})
 
-    def _commit(self, records: list[dict[str, float]], seconds: float, epochs: int) -> None:
+        more = lambda: self.epoch < self.epochs_planned  # noqa: E731
+        return train_epochs(epoch, more, finish, lambda: self.epoch)
+
+    def _commit(self, records: list[dict[str, float]], seconds: float) -> None:
         """Each live member's epoch, evaluated and checkpointed as a solo run's is. The
         checkpoints are written together, after every evaluation, with stop signals held
         back, so that a signal leaves every member at the same epoch."""
-        epoch, ready = self.epoch + 1, []
-        for m, (trainer, record) in enumerate(zip(self.members, records, strict=True)):
+        ready = []
+        for m, (trainer, parts) in enumerate(zip(self.members, records, strict=True)):
             if not self.alive[m]:
                 continue
             self._sync_member(m)
-            record = {"epoch": epoch, **record, "seconds": seconds}
-            if epoch % trainer.config.eval_every == 0 or epoch == epochs:
-                record.update({f"test_{k}": v for k, v in trainer.evaluate().items()})
-            record.update(trainer.family.state())
-            ready.append((trainer, record))
+            ready.append((trainer, trainer.epoch_record(parts, seconds)))
         with deferred_stop():  # a signal held back here is raised after the epoch counts
             for trainer, record in ready:
-                trainer._log_epoch(record, epochs)
-                trainer._commit_epoch(record, epochs)
-            self.epoch = epoch
+                trainer.commit_epoch(record)
+            self.epoch += 1
 
-    def _summaries(self, status: str, epochs: int) -> list[dict[str, Any]]:
+    def _summaries(self, status: str, reason: str | None) -> list[dict[str, Any]]:
         out = []
         for m, trainer in enumerate(self.members):
             if not self.alive[m]:
                 out.append(self._failed[m])
                 continue
-            try:
-                out.append(trainer._write_summary(status, epochs))
-            except StorageError:
-                if status != "failed":
-                    raise
+            summary = trainer.finish(status, reason)
+            if summary is not None:
+                out.append(summary)
         return out
 
 

@@ -42,6 +42,19 @@ WHAT = {
     "curves.png": "train (dashed) and test (solid) −ELBO, reconstruction and KL per epoch",
 }
 
+#: ``pyro-dvae show``'s settings (the options of :func:`show_run`), as its CLI defaults them
+SHOW_DEFAULTS = {
+    "samples": 64,
+    "cols": 8,
+    "binary": False,
+    "images": 12,
+    "units": 8,
+    "steps": 10,
+    "activity_images": 1000,
+    "seed": 0,
+    "data_dir": None,
+}
+
 
 @dataclass
 class Panel:
@@ -233,7 +246,9 @@ def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
     vae, config = loaded.vae, loaded.config
     shape = IMAGE_SHAPES[config.dataset]
     cols, n, seed = options["cols"], options["samples"], options["seed"]
-    test = load_dataset(config.dataset, options["data_dir"]).test  # read once, before drawing
+    test = options.get("test")  # the test images, or read them once, before drawing
+    if test is None:
+        test = load_dataset(config.dataset, options["data_dir"]).test
     priors = [("prior", False)] + ([("discrete prior", True)] if vae.family.relaxed else [])
     panels = []
     for name, discrete in priors:

@@ -6,7 +6,7 @@ checkpoint (the truth) and brings the metrics and summary back in line with it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from numbers import Integral
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .callbacks import Callback
 from .config import RESUMABLE_FIELDS, FitConfig
 from .data import load_dataset
 from .errors import ConfigError, RunDirError
@@ -33,6 +34,7 @@ def fit(
     log: Callable[[str], None] | None = None,
     guide: nn.Module | None = None,
     threads: int | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> dict[str, Any]:
     """Train a new run; the run directory is created only once the data and model are ready.
 
@@ -40,14 +42,22 @@ def fit(
     here as an object must be given again to :func:`resume`. The run directory is
     locked while training: a second writer gets :class:`~pyro_dvae.errors.LockError`.
     ``threads``: CPU threads for torch while this call runs (the CLI's ``--threads``);
-    ``None`` leaves torch's setting alone.
+    ``None`` leaves torch's setting alone. ``callbacks`` watch the run
+    (:mod:`pyro_dvae.callbacks`).
     """
     config.validate(new=True)
     with cpu_threads(threads):
         dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
         # a guide named in the config is imported because the caller named it there
         trainer = Trainer(
-            config, dataset, device, None, progress, log, guide=guide or config.guide or None
+            config,
+            dataset,
+            device,
+            None,
+            progress,
+            log,
+            guide=guide or config.guide or None,
+            callbacks=callbacks,
         )
         if out is None:
             return _train(trainer)
@@ -80,6 +90,7 @@ def resume(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     guide: nn.Module | str | None = None,
+    callbacks: Sequence[Callback] = (),
     **changes: Any,
 ) -> dict[str, Any]:
     """Continue a run from its checkpoint, to the same result as an uninterrupted run.
@@ -98,7 +109,9 @@ def resume(
                 raise RunDirError(f"{run_dir.path} {why}")
         dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
         try:
-            trainer = Trainer(config, dataset, device, run_dir, progress, log, guide=guide)
+            trainer = Trainer(
+                config, dataset, device, run_dir, progress, log, guide=guide, callbacks=callbacks
+            )
         except RunDirError as err:
             raise RunDirError(f"{run_dir.path}: {err}") from None
         if state is not None:
@@ -119,6 +132,7 @@ def resume_group(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    callbacks: Sequence[Callback] = (),
     **changes: Any,
 ) -> list[dict[str, Any]]:
     """Continue several runs of one shape as one group (:mod:`pyro_dvae.group`), each from
@@ -138,7 +152,7 @@ def resume_group(
             states.append(state)
         check_group(configs)
         dataset = load_dataset(configs[0].dataset, data_dir, subset=configs[0].subset)
-        group = GroupTrainer(configs, dataset, device, run_dirs, progress, log)
+        group = GroupTrainer(configs, dataset, device, run_dirs, progress, log, callbacks)
         if any(s is not None for s in states):
             fresh = [s or t.state_dict() for s, t in zip(states, group.members, strict=True)]
             group.load_states(fresh)

@@ -8,7 +8,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyro
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .callbacks import Callback, CallbackList, EpochLog, ProgressBar, RunDirWriter
 from .config import FitConfig
 from .data import Dataset, binarize
 from .errors import ConfigError, RunDirError, StorageError, TrainingError
@@ -35,6 +36,7 @@ from .inference import (
 from .optim import FusedClippedAdam
 from .rundir import RunDir, runtime_versions, summary_numbers
 from .signals import deferred_stop, signal_of, stop_on_signals
+from .tracking import trackers
 from .vae import VAE
 
 EVAL_SEED = 12345  # evaluation draws its own samples and leaves training's RNG alone
@@ -93,6 +95,7 @@ class Trainer:
         progress: bool = True,
         log: Callable[[str], None] | None = None,
         guide: nn.Module | str | None = None,
+        callbacks: Sequence[Callback] = (),
     ):
         self.config = config.validate()
         if dataset.name != config.dataset:
@@ -135,6 +138,11 @@ class Trainer:
             baseline=config.baseline,
         )
         self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
+        self.epochs_planned = config.epochs
+        own = [RunDirWriter(), EpochLog(lambda msg: self.log(msg))]
+        if progress:
+            own.append(ProgressBar(self.family.describe()))
+        self.callbacks = CallbackList([*own, *trackers(config), *callbacks])
 
     # ------------------------------------------------------------------ state
     def _new_streams(self, trained_on: str, note: bool = True) -> None:
@@ -220,7 +228,7 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return math.ceil(self.data.train.shape[0] / self.config.batch_size)
 
-    def train_epoch(self, bar=None) -> dict[str, float]:
+    def train_epoch(self) -> dict[str, float]:
         cfg, x_grey = self.config, self.data.train
         n = x_grey.shape[0]
         x_bin = binarize(x_grey, self.data_gen)  # fresh binarisation every epoch
@@ -239,49 +247,47 @@ class Trainer:
             loss_sum += loss * len(idx)
             recon_sum += self.elbo.last_recon * len(idx)
             self.step += 1
-            if bar is not None:
-                bar.update(1)
-                if self.step % 50 == 0:
-                    bar.set_postfix(loss=f"{loss:.2f}", epoch=self.epoch + 1, refresh=False)
+            self.callbacks.step(self, loss)
         recon = float(recon_sum) / n
         return {"train_loss": loss_sum / n, "train_recon": recon, "train_kl": loss_sum / n - recon}
 
     def fit(self, epochs: int | None = None) -> dict[str, Any]:
         """Train up to ``epochs`` (default: the config's) and return the summary."""
-        epochs = epochs or self.config.epochs
-        self.save_start()
-        total = epochs * self.steps_per_epoch()
-        bar = step_bar(total, self.step, self.family.describe(), self.progress)
+        self.begin(epochs)
 
         def epoch() -> None:
             t0 = time.perf_counter()
-            record = {"epoch": self.epoch + 1, **self.train_epoch(bar)}
-            record["seconds"] = time.perf_counter() - t0
-            if record["epoch"] % self.config.eval_every == 0 or record["epoch"] == epochs:
-                record.update({f"test_{k}": v for k, v in self.evaluate().items()})
-            record.update(self.family.state())
-            self._log_epoch(record, epochs)
+            parts = self.train_epoch()
+            record = self.epoch_record(parts, time.perf_counter() - t0)
             with deferred_stop():
-                self._commit_epoch(record, epochs)
+                self.commit_epoch(record)
 
-        def finish(status: str) -> dict[str, Any] | None:
-            try:
-                return self._write_summary(status, epochs)
-            except StorageError:
-                if status != "failed":  # else the error that stopped training is the news
-                    raise
-                return None
+        more = lambda: self.epoch < self.epochs_planned  # noqa: E731
+        return train_epochs(epoch, more, self.finish, lambda: self.epoch)
 
-        return train_epochs(epoch, lambda: self.epoch < epochs, finish, bar, lambda: self.epoch)
-
-    def save_start(self) -> None:
-        """A new run's checkpoint at epoch 0, so that a kill in its first epoch is resumable."""
+    def begin(self, epochs: int | None = None) -> None:
+        """Plan ``epochs`` (default: the config's), write a new run's epoch-0 checkpoint (so
+        that a kill in its first epoch is resumable) and tell the callbacks training starts."""
+        self.epochs_planned = epochs or self.config.epochs
         if self.run_dir is not None and self.epoch == 0:
             if not self.run_dir.checkpoint_path.exists():
                 self.run_dir.save_checkpoint(self.state_dict())
+        self.callbacks.fit_start(self)
 
-    def _commit_epoch(self, record: dict[str, Any], epochs: int) -> None:
-        """An epoch counts once its checkpoint has landed; metrics and summary follow it.
+    def epoch_record(self, parts: dict[str, float], seconds: float) -> dict[str, Any]:
+        """The metrics row of the epoch just trained: ``parts`` of the training loss, the
+        seconds it took, the test scores when an evaluation is due, the family's state."""
+        record = {"epoch": self.epoch + 1, **parts, "seconds": seconds}
+        if record["epoch"] % self.config.eval_every == 0 or record["epoch"] == self.epochs_planned:
+            metrics = self.evaluate()
+            self.callbacks.evaluation(self, metrics)
+            record.update({f"test_{k}": v for k, v in metrics.items()})
+        record.update(self.family.state())
+        return record
+
+    def commit_epoch(self, record: dict[str, Any]) -> None:
+        """An epoch counts once its checkpoint has landed; the callbacks (metrics, summary,
+        loggers) follow it.
 
         A kill between these writes leaves the checkpoint ahead, and the run directory's
         readers trust it (see :mod:`pyro_dvae.rundir`). A write that fails (disk full)
@@ -289,33 +295,22 @@ class Trainer:
         """
         self.history.append(record)
         epoch, self.epoch = self.epoch, record["epoch"]
-        if self.run_dir is None:
-            return
-        try:
-            self.run_dir.save_checkpoint(self.state_dict())
-        except BaseException:
-            self.history.pop()
-            self.epoch = epoch
-            raise
-        self.run_dir.append_metrics(record)
-        self._write_summary("running", epochs)
+        if self.run_dir is not None:
+            try:
+                self.run_dir.save_checkpoint(self.state_dict())
+            except BaseException:
+                self.history.pop()
+                self.epoch = epoch
+                raise
+            self.callbacks.checkpoint(self, self.run_dir.checkpoint_path)
+        self.callbacks.epoch_end(self, record)
 
-    def _log_epoch(self, r: dict[str, Any], epochs: int) -> None:
-        msg = (
-            f"epoch {r['epoch']}/{epochs}  train -ELBO {r['train_loss']:.2f} "
-            f"(recon {r['train_recon']:.2f}, KL {r['train_kl']:.2f})"
-        )
-        if "test_loss" in r:
-            msg += f"  test -ELBO {r['test_loss']:.2f}"
-        if "test_discrete_loss" in r:
-            msg += f" (hard codes {r['test_discrete_loss']:.2f})"
-        self.log(msg + f"  {r['seconds']:.1f}s")
-
-    def _write_summary(self, status: str, epochs: int) -> dict[str, Any]:
-        summary = {
+    def summary(self, status: str) -> dict[str, Any]:
+        """The run's ``summary.json`` as of now, with ``status``."""
+        return {
             "status": status,
             "epochs_completed": self.epoch,
-            "epochs_planned": epochs,
+            "epochs_planned": self.epochs_planned,
             "steps": self.step,
             "family": self.family.describe(),
             "guide": self.config.guide or None,
@@ -327,22 +322,35 @@ class Trainer:
             "versions": runtime_versions(),
             **self.extra_summary,
         }
-        if self.run_dir is not None:  # the last summary gets through a full disk
-            self.run_dir.write_summary(summary, final=status != "running")
+
+    def finish(self, status: str, reason: str | None = None) -> dict[str, Any] | None:
+        """Tell the callbacks training stopped (``reason``: the signal or the error) and
+        return the summary; a storage error is raised unless the run failed already (then
+        the error that stopped it is the news, and None is returned)."""
+        if reason is not None:
+            key = "stopped_by" if status == "interrupted" else "error"
+            self.extra_summary.setdefault(key, reason)
+        summary = self.summary(status)
+        try:
+            self.callbacks.fit_end(self, status, summary)
+        except StorageError:
+            if status != "failed":
+                raise
+            return None
         return summary
 
 
 def train_epochs(
     epoch: Callable[[], None],
     more: Callable[[], bool],
-    finish: Callable[[str], Any],
-    bar: tqdm,
+    finish: Callable[[str, str | None], Any],
     reached: Callable[[], int],
 ) -> Any:
-    """``epoch()`` while ``more()``, under stop signals; then ``finish(status)`` on every path
-    (finished, interrupted or failed), with signals held back, and its result. A stop signal
-    raises :class:`TrainingInterrupted` at epoch ``reached()`` once ``finish`` has run."""
-    status, stop = "running", None
+    """``epoch()`` while ``more()``, under stop signals; then ``finish(status, reason)`` on
+    every path (finished; interrupted, with the signal's name; failed, with the error's first
+    line), with signals held back, and its result. A stop signal raises
+    :class:`TrainingInterrupted` at epoch ``reached()`` once ``finish`` has run."""
+    status, stop, reason = "running", None, None
     try:
         with stop_on_signals(), pyro.validation_enabled(False):
             while more():
@@ -350,30 +358,17 @@ def train_epochs(
         status = "finished"
     except KeyboardInterrupt as err:
         status, stop = "interrupted", err
-    except Exception:
-        status = "failed"
+        reason = signal.Signals(signal_of(err)).name
+    except Exception as err:
+        status, reason = "failed", first_line(err)
         raise
     finally:
         # a second signal (a supervisor signals every process) must not cut this short
         with deferred_stop(ignore=True):
-            bar.close()
-            result = finish(status)
+            result = finish(status, reason)
     if stop is not None:
         raise TrainingInterrupted(reached(), signal_of(stop)) from None
     return result
-
-
-def step_bar(total: int, done: int, desc: str, enabled: bool) -> tqdm:
-    """The progress bar of a training loop, in steps."""
-    return tqdm(
-        total=total,
-        initial=min(done, total),
-        unit="step",
-        dynamic_ncols=True,
-        disable=not enabled,
-        desc=desc,
-        leave=False,
-    )
 
 
 def guide_refusal(spec: str, to: str) -> str:

@@ -24,13 +24,14 @@ uninterrupted trial would be. Three more keys set where it runs: ``data_dir``,
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import pyro
 import torch
 
+from .callbacks import Callback
 from .config import FitConfig
 from .data import load_dataset
 from .train import Trainer
@@ -40,6 +41,17 @@ SETTINGS = ("data_dir", "device", "threads")
 CHECKPOINT = "checkpoint.pt"
 
 
+class _TuneReport(Callback):
+    """Each committed epoch to Ray Tune, with a checkpoint of the training state."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        from ray import tune
+
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(trainer.state_dict(), Path(folder) / CHECKPOINT)
+            tune.report(record, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
 def trainable(config: dict[str, Any]) -> None:
     """Train one run, reporting every epoch to Ray Tune with a checkpoint."""
     import ray
@@ -47,26 +59,21 @@ def trainable(config: dict[str, Any]) -> None:
 
     settings = {k: config[k] for k in SETTINGS if k in config}
     fit_config = FitConfig.from_dict({k: v for k, v in config.items() if k not in SETTINGS})
-    fit_config.validate(new=True)
+    # a scheduler compares trials on every epoch's test score
+    fit_config = dataclasses.replace(fit_config.validate(new=True), eval_every=1)
     if settings.get("threads"):
         torch.set_num_threads(int(settings["threads"]))
     data = load_dataset(fit_config.dataset, settings.get("data_dir"), subset=fit_config.subset)
     device = settings.get("device") or ("cuda" if ray.get_gpu_ids() else "cpu")
-    trainer = Trainer(fit_config, data, device, progress=False, log=lambda msg: None)
+    trainer = Trainer(
+        fit_config, data, device, progress=False, log=lambda msg: None, callbacks=[_TuneReport()]
+    )
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / CHECKPOINT, map_location="cpu", weights_only=True)
         trainer.load_state_dict(state)
-    while trainer.epoch < fit_config.epochs:
-        with pyro.validation_enabled(False):
-            record = {"epoch": trainer.epoch + 1, **trainer.train_epoch()}
-            record.update({f"test_{k}": v for k, v in trainer.evaluate().items()})
-        record.update(trainer.family.state())
-        trainer._commit_epoch(record, fit_config.epochs)  # no run directory: history only
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(trainer.state_dict(), Path(folder) / CHECKPOINT)
-            tune.report(record, checkpoint=tune.Checkpoint.from_directory(folder))
+    trainer.fit()
 
 
 def load_state(checkpoint) -> dict[str, Any]:

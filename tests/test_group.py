@@ -266,10 +266,10 @@ def test_an_interrupted_group_leaves_every_member_resumable(digits, tmp_path, mo
     stopped = _run_dirs(tmp_path / "stopped", configs)
     real = GroupTrainer.train_epoch
 
-    def second_is_interrupted(self, bar=None):
+    def second_is_interrupted(self):
         if self.epoch == 1:
             raise KeyboardInterrupt
-        return real(self, bar)
+        return real(self)
 
     # a stop signal while the members are evaluated: no member's epoch 1 is half committed
     evaluate = Trainer.evaluate
@@ -293,18 +293,18 @@ def test_an_interrupted_group_leaves_every_member_resumable(digits, tmp_path, mo
     monkeypatch.setattr(GroupTrainer, "train_epoch", real)
 
     # a signal during the checkpoints is held back until the epoch counts: it is reported
-    commit = Trainer._commit_epoch
+    commit = Trainer.commit_epoch
 
-    def commit_then_signal(self, record, epochs):
-        commit(self, record, epochs)
+    def commit_then_signal(self, record):
+        commit(self, record)
         signal.raise_signal(signal.SIGTERM)
 
     signalled = _run_dirs(tmp_path / "signalled", configs)
-    monkeypatch.setattr(Trainer, "_commit_epoch", commit_then_signal)
+    monkeypatch.setattr(Trainer, "commit_epoch", commit_then_signal)
     with pytest.raises(TrainingInterrupted) as stop:
         _quiet_resume(signalled)
     assert stop.value.epoch == 1 == RunDir(signalled[1]).checkpoint_epoch()
-    monkeypatch.setattr(Trainer, "_commit_epoch", commit)
+    monkeypatch.setattr(Trainer, "commit_epoch", commit)
 
     _quiet_resume(stopped)
     for a, b in zip(straight, stopped, strict=True):

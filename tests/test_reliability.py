@@ -631,21 +631,21 @@ def test_a_second_signal_while_saving_after_a_stop_changes_nothing(tmp_path, mon
     """Supervisors signal every process: the sweep's SIGTERM may follow the scheduler's."""
     from pyro_dvae.train import Trainer
 
-    real_epoch, real_summary, calls = Trainer.train_epoch, Trainer._write_summary, []
+    real_epoch, real_summary, calls = Trainer.train_epoch, Trainer.summary, []
 
-    def train_epoch(self, bar=None):
+    def train_epoch(self):
         if self.epoch == 1:
             raise KeyboardInterrupt  # Ctrl-C in the second epoch
-        return real_epoch(self, bar)
+        return real_epoch(self)
 
-    def write_summary(self, status, epochs):
+    def summary(self, status):
         if status == "interrupted" and not calls:
             calls.append(1)
             os.kill(os.getpid(), signal.SIGTERM)  # a second signal, while saving
-        return real_summary(self, status, epochs)
+        return real_summary(self, status)
 
     monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
-    monkeypatch.setattr(Trainer, "_write_summary", write_summary)
+    monkeypatch.setattr(Trainer, "summary", summary)
     out = tmp_path / "run"
     result = invoke(fit_args(out, epochs=3))
     assert calls and result.exit_code == 130, result.output
