@@ -74,10 +74,3 @@ class MemberMLP(nn.Module):
         own = dict(self.named_parameters())
         for name, p in mlp.named_parameters():
             p.copy_(own[name][member])
-
-    @torch.no_grad()
-    def copy_member_from(self, member: int, mlp: MLP) -> None:
-        """Set member ``member``'s weights to those of the solo network ``mlp``."""
-        own = dict(self.named_parameters())
-        for name, p in mlp.named_parameters():
-            own[name][member].copy_(p)
