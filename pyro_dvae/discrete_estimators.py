@@ -294,9 +294,9 @@ def exact_table(rows: list[dict[str, Any]], title: str) -> Table:
 def plot_mse(rows: list[dict[str, Any]], path, title: str) -> None:
     """MSE and bias² of each relaxation against τ; the unbiased estimators' MSE as
     horizontal lines (estimators whose MSE coincide are drawn once, named together)."""
-    from .plots import plt, save_figure
+    from .plots import figure, save_figure
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = figure(figsize=(7, 4.5))
     relaxed: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         if r["temperature"] is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.ticker import MaxNLocator
 
 from .data import IMAGE_SHAPES, load_dataset
@@ -22,7 +23,7 @@ from .errors import RunDirError, StorageError
 from .families import FAMILIES
 from .fileio import atomic_write_text
 from .inference import enumerated_reconstructions, seeded
-from .plots import plt, save_figure
+from .plots import figure, save_figure
 from .rundir import RunDir
 from .vae import VAE
 
@@ -172,14 +173,14 @@ def curve_series(records: list[dict]) -> dict[str, tuple[list[int], list[float]]
 # --------------------------------------------------------------------------- drawing
 
 #: grey levels, NaN (the gaps between images) in the figure's white
-_GREY = plt.get_cmap("gray").with_extremes(bad="white")
+_GREY = colormaps["gray"].with_extremes(bad="white")
 
 
 def draw_panels(panels: list[Panel], title: str, cell: float = 0.42):
     """The panels side by side, each as one tiled image with its labels."""
     widths = [p.images.shape[1] for p in panels]
     height = max(p.images.shape[0] for p in panels)
-    fig, axes = plt.subplots(
+    fig, axes = figure(
         1,
         len(panels),
         figsize=(cell * sum(widths) + 1.2 * len(panels), cell * height + 1.3),
@@ -205,9 +206,9 @@ def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train",
     the temperature where a run anneals it."""
     series = [(label, curve_series(records)) for label, records in runs]
     tempered = any(len(set(s.get("temperature", ((), ()))[1])) > 1 for _, s in series)
-    fig, axes = plt.subplots(1, 3 + tempered, figsize=(4.6 * (3 + tempered), 4.0), squeeze=False)
+    fig, axes = figure(1, 3 + tempered, figsize=(4.6 * (3 + tempered), 4.0), squeeze=False)
     axes = axes[0]
-    colours = plt.get_cmap("tab10")
+    colours = colormaps["tab10"]
     for i, (label, s) in enumerate(series):
         for ax, (part, name) in zip(axes, CURVE_PANELS, strict=False):
             for split, style in (("train", "--"), ("test", "-")):

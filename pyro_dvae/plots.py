@@ -6,22 +6,27 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .data import IMAGE_SHAPES, load_dataset  # noqa: E402
-from .errors import ConfigError, RunDirError, StorageError  # noqa: E402
-from .families import FAMILIES  # noqa: E402
-from .paper import PAPER_DATASET  # noqa: E402
-from .results import RunResult, collect, epochs_span, find_run, table3_cells  # noqa: E402
-from .sweep import PAPER_ALPHAS, PAPER_SIZES  # noqa: E402
+from .data import IMAGE_SHAPES, load_dataset
+from .errors import ConfigError, RunDirError, StorageError
+from .families import FAMILIES
+from .paper import PAPER_DATASET
+from .results import RunResult, collect, epochs_span, find_run, table3_cells
+from .sweep import PAPER_ALPHAS, PAPER_SIZES
 
 FIGURES: dict[str, Callable[..., Path]] = {}
-_DIGIT_COLOURS = plt.get_cmap("tab10")
+_DIGIT_COLOURS = colormaps["tab10"]
+
+
+def figure(*args, figsize=None, layout=None, **kwargs):
+    """A figure and its axes, as ``Figure.subplots`` makes them: matplotlib's object API,
+    so no pyplot state is kept and no backend is chosen (files need none)."""
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def register_figure(name: str):
@@ -49,8 +54,8 @@ def _suptitle(fig, text: str, dataset: str = PAPER_DATASET) -> None:
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Write ``fig`` to ``path`` atomically (a reader never sees half a figure) and close it;
-    the format follows the suffix (``.png``, ``.pdf``, ``.svg``)."""
+    """Write ``fig`` to ``path`` atomically (a reader never sees half a figure); the format
+    follows the suffix (``.png``, ``.pdf``, ``.svg``)."""
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.png'}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +64,6 @@ def save_figure(fig, path: Path) -> Path:
     except OSError as err:
         raise StorageError(f"cannot write {path}: {err.strerror or err}") from None
     finally:
-        plt.close(fig)
         tmp.unlink(missing_ok=True)
     return path
 
@@ -72,7 +76,7 @@ def reconstruction_curves(
     runs, out: Path, sizes=(4, 40), notes=None, dataset=PAPER_DATASET, **_
 ) -> Path:
     """Negative log-Bernoulli (reconstruction) per epoch, every family, one panel per size."""
-    fig, axes = plt.subplots(
+    fig, axes = figure(
         len(sizes), 1, figsize=(7, 3.6 * len(sizes)), squeeze=False, layout="constrained"
     )
     for ax, size in zip(axes[:, 0], sizes, strict=True):
@@ -147,7 +151,7 @@ def tsne_encodings(
         f"Concrete 1×{tsne_size}",
         "2-D Logit-normal",
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 10))
+    fig, axes = figure(2, 2, figsize=(10, 10))
     encoded: set[int] = set()  # test images per panel: fewer than ``images`` on a small test set
     for ax, (r, tsne), what in zip(axes.flat, panels, wanted, strict=True):
         if r is None:
@@ -201,7 +205,7 @@ def latent_histograms(
         find_run(runs, "gaussian", hist_size),
         find_run(runs, "logitnormal", hist_size, hist_alpha),
     ]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = figure(1, 2, figsize=(10, 3.8))
     wanted = [f"Gaussian of size {hist_size}", f"Logit-normal α={hist_alpha:g} of size {hist_size}"]
     for ax, r, what in zip(axes, pair, wanted, strict=True):
         if r is None:
@@ -234,7 +238,7 @@ def latent_grid(
     ln = find_run(runs, "logitnormal", 2, 1.78) or find_run(runs, "logitnormal", 2)
     pair = [ln, find_run(runs, "gaussian", 2)]
     u = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid  # cell centres in (0, 1)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+    fig, axes = figure(1, 2, figsize=(12, 6))
     for ax, r, what in zip(axes, pair, ("Logit-normal", "Gaussian"), strict=True):
         ax.set_axis_off()
         if r is None:
@@ -270,11 +274,11 @@ def table3_curves(runs, out: Path, notes=None, **_) -> Path:
     columns = {s: table3_cells(runs, s) for s in PAPER_SIZES}
     columns = {s: cells for s, cells in columns.items() if any(c.runs for c in cells.values())}
     if not columns:
-        fig, ax = plt.subplots(figsize=(6, 3))
+        fig, ax = figure(figsize=(6, 3))
         ax.set_axis_off()
         _missing(ax, "no MNIST run of Table 3 (Logit-normal, Gaussian, Concrete)", notes)
         return save_figure(fig, out / "curves_table3.png")
-    fig, axes = plt.subplots(
+    fig, axes = figure(
         2, len(columns), figsize=(4 * len(columns), 7), squeeze=False, layout="constrained"
     )
     for col, (size, cells) in enumerate(columns.items()):
@@ -322,7 +326,7 @@ def logit_normal_densities(runs, out: Path, **_) -> Path:
     z = np.linspace(1e-4, 1 - 1e-4, 2000)
     # one z axis, labelled under the lower panel: no label between the panels to run into
     # the lower one's title
-    fig, axes = plt.subplots(2, 1, figsize=(7, 7), sharex=True, layout="constrained")
+    fig, axes = figure(2, 1, figsize=(7, 7), sharex=True, layout="constrained")
     for ax, mu in zip(axes, (0.0, 1.0), strict=True):
         for a in PAPER_ALPHAS:
             ax.plot(z, logit_normal_pdf(z, mu, a), label=f"α = σ² = {a:g}")

@@ -356,8 +356,11 @@ def test_figure_6s_texts_do_not_overlap(tmp_path, monkeypatch):
     boxes = {}
 
     def capture(fig, path):
-        fig.canvas.draw()
-        renderer = fig.canvas.get_renderer()
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
         texts = [fig._suptitle]
         for ax in fig.axes:
             texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
@@ -365,7 +368,6 @@ def test_figure_6s_texts_do_not_overlap(tmp_path, monkeypatch):
         for i, t in enumerate(texts):
             if t is not None and t.get_visible() and t.get_text():
                 boxes[(i, t.get_text())] = t.get_window_extent(renderer)
-        plots.plt.close(fig)
         return path
 
     monkeypatch.setattr(plots, "save_figure", capture)
