@@ -219,10 +219,11 @@ class _ConfigMethods:
         trains with, and an ``--elbo`` that only an estimator has names that estimator."""
         family = FAMILIES.get(self.family) if isinstance(self.family, str) else None
         estimators = family.estimators if family is not None else {}
+        # a frozen dataclass sets its own fields in __post_init__ through object.__setattr__
         if self.estimator and self.elbo == PARAMS["elbo"].default:
-            self.elbo = estimators.get(self.estimator, self.elbo)
+            object.__setattr__(self, "elbo", estimators.get(self.estimator, self.elbo))
         elif not self.estimator and self.elbo in ESTIMATOR_ONLY and self.elbo in estimators:
-            self.estimator = self.elbo
+            object.__setattr__(self, "estimator", self.elbo)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -267,11 +268,11 @@ FitConfig = dataclasses.make_dataclass(
     [(p.name, p.kind, field(default=p.default)) for p in PARAMS.values()],
     bases=(_ConfigMethods,),
     namespace={"__module__": __name__},
+    frozen=True,
 )
 FitConfig.__doc__ = (
-    "Everything that defines a training run. Defaults follow the paper. Fields: "
-    + ", ".join(PARAMS)
-    + "."
+    "Everything that defines a training run: a frozen value (change it with "
+    "dataclasses.replace). Defaults follow the paper. Fields: " + ", ".join(PARAMS) + "."
 )
 
 

@@ -6,6 +6,7 @@ checkpoint (the truth) and brings the metrics and summary back in line with it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from numbers import Integral
@@ -191,9 +192,7 @@ def _read_for_resume(run_dir: RunDir, changes: dict[str, Any]):
             f"--epochs {changes['epochs']} is below the {done} epochs "
             f"{run_dir.path} has already completed"
         )
-    for key, value in changes.items():
-        setattr(config, key, value)
-    config.validate()
+    config = dataclasses.replace(config, **changes).validate()
     return config, state
 
 

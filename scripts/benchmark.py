@@ -267,8 +267,13 @@ def compare_iwae_chunks(args) -> None:
 
     if args.rounds < 1:
         raise SystemExit("--rounds must be >= 1")
-    cfg = FitConfig(family=args.family, alpha=args.alpha, latent_dim=args.latent_dim)
-    cfg.hidden, cfg.subset = args.hidden, args.images
+    cfg = FitConfig(
+        family=args.family,
+        alpha=args.alpha,
+        latent_dim=args.latent_dim,
+        hidden=args.hidden,
+        subset=args.images,
+    )
     data = load_dataset("mnist", args.data_dir, subset=args.images)
     trainer = Trainer(cfg.validate(), data, args.device, progress=False)
     x = data.test[: args.images].to(trainer.device)  # binarised once, as evaluate scores it

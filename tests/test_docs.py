@@ -38,6 +38,25 @@ def test_the_commands_page_is_every_commands_help():
     assert (DOCS / "commands.md").read_text() == commands_markdown()
 
 
+def _recipes() -> dict[str, str]:
+    """The code of each ``<!-- recipe: NAME -->`` block of docs/development.md."""
+    text = (DOCS / "development.md").read_text()
+    found = re.findall(r"<!-- recipe: (\S+) -->\n```python\n(.*?)```", text, flags=re.S)
+    return dict(found)
+
+
+def test_the_callback_recipe_writes_the_runs_epochs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_recipes()["callback"], "development.md:callback", "exec"), {})
+    run = tmp_path / "runs" / "csv-example"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = (run / "epochs.csv").read_text().splitlines()
+    assert lines[0] == "epoch,train_loss,test_loss"
+    assert [line.split(",") for line in lines[1:]] == [
+        [str(r["epoch"]), repr(r["train_loss"]), repr(r["test_loss"])] for r in rows
+    ]
+
+
 def test_every_relative_link_of_the_markdown_resolves():
     """A moved file or folder leaves no dead link behind (a fresh clone has only tracked files)."""
     import re

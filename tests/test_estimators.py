@@ -29,9 +29,15 @@ def digits():
 def _trained(digits, family, epochs):
     own = {"alpha": 1.78} if family == "logitnormal" else {}
     cfg = FitConfig(
-        family=family, latent_dim=4, dataset="digits", hidden=32, epochs=epochs, lr=3e-3, **own
+        family=family,
+        latent_dim=4,
+        dataset="digits",
+        hidden=32,
+        epochs=epochs,
+        eval_every=epochs,
+        lr=3e-3,
+        **own,
     )
-    cfg.eval_every = epochs
     trainer = Trainer(cfg, digits, "cpu", progress=False, log=lambda m: None)
     trainer.fit()
     return trainer.vae

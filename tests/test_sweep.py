@@ -376,7 +376,7 @@ def test_a_launcher_opens_only_once_the_sweep_holds_its_folder(tmp_path):
     a free one opens the launcher once, takes its slots as --jobs and closes it."""
     from pyro_dvae.errors import LockError
     from pyro_dvae.fileio import FolderLock
-    from pyro_dvae.sweep import run_sweep
+    from pyro_dvae.sweep import SweepSettings, run_sweep
     from pyro_dvae.sweep.launchers import LocalLauncher
 
     class Counting(LocalLauncher):
@@ -395,10 +395,10 @@ def test_a_launcher_opens_only_once_the_sweep_holds_its_folder(tmp_path):
     sweep, config = tmp_path / "sw", FitConfig(dataset="digits", hidden=8, epochs=1, latent_dim=2)
     sweep.mkdir()
     with FolderLock(sweep, "held"), pytest.raises(LockError):
-        run_sweep(sweep, [config], jobs=None, launcher=Counting(), log=lambda m: None)
+        run_sweep(sweep, [config], SweepSettings(jobs=None), launcher=Counting(), log=len)
     assert Counting.calls == ["close"]
     lines: list[str] = []
-    run_sweep(sweep, [config], jobs=None, launcher=Counting(), log=lines.append)
+    run_sweep(sweep, [config], SweepSettings(jobs=None), launcher=Counting(), log=lines.append)
     assert Counting.calls == ["close", "open", "slots", "close"]
     assert "(3 at a time" in lines[0]
 
@@ -422,7 +422,7 @@ def test_a_stopped_sweep_returns_only_once_its_runs_have_let_go(tmp_path):
     import threading
 
     from pyro_dvae.signals import Stopped
-    from pyro_dvae.sweep import run_sweep
+    from pyro_dvae.sweep import SweepSettings, run_sweep
     from pyro_dvae.sweep.launchers import LocalLauncher
 
     class Forgetful(LocalLauncher):
@@ -448,7 +448,8 @@ def test_a_stopped_sweep_returns_only_once_its_runs_have_let_go(tmp_path):
     threading.Thread(target=stop_once_training, daemon=True).start()
     try:
         with pytest.raises(Stopped):
-            run_sweep(sweep, [config], threads=1, launcher=Forgetful(), log=lambda m: None)
+            settings = SweepSettings(threads=1)
+            run_sweep(sweep, [config], settings, launcher=Forgetful(), log=lambda m: None)
         assert RunDir(run).holder() is None
         summary = read_json(run / "summary.json")
         assert summary["status"] == "interrupted"

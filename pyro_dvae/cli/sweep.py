@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -111,7 +112,7 @@ def sweep(
     Raising --epochs and running again continues every run to the new length.
     """
     from ..naming import grid, named_grid, with_seeds
-    from ..sweep import plan, run_sweep
+    from ..sweep import SweepSettings, plan, run_sweep
     from ..sweep.plan import plan_summary
     from ..sweep.run import check_sweep_dir
 
@@ -129,10 +130,11 @@ def sweep(
     for key in common:  # a family's own option applies to that family's runs
         if key in FAMILY_PARAMS and not any(_takes(c, key) for c in configs):
             raise click.UsageError(f"{PARAMS[key].flag} applies to none of the grid's families")
+    configs = [
+        replace(c, **{k: v for k, v in common.items() if k not in FAMILY_PARAMS or _takes(c, k)})
+        for c in configs
+    ]
     for config in configs:
-        for key, value in common.items():
-            if key not in FAMILY_PARAMS or _takes(config, key):
-                setattr(config, key, value)
         config.validate(new=True)
     if seeds and n_seeds is not None:
         raise click.UsageError("give either --seed (repeated) or --seeds N, not both")
@@ -183,20 +185,16 @@ def sweep(
         if ctx.get_parameter_source("jobs") != ParameterSource.COMMANDLINE:
             jobs = None  # as many as the cluster holds
     try:
-        outcome = run_sweep(
-            out,
-            configs,
-            jobs,
-            threads,
-            data_dir,
-            device,
-            evaluate_k,
-            images,
-            description,
-            log_line,
+        settings = SweepSettings(
+            jobs=jobs,
+            threads=threads,
+            data_dir=data_dir,
+            device=device,
+            evaluate_k=evaluate_k,
+            evaluate_images=images,
             group_size=group_size,
-            launcher=launcher,
         )
+        outcome = run_sweep(out, configs, settings, description, log_line, launcher)
     except KeyboardInterrupt as err:
         signum = signal_of(err)
         click.echo(

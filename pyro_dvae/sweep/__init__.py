@@ -8,9 +8,10 @@ starts missing ones; one failing run is reported and leaves the others alone.
 """
 
 from ..naming import grid, named_grid, run_name, with_seeds
-from .plan import PlannedRun, commands_for, make_run_dir, plan
+from .plan import PlannedRun, Task, make_run_dir, plan, tasks_for
 from .presets import PAPER_ALPHAS, PAPER_SIZES, PRESETS, paper_grid, register_preset
-from .run import SWEEP, available_cores, run_sweep
+from .run import SWEEP, run_sweep
+from .settings import SweepSettings, available_cores
 
 __all__ = [
     "PAPER_ALPHAS",
@@ -18,8 +19,9 @@ __all__ = [
     "PRESETS",
     "SWEEP",
     "PlannedRun",
+    "SweepSettings",
+    "Task",
     "available_cores",
-    "commands_for",
     "grid",
     "make_run_dir",
     "named_grid",
@@ -28,5 +30,6 @@ __all__ = [
     "register_preset",
     "run_name",
     "run_sweep",
+    "tasks_for",
     "with_seeds",
 ]

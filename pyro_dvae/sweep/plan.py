@@ -1,4 +1,5 @@
-"""What each run of a grid needs (new, resume, finished, evaluate, conflict), and the commands."""
+"""What each run of a grid needs (new, resume, finished, evaluate, conflict), and the tasks
+(train, evaluate) that bring it up to date."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..errors import RunDirError
 from ..evaluation import evaluation_is_current
 from ..fileio import is_scratch
 from ..rundir import CHECKPOINT, CONFIG, RunDir
+from .settings import SweepSettings
 
 
 @dataclass
@@ -86,55 +88,46 @@ def plan_summary(runs: list[PlannedRun], where: Path, jobs: int | None = None) -
     return line
 
 
-def commands_for(
-    run: PlannedRun,
-    threads: int,
-    data_dir: Path | None,
-    device: str,
-    evaluate_k: int,
-    images: int,
-) -> list[list[str]]:
-    """The ``pyro-dvae`` commands (as argument lists) that bring ``run`` up to date.
+@dataclass(frozen=True)
+class Task:
+    """One command a sweep gives a child process: ``train`` its runs (one, or a group, new
+    or resumed: a new run's folder holds its config, so it trains as a resume from epoch 0,
+    see :func:`make_run_dir`) or ``evaluate`` its one run."""
 
-    A new run is trained as a resume from epoch 0 of the folder the sweep made for it
-    (see :func:`make_run_dir`): the config travels as its ``config.json``, not as flags.
-    """
-    exe = [sys.executable, "-m", "pyro_dvae"]
-    common = ["--threads", str(threads), "--device", device, "--no-progress"]
-    if data_dir is not None:
-        common += ["--data-dir", str(data_dir)]
-    cmds = []
-    if run.state in ("new", "resume"):
-        cmds.append(
-            [
-                *exe,
-                "fit",
-                "--resume",
-                str(run.path),
-                "--epochs",
-                str(run.config.epochs),
-                "--eval-every",
-                str(run.config.eval_every),
-                # a guide this sweep's grid names (so the person at the keyboard named it)
-                *(["--guide", run.config.guide] if run.config.guide else []),
-                *common,
-            ]
-        )
-    if evaluate_k and run.state in ("new", "resume", "evaluate"):
-        cmds.append(
-            [
-                *exe,
-                "evaluate",
-                str(run.path),
-                "--k",
-                str(evaluate_k),
-                "--images",
-                str(images),
-                "--skip-done",
-                *common,
-            ]
-        )
-    return cmds
+    action: str  # train | evaluate
+    runs: tuple[PlannedRun, ...]
+
+    def argv(self, settings: SweepSettings) -> list[str]:
+        """The ``pyro-dvae`` command line that does it (built when it starts)."""
+        cmd = [sys.executable, "-m", "pyro_dvae"]
+        if self.action == "train":
+            config = self.runs[0].config
+            cmd.append("fit")
+            for run in self.runs:
+                cmd += ["--resume", str(run.path)]
+            cmd += ["--epochs", str(config.epochs), "--eval-every", str(config.eval_every)]
+            if config.guide:  # a guide this sweep's grid names (so the person at the keyboard did)
+                cmd += ["--guide", config.guide]
+        else:
+            (run,) = self.runs
+            cmd += ["evaluate", str(run.path), "--k", str(settings.evaluate_k)]
+            cmd += ["--images", str(settings.evaluate_images), "--skip-done"]
+        cmd += ["--threads", str(settings.threads), "--device", settings.device, "--no-progress"]
+        if settings.data_dir is not None:
+            cmd += ["--data-dir", str(settings.data_dir)]
+        return cmd
+
+
+def tasks_for(runs: list[PlannedRun], evaluate_k: int) -> list[Task]:
+    """What brings ``runs`` (one, or a group) up to date: training, unless finished, then
+    (one run, ``evaluate_k`` > 0) its evaluation; a group's members are evaluated once they
+    are trained, each on its own (see the scheduler)."""
+    tasks = []
+    if runs[0].state in ("new", "resume"):
+        tasks.append(Task("train", tuple(runs)))
+    if evaluate_k and len(runs) == 1 and runs[0].state in ("new", "resume", "evaluate"):
+        tasks.append(Task("evaluate", tuple(runs)))
+    return tasks
 
 
 def grouped(runs: list[PlannedRun], size: int) -> list[list[PlannedRun]]:
@@ -162,19 +155,6 @@ def grouped(runs: list[PlannedRun], size: int) -> list[list[PlannedRun]]:
         bounds = [round(i * len(slot) / count) for i in range(count + 1)]
         groups += [slot[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     return groups
-
-
-def group_command(
-    runs: list[PlannedRun], threads: int, data_dir: Path | None, device: str
-) -> list[str]:
-    """The one ``fit`` command that trains ``runs`` (new or resumed) as a group."""
-    config = runs[0].config
-    cmd = [sys.executable, "-m", "pyro_dvae", "fit"]
-    for run in runs:
-        cmd += ["--resume", str(run.path)]
-    cmd += ["--epochs", str(config.epochs), "--eval-every", str(config.eval_every)]
-    cmd += ["--threads", str(threads), "--device", device, "--no-progress"]
-    return cmd + (["--data-dir", str(data_dir)] if data_dir is not None else [])
 
 
 def make_run_dir(run: PlannedRun) -> None:

@@ -12,23 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from ..config import FitConfig
-from ..errors import ConfigError, PyroDvaeError, RunDirError
+from ..errors import PyroDvaeError, RunDirError
 from ..evaluation import read_evaluation
 from ..fileio import FolderLock, atomic_write_text
 from ..naming import named_grid
 from ..rundir import CONFIG, RunDir
 from ..signals import deferred_stop, stop_on_signals
 from .launchers import STOP_GRACE, Launcher, LocalLauncher
-from .plan import PlannedRun, commands_for, group_command, grouped, make_run_dir, plan
+from .plan import PlannedRun, Task, grouped, make_run_dir, plan, tasks_for
+from .settings import SweepSettings
 
 SWEEP = "sweep.json"
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 #: how long a run locked by another process (a killed sweep's child still saving) is waited for
@@ -39,25 +33,32 @@ PROGRESS_EVERY = 600.0
 
 @dataclass
 class _Job:
+    """A run (or a group: ``members``) and the tasks left to bring it up to date."""
+
     run: PlannedRun
-    commands: list[list[str]]
+    tasks: list[Task]
     log_path: Path
-    handle: Any = None  # the launcher's, for the command now running
+    handle: Any = None  # the launcher's, for the task now running
     started: float = 0.0
     waiting_since: float | None = None
-    done: list[list[str]] = field(default_factory=list)
-    log_offset: int = 0  # where this command's output starts in the (appended) log
+    done: list[Task] = field(default_factory=list)
+    log_offset: int = 0  # where this task's output starts in the (appended) log
     members: list[PlannedRun] = field(default_factory=list)  # a group's runs (run: the first)
 
+    @property
+    def runs(self) -> list[PlannedRun]:
+        return self.members or [self.run]
+
     def again(self) -> _Job:
-        """The job once more from its last command, waiting for the run's lock to free."""
-        self.commands.insert(0, self.done.pop())
+        """The job once more from its last task, waiting for the run's lock to free."""
+        self.tasks.insert(0, self.done.pop())
         self.waiting_since = time.perf_counter()
         return self
 
-    def start_next(self, launcher: Launcher) -> None:
-        cmd = self.commands.pop(0)
-        self.done.append(cmd)
+    def start_next(self, launcher: Launcher, settings: SweepSettings) -> None:
+        task = self.tasks.pop(0)
+        self.done.append(task)
+        cmd = task.argv(settings)
         with open(self.log_path, "a") as log:
             self.log_offset = log.tell()
             log.write(f"\n$ {' '.join(cmd[1:])}\n")
@@ -104,32 +105,24 @@ def check_sweep_dir(sweep_dir: str | Path) -> Path:
 def run_sweep(
     sweep_dir: str | Path,
     configs: list[FitConfig],
-    jobs: int | None = 1,
-    threads: int | None = None,
-    data_dir: str | Path | None = None,
-    device: str = "auto",
-    evaluate_k: int = 0,
-    images: int = 0,
+    settings: SweepSettings | None = None,
     description: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
-    poll: float = 0.5,
-    group_size: int = 1,
     launcher: Launcher | None = None,
 ) -> dict[str, Any]:
     """Bring every configuration of the grid up to date; return what happened to each.
 
-    ``jobs=None`` runs as many at once as the launcher has room for (:meth:`Launcher.slots`).
-    With ``group_size`` > 1, runs that can train together (:mod:`pyro_dvae.group`) do, up
-    to that many per process; each is still its own run directory.
+    ``settings`` (:class:`SweepSettings`) say how: runs at a time (``jobs=None``: as many as
+    the launcher has room for, :meth:`Launcher.slots`), threads, device, evaluation, and
+    ``group_size``: runs that can train together (:mod:`pyro_dvae.group`) do, up to that
+    many per process, each still its own run directory. ``description`` (the preset and
+    options) is kept in ``sweep.json``.
 
     The sweep folder is locked while it runs (a second sweep on it gets
     :class:`~pyro_dvae.errors.LockError`). SIGINT, SIGTERM or SIGHUP stop every
     run at a resumable checkpoint before this returns (by raising :class:`Stopped`).
     """
-    if jobs is not None and jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    if group_size < 1:
-        raise ConfigError(f"--group-size must be >= 1, got {group_size}")
+    settings = settings or SweepSettings()
     for c in configs:
         c.validate(new=True)
     named = named_grid(configs)
@@ -145,148 +138,138 @@ def run_sweep(
         FolderLock(sweep_dir, f"sweep folder {sweep_dir}"),
         stop_on_signals(),
     ):
-        return _run_locked(
-            sweep_dir,
-            named,
-            jobs,
-            threads,
-            data_dir,
-            device,
-            evaluate_k,
-            images,
-            description,
-            log,
-            poll,
-            group_size,
-            launcher,
+        launcher.open()
+        settings = settings.resolved(launcher.slots())
+        planned = plan(sweep_dir, named, settings.evaluate_k, settings.evaluate_images)
+        _write_sweep_json(sweep_dir, named, description)
+        return _Scheduler(sweep_dir, planned, settings, log, launcher).run()
+
+
+class _Scheduler:
+    """The jobs of a planned sweep, started ``settings.jobs`` at a time as the launcher's
+    child processes, watched until each ends, stopped together on a stop signal."""
+
+    def __init__(self, sweep_dir, planned, settings, log, launcher):
+        self.sweep_dir, self.settings, self.log, self.launcher = sweep_dir, settings, log, launcher
+        self.planned = planned
+        self.outcome: dict[str, str] = {}
+        self.queue: list[_Job] = []
+        self.running: list[_Job] = []
+        self.started: set[str] = set()  # a run requeued after waiting for its lock counts once
+        (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
+        runnable = []
+        for run in planned:
+            if run.state == "conflict":
+                self.outcome[run.name] = f"failed: {run.reason}"
+                log(f"[skip] {run.name}: {run.reason}")
+            else:
+                runnable.append(run)
+        for members in grouped(runnable, settings.group_size):
+            if len(members) > 1:
+                path = _group_log(sweep_dir, members)
+                tasks = tasks_for(members, 0)
+                self.queue.append(_Job(members[0], tasks, path, members=members))
+            elif (job := self.job_of(members[0])) is not None:
+                self.queue.append(job)
+            else:
+                self.outcome[members[0].name] = "finished"
+        self.total = sum(len(job.runs) for job in self.queue)
+
+    def job_of(self, run: PlannedRun) -> _Job | None:
+        tasks = tasks_for([run], self.settings.evaluate_k)
+        path = self.sweep_dir / "logs" / f"{run.name}.log"
+        return _Job(run, tasks, path) if tasks else None
+
+    def run(self) -> dict[str, str]:
+        settings, log = self.settings, self.log
+        done_before = sum(1 for v in self.outcome.values() if v == "finished")
+        groups = sum(1 for job in self.queue if job.members)
+        log(
+            f"sweep {self.sweep_dir}: {len(self.planned)} runs, {done_before} already finished, "
+            f"{self.total} to run ({settings.jobs} at a time, {_count(settings.threads, 'thread')}"
+            " each" + (f"; {groups} groups of up to {settings.group_size}" if groups else "") + ")"
         )
+        progress = _Progress(self.planned)
+        try:
+            if self.queue:
+                self.launcher.check_storage(self.sweep_dir)
+            while self.queue or self.running:
+                self.start_ready()
+                time.sleep(settings.poll)
+                for job in list(self.running):
+                    self.reap(job, progress)
+                progress.log(self.outcome, self.running, log, every=PROGRESS_EVERY)
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        return self.outcome
 
+    def start_ready(self) -> None:
+        free = self.settings.jobs - len(self.running)
+        for job in _startable(self.queue, free, self.outcome, self.log):
+            what = {"new": "start", "resume": f"resume from epoch {job.run.epochs_done}"}.get(
+                job.run.state, "evaluate"
+            )
+            if job.members:
+                what += f" as a group of {len(job.members)} (log {job.log_path.name})"
+            try:
+                for run in job.runs:
+                    self.started.add(run.name)
+                    self.log(f"[{len(self.started)}/{self.total}] {run.name}: {what}")
+                    make_run_dir(run)
+            except PyroDvaeError as err:
+                for run in job.runs:
+                    self.outcome[run.name] = f"failed: {err}"
+                self.log(f"[FAILED] {job.run.name}: {err}")
+                continue
+            job.started = time.perf_counter()
+            with deferred_stop():  # a started run is always in `running` to be stopped
+                job.start_next(self.launcher, self.settings)
+                self.running.append(job)
 
-def _run_locked(
-    sweep_dir,
-    named,
-    jobs,
-    threads,
-    data_dir,
-    device,
-    evaluate_k,
-    images,
-    description,
-    log,
-    poll,
-    group_size,
-    launcher,
-) -> dict[str, Any]:
-    launcher.open()
-    jobs = jobs or launcher.slots() or 1
-    threads = threads or max(1, available_cores() // jobs)
-    data_dir = Path(data_dir).resolve() if data_dir is not None else None
-    planned = plan(sweep_dir, named, evaluate_k, images)
-    _write_sweep_json(sweep_dir, named, description)
-
-    outcome: dict[str, str] = {}
-    queue: list[_Job] = []
-    (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
-    runnable = []
-    for run in planned:
-        if run.state == "conflict":
-            outcome[run.name] = f"failed: {run.reason}"
-            log(f"[skip] {run.name}: {run.reason}")
+    def reap(self, job: _Job, progress: _Progress) -> None:
+        """Look at a running job: start its next task, or record how it ended."""
+        rc = self.launcher.poll(job.handle)
+        if rc is None:
+            return
+        if rc == 0 and job.tasks:
+            with deferred_stop():
+                job.start_next(self.launcher, self.settings)
+            return
+        self.running.remove(job)
+        seconds = time.perf_counter() - job.started
+        error = _last_error(job.log_path, job.log_offset) if rc != 0 else ""
+        if "is in use by" in error and job.waiting_since is None:
+            self.queue.insert(0, job.again())  # another process took the run: wait for it
+            return
+        if job.members:  # each member's outcome is in its run directory
+            for run in job.members:
+                evaluation = _member_outcome(run, job, error, self.outcome, self.log, seconds)
+                if evaluation and (follow := self.job_of(replace(run, state="evaluate"))):
+                    self.queue.insert(0, follow)
+        elif rc == 0:
+            self.outcome[job.run.name] = "finished"
+            where = ", ".join(filter(None, [f"{seconds:.0f}s", self.launcher.where(job.handle)]))
+            self.log(f"[done] {job.run.name} ({where}){_result_text(job.run.path)}")
         else:
-            runnable.append(run)
+            self.outcome[job.run.name] = f"failed: {error}"
+            self.log(f"[FAILED] {job.run.name}: {error} (see {job.log_path})")
+        progress.log(self.outcome, self.running, self.log)
 
-    def job_of(run: PlannedRun) -> _Job | None:
-        cmds = commands_for(run, threads, data_dir, device, evaluate_k, images)
-        return _Job(run, cmds, sweep_dir / "logs" / f"{run.name}.log") if cmds else None
+    def stop(self) -> None:
+        """Stop every running job at a resumable checkpoint; the queued ones never start."""
+        self.launcher.stop([job.handle for job in self.running])
+        _wait_until_let_go([run for job in self.running for run in job.runs], self.log)
+        for job in self.running:
+            for run in job.runs:
+                self.outcome[run.name] = "interrupted"
+        for job in self.queue:
+            for run in job.runs:
+                self.outcome[run.name] = "not started"
 
-    for members in grouped(runnable, group_size):
-        if len(members) > 1:
-            cmd = group_command(members, threads, data_dir, device)
-            queue.append(_Job(members[0], [cmd], _group_log(sweep_dir, members), members=members))
-        elif (job := job_of(members[0])) is not None:
-            queue.append(job)
-        else:
-            outcome[members[0].name] = "finished"
-    done_before = sum(1 for v in outcome.values() if v == "finished")
-    total = sum(len(job.members) or 1 for job in queue)
-    groups = sum(1 for job in queue if job.members)
-    log(
-        f"sweep {sweep_dir}: {len(named)} runs, {done_before} already finished, "
-        f"{total} to run ({jobs} at a time, {threads} threads each"
-        + (f"; {groups} groups of up to {group_size}" if groups else "")
-        + ")"
-    )
 
-    running: list[_Job] = []
-    started: set[str] = set()  # a run requeued after waiting for its lock is counted once
-    progress = _Progress(planned)
-    try:
-        if queue:
-            launcher.check_storage(sweep_dir)
-        while queue or running:
-            for job in _startable(queue, jobs - len(running), outcome, log):
-                what = {"new": "start", "resume": f"resume from epoch {job.run.epochs_done}"}.get(
-                    job.run.state, "evaluate"
-                )
-                if job.members:
-                    what += f" as a group of {len(job.members)} (log {job.log_path.name})"
-                try:
-                    for run in job.members or [job.run]:
-                        started.add(run.name)
-                        log(f"[{len(started)}/{total}] {run.name}: {what}")
-                        make_run_dir(run)
-                except PyroDvaeError as err:
-                    for run in job.members or [job.run]:
-                        outcome[run.name] = f"failed: {err}"
-                    log(f"[FAILED] {job.run.name}: {err}")
-                    continue
-                job.started = time.perf_counter()
-                with deferred_stop():  # a started run is always in `running` to be stopped
-                    job.start_next(launcher)
-                    running.append(job)
-            time.sleep(poll)
-            for job in list(running):
-                rc = launcher.poll(job.handle)
-                if rc is None:
-                    continue
-                if rc == 0 and job.commands:
-                    with deferred_stop():
-                        job.start_next(launcher)
-                    continue
-                running.remove(job)
-                seconds = time.perf_counter() - job.started
-                error = _last_error(job.log_path, job.log_offset) if rc != 0 else ""
-                if "is in use by" in error:
-                    if job.waiting_since is None:  # another process took the run: wait for it
-                        queue.insert(0, job.again())
-                        continue
-                if job.members:  # each member's outcome is in its run directory
-                    for run in job.members:
-                        evaluation = _member_outcome(run, job, error, outcome, log, seconds)
-                        if evaluation and (follow := job_of(replace(run, state="evaluate"))):
-                            queue.insert(0, follow)
-                    progress.log(outcome, running, log)
-                    continue
-                if rc == 0:
-                    outcome[job.run.name] = "finished"
-                    where = ", ".join(filter(None, [f"{seconds:.0f}s", launcher.where(job.handle)]))
-                    log(f"[done] {job.run.name} ({where}){_result_text(job.run.path)}")
-                else:
-                    outcome[job.run.name] = f"failed: {error}"
-                    log(f"[FAILED] {job.run.name}: {error} (see {job.log_path})")
-                progress.log(outcome, running, log)
-            progress.log(outcome, running, log, every=PROGRESS_EVERY)
-    except KeyboardInterrupt:
-        launcher.stop([job.handle for job in running])
-        _wait_until_let_go([run for job in running for run in job.members or [job.run]], log)
-        for job in running:
-            for run in job.members or [job.run]:
-                outcome[run.name] = "interrupted"
-        for job in queue:
-            for run in job.members or [job.run]:
-                outcome[run.name] = "not started"
-        raise
-    return outcome
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _wait_until_let_go(runs: list[PlannedRun], log, grace: float = STOP_GRACE) -> None:
