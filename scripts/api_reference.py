@@ -22,6 +22,7 @@ import importlib
 import inspect
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ def data_doc(name: str) -> tuple[str, str]:
     ``name``; empty strings where there is none."""
     module, original = origins().get(name, (PACKAGE, name))
     path = Path(importlib.import_module(module).__file__)
-    for candidate in _defining_files(path, original):
+    for candidate in _defining_files(path):
         source = candidate.read_text(encoding="utf-8")
         for node in ast.parse(source).body:
             target = _assigned(node)
@@ -74,7 +75,7 @@ def data_doc(name: str) -> tuple[str, str]:
     return "", ""
 
 
-def _defining_files(path: Path, name: str) -> list[Path]:
+def _defining_files(path: Path) -> list[Path]:
     """The module's file, then (for a package) the files of its submodules."""
     files = [path]
     if path.name == "__init__.py":
@@ -245,8 +246,6 @@ def _attribute_comments(klass: type) -> dict[str, tuple[str, str]]:
         source = inspect.getsource(klass)
     except (OSError, TypeError):  # made at run time (FitConfig): no source of its own
         return {}
-    import textwrap
-
     source = textwrap.dedent(source)
     tree = ast.parse(source).body[0]
     lines = source.splitlines()
