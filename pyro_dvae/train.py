@@ -174,7 +174,7 @@ class Trainer:
             )
 
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint holds: weights, optimiser, random streams, epoch, step and history."""
+        """What a checkpoint holds: config, weights, optimiser, random streams, epoch, history."""
         state = {
             "format": 1,
             "device": self.device.type,  # whose generator states these are
