@@ -226,6 +226,7 @@ class _ConfigMethods:
             object.__setattr__(self, "estimator", self.elbo)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (what ``config.json`` holds)."""
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
@@ -234,6 +235,7 @@ class _ConfigMethods:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FitConfig:
+        """A config of the fields in ``data``; an unknown one raises :class:`ConfigError`."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -242,6 +244,7 @@ class _ConfigMethods:
 
     @classmethod
     def load(cls, path: str | Path) -> FitConfig:
+        """Read a ``config.json``; a file that is not one raises :class:`ConfigError`."""
         try:  # save() writes UTF-8, whatever the locale; anything else is damage
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except UnicodeDecodeError as err:
@@ -270,10 +273,29 @@ FitConfig = dataclasses.make_dataclass(
     namespace={"__module__": __name__},
     frozen=True,
 )
-FitConfig.__doc__ = (
-    "Everything that defines a training run: a frozen value (change it with "
-    "dataclasses.replace). Defaults follow the paper. Fields: " + ", ".join(PARAMS) + "."
-)
+
+
+def _fields_doc() -> str:
+    """FitConfig's docstring, written from the field declarations so that it cannot drift."""
+    lines = []
+    for p in PARAMS.values():
+        owners = FAMILY_PARAMS.get(p.name, (None, []))[1]
+        where = f"; for {', '.join(f.name for f in owners)}" if owners else ""
+        lines.append(
+            f"- ``{p.name}`` ({p.kind.__name__}, default ``{p.default!r}``{where}): {p.help}"
+        )
+    return (
+        "Everything that defines a training run; the defaults follow the paper. A frozen\n"
+        "value: change it with ``dataclasses.replace``.\n\n"
+        "Each field is a keyword here and a flag of ``pyro-dvae fit`` (``latent_dim``:\n"
+        "``--latent-dim``); this list is written from their declarations (:data:`PARAMS`).\n"
+        "A field marked with families belongs to them. :meth:`validate` checks the values;\n"
+        "with ``new`` (a run about to start) it also refuses a family's field set off its\n"
+        "default under another family.\n\n" + "\n".join(lines)
+    )
+
+
+FitConfig.__doc__ = _fields_doc()
 
 
 def check_family_field(name: str, family: str) -> None:

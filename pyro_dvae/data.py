@@ -20,7 +20,15 @@ TEST_BINARIZE_SEED = 20170101  # one fixed binarisation of the test set for ever
 
 @dataclass
 class Dataset:
-    """Grey-level training images in [0, 1] and a test set binarised once, as (N, D) tensors."""
+    """Grey-level training images in [0, 1] and a test set binarised once, as (N, D) tensors.
+
+    ``name``: the dataset's name (``mnist``, ``digits``, ...); ``train``: (N, D) float grey
+    levels, binarised afresh by the trainer every epoch; ``train_labels``: (N,) int64 class
+    labels; ``test``: (N_test, D) floats, 0 or 1, binarised once with a fixed seed so that
+    every run is scored on the same images; ``test_labels``: (N_test,) int64;
+    ``image_shape``: (height, width) of an image, whose product is D. :func:`load_dataset`
+    makes one.
+    """
 
     name: str
     train: torch.Tensor
@@ -31,6 +39,7 @@ class Dataset:
 
     @property
     def input_dim(self) -> int:
+        """Pixels per image, D."""
         return self.train.shape[1]
 
     def head(self, n: int) -> Dataset:
@@ -47,6 +56,7 @@ class Dataset:
         )
 
     def to(self, device: torch.device | str) -> Dataset:
+        """The same data on ``device``."""
         return Dataset(
             self.name,
             self.train.to(device),
@@ -58,7 +68,12 @@ class Dataset:
 
 
 def binarize(grey: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One Bernoulli draw per pixel with the grey level as probability."""
+    """One Bernoulli draw per pixel with the grey level as probability.
+
+    ``grey``: grey levels in [0, 1], of any shape; ``generator``: the torch generator to draw
+    from (on ``grey``'s device); ``None``: torch's global one. Returns 0s and 1s in a tensor of
+    ``grey``'s shape and dtype.
+    """
     return torch.bernoulli(grey, generator=generator)
 
 
@@ -192,7 +207,14 @@ def _load_digits(root: Path):
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, subset: int = 0) -> Dataset:
-    """Load ``name`` into memory; ``subset > 0`` keeps the first ``subset`` images of each split."""
+    """Load ``name`` into memory; ``subset > 0`` keeps the first ``subset`` images of each split.
+
+    ``name``: ``mnist``, ``fashion-mnist``, ``kmnist`` (torchvision's, downloaded into
+    ``data_dir`` when missing) or ``digits`` (scikit-learn's 8x8 digits, no download);
+    ``data_dir``: the folder holding them; ``None``: ``$PYRO_DVAE_DATA``, else
+    ``~/.cache/pyro-dvae`` (under ``$XDG_CACHE_HOME`` if set). Returns a :class:`Dataset` on
+    the CPU; data that cannot be read or fetched raises :class:`~pyro_dvae.errors.DataError`.
+    """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(sorted(DATASETS))}")
     root = Path(data_dir) if data_dir is not None else default_data_dir()

@@ -116,10 +116,18 @@ def compare(
 ) -> list[dict[str, Any]]:
     """For each estimator, ``repeats`` estimates on the same batch ``x`` at fixed parameters.
 
-    Returns per estimator: mean and standard deviation of the per-image loss; the
-    gradient variance summed over parameters (all, encoder, decoder); the mean
-    gradient signal-to-noise ratio |E g| / sd(g) over parameters; and seconds
-    per estimate. The KL kind of each latent site is given too.
+    ``vae``: the model whose gradients are measured (its weights are not changed); ``x``: a
+    batch of binary images (batch, D) on its device; ``estimators``: what to compare
+    (``None``: :func:`default_estimators`: Trace_ELBO with 1 and 10 samples,
+    TraceMeanField_ELBO, the family's variants, IWAE with k = 5 and 50); ``seed``: torch's
+    global seed, set before each estimator's repeats.
+
+    Returns a dict per estimator (``estimator``, ``description``, ``kl``: each latent site's
+    KL kind, ``repeats``): mean and standard deviation of the per-image loss
+    (``loss_mean``, ``loss_sd``); the gradient variance summed over parameters
+    (``grad_var_all``, ``grad_var_encoder``, ``grad_var_decoder``); the mean gradient
+    signal-to-noise ratio |E g| / sd(g) over parameters (``grad_snr_*``); and ``seconds``
+    per estimate.
     """
     estimators = estimators or default_estimators(vae)
     groups = {

@@ -58,8 +58,11 @@ def load_run(
 ) -> LoadedRun:
     """Rebuild the VAE of a run and load its checkpoint.
 
-    A run trained with its own guide needs ``guide`` (the module, or the import spec
-    that builds it): a run folder never makes this process import code by itself.
+    ``run_path``: the run folder; ``device``: where the weights go (``cpu``, ``cuda``, a
+    ``torch.device``). A run trained with its own guide needs ``guide`` (the module, or the
+    import spec that builds it): a run folder never makes this process import code by itself.
+    Returns a ``LoadedRun``: its ``config``, its ``vae`` (weights loaded, in eval mode), the
+    ``epoch`` of its checkpoint and its ``run_dir``.
     """
     from .train import guide_refusal, python_guide_refusal
 
@@ -334,6 +337,23 @@ def evaluate_run(
     evaluation; options are checked against the data before any sampling. The IWAE
     passes keep their progress in ``evaluation.partial.pt`` until ``evaluation.json`` is
     written: a stopped evaluation, started again with the same options, continues.
+
+    ``run_path``: the run folder; ``data_dir``: where its dataset lives (as for
+    :func:`load_dataset`); ``device``: ``auto`` (``$PYRO_DVAE_DEVICE`` if set, else CUDA when
+    available, else the CPU), ``cpu``, ``cuda`` or another torch device; ``k``: importance
+    samples per image of the IWAE bound on log p(x); ``images``: score the first this many
+    test images (0: all); ``n_neighbors``: the k of the k-nearest-neighbour classifier fitted
+    on the training images' posterior means; ``seed``: the draws' seed (the caller's random
+    state is left as it was); ``progress``: show progress bars; ``guide``: the run's own guide,
+    if it was trained with one (as for :func:`load_run`); ``log``: a function that takes each
+    note (a line), or ``None`` for none; ``discrete_k``: importance samples for the model with
+    hard codes behind a relaxed latent.
+
+    Returns what ``evaluation.json`` holds: the test −ELBO and its parts (``test_loss``,
+    ``test_recon``, ``test_kl``), the IWAE ``test_log_likelihood`` and its standard error,
+    ``active_units`` of ``latent_units``, ``knn_accuracy``, the options and versions, and
+    where they apply ``exact`` (a discrete latent's exact −ELBO, summed over its codes) and
+    ``discrete`` (the hard-code model of a relaxed latent).
     """
     from .train import resolve_device
 

@@ -97,7 +97,17 @@ def weighted(fn: Callable) -> Callable:
 
 
 class GroupTrainer:
-    """Trains M runs of one shape (see :func:`check_group`) as one model."""
+    """Trains M runs of one shape (see :func:`check_group`) as one model.
+
+    ``configs``: the M runs, which may differ only in ``seed`` and the family's
+    ``member_params``; ``dataset``: their data (each member keeps its config's ``subset``);
+    ``device``: as for :class:`~pyro_dvae.train.Trainer`; ``run_dirs``: a
+    :class:`~pyro_dvae.rundir.RunDir` per config, in order, each written as its solo run's
+    would be (``None``: nothing is written); ``progress``: one progress bar of the group's
+    steps; ``log``: a function that takes each message line, prefixed with the member's run
+    name (``None``: printed through tqdm); ``callbacks``: told of every member's events, with
+    that member's trainer as ``trainer``.
+    """
 
     def __init__(
         self,
@@ -218,6 +228,7 @@ class GroupTrainer:
 
     # ------------------------------------------------------------------ training
     def steps_per_epoch(self) -> int:
+        """Steps in an epoch: the training images over the batch size, rounded up."""
         return self.members[0].steps_per_epoch()
 
     def train_epoch(self) -> list[dict[str, float]]:

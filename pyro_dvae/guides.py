@@ -81,7 +81,13 @@ def build_guide(spec: str, family: LatentFamily, input_dim: int, hidden: int) ->
 
 
 def check_guide(model: Callable, guide: Callable, x: torch.Tensor) -> None:
-    """Raise :class:`GuideError` naming the first way ``guide`` cannot train ``model``."""
+    """Raise :class:`GuideError` naming the first way ``guide`` cannot train ``model``.
+
+    ``model`` and ``guide``: Pyro callables of a batch (a :class:`~pyro_dvae.vae.VAE`'s
+    ``model`` and the guide to check); ``x``: a few images (batch, D) to trace both on. The
+    guide must run, sample exactly the model's latent sites, each with ``rsample``, in the
+    prior's batch and event shapes and inside its support.
+    """
     try:
         guide_tr = prune_subsample_sites(poutine.trace(guide).get_trace(x))
     except Exception as err:

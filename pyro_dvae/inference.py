@@ -158,6 +158,10 @@ class SVI(pyro.infer.SVI):
 
     Same update as ``pyro.infer.SVI.step``; with a compiled ELBO it skips the
     per-step param-capturing trace. Any other ELBO takes ``pyro.infer.SVI.step``.
+
+    ``model`` and ``guide``: the Pyro callables; ``optim``: a Pyro optimiser (such as
+    :class:`~pyro_dvae.optim.FusedClippedAdam`); ``loss``: the ELBO (:func:`make_elbo`);
+    ``kwargs`` go to ``pyro.infer.SVI``.
     """
 
     def __init__(self, model, guide, optim, loss, **kwargs):
@@ -183,7 +187,15 @@ def make_elbo(
 ):
     """The ``--elbo`` estimator; ``state`` feeds per-step values to a compiled graph;
     ``plates`` is the plate nesting (2 for a group: members and data); ``options`` go to
-    the estimator that takes them (``baseline`` for ``tracegraph``)."""
+    the estimator that takes them (``baseline`` for ``tracegraph``).
+
+    ``name``: a key of :data:`ELBOS`; ``num_particles``: samples per image in each estimate;
+    ``jit``: compile the loss into one graph per input shape (``trace`` and ``analytic``
+    only, which step eagerly, with a warning, where they cannot compile; the other ELBOs
+    always step eagerly); ``state``: an object with ``step_inputs`` and
+    ``use_step_inputs``, such as a latent family. Returns a
+    ``pyro.infer.ELBO`` whose loss is the mean −ELBO per image (VIMCO's: its K-sample bound).
+    """
     cls, _ = ELBOS[name]
     if cls is not MeanTraceGraphELBO:
         options.pop("baseline", None)
@@ -222,6 +234,8 @@ def kl_kinds(model: Callable, guide: Callable, *args, analytic: bool = True, **k
     With ``analytic=False`` (``Trace_ELBO``) every site is Monte Carlo. With
     ``analytic=True`` (``TraceMeanField_ELBO``) a site is analytic when a KL is
     registered for its (guide, prior) pair; Pyro silently falls back otherwise.
+    ``model`` and ``guide`` are traced once on ``args`` and ``kwargs`` (a batch). Returns
+    ``{site name: "analytic" or "monte-carlo"}``.
     """
     model_tr, guide_tr = _traces(model, guide, *args, **kwargs)
     kinds = {}
@@ -239,7 +253,9 @@ def elbo_parts(
     """Per-image reconstruction ``−log p(x|z)`` and KL, each of shape ``(batch,)``.
 
     One posterior sample per image. The KL is analytic where ``analytic`` and a
-    KL is registered, else ``log q(z|x) − log p(z)`` at the sample.
+    KL is registered, else ``log q(z|x) − log p(z)`` at the sample. ``model`` and
+    ``guide``: Pyro callables of a batch with one ``data`` plate (a VAE's); ``x``: the
+    images (batch, D). Returns the pair ``(recon, kl)``, without gradients.
     """
     model_tr, guide_tr = _traces(model, guide, x)
     recon = x.new_zeros(x.shape[0])
@@ -266,7 +282,13 @@ def evaluate_elbo(
     batch_size: int = 1000,
     num_samples: int = 1,
 ) -> dict[str, float]:
-    """Mean −ELBO per image over ``x`` with its reconstruction and KL parts."""
+    """Mean −ELBO per image over ``x`` with its reconstruction and KL parts.
+
+    ``model``, ``guide`` and ``analytic``: as for :func:`elbo_parts`; ``x``: the images
+    (N, D); ``batch_size``: images per pass; ``num_samples``: posterior samples per image,
+    averaged. Draws come from torch's global stream. Returns ``{"loss", "recon", "kl"}``
+    as floats, in nats per image.
+    """
     recon_total = kl_total = 0.0
     for _ in range(num_samples):
         for start in range(0, x.shape[0], batch_size):

@@ -27,6 +27,11 @@ class FusedClippedAdam(PyroOptim):
     One difference: the step count ``t`` is shared by all parameters, where
     ClippedAdam counts per parameter. They differ only for a parameter that
     receives no gradient on some step, which does not happen in these VAEs.
+
+    ``lr``: the learning rate; ``betas``: Adam's decay rates (β₁, β₂) of the gradient's
+    first and second moments; ``eps``: added to ClippedAdam's denominator; ``clip_norm``
+    and ``lrd`` as above (``lrd`` = 1: a constant rate); ``weight_decay``: an L2 penalty
+    added to each gradient after clipping, as ClippedAdam adds it.
     """
 
     def __init__(

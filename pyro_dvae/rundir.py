@@ -81,8 +81,9 @@ def summary_numbers(records: list[dict[str, Any]]) -> dict[str, Any]:
 class RunDir:
     """The files of one training run.
 
-    Used as a context manager, it releases the lock taken by :meth:`create` or
-    :meth:`lock`.
+    ``path``: the run's folder; this names it and touches nothing (:meth:`create` makes a
+    new one, :meth:`open` checks an existing one). Used as a context manager, it releases
+    the lock taken by :meth:`create` or :meth:`lock`.
     """
 
     def __init__(self, path: str | Path):
@@ -91,18 +92,22 @@ class RunDir:
 
     @property
     def config_path(self) -> Path:
+        """``config.json``: the run's :class:`FitConfig`."""
         return self.path / CONFIG
 
     @property
     def metrics_path(self) -> Path:
+        """``metrics.jsonl``: a row per epoch."""
         return self.path / METRICS
 
     @property
     def checkpoint_path(self) -> Path:
+        """``checkpoint.pt``: the truth (see the module's docstring)."""
         return self.path / CHECKPOINT
 
     @property
     def summary_path(self) -> Path:
+        """``summary.json``: the run's state and last numbers."""
         return self.path / SUMMARY
 
     @classmethod
@@ -157,6 +162,7 @@ class RunDir:
         return run
 
     def read_config(self) -> FitConfig:
+        """The run's config, checked (:class:`RunDirError` if it is not valid)."""
         try:
             return FitConfig.load(self.config_path).validate()
         except ConfigError as err:
@@ -192,6 +198,7 @@ class RunDir:
 
     # ------------------------------------------------------------------ metrics
     def append_metrics(self, record: dict[str, Any]) -> None:
+        """Add ``record`` as the last row of ``metrics.jsonl``."""
         append_text(self.metrics_path, json.dumps(record) + "\n")
 
     def read_metrics(self, trusted: bool = True) -> list[dict[str, Any]]:
@@ -212,6 +219,7 @@ class RunDir:
         return _upto(records, self.checkpoint_epoch()) if trusted else records
 
     def write_metrics(self, records: list[dict[str, Any]]) -> None:
+        """Replace ``metrics.jsonl`` by ``records``, atomically."""
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records))
 
     def reconcile(self, epoch: int, history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -229,9 +237,11 @@ class RunDir:
 
     # ------------------------------------------------------------------ checkpoint
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Write ``state`` as ``checkpoint.pt``, atomically."""
         atomic_write(self.checkpoint_path, lambda fh: torch.save(state, fh))
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        """The checkpoint's state, tensors on ``map_location`` (:class:`RunDirError` if damaged)."""
         try:
             state = torch.load(self.checkpoint_path, map_location=map_location, weights_only=True)
         except Exception as err:

@@ -45,6 +45,16 @@ def fit(
     ``threads``: CPU threads for torch while this call runs (the CLI's ``--threads``);
     ``None`` leaves torch's setting alone. ``callbacks`` watch the run
     (:mod:`pyro_dvae.callbacks`).
+
+    ``config``: the run, checked as a new one; ``out``: the run folder to create (absent or
+    empty); ``None``: train without writing anything; ``data_dir``: as for
+    :func:`~pyro_dvae.data.load_dataset`; ``device``: ``auto`` (``$PYRO_DVAE_DEVICE`` if set,
+    else CUDA when available, else the CPU), ``cpu``, ``cuda`` or another torch device;
+    ``progress``: a progress bar of the steps; ``log``: a function that takes each message
+    line (``None``: printed through tqdm). Returns the run's summary, what ``summary.json``
+    holds (``status``, ``epochs_completed``, ``final``, ``final_test``, ...). A stop signal
+    (Ctrl-C, SIGTERM, SIGHUP) raises :class:`~pyro_dvae.train.TrainingInterrupted` once the
+    summary is written, the last checkpoint kept.
     """
     config.validate(new=True)
     with cpu_threads(threads):
@@ -97,10 +107,14 @@ def resume(
     """Continue a run from its checkpoint, to the same result as an uninterrupted run.
 
     ``changes`` may set the fields in :data:`RESUMABLE_FIELDS` (``epochs``,
-    ``eval_every``, ``jit``); ``None`` leaves a field as stored. A run killed before
+    ``eval_every``, ``jit``, ``log``); ``None`` leaves a field as stored. A run killed before
     its first checkpoint starts again from epoch 0. A run trained with a guide from
     a file is resumed only when ``guide`` names it (a module, or its import spec):
     a run folder never runs code on its own.
+
+    ``run_path``: the run folder, locked while it trains; ``data_dir``, ``device``,
+    ``progress``, ``log`` and ``callbacks``: as for :func:`fit`. Returns the run's summary,
+    as :func:`fit` does.
     """
     changes = _resumable(changes)
     with RunDir.open(run_path, need_checkpoint=False).lock() as run_dir:
@@ -137,7 +151,12 @@ def resume_group(
     **changes: Any,
 ) -> list[dict[str, Any]]:
     """Continue several runs of one shape as one group (:mod:`pyro_dvae.group`), each from
-    its checkpoint; all must be at the same epoch. Returns the members' summaries."""
+    its checkpoint; all must be at the same epoch. Returns the members' summaries.
+
+    ``run_paths``: the run folders, each locked while the group trains; ``data_dir``,
+    ``device``, ``progress``, ``log``, ``callbacks`` and ``changes``: as for :func:`resume`,
+    ``changes`` applied to every run.
+    """
     from .group import GroupTrainer, check_group
 
     changes = _resumable(changes)

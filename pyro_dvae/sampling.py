@@ -32,7 +32,8 @@ def sample_run(
     (n, h, w) like its dataset's images: pixel probabilities, or with ``binary`` one 0/1
     draw per pixel. ``run`` is a run directory (loaded with ``device`` and ``guide``, as
     :func:`~pyro_dvae.evaluation.load_run` does) or a run already loaded; ``seed`` makes
-    the draws reproducible without moving the caller's random state."""
+    the draws reproducible without moving the caller's random state. Returns the images as
+    a float tensor on the model's device."""
     _check_whole(n, "the number of samples")
     loaded = run if isinstance(run, LoadedRun) else load_run(run, device, guide)
     images = loaded.vae.sample(n, binary=binary, seed=seed)

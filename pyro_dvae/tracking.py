@@ -92,7 +92,9 @@ class TensorBoardLogger(Callback):
     """Scalars per epoch (tags as in ``metrics.jsonl``) and per step (``step/train_loss``),
     the config as hyperparameters, the pictures at the end. ``log_dir``: default the run
     folder's ``tensorboard/``, else TensorBoard's own default (``runs/...``); one given here
-    holds a folder per run (named as the run folder), so one logger can watch a group."""
+    holds a folder per run (named as the run folder), so one logger can watch a group.
+    ``pictures``: when a run with a folder finishes, draw ``pyro-dvae show``'s pictures into
+    its ``pictures/`` and log them as images."""
 
     every_n_steps = STEP_EVERY
 
@@ -154,7 +156,9 @@ class MLflowLogger(Callback):
     (step = epoch), the training loss per step (``step_train_loss``), and at the end the run
     folder's JSON files and pictures as artifacts. ``tracking_uri``: default
     ``$MLFLOW_TRACKING_URI``, else MLflow's local default (``mlflow.db`` and ``mlruns/`` in
-    the working folder)."""
+    the working folder). ``experiment``: the MLflow experiment's name, made if missing;
+    ``pictures``: when a run with a folder finishes, draw ``pyro-dvae show``'s pictures into
+    its ``pictures/`` and log them as artifacts."""
 
     every_n_steps = STEP_EVERY
 

@@ -84,7 +84,18 @@ class TrainingInterrupted(Exception):
 
 
 class Trainer:
-    """Trains one VAE with ``SVI``; writes a :class:`RunDir` when one is given."""
+    """Trains one VAE with ``SVI``; writes a :class:`RunDir` when one is given.
+
+    ``config``: the run (validated here); ``dataset``: its data, the one ``config.dataset``
+    names (cut here to ``config.subset``); ``device``: ``auto`` (``$PYRO_DVAE_DEVICE`` if set,
+    else CUDA when available, else the CPU) or a torch device; ``run_dir``: where the
+    checkpoint, metrics and summary go (``None``: nothing is written); ``progress``: a
+    progress bar of the steps; ``log``: a function that takes each message line (``None``:
+    printed through tqdm); ``guide``: a module replacing the family's guide, or the import
+    spec that builds one (needed when ``config.guide`` names one); ``callbacks``: told of the
+    run's events after the trainer's own (progress bar, epoch lines, run files) and the
+    trackers ``config.log`` asks for.
+    """
 
     def __init__(
         self,
@@ -163,6 +174,7 @@ class Trainer:
             )
 
     def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint holds: config, weights, optimiser, random streams, epoch, history."""
         state = {
             "format": 1,
             "device": self.device.type,  # whose generator states these are
@@ -226,9 +238,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def steps_per_epoch(self) -> int:
+        """Steps in an epoch: the training images over the batch size, rounded up."""
         return math.ceil(self.data.train.shape[0] / self.config.batch_size)
 
     def train_epoch(self) -> dict[str, float]:
+        """One pass over the training images, binarised afresh and shuffled: mean −ELBO parts."""
         cfg, x_grey = self.config, self.data.train
         n = x_grey.shape[0]
         x_bin = binarize(x_grey, self.data_gen)  # fresh binarisation every epoch

@@ -37,6 +37,13 @@ class VAE(nn.Module):
 
     :meth:`group` stacks M such models into one whose inputs are (M, batch, pixels)
     and whose ``z`` is sampled inside ``pyro.plate("members", M)`` as well.
+
+    ``family``: the latent family (:func:`~pyro_dvae.families.make_family`); ``input_dim``:
+    pixels per image; ``hidden``: the width of the encoder's and the decoder's two hidden
+    layers; ``name``: the prefix of its networks in the param store (``None``: ``vae0``,
+    ``vae1``, ... in order of creation); ``networks``: an (encoder, decoder) pair to share
+    rather than new ones, the encoder ``None`` beside a ``guide_module`` (as
+    :meth:`with_family` and :meth:`group` pass them).
     """
 
     #: 0 for one model; M for a group of M (see :mod:`pyro_dvae.group`)
@@ -62,6 +69,7 @@ class VAE(nn.Module):
         self.encoder, self.decoder = networks
 
     def model(self, x: torch.Tensor) -> None:
+        """p(x, z): ``z`` from the prior; the images ``x`` observed as Bernoulli pixels."""
         pyro.module(f"{self.name}.decoder", self.decoder)
         with self._plates(x):
             z = pyro.sample("z", self.family.prior(x))
@@ -69,6 +77,7 @@ class VAE(nn.Module):
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
+        """q(z | x): the family's posterior from the encoder, or ``guide_module``'s."""
         if self.guide_module is not None:
             if not isinstance(self.guide_module, PyroModule):
                 pyro.module(f"{self.name}.guide", self.guide_module)

@@ -38,6 +38,11 @@ class ExpRelaxedCategorical(TorchDistribution):
     the underflow of small probabilities at low temperature. ``temperature`` is a
     tensor that broadcasts to the batch shape: a scalar, or one per group member
     (:mod:`pyro_dvae.group`).
+
+    Give exactly one of ``logits``, (..., K) log-probabilities of the K categories up to a
+    constant (normalised here), or ``probs``, (..., K) probabilities. ``validate_args``:
+    check arguments and values as torch distributions do (``None``: the global default,
+    which ``pyro.enable_validation`` sets).
     """
 
     arg_constraints = {"logits": constraints.real_vector, "temperature": constraints.positive}
@@ -69,6 +74,7 @@ class ExpRelaxedCategorical(TorchDistribution):
 
     @property
     def probs(self) -> torch.Tensor:
+        """The categories' probabilities, ``exp(logits)``."""
         return self.logits.exp()
 
     @property
@@ -141,7 +147,8 @@ class ExpRelaxedCategoricalDiscreteKL(ExpRelaxedCategorical):
 
     Samples and densities are those of the ExpConcrete; only ``kl_divergence``
     differs, so ``TraceMeanField_ELBO`` trains Jang et al.'s objective while
-    ``Trace_ELBO`` would still score the relaxed densities.
+    ``Trace_ELBO`` would still score the relaxed densities. It takes ``temperature``,
+    ``logits`` or ``probs``, and ``validate_args`` as :class:`ExpRelaxedCategorical` does.
     """
 
 

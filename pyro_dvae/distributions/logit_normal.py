@@ -91,6 +91,12 @@ class SigmoidMoments:
 class LogitNormal(SigmoidMoments, TransformedDistribution):
     r"""``z = sigmoid(y)`` with ``y ~ Normal(loc, scale)``.
 
+    ``loc`` and ``scale`` (positive) are the mean and standard deviation of ``y = logit z``,
+    tensors (or floats) that broadcast to the batch shape; the event shape is ``()``, so a
+    latent vector is ``LogitNormal(loc, scale).to_event(1)``. ``validate_args``: check
+    arguments and values as torch distributions do (``None``: the global default, which
+    ``pyro.enable_validation`` sets).
+
     Its density is ``Normal(logit z; loc, scale) / (z (1 - z))``. Samples are
     clipped by the transform to ``[tiny, 1 - eps]``, so they stay strictly
     inside (0, 1) in float32.
@@ -133,10 +139,12 @@ class LogitNormal(SigmoidMoments, TransformedDistribution):
 
     @property
     def loc(self) -> torch.Tensor:
+        """The mean of ``y = logit z``."""
         return self.base_dist.loc
 
     @property
     def scale(self) -> torch.Tensor:
+        """The standard deviation of ``y = logit z``."""
         return self.base_dist.scale
 
 

@@ -18,7 +18,14 @@ from .logit_normal import (
 
 
 class MultivariateLogitNormal(SigmoidMoments, TransformedDistribution):
-    """``z = sigmoid(y)``, ``y ~ MultivariateNormal(loc, scale_tril)``; event dimension 1."""
+    """``z = sigmoid(y)``, ``y ~ MultivariateNormal(loc, scale_tril)``; event dimension 1.
+
+    ``loc``: (..., n), the mean of ``y``; ``scale_tril``: (..., n, n), the lower-triangular
+    Cholesky factor L (positive diagonal) of its covariance L Lᵀ; their batch shapes
+    broadcast. ``validate_args``: as for :class:`LogitNormal`. Its KL to a diagonal
+    Logit-normal prior, ``LogitNormal(m, s).to_event(1)``, is analytic; its mean and
+    variance are per coordinate, by quadrature.
+    """
 
     arg_constraints = {"loc": constraints.real_vector, "scale_tril": constraints.lower_cholesky}
     support = constraints.independent(open_unit_interval, 1)
@@ -50,10 +57,12 @@ class MultivariateLogitNormal(SigmoidMoments, TransformedDistribution):
 
     @property
     def loc(self) -> torch.Tensor:
+        """The mean of ``y = logit z``."""
         return self.base_dist.loc
 
     @property
     def scale_tril(self) -> torch.Tensor:
+        """The Cholesky factor of the covariance of ``y = logit z``."""
         return self.base_dist.scale_tril
 
 

@@ -13,6 +13,7 @@ from ..params import Param
 if TYPE_CHECKING:
     from ..config import FitConfig
 
+#: ``--family`` name → its :class:`LatentFamily` subclass (filled by :func:`register_family`)
 FAMILIES: dict[str, type[LatentFamily]] = {}
 
 
@@ -30,16 +31,31 @@ ESTIMATOR = Param(
 
 
 def register_family(cls: type[LatentFamily]) -> type[LatentFamily]:
+    """Class decorator: ``cls`` becomes the ``--family`` named ``cls.name`` in :data:`FAMILIES`.
+
+    Its ``params`` become :class:`~pyro_dvae.config.FitConfig` fields only if it is registered
+    before :mod:`pyro_dvae.config` is first imported, as the families of
+    :mod:`pyro_dvae.families` are. Returns ``cls``.
+    """
     FAMILIES[cls.name] = cls
     return cls
 
 
 def make_family(config: FitConfig) -> LatentFamily:
+    """Returns a new instance of the family ``config.family`` names, reading its fields from
+    ``config`` (``latent_dim`` and the family's own); an unknown name raises ``KeyError``."""
     return FAMILIES[config.family](config)
 
 
 class LatentFamily:
-    """One latent site ``z``; subclasses set ``name`` and the four methods."""
+    """One latent site ``z``; subclasses set ``name`` and the four methods.
+
+    The four: ``head_size`` (the encoder's outputs), ``posterior(head)``, ``prior(like)``
+    and, where the decoder does not read ``z`` itself, ``decoder_input(z)`` (see "Adding a
+    latent family" in docs/development.md). ``config``: the run's
+    :class:`~pyro_dvae.config.FitConfig`, kept as ``self.config``, its ``latent_dim`` as
+    ``self.latent_dim``.
+    """
 
     name: ClassVar[str]
     #: what tables and figures call it
@@ -122,9 +138,11 @@ class LatentFamily:
         raise NotImplementedError
 
     def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        """What the decoder reads for ``z``: ``z`` itself unless the family says otherwise."""
         return z
 
     def describe(self) -> str:
+        """The family in summaries and logs: its name, unless it says more."""
         return self.name
 
     def discrete(self) -> LatentFamily | None:
