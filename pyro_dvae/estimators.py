@@ -202,8 +202,8 @@ def train_side_by_side(
     Every model is scored with the same estimator (one-sample Monte Carlo −ELBO with the
     relaxed densities, the paper's), so the curves compare what each objective learns.
     """
-    from .inference import evaluate_elbo, seeded
-    from .train import EVAL_SEED, Trainer
+    from .inference import EVAL_SEED, evaluate_elbo, seeded
+    from .train import Trainer
 
     objectives = {**TRAINABLE, **FAMILIES[config.family].variants}
     curves: dict[str, list[float]] = {}

@@ -29,6 +29,7 @@ from .iwae import (
     resume_key,
 )
 from .rundir import RunDir, atomic_write_text, runtime_versions
+from .stored_run import StoredRun
 from .vae import VAE
 
 EVALUATION = "evaluation.json"
@@ -64,33 +65,17 @@ def load_run(
     Returns a ``LoadedRun``: its ``config``, its ``vae`` (weights loaded, in eval mode), the
     ``epoch`` of its checkpoint and its ``run_dir``.
     """
-    from .train import guide_refusal, python_guide_refusal
-
     run_dir = RunDir.open(run_path)
-    config = run_dir.read_config()
-    state = run_dir.load_checkpoint(map_location=device)
-    stored = state.get("config")
-    if isinstance(stored, dict):
-        try:
-            diff = FitConfig.from_dict(stored).differences(config)
-        except (ConfigError, TypeError) as err:
-            raise RunDirError(f"checkpoint in {run_dir.path} is damaged: {err}") from None
-        if diff:
-            raise RunDirError(
-                f"checkpoint in {run_dir.path} was trained with another configuration than its "
-                f"config.json ({', '.join(diff)} differ)"
-            )
+    stored = StoredRun.read(run_dir, device)
+    config, state = stored.config, stored.state
     family = make_family(config)
     family.load_state(state)
     input_dim = _input_dim(state, run_dir)
-    if guide is None and config.guide:
-        raise RunDirError(f"{run_dir.path}: {guide_refusal(config.guide, 'load it')}")
+    stored.check_guide(guide, "load it", "load_run(..., guide=...)")
     if isinstance(guide, str):
         from .guides import build_guide
 
         guide = build_guide(guide, family, input_dim, config.hidden)
-    if guide is None and (why := python_guide_refusal(state, "load_run(..., guide=...)")):
-        raise RunDirError(f"{run_dir.path} {why}")
     try:
         vae = VAE(family, input_dim, config.hidden, guide_module=guide).to(device)
         vae.load_state_dict(state["model"])
@@ -355,7 +340,7 @@ def evaluate_run(
     where they apply ``exact`` (a discrete latent's exact −ELBO, summed over its codes) and
     ``discrete`` (the hard-code model of a relaxed latent).
     """
-    from .train import resolve_device
+    from .devices import resolve_device
 
     check_options(k, images, n_neighbors)
     dev = resolve_device(device)

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from .callbacks import Callback, CallbackList, ProgressBar
 from .config import FitConfig
 from .data import Dataset, binarize
+from .devices import resolve_device
 from .errors import ConfigError, RunDirError, TrainingError
 from .families import FAMILIES
 from .fileio import first_line
@@ -45,7 +46,7 @@ from .member_streams import IN_FUNCTIONS, MemberDraws, MemberStream, RandomCalls
 from .optim import FusedClippedAdam
 from .rundir import RunDir
 from .signals import deferred_stop
-from .train import Trainer, resolve_device, train_epochs
+from .train import Trainer, train_epochs
 from .vae import VAE
 
 #: the ELBOs a group trains with (their per-image particle loss; see :mod:`.elbo_hooks`)

@@ -29,6 +29,10 @@ from .score_function import NVILELBO, VIMCOELBO, BaselineNet, DisARMELBO
 
 ANALYTIC, MONTE_CARLO = "analytic", "monte-carlo"
 
+#: the seed of the test set's scoring during training: evaluation draws its own samples and
+#: leaves training's random streams alone
+EVAL_SEED = 12345
+
 
 @contextmanager
 def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None]:

@@ -6,7 +6,6 @@ checkpoint (the truth) and brings the metrics and summary back in line with it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from numbers import Integral
@@ -23,7 +22,8 @@ from .errors import ConfigError, RunDirError
 from .fileio import first_line
 from .inference import MONTE_CARLO
 from .rundir import RunDir
-from .train import Trainer, python_guide_refusal
+from .stored_run import StoredRun
+from .train import Trainer
 
 
 def fit(
@@ -118,10 +118,10 @@ def resume(
     """
     changes = _resumable(changes)
     with RunDir.open(run_path, need_checkpoint=False).lock() as run_dir:
-        config, state = _read_for_resume(run_dir, changes)
-        if guide is None and not config.guide:  # a guide from a file: Trainer says so
-            if why := python_guide_refusal(state, "pd.resume(..., guide=...)"):
-                raise RunDirError(f"{run_dir.path} {why}")
+        stored = StoredRun.read(run_dir)
+        config, state = stored.continued(changes), stored.state
+        if not config.guide:  # a guide from a file: Trainer says so
+            stored.check_guide(guide, "resume it", "pd.resume(..., guide=...)")
         dataset = load_dataset(config.dataset, data_dir, subset=config.subset)
         try:
             trainer = Trainer(
@@ -200,19 +200,8 @@ def _resumable(changes: dict[str, Any]) -> dict[str, Any]:
 
 def _read_for_resume(run_dir: RunDir, changes: dict[str, Any]):
     """A locked run's config (with ``changes`` applied) and its checkpoint (None: none yet)."""
-    config = run_dir.read_config()
-    state = run_dir.load_checkpoint() if run_dir.checkpoint_path.is_file() else None
-    if state is not None and state.get("config") is not None:
-        if _stored_config(state, run_dir).differences(config):
-            raise RunDirError(f"checkpoint in {run_dir.path} does not match its config.json")
-    done = int(state["epoch"]) if state is not None else 0
-    if changes.get("epochs", config.epochs) < done:
-        raise ConfigError(
-            f"--epochs {changes['epochs']} is below the {done} epochs "
-            f"{run_dir.path} has already completed"
-        )
-    config = dataclasses.replace(config, **changes).validate()
-    return config, state
+    stored = StoredRun.read(run_dir)
+    return stored.continued(changes), stored.state
 
 
 @contextmanager
@@ -224,13 +213,6 @@ def _fitting(run_dir: RunDir) -> Iterator[None]:
         raise RunDirError(
             f"checkpoint in {run_dir.path} does not fit this model: {first_line(err)}"
         ) from None
-
-
-def _stored_config(state: dict[str, Any], run_dir: RunDir) -> FitConfig:
-    try:
-        return FitConfig.from_dict(state["config"])
-    except (ConfigError, TypeError) as err:
-        raise RunDirError(f"checkpoint in {run_dir.path} is damaged: {err}") from None
 
 
 def _train(trainer: Trainer) -> dict[str, Any]:

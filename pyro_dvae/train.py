@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -19,12 +18,14 @@ from tqdm.auto import tqdm
 from .callbacks import Callback, CallbackList, EpochLog, ProgressBar, RunDirWriter
 from .config import FitConfig
 from .data import Dataset, binarize
+from .devices import resolve_device
 from .errors import ConfigError, RunDirError, StorageError, TrainingError
 from .families import make_family
 from .fileio import first_line
 from .guides import build_guide, check_guide
 from .inference import (
     ELBOS,
+    EVAL_SEED,
     SVI,
     enumerated_parts,
     evaluate_elbo,
@@ -36,38 +37,9 @@ from .inference import (
 from .optim import FusedClippedAdam
 from .rundir import RunDir, runtime_versions, summary_numbers
 from .signals import deferred_stop, signal_of, stop_on_signals
+from .stored_run import guide_refusal
 from .tracking import trackers
 from .vae import VAE
-
-EVAL_SEED = 12345  # evaluation draws its own samples and leaves training's RNG alone
-
-
-#: the device ``auto`` stands for, where set (a cluster job's, a CPU-only test run's)
-ENV_DEVICE = "PYRO_DVAE_DEVICE"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` is ``$PYRO_DVAE_DEVICE`` if set, else CUDA when available, else the CPU."""
-    asked = f"--device {device}"
-    env = os.environ.get(ENV_DEVICE, "auto") or "auto"
-    if str(device) == "auto" and env != "auto":
-        device, asked = env, f"{ENV_DEVICE}={env}"
-    elif str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(
-            f"{asked}: give auto, cpu, cuda, cuda:N (or another torch device)"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"{asked} was asked for, but no CUDA device is available")
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as err:  # e.g. mps on a build without it
-        why = first_line(err).split(". ")[0]  # torch goes on to list every backend it has
-        raise TrainingError(f"{asked} is not available here: {why}") from None
-    return device
 
 
 class TrainingInterrupted(Exception):
@@ -383,23 +355,3 @@ def train_epochs(
     if stop is not None:
         raise TrainingInterrupted(reached(), signal_of(stop)) from None
     return result
-
-
-def guide_refusal(spec: str, to: str) -> str:
-    """Why a run trained with a guide from a file is not loaded without being told to."""
-    return (
-        f"the run was trained with the guide {spec!r}; loading it imports and runs that "
-        f"code, so {to} only with --guide {spec} (or a guide of the same shape)"
-    )
-
-
-def python_guide_refusal(state: dict[str, Any] | None, call: str) -> str | None:
-    """Why a checkpoint whose guide was given in Python (no spec in its config) needs that
-    guide passed again (to ``call``, or as ``--guide``); None for the family's own guide."""
-    model = state.get("model") if isinstance(state, dict) else None
-    if isinstance(model, dict) and any(str(k).startswith("guide_module.") for k in model):
-        return (
-            f"was trained with a guide given in Python; pass the same guide to {call} "
-            "(or name its factory with --guide package.module:factory)"
-        )
-    return None

@@ -179,7 +179,7 @@ def test_fit_writes_run_directory(tmp_path, family, extra):
 
 
 def test_auto_is_the_environments_device_and_a_missing_one_is_one_error_line(tmp_path, monkeypatch):
-    from pyro_dvae.train import resolve_device
+    from pyro_dvae.devices import resolve_device
 
     assert resolve_device("auto") == torch.device("cpu")  # the suite's PYRO_DVAE_DEVICE=cpu
     monkeypatch.delenv("PYRO_DVAE_DEVICE")

@@ -160,10 +160,10 @@ def compare_estimators(
     import pyro
 
     from ..data import load_dataset
+    from ..devices import resolve_device
     from ..estimators import compare, default_estimators
     from ..evaluation import load_run
     from ..families import FAMILIES, make_family
-    from ..train import resolve_device
     from ..vae import VAE
 
     set_threads(threads)
