@@ -243,7 +243,7 @@ def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
             panels.append(Panel(f"{name}: {what}", _grid(images, cols, shape)))
     written = [save_figure(draw_panels(panels, f"samples · {title}"), out / "samples.png")]
 
-    indices, x = _pick(test, options["images"], seed)
+    indices, x = _pick(test, options["reconstructions"], seed)
     recon = reconstructions(vae, x)
     pairs = torch.stack([x.cpu(), recon.cpu()], 0).reshape(2, len(indices), *shape).numpy()
     panel = Panel(

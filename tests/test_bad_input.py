@@ -131,9 +131,9 @@ def _spoil_config(run: Path) -> None:
         ["fit", "--resume", "{run}", "--epochs", "2", "--no-progress"],
         ["evaluate", "{run}", "--k", "2", "--no-progress"],
         ["show", "{run}", "--out", "{tmp}/pictures"],
-        ["sample", "{run}", "--out", "{tmp}/grid.png"],
+        ["sample", "{run}", "--file", "{tmp}/grid.png"],
         ["compare-estimators", "{run}", "--repeats", "2", "--batch-size", "4"],
-        ["curves", "{run}", "--out", "{tmp}/curves.png"],
+        ["curves", "{run}", "--file", "{tmp}/curves.png"],
     ],
     ids=lambda c: c[0],
 )
@@ -219,14 +219,14 @@ def test_a_sweep_out_that_cannot_be_a_sweep_folder_is_refused(kind, dry_run, run
         assert "is a run folder" in error_message(result)
 
 
-# --------------------------------------------------------------------------- curves --out
+# --------------------------------------------------------------------------- curves --file
 
 
 @pytest.mark.parametrize("name", ["c.txt", "c.JPG"])
 def test_curves_refuses_a_figure_format_before_any_work(name, tmp_path):
     missing = tmp_path / "no-such-run"  # the format is refused before the runs are looked for
-    result = refused(["curves", str(missing), "--out", str(tmp_path / name)], tmp_path)
-    assert "--out" in error_message(result)
+    result = refused(["curves", str(missing), "--file", str(tmp_path / name)], tmp_path)
+    assert "--file" in error_message(result)
     assert ".png, .pdf or .svg" in error_message(result)
 
 

@@ -190,7 +190,9 @@ def test_the_curve_figure_draws_metrics_jsonl(runs):
 
 def test_show_writes_the_pictures_and_the_readme(runs, tmp_path):
     out = tmp_path / "pics"
-    result = run_ok(["show", str(runs["cc"]), "--out", str(out), "--binary", "--images", "4"])
+    result = run_ok(
+        ["show", str(runs["cc"]), "--out", str(out), "--binary", "--reconstructions", "4"]
+    )
     names = sorted(p.name for p in out.iterdir())
     assert names == [
         "README.md",
@@ -233,7 +235,7 @@ def test_curves_of_several_runs_with_labels(runs, tmp_path):
             "curves",
             str(runs["ln"]),
             str(runs["cc"]),
-            "--out",
+            "--file",
             str(out),
             "--label",
             "a",

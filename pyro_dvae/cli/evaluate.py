@@ -12,6 +12,8 @@ from ..evaluation import DISCRETE_K
 from ..rundir import find_runs
 from .group import (
     GUIDE_HELP,
+    PROGRESS_HELP,
+    SEED_HELP,
     cli,
     data_dir_option,
     device_option,
@@ -90,12 +92,19 @@ def _table(rows: list[dict]) -> str:
     type=int,
     default=0,
     show_default=True,
-    help="Score the -ELBO and IWAE on the first N test images only (0: all).",
+    help="First N test images: those the -ELBO and IWAE score (0: all; the active units and "
+    "kNN accuracy use all).",
 )
 @click.option(
     "--neighbors", type=int, default=5, show_default=True, help="k of the kNN classifier."
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help=SEED_HELP.format("the posterior draws, and the training images' binarisation (kNN)"),
+)
 @click.option(
     "--skip-done/--redo",
     default=False,
@@ -114,7 +123,7 @@ def _table(rows: list[dict]) -> str:
 @data_dir_option
 @device_option()
 @threads_option
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True, help=PROGRESS_HELP)
 def evaluate(
     paths,
     k,

@@ -12,6 +12,7 @@ from ..config import RESUMABLE_FIELDS
 from ..errors import RunDirError
 from ..naming import run_name
 from .group import (
+    PROGRESS_HELP,
     cli,
     data_dir_option,
     device_option,
@@ -27,9 +28,10 @@ from .options import config_from, config_options
 @config_options()
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Run directory [default: runs/<run name>-<time>, e.g. runs/logitnormal-d20-a1-<time>].",
+    help="Folder to write into: the run directory [default: runs/<run name>-<time>, e.g. "
+    "runs/logitnormal-d20-a1-<time>].",
 )
 @click.option(
     "--resume",
@@ -42,9 +44,7 @@ from .options import config_from, config_options
 @data_dir_option
 @device_option()
 @threads_option
-@click.option(
-    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
-)
+@click.option("--progress/--no-progress", default=True, show_default=True, help=PROGRESS_HELP)
 @click.pass_context
 def fit(ctx: click.Context, out, resume_dirs, data_dir, device, threads, progress, **options):
     """Train one VAE and write its run directory."""
