@@ -25,6 +25,7 @@ from .inference import enumerated_reconstructions, seeded
 from .plots import plt, save_figure
 from .rundir import RunDir
 from .vae import VAE
+from .wording import capped
 
 #: the per-epoch numbers a curve figure draws: (metric suffix, panel title)
 CURVE_PANELS = (
@@ -228,12 +229,18 @@ def run_title(run_dir: RunDir, epoch: int) -> str:
     )
 
 
-def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
-    """Samples, reconstructions and traversals of a loaded run (they need its weights)."""
+def weight_pictures(loaded, title: str, options: dict, out: Path, log=None) -> list[Path]:
+    """Samples, reconstructions and traversals of a loaded run (they need its weights);
+    ``log`` hears of a count cut to what there is."""
     vae, config = loaded.vae, loaded.config
     shape = IMAGE_SHAPES[config.dataset]
     cols, n, seed = options["cols"], options["samples"], options["seed"]
     test = load_dataset(config.dataset, options["data_dir"]).test  # read once, before drawing
+    whose = f"the {config.dataset} test set's"
+    notes = [
+        capped("--reconstructions", options["reconstructions"], len(test), whose, "image"),
+        capped("--activity-images", options["activity_images"], len(test), whose, "image"),
+    ]
     priors = [("prior", False)] + ([("discrete prior", True)] if vae.family.relaxed else [])
     panels = []
     for name, discrete in priors:
@@ -258,8 +265,11 @@ def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
 
     _, probe = _pick(test, options["activity_images"], seed)
     units, activity = most_active_units(vae, probe, options["units"])
-    z, images, labels = traversals(vae, units, options["steps"])
     word = vae.family.unit_word
+    notes.append(capped("--units", options["units"], len(activity), "the model's", word))
+    for note in filter(None, notes) if log is not None else ():
+        log(note)
+    z, images, labels = traversals(vae, units, options["steps"])
     rows = [f"{word} {u} (var {activity[u]:.2g})" for u in units]
     panel = Panel(
         f"each row sweeps one {word}, the others stay at the prior's centre",
@@ -294,10 +304,17 @@ def readme(out: Path, title: str, command: list[str], written: list[Path], note:
 
 
 def show_run(
-    path: str | Path, out: Path, options: dict, command: list[str], device="cpu", guide=None
+    path: str | Path,
+    out: Path,
+    options: dict,
+    command: list[str],
+    device="cpu",
+    guide=None,
+    log=None,
 ) -> tuple[list[Path], str]:
     """Draw the pictures of one run into ``out``; return the files and a note (non-empty
-    when the run has no weights, so only its curves could be drawn)."""
+    when the run has no weights, so only its curves could be drawn). ``log`` hears of a
+    count cut to what there is (``--reconstructions`` above the test set's size)."""
     from .evaluation import load_run
 
     run_dir = RunDir.open(path, need_checkpoint=False)
@@ -321,7 +338,7 @@ def show_run(
     scratch = out.parent / f".{out.name}.drawing"
     shutil.rmtree(scratch, ignore_errors=True)
     try:
-        drawn = weight_pictures(loaded, title, options, scratch) if loaded else []
+        drawn = weight_pictures(loaded, title, options, scratch, log) if loaded else []
         if records:
             fig = draw_curves([(run_dir.path.name, records)], f"curves · {title}")
             drawn.append(save_figure(fig, scratch / "curves.png"))

@@ -19,6 +19,7 @@ from .families import FAMILIES  # noqa: E402
 from .paper import PAPER_DATASET  # noqa: E402
 from .results import RunResult, collect, epochs_span, find_run, table3_cells  # noqa: E402
 from .sweep import PAPER_ALPHAS, PAPER_SIZES  # noqa: E402
+from .wording import capped  # noqa: E402
 
 FIGURES: dict[str, Callable[..., Path]] = {}
 _DIGIT_COLOURS = plt.get_cmap("tab10")
@@ -123,7 +124,7 @@ def tsne_encodings(
     out: Path,
     tsne_size=8,
     tsne_alpha=0.32,
-    images=10000,
+    images=0,
     data_dir=None,
     device="cpu",
     seed=0,
@@ -172,6 +173,10 @@ def tsne_encodings(
     if handles:
         fig.legend(handles, names, title=word, markerscale=5, loc="center right")
     count = " or ".join(str(n) for n in sorted(encoded))
+    whose = f"the {dataset} test set's"
+    cut = capped("--images", images, max(encoded), whose, "image") if encoded and images else None
+    if cut and notes is not None:
+        notes.append(cut.removeprefix("note: "))
     title = f"encodings of {count} test images, coloured by {word}" if encoded else "no runs"
     _suptitle(fig, f"Figure 3: {title}", dataset)
     return save_figure(fig, out / "fig3_tsne.png")
@@ -359,7 +364,8 @@ def make_figures(
 ) -> list[Path]:
     """Draw the figures ``names`` (default: all) from the runs of ``sweep_dir`` on one
     ``dataset`` (see :func:`figure_dataset`; ``log`` hears of the datasets left out).
-    ``notes``, if given, gets each figure's path → its panels drawn empty for want of a run."""
+    ``notes``, if given, gets each figure's path → its panels drawn empty for want of a run,
+    and the counts cut to what there is (``--images`` above the test set's size)."""
     runs = collect(sweep_dir)
     names = names or list(FIGURES)  # the paper's order, then ours
     if any(n != "fig6" for n in names):  # Figure 6 draws densities, no runs

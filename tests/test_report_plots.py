@@ -119,11 +119,16 @@ def test_report_builds_the_papers_tables(sweep, tmp_path):
         json.loads(line)
         for line in (sweep / "runs" / "gaussian-d2" / "metrics.jsonl").read_text().splitlines()
     ]
-    assert row["training h"] == f"{sum(m['seconds'] for m in metrics) / 3600:.2f}"
+
+    def seconds(t: float) -> str:  # these tiny runs take under a minute
+        assert t < 60
+        return f"{t:.1f} s" if t < 10 else f"{t:.0f} s"
+
+    assert row["training time"] == seconds(sum(m["seconds"] for m in metrics))
     ev_seconds = read_json(sweep / "runs" / "gaussian-d2" / "evaluation.json")["seconds"]
-    assert row["evaluation h"] == f"{ev_seconds / 3600:.2f}"
-    total = sum(r.train_seconds for r in collect(sweep)) / 3600
-    assert f"{total:.1f} h over all runs" in md
+    assert row["evaluation time"] == seconds(ev_seconds)
+    total = sum(r.train_seconds for r in collect(sweep))
+    assert f"{seconds(total)} over all runs" in md
 
 
 def test_the_notes_name_the_fields_that_differ_from_the_papers_setting(sweep):

@@ -10,6 +10,7 @@ import click
 from click.core import ParameterSource
 
 from ..config import FitConfig, check_family_field
+from ..wording import capped, plural
 from .group import (
     GUIDE_HELP,
     SEED_HELP,
@@ -221,6 +222,9 @@ def compare_estimators(
         )
     data = load_dataset(config.dataset, data_dir, subset=config.subset)
     x = data.test[:batch_size].to(device)
+    whose = f"the {config.dataset} test set's"
+    if note := capped("--batch-size", batch_size, x.shape[0], whose, "image"):
+        log_line(note)
     if vae is None:  # untrained, sized to the dataset's images
         pyro.set_rng_seed(seed)
         vae = VAE(make_family(config), x.shape[1], config.hidden).to(device)
@@ -268,7 +272,7 @@ def compare_estimators(
         atomic_write_text(out / "training.json", json.dumps(curves, indent=2) + "\n")
         _plot_curves(curves, out / "training.png", f"{vae.family.describe()}, seed {config.seed}")
         for name, curve in curves.items():
-            click.echo(f"{name}: test -ELBO after {len(curve)} epochs {curve[-1]:.2f}")
+            click.echo(f"{name}: test -ELBO after {plural(len(curve), 'epoch')} {curve[-1]:.2f}")
     log_line(f"written: {out}")
 
 

@@ -59,7 +59,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option(
     "--images",
     type=int,
-    default=10000,
+    default=0,
     show_default=True,
     help="First N test images: those Figure 3 encodes (0: all).",
 )
@@ -120,5 +120,5 @@ def plot(
         device=device,
     )
     for path in paths:
-        empty = f" (empty panels: {'; '.join(notes[path])})" if path in notes else ""
-        log_line(f"written: {path}{empty}")
+        said = f" ({'; '.join(notes[path])})" if path in notes else ""
+        log_line(f"written: {path}{said}")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ..errors import RunDirError
 from .group import (
@@ -87,7 +88,18 @@ def show(run_dir, out, guide, device, threads, **options):
     # the command line as typed (in-process callers, such as tests, get the short form)
     typed = sys.argv[1:2] == ["show"]
     command = ["pyro-dvae", *sys.argv[1:]] if typed else ["pyro-dvae", "show", str(run_dir)]
-    written, note = show_run(run_dir, out, options, command, device, guide)
+    ctx = click.get_current_context()
+    typed = {  # a count cut to what there is is said when it was asked for, not defaulted
+        f"--{name.replace('_', '-')}"
+        for name in options
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    }
+
+    def said(note: str) -> None:
+        if note.split()[1] in typed:
+            log_line(note)
+
+    written, note = show_run(run_dir, out, options, command, device, guide, said)
     if note:
         log_line(f"note: {note}")
     for path in written:

@@ -11,6 +11,7 @@ from ..config import FAMILY_PARAMS, PARAMS
 from ..signals import signal_of
 from ..sweep import PRESETS
 from ..sweep.launchers import LAUNCHERS
+from ..wording import plural
 from .group import (
     THREADS_HELP,
     cli,
@@ -170,10 +171,10 @@ def sweep(
         raise click.BadParameter("must be >= 0", param_hint="--evaluate/--images")
     out = check_sweep_dir(out or Path("sweeps") / (preset or "grid"))
     if dry_run:
-        runs = plan(out, named_grid(configs), evaluate_k, images)
+        runs = plan(out, named_grid(configs, out), evaluate_k, images)
         for run in runs:
             detail = run.reason or (
-                f"{run.epochs_done}/{run.config.epochs} epochs" if run.epochs_done else ""
+                f"{run.epochs_done}/{plural(run.config.epochs, 'epoch')}" if run.epochs_done else ""
             )
             click.echo(f"{run.state:9s} {run.name}  {detail}".rstrip())
         one_per_process = backend == "local" and group_size == 1  # else no time estimate
@@ -220,7 +221,8 @@ def sweep(
         )
         return 128 + signum
     failed = {k: v for k, v in outcome.items() if v != "finished"}
-    click.echo(f"{len(outcome) - len(failed)} of {len(outcome)} runs finished in {out}", err=True)
+    finished = f"{len(outcome) - len(failed)} of {plural(len(outcome), 'run')}"
+    click.echo(f"{finished} finished in {out}", err=True)
     for name, why in failed.items():
         click.echo(f"  {name}: {why}", err=True)
     return 1 if failed else 0

@@ -18,6 +18,7 @@ from ..fileio import FolderLock, atomic_write_text
 from ..naming import named_grid
 from ..rundir import CONFIG, RunDir
 from ..signals import deferred_stop, stop_on_signals
+from ..wording import plural
 from .launchers import STOP_GRACE, Launcher, LocalLauncher
 from .plan import PlannedRun, commands_for, group_command, grouped, make_run_dir, plan
 
@@ -132,8 +133,8 @@ def run_sweep(
         raise ConfigError(f"--group-size must be >= 1, got {group_size}")
     for c in configs:
         c.validate(new=True)
-    named = named_grid(configs)
     sweep_dir = check_sweep_dir(sweep_dir)
+    named = named_grid(configs, sweep_dir)
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -211,8 +212,8 @@ def _run_locked(
     total = sum(len(job.members) or 1 for job in queue)
     groups = sum(1 for job in queue if job.members)
     log(
-        f"sweep {sweep_dir}: {len(named)} runs, {done_before} already finished, "
-        f"{total} to run ({jobs} at a time, {threads} threads each"
+        f"sweep {sweep_dir}: {plural(len(named), 'run')}, {done_before} already finished, "
+        f"{total} to run ({jobs} at a time, {plural(threads, 'thread')} each"
         + (f"; {groups} groups of up to {group_size}" if groups else "")
         + ")"
     )
@@ -386,7 +387,7 @@ def _startable(queue: list[_Job], free: int, outcome: dict[str, str], log) -> li
 def _result_text(path: Path) -> str:
     summary = RunDir(path).read_summary()
     test = summary.get("final_test", {}).get("test_loss")
-    text = f": {summary.get('epochs_completed', '?')} epochs" if summary else ""
+    text = f": {plural(summary.get('epochs_completed', 0), 'epoch')}" if summary else ""
     if test is not None:
         text += f", test -ELBO {test:.2f}"
     ev = read_evaluation(path)
