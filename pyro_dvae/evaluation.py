@@ -211,6 +211,7 @@ def evaluate(
             progress=progress,
             resume=resume,
             save=save,
+            label=f"IWAE{', hard codes' if stage == 'discrete' else ''}, k={draws}",
         )
 
     with seeded(seed, device):

@@ -15,17 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.ticker import MaxNLocator
 
 from .data import IMAGE_SHAPES, load_dataset
 from .errors import RunDirError, StorageError
 from .families import FAMILIES
 from .fileio import atomic_write_text
 from .inference import enumerated_reconstructions, seeded
-from .plots import plt, save_figure
+from .plots import epoch_axis, plt, save_figure
 from .rundir import RunDir
 from .vae import VAE
-from .wording import capped
+from .wording import capped, plural
 
 #: the per-epoch numbers a curve figure draws: (metric suffix, panel title)
 CURVE_PANELS = (
@@ -201,14 +200,20 @@ def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train",
             for split, style in (("train", "--"), ("test", "-")):
                 key = f"{split}_{part}"
                 if split in splits and key in s:
-                    ax.plot(*s[key], style, color=colours(i % 10), label=f"{label}, {split}")
+                    dots = "o" if len(s[key][0]) == 1 else None  # one epoch: a point, not a line
+                    ax.plot(
+                        *s[key],
+                        style,
+                        marker=dots,
+                        color=colours(i % 10),
+                        label=f"{label}, {split}",
+                    )
             ax.set_title(name, fontsize=10)
         if tempered and "temperature" in s:
             axes[3].plot(*s["temperature"], color=colours(i % 10), label=label)
             axes[3].set_title("posterior temperature τ", fontsize=10)
     for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
+        epoch_axis(ax)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
@@ -220,13 +225,13 @@ def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train",
 
 
 def run_title(run_dir: RunDir, epoch: int) -> str:
-    """``<run> · <family label>, size d · <hyperparameters> · epoch N``."""
+    """``<family and its settings>, <units> · <dataset> · epoch N``, each said once: the
+    units are those ``evaluate`` counts (a Concrete 1×20 has 20); the run's folder is named
+    by the README and the legend."""
     config = run_dir.read_config()
-    family = FAMILIES[config.family]
-    return (
-        f"{run_dir.path.name} · {family.label(config)}, size {config.latent_dim} · "
-        f"{family(config).describe()} · epoch {epoch}"
-    )
+    family = FAMILIES[config.family](config)
+    units = plural(family.code_size, "unit")
+    return f"{family.describe()}, {units} · {config.dataset} · epoch {epoch}"
 
 
 def weight_pictures(loaded, title: str, options: dict, out: Path, log=None) -> list[Path]:
@@ -342,7 +347,7 @@ def show_run(
         if records:
             fig = draw_curves([(run_dir.path.name, records)], f"curves · {title}")
             drawn.append(save_figure(fig, scratch / "curves.png"))
-        drawn.append(readme(scratch, title, command, drawn, note))
+        drawn.append(readme(scratch, f"{run_dir.path.name}: {title}", command, drawn, note))
         out.mkdir(parents=True, exist_ok=True)
         for stale in set(WHAT) - {p.name for p in drawn}:  # this command's, from a rerun
             (out / stale).unlink(missing_ok=True)

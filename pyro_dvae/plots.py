@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .data import IMAGE_SHAPES, load_dataset  # noqa: E402
 from .errors import ConfigError, RunDirError, StorageError  # noqa: E402
@@ -47,6 +48,12 @@ def _label(r: RunResult) -> str:
 def _suptitle(fig, text: str, dataset: str = PAPER_DATASET) -> None:
     """The figure's title, naming its dataset where it is not the paper's."""
     fig.suptitle(text if dataset == PAPER_DATASET else f"{text} · {dataset}")
+
+
+def epoch_axis(ax) -> None:
+    """An x axis of epochs: labelled so, its ticks whole numbers (epoch 1, 2, never 1.5)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -86,7 +93,7 @@ def reconstruction_curves(
             unique = labels.count(label) == 1  # else the run's name tells it apart (seed, τ, ...)
             ax.plot(epochs, [m["train_recon"] for m in records], label=label if unique else r.name)
         ax.set_title(f"latent dimension {size}")
-        ax.set_xlabel("epoch")
+        epoch_axis(ax)
         ax.set_ylabel("−log p(x | z) (train, nats)")
         if chosen:
             ax.legend(fontsize=8)
@@ -301,7 +308,7 @@ def table3_curves(runs, out: Path, notes=None, **_) -> Path:
             else:
                 _missing(ax, f"size {size}: no {kind} runs", notes)
             ax.set_title(f"size {size}: {kind}", fontsize=10)
-            ax.set_xlabel("epoch")
+            epoch_axis(ax)
     for ax in axes[:, 0]:
         ax.set_ylabel("test −ELBO (nats)")
     span = epochs_span([r for t in columns.values() for c in t.values() for r in c.runs])

@@ -8,13 +8,18 @@ A command may add detail after that clause; the clause itself is the option's me
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
+from dataclasses import replace
 
 import click
 import pytest
 
 from pyro_dvae.cli import cli
+from pyro_dvae.config import FitConfig
+from pyro_dvae.errors import ConfigError
+from pyro_dvae.naming import named_grid, run_name
 
 from .helpers import fit_args, invoke
 
@@ -97,3 +102,89 @@ def test_an_old_spelling_still_works_with_one_warning_line(digits_run, tmp_path)
     assert "warning" not in new.stderr
     both = invoke(["curves", str(digits_run), "--out", "a.png", "--file", "b.png"])
     assert both.exit_code != 0 and "not both" in both.stderr
+
+
+def test_a_count_that_cannot_be_met_is_said_in_one_line(digits_run):
+    result = invoke(["evaluate", str(digits_run), "--k", "2", "--images", "1000", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    scored = json.loads((digits_run / "evaluation.json").read_text())["test_images"]
+    assert scored < 1000  # scikit-learn's digits hold far fewer test images
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "--images 1000" in notes[0] and f"all {scored}" in notes[0]
+    quiet = invoke(["evaluate", str(digits_run), "--k", "2", "--images", "10", "--no-progress"])
+    assert "note:" not in quiet.stderr
+
+
+def test_run_names_name_a_dataset_other_than_mnist_and_keep_older_folders(tmp_path):
+    mnist = FitConfig(family="gaussian", latent_dim=2)
+    digits = FitConfig(family="gaussian", latent_dim=2, dataset="digits")
+    assert run_name(mnist) == "gaussian-d2"  # unchanged: committed results still resume
+    assert run_name(digits) == "gaussian-d2-digits"
+    assert run_name(replace(digits, seed=3), {"seed"}) == "gaussian-d2-digits-seed3"
+    assert list(named_grid([digits], tmp_path)) == ["gaussian-d2-digits"]
+    (tmp_path / "runs" / "gaussian-d2").mkdir(parents=True)  # a digits sweep made before
+    assert list(named_grid([digits], tmp_path)) == ["gaussian-d2"]
+
+
+def _base(name: str) -> str:
+    """An estimator's name without its temperature or particles (``concrete-0.5``)."""
+    return re.sub(r"-[0-9.]+$", "", name)
+
+
+@pytest.mark.parametrize("family", ["bernoulli", "categorical"])
+def test_one_name_per_estimator_in_fit_and_compare_estimators(family):
+    from pyro_dvae.discrete_estimators import discrete_estimators
+    from pyro_dvae.families import FAMILIES, make_family
+    from pyro_dvae.vae import VAE
+
+    own = {"categories": 2} if family == "categorical" else {}
+    config = FitConfig(family=family, latent_dim=2, elbo="enum", **own)
+    vae = VAE(make_family(config), 64, 8)
+    compared = {_base(e.name) for e in discrete_estimators(vae, (0.5,))}
+    # every estimator compared is one fit trains under the same name (--estimator NAME), or
+    # the score function without baseline, which fit names so too
+    assert compared <= {*FAMILIES[family].estimators, "score-function"}
+    assert {"score-function", "reinforce"} <= compared
+
+    def described(**fields) -> str:
+        c = FitConfig(family=family, latent_dim=2, **own, **fields).validate(new=True)
+        return make_family(c).describe()
+
+    # two spellings of one estimator: one name; the estimator's name, not the ELBO's
+    assert described(estimator="reinforce") == described(elbo="tracegraph")
+    assert "reinforce" in described(elbo="tracegraph")
+    assert described(elbo="trace") == described(elbo="tracegraph", baseline="none")
+    assert "score-function" in described(elbo="trace")
+    assert "tracegraph" not in described(elbo="tracegraph")
+
+
+def test_the_group_refusal_names_what_may_differ():
+    from pyro_dvae.families import FAMILIES
+    from pyro_dvae.group import check_group
+
+    with pytest.raises(ConfigError) as err:
+        check_group([FitConfig(), FitConfig(family="gaussian")])
+    message = str(err.value)
+    assert "these differ in --family" in message
+    for family in FAMILIES.values():  # as docs/groups.md: the seed and each family's own
+        if family.groupable:
+            for name in family.member_params:
+                assert "--" + name.replace("_", "-") in message
+
+
+def test_a_concrete_run_is_one_size_in_show_and_evaluate(tmp_path):
+    from pyro_dvae.pictures import run_title
+    from pyro_dvae.rundir import RunDir
+
+    out = tmp_path / "cc"
+    args = fit_args(out, family="concrete", latent_dim=1, categories=20, epochs=1)
+    done = invoke(args)
+    assert done.exit_code == 0 and "done: 1 epoch," in done.stderr  # one epoch, not "1 epochs"
+    title = run_title(RunDir(out), 1)
+    assert "20 units" in title and "digits" in title  # the paper's "dimension 20"
+    assert title.lower().count("concrete") == 1  # the family is named once
+    result = invoke(["evaluate", str(out), "--k", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert ev["latent_units"] == 20
+    assert f"{ev['active_units']}/20" in result.stdout

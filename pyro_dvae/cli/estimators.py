@@ -83,10 +83,12 @@ def _plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..plots import epoch_axis
+
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, curve in curves.items():
         ax.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
-    ax.set_xlabel("epoch")
+    epoch_axis(ax)
     ax.set_ylabel("test −ELBO (one-sample Monte Carlo, nats)")
     ax.set_title(f"training objectives side by side: {title}", fontsize=9)
     ax.legend()
@@ -173,11 +175,12 @@ def compare_estimators(
     variance (all, encoder, decoder), gradient SNR and time per estimate, as
     Markdown, CSV, JSON and a PNG.
 
-    A categorical model is compared against its exact gradient (TraceEnum_ELBO
-    over every code): the score function, TraceGraph_ELBO with and without a
-    baseline, and the Concrete relaxation at each of --temperatures; per
-    estimator the mean squared error to the exact gradient, bias², variance and
-    time, and a plot of the error against the temperature.
+    A categorical or bernoulli model is compared against its exact gradient
+    (TraceEnum_ELBO over every code): its estimators by their fit --estimator
+    names (score-function: no baseline; reinforce: the decaying baseline; nvil,
+    vimco, disarm) and the relaxations at each of --temperatures; per estimator
+    the mean squared error to the exact gradient, bias², variance and time, and
+    a plot of the error against the temperature.
     """
     import pyro
 
@@ -236,7 +239,7 @@ def compare_estimators(
         if train_epochs:
             raise click.UsageError(
                 "--train-epochs compares training objectives of reparameterised families; "
-                "train a categorical model with fit --elbo enum or --elbo tracegraph"
+                "train a discrete model with fit --estimator (enum, reinforce, ...)"
             )
         _compare_discrete(vae, x, repeats, seed, temperatures, out, epoch, device)
         return

@@ -36,7 +36,8 @@ def run_dirs(paths: tuple[Path, ...]) -> list[Path]:
 
 def _table(rows: list[dict]) -> str:
     # the -ELBO here is the mean of k draws per image; training's (and report's) draws one
-    head = ["run", "epoch", "-ELBO, k draws", "recon", "KL", "log p(x)", "k", "active", "kNN acc"]
+    head = ["run", "epoch", "-ELBO, k draws", "recon", "KL", "log p(x)", "k", "active units"]
+    head += ["kNN acc"]
     lines = [head]
     for r in rows:
         lines.append(

@@ -9,6 +9,7 @@ import click
 from click.core import ParameterSource
 
 from ..errors import RunDirError
+from ..wording import plural
 from .group import (
     GUIDE_HELP,
     PICTURES_ON_CPU,
@@ -168,7 +169,9 @@ def sample(run_dir, out, samples, cols, binary, seed, guide, device, threads):
     multiple=True,
     help="A legend label per run, in order (repeat the option) [default: run names].",
 )
-@click.option("--title", default="", help="The figure's title.")
+@click.option(
+    "--title", default="", help="The figure's title [default: the runs' count and dataset]."
+)
 @click.option(
     "--split",
     type=click.Choice(["both", "train", "test"]),
@@ -196,13 +199,14 @@ def curves(paths, out, labels, title, split):
         raise click.BadParameter(
             f"{len(labels)} labels for {len(found)} runs", param_hint="--label"
         )
-    runs = []
+    runs, datasets = [], set()
     for i, path in enumerate(found):
         run = RunDir(path)
-        run.read_config()  # a run whose config does not read is not drawn as if whole
+        datasets.add(run.read_config().dataset)  # one whose config does not read is not drawn
         records = run.read_metrics()
         if not records:
             raise RunDirError(f"{path} has no epochs in metrics.jsonl yet")
         runs.append((labels[i] if labels else path.name, records))
     splits = ("train", "test") if split == "both" else (split,)
+    title = title or f"{plural(len(runs), 'run')} on {', '.join(sorted(datasets))}"
     log_line(f"written: {save_figure(draw_curves(runs, title, splits), out)}")
