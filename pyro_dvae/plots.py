@@ -138,6 +138,7 @@ def tsne_encodings(
     guide=None,
     notes=None,
     dataset=PAPER_DATASET,
+    log=None,
     **_,
 ) -> Path:
     """t-SNE of the test posterior means (size ``tsne_size``) and the raw 2-D Logit-normal codes."""
@@ -182,8 +183,8 @@ def tsne_encodings(
     count = " or ".join(str(n) for n in sorted(encoded))
     whose = f"the {dataset} test set's"
     cut = capped("--images", images, max(encoded), whose, "image") if encoded and images else None
-    if cut and notes is not None:
-        notes.append(cut.removeprefix("note: "))
+    if cut and log is not None:
+        log(cut)
     title = f"encodings of {count} test images, coloured by {word}" if encoded else "no runs"
     _suptitle(fig, f"Figure 3: {title}", dataset)
     return save_figure(fig, out / "fig3_tsne.png")
@@ -371,8 +372,8 @@ def make_figures(
 ) -> list[Path]:
     """Draw the figures ``names`` (default: all) from the runs of ``sweep_dir`` on one
     ``dataset`` (see :func:`figure_dataset`; ``log`` hears of the datasets left out).
-    ``notes``, if given, gets each figure's path → its panels drawn empty for want of a run,
-    and the counts cut to what there is (``--images`` above the test set's size)."""
+    ``notes``, if given, gets each figure's path → its panels drawn empty for want of a run;
+    ``log`` also hears of a count cut to what there is (``--images`` above the test set's)."""
     runs = collect(sweep_dir)
     names = names or list(FIGURES)  # the paper's order, then ours
     if any(n != "fig6" for n in names):  # Figure 6 draws densities, no runs
@@ -387,7 +388,7 @@ def make_figures(
     paths = []
     for name in names:
         missing: list[str] = []
-        paths.append(FIGURES[name](runs, Path(out), notes=missing, **options))
+        paths.append(FIGURES[name](runs, Path(out), notes=missing, log=log, **options))
         if notes is not None and missing:
             notes[paths[-1]] = missing
     return paths

@@ -164,7 +164,7 @@ def test_a_sweep_reports_a_run_whose_config_is_not_utf8_and_runs_the_others(tmp_
         assert result.exit_code == 1, result.output  # a run failed: said, and the exit says so
         assert f"[skip] gaussian-d2: {reason}" in result.stderr
         assert "1 of 2 runs finished" in result.stderr
-        summary = (sweep / "runs" / "gaussian-d3" / "summary.json").read_text()
+        summary = (sweep / "runs" / "gaussian-d3-digits" / "summary.json").read_text()
         assert '"status": "finished"' in summary
     assert "Traceback" not in result.output
     assert files(damaged) == {"config.json": NOT_UTF8}
@@ -178,7 +178,8 @@ def finished_sweep(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize(
-    "name", ["sweep.json", "runs/gaussian-d2/summary.json", "runs/gaussian-d2/metrics.jsonl"]
+    "name",
+    ["sweep.json", "runs/gaussian-d2-digits/summary.json", "runs/gaussian-d2-digits/metrics.jsonl"],
 )
 def test_the_other_json_files_of_a_sweep_may_be_damaged_too(name, finished_sweep, tmp_path):
     """Their readers fall back as they do for a file that is not JSON: the checkpoint is

@@ -271,7 +271,7 @@ def test_figures_draw_one_datasets_runs_never_a_mix(sweep, digits_runs, tmp_path
         ("latent dimension 8", "Gaussian"),
     }
     # two datasets, neither the paper's: the user chooses
-    other = mixed / "runs" / "gaussian-d8" / "config.json"
+    other = mixed / "runs" / "gaussian-d8-digits" / "config.json"
     shutil.rmtree(mixed / "runs" / "gaussian-d2")
     for name in [p.name for p in (mixed / "runs").iterdir()]:
         if json.loads((mixed / "runs" / name / "config.json").read_text())["dataset"] == "mnist":

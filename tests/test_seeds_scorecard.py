@@ -45,7 +45,7 @@ def test_sweep_seeds_train_independent_runs(tmp_path):
     args += ["--dataset", "digits", "--hidden", "16", "--threads", "1", "--epochs", "1"]
     run_ok([*args, "--seeds", "2"])
     runs = sorted(p.name for p in (sweep / "runs").iterdir())
-    assert runs == ["gaussian-d2", "gaussian-d2-seed1"]
+    assert runs == ["gaussian-d2-digits", "gaussian-d2-digits-seed1"]
     a, b = (load_checkpoint(sweep / "runs" / n) for n in runs)
     assert (a["config"]["seed"], b["config"]["seed"]) == (0, 1)
     assert read_metrics(sweep / "runs" / runs[0]) != read_metrics(sweep / "runs" / runs[1])

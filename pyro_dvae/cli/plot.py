@@ -120,5 +120,5 @@ def plot(
         device=device,
     )
     for path in paths:
-        said = f" ({'; '.join(notes[path])})" if path in notes else ""
-        log_line(f"written: {path}{said}")
+        empty = f" (empty panels: {'; '.join(notes[path])})" if path in notes else ""
+        log_line(f"written: {path}{empty}")

@@ -221,8 +221,7 @@ def sweep(
         )
         return 128 + signum
     failed = {k: v for k, v in outcome.items() if v != "finished"}
-    finished = f"{len(outcome) - len(failed)} of {plural(len(outcome), 'run')}"
-    click.echo(f"{finished} finished in {out}", err=True)
+    click.echo(f"{len(outcome) - len(failed)} of {len(outcome)} runs finished in {out}", err=True)
     for name, why in failed.items():
         click.echo(f"  {name}: {why}", err=True)
     return 1 if failed else 0
