@@ -202,7 +202,8 @@ def test_show_writes_the_pictures_and_the_readme(runs, tmp_path):
         "traversals.png",
     ]
     readme = (out / "README.md").read_text()
-    assert "Concrete 3×4" in readme and "epoch 2" in readme and "pyro-dvae show" in readme
+    assert "concrete(3x4" in readme and "12 units" in readme and "digits" in readme
+    assert "epoch 2" in readme and "pyro-dvae show" in readme
     assert all(line.startswith("written: ") for line in stderr_lines(result))
 
 
