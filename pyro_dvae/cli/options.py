@@ -91,6 +91,7 @@ def renamed(old: str, flag: str, new: str, why: str, **kwargs) -> Callable:
                     raise click.UsageError(f"give {flag} (or the old {old}), not both")
                 click.echo(f"warning: {old} is now {flag} ({why})", err=True)
                 params[new] = value
+                ctx.set_parameter_source(new, ParameterSource.COMMANDLINE)  # typed, if as old
             return command(*args, **params)
 
         return click.option(old, hidden, default=None, hidden=True, **kwargs)(run)
