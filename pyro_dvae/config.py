@@ -77,13 +77,13 @@ COMMON: tuple[Param, ...] = (
         "dataset",
         str,
         "mnist",
-        "mnist, fashion-mnist, kmnist (torchvision) or digits (scikit-learn's 8x8 digits, "
-        "no download).",
+        "Dataset: mnist, fashion-mnist, kmnist (torchvision) or digits (scikit-learn's 8x8 "
+        "digits, no download).",
         choices=_datasets,
     ),
     Param("subset", int, 0, "Use only the first N training and test images (0: all).", low=0),
     Param("epochs", int, 200, "Epochs to train.", low=1),
-    Param("batch_size", int, 50, "Images per step.", low=1),
+    Param("batch_size", int, 50, "Images per batch: one optimiser step's.", low=1),
     Param("lr", float, 1e-3, "ClippedAdam learning rate.", positive=True),
     Param(
         "clip_norm",
@@ -97,9 +97,10 @@ COMMON: tuple[Param, ...] = (
         str,
         "trace",
         "trace: Trace_ELBO, Monte Carlo KL (the paper); analytic: TraceMeanField_ELBO; "
-        "enum: TraceEnum_ELBO, exact sum over a categorical latent's codes; tracegraph: "
-        "TraceGraph_ELBO, score-function gradients with a baseline; nvil, vimco, disarm: "
-        "see --estimator (bernoulli), which names them.",
+        "enum: TraceEnum_ELBO, exact sum over a discrete latent's codes; tracegraph: "
+        "TraceGraph_ELBO, score-function gradients with --baseline (decaying: the estimator "
+        "reinforce; none: score-function, as --elbo trace on discrete codes); nvil, vimco, "
+        "disarm: see --estimator, which names them.",
         choices=_elbos,
         short="elbo-",
     ),
@@ -107,8 +108,9 @@ COMMON: tuple[Param, ...] = (
         "baseline",
         str,
         "decaying",
-        "tracegraph: the score-function baseline, decaying (an average of the per-image "
-        "ELBO over steps), neural (that average plus a learned r(x)) or none.",
+        "Score-function baseline of --elbo tracegraph: decaying (an average of the per-image "
+        "ELBO over steps; the estimator reinforce), neural (that average plus a learned r(x)) "
+        "or none (the estimator score-function).",
         choices=_baselines,
     ),
     Param(
@@ -118,7 +120,7 @@ COMMON: tuple[Param, ...] = (
         "seed",
         int,
         0,
-        "Random seed (initial weights, noise, binarisation, data order).",
+        "Random seed: initial weights, noise, binarisation, data order.",
         low=0,
         high=MAX_SEED,
         short="seed",

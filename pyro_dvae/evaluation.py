@@ -31,6 +31,7 @@ from .iwae import (
 from .rundir import RunDir, atomic_write_text, runtime_versions
 from .stored_run import StoredRun
 from .vae import VAE
+from .wording import capped
 
 EVALUATION = "evaluation.json"
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016)
@@ -169,6 +170,9 @@ def evaluate(
     x_test = data.test if images == 0 else data.test[:images]
     t0 = time.perf_counter()
     device, n = x_test.device, int(x_test.shape[0])
+    whose = f"the {run.config.dataset} test set's"
+    if log is not None and images and (note := capped("--images", images, n, whose, "image")):
+        log(note)
     rows = chunk_rows(device)  # how the draws are split: a saved pass must share it
     scores = None
     if partial is not None and device.type in RESUMABLE_DEVICES:
@@ -195,6 +199,7 @@ def evaluate(
             progress=progress,
             resume=resume,
             save=save,
+            label=f"IWAE{', hard codes' if stage == 'discrete' else ''}, k={draws}",
         )
 
     with seeded(seed, device):

@@ -35,7 +35,7 @@ from pyro import poutine
 from tqdm.auto import tqdm
 
 from .callbacks import Callback, CallbackList, ProgressBar
-from .config import FitConfig
+from .config import PARAMS, FitConfig
 from .data import Dataset, binarize
 from .devices import resolve_device
 from .errors import ConfigError, RunDirError, TrainingError
@@ -76,13 +76,19 @@ def check_group(configs: list[FitConfig]) -> None:
             + (" and its own guide" if c.guide else "")
             + f" trains alone (groups take families with {', '.join(GROUP_ELBOS)} ELBOs)"
         )
-    for key in keys[1:]:
-        if key != keys[0]:
-            differ = [k for (k, v), (_, w) in zip(keys[0], key or (), strict=False) if v != w]
+    free = {*FREE_FIELDS, *FAMILIES[configs[0].family].member_params}
+    for config in configs[1:]:
+        differ = [f.name for f in fields(config) if f.name not in free]
+        differ = [PARAMS[n].flag for n in differ if getattr(config, n) != getattr(configs[0], n)]
+        if differ:  # the fields that may differ, per family, as docs/groups.md lists them
+            own = [
+                f"{', '.join(PARAMS[n].flag for n in f.member_params)} ({f.name})"
+                for f in FAMILIES.values()
+                if f.groupable and f.member_params
+            ]
             raise ConfigError(
-                "the runs of a group must agree on every field but the seed and "
-                f"{', '.join(FAMILIES[configs[0].family].member_params) or 'nothing else'}; "
-                f"these differ in {', '.join(differ) or 'family'}"
+                "the runs of a group are of one family and may differ only in --seed and a "
+                f"family's own: {'; '.join(own)}; these differ in {', '.join(differ)}"
             )
 
 

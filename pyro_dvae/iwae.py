@@ -145,6 +145,7 @@ def importance_weighted(
     resume: dict[str, Any] | None = None,
     save: Callable[[dict[str, Any]], None] | None = None,
     save_every: float = 30.0,
+    label: str = "IWAE",
 ) -> dict[str, Any]:
     """IWAE bound ``log (1/k) Σ p(x, z_i) / q(z_i | x)`` per image, and the ELBO of the same draws.
 
@@ -155,7 +156,8 @@ def importance_weighted(
 
     ``save`` gets the state after a batch of images at most every ``save_every``
     seconds, when the pass is stopped (``KeyboardInterrupt``) and at its end;
-    ``resume`` continues from such a state, for the same arguments.
+    ``resume`` continues from such a state, for the same arguments. ``label`` names the
+    progress bar.
     """
     n = x.shape[0]
     max_draws = chunk_rows(x.device) if max_draws is None else max_draws
@@ -170,7 +172,12 @@ def importance_weighted(
     start_done, before = state["done"], state.get("seconds", 0.0)  # spent before a stop
     started = last_save = time.perf_counter()
     bar = tqdm(
-        total=n * k, initial=start_done * k, disable=not progress, unit="draw", unit_scale=True
+        total=n * k,
+        initial=start_done * k,
+        disable=not progress,
+        unit="draw",
+        unit_scale=True,
+        desc=label,
     )
     try:
         for start in range(start_done, n, batch_size):

@@ -1,9 +1,11 @@
 """Grids of configurations and the names of their runs: one function names every run.
 
-A run's name is its family's slug (``logitnormal-d20-a1.78``, ``concrete-20x10``) and
-then, sorted by field, a part for every field that is off its default and has a short
-name (``-tq1``, ``-kl-discrete``, ``-seed2``), or that varies between runs of the same
-slug in a grid. ``fit`` names its default folder and ``sweep`` its runs with it.
+A run's name is its family's slug (``logitnormal-d20-a1.78``, ``concrete-20x10``), its
+dataset unless that is MNIST (``-digits``: MNIST runs keep the names they had before names
+carried the dataset, so committed results and sweeps resume), and then, sorted by field, a
+part for every field that is off its default and has a short name (``-tq1``,
+``-kl-discrete``, ``-seed2``), or that varies between runs of the same slug in a grid.
+``fit`` names its default folder and ``sweep`` its runs with it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
 from .config import FAMILY_PARAMS, PARAMS, RESUMABLE_FIELDS, FitConfig
@@ -22,13 +25,24 @@ from .families import FAMILIES
 def run_name(config: FitConfig, vary: Iterable[str] = ()) -> str:
     """A readable, unique folder name: the family's slug plus the fields in ``vary``."""
     family = FAMILIES[config.family]
-    in_slug = family.slug_fields(config)
-    name = family.slug(config)
+    in_slug = family.slug_fields(config) | {"dataset"}
+    name = family.slug(config) + _dataset_part(config)
     shown = {p.name for p in PARAMS.values() if p.short and getattr(config, p.name) != p.default}
     for key in sorted((set(vary) | shown) - in_slug - RESUMABLE_FIELDS):
         p = PARAMS[key]
         name += p.name_part(getattr(config, key), p.short or key.replace("_", "-"))
     return name
+
+
+def _dataset_part(config: FitConfig) -> str:
+    return "" if config.dataset == PARAMS["dataset"].default else f"-{config.dataset}"
+
+
+def older_name(name: str, config: FitConfig) -> str:
+    """The name a run had before run names carried the dataset (the same for MNIST)."""
+    part = _dataset_part(config)
+    slug = FAMILIES[config.family].slug(config)
+    return slug + name[len(slug) + len(part) :] if part else name
 
 
 def grid(axes: dict[str, Sequence[Any]], **common: Any) -> list[FitConfig]:
@@ -77,12 +91,16 @@ def varying_fields(configs: list[FitConfig]) -> set[str]:
     return vary
 
 
-def named_grid(configs: list[FitConfig]) -> dict[str, FitConfig]:
-    """The grid's configurations by run name (a configuration given twice counts once)."""
+def named_grid(configs: list[FitConfig], sweep_dir: Path | None = None) -> dict[str, FitConfig]:
+    """The grid's configurations by run name (a configuration given twice counts once); a
+    run of ``sweep_dir`` made before run names carried the dataset keeps its older name."""
     vary = varying_fields(configs)
     named: dict[str, FitConfig] = {}
     for c in configs:
         name = run_name(c, vary)
+        older = older_name(name, c)
+        if sweep_dir is not None and older != name and not (sweep_dir / "runs" / name).exists():
+            name = older if (sweep_dir / "runs" / older).exists() else name
         if name in named:
             if not named[name].differences(c):
                 continue

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib import colormaps
-from matplotlib.ticker import MaxNLocator
 
 from .data import IMAGE_SHAPES, load_dataset
 from .errors import RunDirError, StorageError
 from .families import FAMILIES
 from .fileio import atomic_write_text
 from .inference import enumerated_reconstructions, seeded
-from .plots import figure, save_figure
+from .plots import epoch_axis, figure, save_figure
 from .rundir import RunDir
 from .vae import VAE
+from .wording import capped, plural
 
 #: the per-epoch numbers a curve figure draws: (metric suffix, panel title)
 CURVE_PANELS = (
@@ -48,7 +48,7 @@ SHOW_DEFAULTS = {
     "samples": 64,
     "cols": 8,
     "binary": False,
-    "images": 12,
+    "reconstructions": 12,
     "units": 8,
     "steps": 10,
     "activity_images": 1000,
@@ -214,14 +214,20 @@ def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train",
             for split, style in (("train", "--"), ("test", "-")):
                 key = f"{split}_{part}"
                 if split in splits and key in s:
-                    ax.plot(*s[key], style, color=colours(i % 10), label=f"{label}, {split}")
+                    dots = "o" if len(s[key][0]) == 1 else None  # one epoch: a point, not a line
+                    ax.plot(
+                        *s[key],
+                        style,
+                        marker=dots,
+                        color=colours(i % 10),
+                        label=f"{label}, {split}",
+                    )
             ax.set_title(name, fontsize=10)
         if tempered and "temperature" in s:
             axes[3].plot(*s["temperature"], color=colours(i % 10), label=label)
             axes[3].set_title("posterior temperature τ", fontsize=10)
     for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
+        epoch_axis(ax)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
@@ -233,23 +239,29 @@ def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train",
 
 
 def run_title(run_dir: RunDir, epoch: int) -> str:
-    """``<run> · <family label>, size d · <hyperparameters> · epoch N``."""
+    """``<family and its settings>, <units> · <dataset> · epoch N``, each said once: the
+    units are those ``evaluate`` counts (a Concrete 1×20 has 20); the run's folder is named
+    by the README and the legend."""
     config = run_dir.read_config()
-    family = FAMILIES[config.family]
-    return (
-        f"{run_dir.path.name} · {family.label(config)}, size {config.latent_dim} · "
-        f"{family(config).describe()} · epoch {epoch}"
-    )
+    family = FAMILIES[config.family](config)
+    units = plural(family.code_size, "unit")
+    return f"{family.describe()}, {units} · {config.dataset} · epoch {epoch}"
 
 
-def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
-    """Samples, reconstructions and traversals of a loaded run (they need its weights)."""
+def weight_pictures(loaded, title: str, options: dict, out: Path, log=None) -> list[Path]:
+    """Samples, reconstructions and traversals of a loaded run (they need its weights);
+    ``log`` hears of a count cut to what there is."""
     vae, config = loaded.vae, loaded.config
     shape = IMAGE_SHAPES[config.dataset]
     cols, n, seed = options["cols"], options["samples"], options["seed"]
     test = options.get("test")  # the test images, or read them once, before drawing
     if test is None:
         test = load_dataset(config.dataset, options["data_dir"]).test
+    whose = f"the {config.dataset} test set's"
+    notes = [
+        capped("--reconstructions", options["reconstructions"], len(test), whose, "image"),
+        capped("--activity-images", options["activity_images"], len(test), whose, "image"),
+    ]
     priors = [("prior", False)] + ([("discrete prior", True)] if vae.family.relaxed else [])
     panels = []
     for name, discrete in priors:
@@ -259,7 +271,7 @@ def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
             panels.append(Panel(f"{name}: {what}", _grid(images, cols, shape)))
     written = [save_figure(draw_panels(panels, f"samples · {title}"), out / "samples.png")]
 
-    indices, x = _pick(test, options["images"], seed)
+    indices, x = _pick(test, options["reconstructions"], seed)
     recon = reconstructions(vae, x)
     pairs = torch.stack([x.cpu(), recon.cpu()], 0).reshape(2, len(indices), *shape).numpy()
     panel = Panel(
@@ -274,8 +286,11 @@ def weight_pictures(loaded, title: str, options: dict, out: Path) -> list[Path]:
 
     _, probe = _pick(test, options["activity_images"], seed)
     units, activity = most_active_units(vae, probe, options["units"])
-    z, images, labels = traversals(vae, units, options["steps"])
     word = vae.family.unit_word
+    notes.append(capped("--units", options["units"], len(activity), "the model's", word))
+    for note in filter(None, notes) if log is not None else ():
+        log(note)
+    z, images, labels = traversals(vae, units, options["steps"])
     rows = [f"{word} {u} (var {activity[u]:.2g})" for u in units]
     panel = Panel(
         f"each row sweeps one {word}, the others stay at the prior's centre",
@@ -310,10 +325,17 @@ def readme(out: Path, title: str, command: list[str], written: list[Path], note:
 
 
 def show_run(
-    path: str | Path, out: Path, options: dict, command: list[str], device="cpu", guide=None
+    path: str | Path,
+    out: Path,
+    options: dict,
+    command: list[str],
+    device="cpu",
+    guide=None,
+    log=None,
 ) -> tuple[list[Path], str]:
     """Draw the pictures of one run into ``out``; return the files and a note (non-empty
-    when the run has no weights, so only its curves could be drawn)."""
+    when the run has no weights, so only its curves could be drawn). ``log`` hears of a
+    count cut to what there is (``--reconstructions`` above the test set's size)."""
     from .evaluation import load_run
 
     run_dir = RunDir.open(path, need_checkpoint=False)
@@ -337,11 +359,11 @@ def show_run(
     scratch = out.parent / f".{out.name}.drawing"
     shutil.rmtree(scratch, ignore_errors=True)
     try:
-        drawn = weight_pictures(loaded, title, options, scratch) if loaded else []
+        drawn = weight_pictures(loaded, title, options, scratch, log) if loaded else []
         if records:
             fig = draw_curves([(run_dir.path.name, records)], f"curves · {title}")
             drawn.append(save_figure(fig, scratch / "curves.png"))
-        drawn.append(readme(scratch, title, command, drawn, note))
+        drawn.append(readme(scratch, f"{run_dir.path.name}: {title}", command, drawn, note))
         out.mkdir(parents=True, exist_ok=True)
         for stale in set(WHAT) - {p.name for p in drawn}:  # this command's, from a rerun
             (out / stale).unlink(missing_ok=True)

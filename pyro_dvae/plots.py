@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .data import IMAGE_SHAPES, load_dataset
 from .errors import ConfigError, RunDirError, StorageError
@@ -17,6 +18,7 @@ from .families import FAMILIES
 from .paper import PAPER_DATASET
 from .results import RunResult, collect, epochs_span, find_run, table3_cells
 from .sweep import PAPER_ALPHAS, PAPER_SIZES
+from .wording import capped
 
 FIGURES: dict[str, Callable[..., Path]] = {}
 _DIGIT_COLOURS = colormaps["tab10"]
@@ -51,6 +53,12 @@ def _label(r: RunResult) -> str:
 def _suptitle(fig, text: str, dataset: str = PAPER_DATASET) -> None:
     """The figure's title, naming its dataset where it is not the paper's."""
     fig.suptitle(text if dataset == PAPER_DATASET else f"{text} · {dataset}")
+
+
+def epoch_axis(ax) -> None:
+    """An x axis of epochs: labelled so, its ticks whole numbers (epoch 1, 2, never 1.5)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -89,7 +97,7 @@ def reconstruction_curves(
             unique = labels.count(label) == 1  # else the run's name tells it apart (seed, τ, ...)
             ax.plot(epochs, [m["train_recon"] for m in records], label=label if unique else r.name)
         ax.set_title(f"latent dimension {size}")
-        ax.set_xlabel("epoch")
+        epoch_axis(ax)
         ax.set_ylabel("−log p(x | z) (train, nats)")
         if chosen:
             ax.legend(fontsize=8)
@@ -127,13 +135,14 @@ def tsne_encodings(
     out: Path,
     tsne_size=8,
     tsne_alpha=0.32,
-    images=10000,
+    images=0,
     data_dir=None,
     device="cpu",
     seed=0,
     guide=None,
     notes=None,
     dataset=PAPER_DATASET,
+    log=None,
     **_,
 ) -> Path:
     """t-SNE of the test posterior means (size ``tsne_size``) and the raw 2-D Logit-normal codes."""
@@ -176,6 +185,10 @@ def tsne_encodings(
     if handles:
         fig.legend(handles, names, title=word, markerscale=5, loc="center right")
     count = " or ".join(str(n) for n in sorted(encoded))
+    whose = f"the {dataset} test set's"
+    cut = capped("--images", images, max(encoded), whose, "image") if encoded and images else None
+    if cut and log is not None:
+        log(cut)
     title = f"encodings of {count} test images, coloured by {word}" if encoded else "no runs"
     _suptitle(fig, f"Figure 3: {title}", dataset)
     return save_figure(fig, out / "fig3_tsne.png")
@@ -300,7 +313,7 @@ def table3_curves(runs, out: Path, notes=None, **_) -> Path:
             else:
                 _missing(ax, f"size {size}: no {kind} runs", notes)
             ax.set_title(f"size {size}: {kind}", fontsize=10)
-            ax.set_xlabel("epoch")
+            epoch_axis(ax)
     for ax in axes[:, 0]:
         ax.set_ylabel("test −ELBO (nats)")
     span = epochs_span([r for t in columns.values() for c in t.values() for r in c.runs])
@@ -363,7 +376,8 @@ def make_figures(
 ) -> list[Path]:
     """Draw the figures ``names`` (default: all) from the runs of ``sweep_dir`` on one
     ``dataset`` (see :func:`figure_dataset`; ``log`` hears of the datasets left out).
-    ``notes``, if given, gets each figure's path → its panels drawn empty for want of a run."""
+    ``notes``, if given, gets each figure's path → its panels drawn empty for want of a run;
+    ``log`` also hears of a count cut to what there is (``--images`` above the test set's)."""
     runs = collect(sweep_dir)
     names = names or list(FIGURES)  # the paper's order, then ours
     if any(n != "fig6" for n in names):  # Figure 6 draws densities, no runs
@@ -378,7 +392,7 @@ def make_figures(
     paths = []
     for name in names:
         missing: list[str] = []
-        paths.append(FIGURES[name](runs, Path(out), notes=missing, **options))
+        paths.append(FIGURES[name](runs, Path(out), notes=missing, log=log, **options))
         if notes is not None and missing:
             notes[paths[-1]] = missing
     return paths

@@ -21,6 +21,7 @@ from .results import (
 from .sweep import PAPER_ALPHAS, PAPER_SIZES
 from .table import Table
 from .table import fmt as _fmt
+from .wording import duration
 
 # --------------------------------------------------------------------------- tables
 
@@ -220,7 +221,7 @@ def runs_table(runs: list[RunResult]) -> Table:
         "epochs",
         "status",
         "train −ELBO",
-        "test −ELBO",
+        "test −ELBO, 1 draw",
         "test recon",
         "test KL",
         "test −log p(x)",
@@ -229,8 +230,8 @@ def runs_table(runs: list[RunResult]) -> Table:
         "kNN accuracy",
         "one-hot −ELBO",
         "one-hot −log p(x)",
-        "training h",
-        "evaluation h",
+        "training time",
+        "evaluation time",
     ]
 
     def marked(r: RunResult) -> bool:
@@ -257,15 +258,17 @@ def runs_table(runs: list[RunResult]) -> Table:
                     f"{ev['knn_accuracy']:.3f}" if ev else "–",
                     _fmt(hard.get("test_loss")),
                     _fmt(-hard["test_log_likelihood"] if hard else None),
-                    _hours(r.train_seconds, r.device),
-                    _hours(ev["seconds"], ev.get("device", "cpu")) if "seconds" in ev else "–",
+                    _time(r.train_seconds, r.device),
+                    _time(ev["seconds"], ev.get("device", "cpu")) if "seconds" in ev else "–",
                 ],
             )
         )
-    hours = sum(r.train_seconds for r in runs) / 3600
+    total = duration(sum(r.train_seconds for r in runs))
     note = _epochs_note(runs) + (
-        f". Training h: the training epochs' wall time (test passes not counted); {hours:.1f} h "
-        "over all runs, each counted in full where runs shared the machine"
+        ". Test −ELBO, 1 draw: one posterior draw per image, as training scores each epoch "
+        "(`evaluate`'s −ELBO is the mean of its k draws). Training time: the training epochs' "
+        f"wall time (test passes not counted); {total} over all runs, each counted in full "
+        "where runs shared the machine"
     )
     if any("discrete" in r.evaluation for r in runs):
         note += (
@@ -282,10 +285,9 @@ def runs_table(runs: list[RunResult]) -> Table:
     return Table("All runs", cols, rows, note, first="run")
 
 
-def _hours(seconds: float, device: str) -> str:
-    """Hours, and where with the seconds when not on a CPU (a GPU's hours aren't a CPU's)."""
-    where = "" if device.startswith("cpu") else f" ({seconds:.0f} s on {device})"
-    return f"{seconds / 3600:.2f}{where}"
+def _time(seconds: float, device: str) -> str:
+    """A wall time, and the device where it is not a CPU (a GPU's hour is not a CPU's)."""
+    return duration(seconds) + ("" if device.startswith("cpu") else f" on {device}")
 
 
 def _other_datasets(runs: list[RunResult], paper: list[RunResult]) -> str:

@@ -104,20 +104,20 @@ def test_pd_sample_gives_images_of_the_datasets_shape(run):
 
 def test_the_sample_command_writes_a_tensor_file(run, tmp_path):
     out = tmp_path / "samples.pt"
-    result = run_ok(["sample", str(run), "-n", "20", "--seed", "3", "--out", str(out)])
+    result = run_ok(["sample", str(run), "-n", "20", "--seed", "3", "--file", str(out)])
     assert f"written: {out}" in result.stderr
     saved = torch.load(out, weights_only=True)
     assert saved.shape == (20, 8, 8) and saved.dtype == torch.float32
     assert ((saved >= 0) & (saved <= 1)).all()
     torch.testing.assert_close(saved.flatten(1), _by_hand(pd.load_run(run).vae, 20, seed=3)[1])
-    run_ok(["sample", str(run), "-n", "20", "--seed", "3", "--binary", "--out", str(out)])
+    run_ok(["sample", str(run), "-n", "20", "--seed", "3", "--binary", "--file", str(out)])
     binary = torch.load(out, weights_only=True)
     assert set(binary.unique().tolist()) == {0.0, 1.0}
 
 
 def test_the_sample_command_draws_a_grid(run, tmp_path):
     out = tmp_path / "grid.png"
-    run_ok(["sample", str(run), "-n", "10", "--cols", "4", "--out", str(out)])
+    run_ok(["sample", str(run), "-n", "10", "--cols", "4", "--file", str(out)])
     picture = matplotlib.image.imread(out)
     assert picture.ndim == 3 and min(picture.shape[:2]) > 100
 
@@ -125,11 +125,11 @@ def test_the_sample_command_draws_a_grid(run, tmp_path):
 @pytest.mark.parametrize(
     "args",
     [
-        ["--out", "{tmp}/grid.jpg"],
-        ["--out", "{tmp}/samples"],
-        ["--out", "{tmp}/grid.png", "-n", "0"],
-        ["--out", "{tmp}/grid.png", "--cols", "0"],
-        ["--out", "{tmp}/folder.png"],
+        ["--file", "{tmp}/grid.jpg"],
+        ["--file", "{tmp}/samples"],
+        ["--file", "{tmp}/grid.png", "-n", "0"],
+        ["--file", "{tmp}/grid.png", "--cols", "0"],
+        ["--file", "{tmp}/folder.png"],
     ],
 )
 def test_bad_sample_arguments_are_one_error_line_and_write_nothing(run, tmp_path, args):
@@ -142,7 +142,7 @@ def test_bad_sample_arguments_are_one_error_line_and_write_nothing(run, tmp_path
 
 
 def test_a_missing_run_is_one_error_line(tmp_path):
-    result = invoke(["sample", str(tmp_path / "nothing"), "--out", str(tmp_path / "g.png")])
+    result = invoke(["sample", str(tmp_path / "nothing"), "--file", str(tmp_path / "g.png")])
     assert result.exit_code != 0
     assert_one_error_line(result)
     assert list(tmp_path.iterdir()) == []

@@ -131,9 +131,9 @@ def _spoil_config(run: Path) -> None:
         ["fit", "--resume", "{run}", "--epochs", "2", "--no-progress"],
         ["evaluate", "{run}", "--k", "2", "--no-progress"],
         ["show", "{run}", "--out", "{tmp}/pictures"],
-        ["sample", "{run}", "--out", "{tmp}/grid.png"],
+        ["sample", "{run}", "--file", "{tmp}/grid.png"],
         ["compare-estimators", "{run}", "--repeats", "2", "--batch-size", "4"],
-        ["curves", "{run}", "--out", "{tmp}/curves.png"],
+        ["curves", "{run}", "--file", "{tmp}/curves.png"],
     ],
     ids=lambda c: c[0],
 )
@@ -164,7 +164,7 @@ def test_a_sweep_reports_a_run_whose_config_is_not_utf8_and_runs_the_others(tmp_
         assert result.exit_code == 1, result.output  # a run failed: said, and the exit says so
         assert f"[skip] gaussian-d2: {reason}" in result.stderr
         assert "1 of 2 runs finished" in result.stderr
-        summary = (sweep / "runs" / "gaussian-d3" / "summary.json").read_text()
+        summary = (sweep / "runs" / "gaussian-d3-digits" / "summary.json").read_text()
         assert '"status": "finished"' in summary
     assert "Traceback" not in result.output
     assert files(damaged) == {"config.json": NOT_UTF8}
@@ -178,7 +178,8 @@ def finished_sweep(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize(
-    "name", ["sweep.json", "runs/gaussian-d2/summary.json", "runs/gaussian-d2/metrics.jsonl"]
+    "name",
+    ["sweep.json", "runs/gaussian-d2-digits/summary.json", "runs/gaussian-d2-digits/metrics.jsonl"],
 )
 def test_the_other_json_files_of_a_sweep_may_be_damaged_too(name, finished_sweep, tmp_path):
     """Their readers fall back as they do for a file that is not JSON: the checkpoint is
@@ -219,14 +220,14 @@ def test_a_sweep_out_that_cannot_be_a_sweep_folder_is_refused(kind, dry_run, run
         assert "is a run folder" in error_message(result)
 
 
-# --------------------------------------------------------------------------- curves --out
+# --------------------------------------------------------------------------- curves --file
 
 
 @pytest.mark.parametrize("name", ["c.txt", "c.JPG"])
 def test_curves_refuses_a_figure_format_before_any_work(name, tmp_path):
     missing = tmp_path / "no-such-run"  # the format is refused before the runs are looked for
-    result = refused(["curves", str(missing), "--out", str(tmp_path / name)], tmp_path)
-    assert "--out" in error_message(result)
+    result = refused(["curves", str(missing), "--file", str(tmp_path / name)], tmp_path)
+    assert "--file" in error_message(result)
     assert ".png, .pdf or .svg" in error_message(result)
 
 

@@ -253,7 +253,7 @@ def test_fit_refuses_a_group_of_different_shapes(tmp_path):
     result = invoke(["fit", "--resume", str(paths[0]), "--resume", str(paths[1])])
     assert result.exit_code != 0
     lines = stderr_lines(result)
-    assert len(lines) == 1 and lines[0].startswith("Error:") and "latent_dim" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "--latent-dim" in lines[0]
     assert not (paths[0] / "checkpoint.pt").exists()
 
 

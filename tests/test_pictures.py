@@ -190,7 +190,9 @@ def test_the_curve_figure_draws_metrics_jsonl(runs):
 
 def test_show_writes_the_pictures_and_the_readme(runs, tmp_path):
     out = tmp_path / "pics"
-    result = run_ok(["show", str(runs["cc"]), "--out", str(out), "--binary", "--images", "4"])
+    result = run_ok(
+        ["show", str(runs["cc"]), "--out", str(out), "--binary", "--reconstructions", "4"]
+    )
     names = sorted(p.name for p in out.iterdir())
     assert names == [
         "README.md",
@@ -200,7 +202,8 @@ def test_show_writes_the_pictures_and_the_readme(runs, tmp_path):
         "traversals.png",
     ]
     readme = (out / "README.md").read_text()
-    assert "Concrete 3×4" in readme and "epoch 2" in readme and "pyro-dvae show" in readme
+    assert "concrete(3x4" in readme and "12 units" in readme and "digits" in readme
+    assert "epoch 2" in readme and "pyro-dvae show" in readme
     assert all(line.startswith("written: ") for line in stderr_lines(result))
 
 
@@ -233,7 +236,7 @@ def test_curves_of_several_runs_with_labels(runs, tmp_path):
             "curves",
             str(runs["ln"]),
             str(runs["cc"]),
-            "--out",
+            "--file",
             str(out),
             "--label",
             "a",

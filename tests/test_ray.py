@@ -52,7 +52,7 @@ def test_a_ray_sweep_equals_the_local_one_and_uses_both_nodes(cluster, tmp_path)
     result = run_ok(sweep(tmp_path / "ray"))
     assert "2 of 2 runs finished" in result.stderr
     run_ok(sweep(tmp_path / "local", backend="local"))
-    for name in ("gaussian-d2", "logitnormal-d2-a1.78"):
+    for name in ("gaussian-d2-digits", "logitnormal-d2-a1.78-digits"):
         a = load_checkpoint(tmp_path / "ray" / "runs" / name)["model"]
         b = load_checkpoint(tmp_path / "local" / "runs" / name)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a), name
@@ -72,12 +72,12 @@ def test_runs_that_take_a_gpu_go_one_per_gpu_to_the_node_that_has_it(cluster, tm
 
 def test_a_run_with_a_damaged_checkpoint_fails_alone_on_ray(cluster, tmp_path):
     run_ok(sweep(tmp_path / "sw", epochs=1))
-    broken = tmp_path / "sw" / "runs" / "logitnormal-d2-a1.78"
+    broken = tmp_path / "sw" / "runs" / "logitnormal-d2-a1.78-digits"
     (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
     result = invoke(sweep(tmp_path / "sw", epochs=2))
     assert result.exit_code == 1
-    assert "logitnormal-d2-a1.78: failed" in result.stderr and "damaged" in result.stderr
-    healthy = read_json(tmp_path / "sw" / "runs" / "gaussian-d2" / "summary.json")
+    assert "logitnormal-d2-a1.78-digits: failed" in result.stderr and "damaged" in result.stderr
+    healthy = read_json(tmp_path / "sw" / "runs" / "gaussian-d2-digits" / "summary.json")
     assert healthy["epochs_completed"] == 2
     assert (broken / "checkpoint.pt").read_bytes() == b"not a checkpoint"
 
@@ -122,7 +122,7 @@ def test_stopping_a_ray_sweep_leaves_resumable_runs_and_nothing_running(cluster,
         env=env,
         start_new_session=True,
     )
-    runs = [out / "runs" / n for n in ("gaussian-d2", "logitnormal-d2-a1.78")]
+    runs = [out / "runs" / n for n in ("gaussian-d2-digits", "logitnormal-d2-a1.78-digits")]
     deadline = time.time() + 180
     while time.time() < deadline and not all(
         (RunDir(r).checkpoint_epoch() or 0) >= 1 for r in runs
@@ -151,7 +151,7 @@ def test_a_ray_sweep_trains_groups_as_the_local_one_does(cluster, tmp_path):
     ray_run = run_ok(["sweep", *grid, "--backend", "ray", "--out", str(tmp_path / "ray")])
     assert "as a group of 2" in ray_run.stderr and "3 of 3 runs finished" in ray_run.stderr
     run_ok(["sweep", *grid, "--threads", "1", "--out", str(tmp_path / "local")])
-    for name in ("logitnormal-d2-a0.5", "logitnormal-d2-a1.78"):
+    for name in ("logitnormal-d2-a0.5-digits", "logitnormal-d2-a1.78-digits"):
         assert read_json(tmp_path / "ray" / "runs" / name / "summary.json")["group"] == 2
         a = load_checkpoint(tmp_path / "ray" / "runs" / name)["model"]
         b = load_checkpoint(tmp_path / "local" / "runs" / name)["model"]
@@ -241,7 +241,7 @@ def test_a_relative_sweep_folder_is_the_same_folder_on_every_node(cluster, tmp_p
     result = run_ok(["sweep", *TINY, "--family", "gaussian", "--epochs", "1", "--out", "sw",
                      "--backend", "ray"])  # fmt: skip
     assert "1 of 1 runs finished" in result.stderr
-    assert RunDir(tmp_path / "sw" / "runs" / "gaussian-d2").checkpoint_epoch() == 1
+    assert RunDir(tmp_path / "sw" / "runs" / "gaussian-d2-digits").checkpoint_epoch() == 1
     refused = invoke(["sweep", *TINY, "--family", "gaussian", "--out", "sw", "--backend", "ray",
                       "--threads", "2"])  # fmt: skip
     assert refused.exit_code != 0 and "--cpus-per-run sets each run's threads" in refused.stderr

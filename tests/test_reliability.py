@@ -155,7 +155,9 @@ def test_a_run_and_a_sweep_folder_have_one_writer(tmp_path):
     args += ["--dataset", "digits", "--hidden", "16", "--threads", "1"]
     first = start(*args, "--epochs", str(LONG))
     try:
-        wait_for(lambda: epochs_saved(sweep / "runs" / "gaussian-d2") >= 1, "the sweep's run")
+        wait_for(
+            lambda: epochs_saved(sweep / "runs" / "gaussian-d2-digits") >= 1, "the sweep's run"
+        )
         result = invoke([*args, "--epochs", str(LONG + 1)])
         assert result.exit_code != 0
         assert_one_error_line(result)
@@ -163,7 +165,7 @@ def test_a_run_and_a_sweep_folder_have_one_writer(tmp_path):
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
-    assert_consistent(sweep / "runs" / "gaussian-d2", "interrupted")
+    assert_consistent(sweep / "runs" / "gaussian-d2-digits", "interrupted")
 
 
 def test_two_fits_racing_for_one_out_folder_leave_one_run(tmp_path):
@@ -217,7 +219,7 @@ def test_stopping_a_sweep_stops_every_run_and_leaves_no_process(tmp_path, sig):
     args = ["sweep", "--family", "gaussian", "--family", "logitnormal", "--latent-dim", "2"]
     args += ["--out", str(sweep), "--dataset", "digits", "--hidden", "16", "--jobs", "2"]
     proc = start(*args, "--threads", "1", "--epochs", str(LONG))
-    runs = [sweep / "runs" / n for n in ("gaussian-d2", "logitnormal-d2-a1")]
+    runs = [sweep / "runs" / n for n in ("gaussian-d2-digits", "logitnormal-d2-a1-digits")]
     wait_for(lambda: all(epochs_saved(r) >= 1 for r in runs), "both runs going")
     proc.send_signal(sig)  # to the sweep alone, as a scheduler or `kill` would
     _, err = proc.communicate(timeout=120)
@@ -463,11 +465,11 @@ def test_a_sweep_resumes_a_run_killed_before_its_first_checkpoint(tmp_path):
     args = ["sweep", "--family", "gaussian", "--latent-dim", "2", "--out", str(sweep)]
     args += ["--dataset", "digits", "--hidden", "16", "--threads", "1", "--epochs", "2"]
     run_ok(args)
-    run = sweep / "runs" / "gaussian-d2"
+    run = sweep / "runs" / "gaussian-d2-digits"
     for name in ("checkpoint.pt", "metrics.jsonl", "summary.json"):
         (run / name).unlink()
     result = run_ok(args)
-    assert "gaussian-d2: resume from epoch 0" in result.stderr
+    assert "gaussian-d2-digits: resume from epoch 0" in result.stderr
     assert assert_consistent(run, "finished") == 2
 
 
@@ -596,14 +598,17 @@ def test_evaluate_of_a_sweep_goes_past_a_damaged_run(tmp_path):
     sweep = tmp_path / "sw"
     args = ["sweep", "--family", "gaussian", "--family", "logitnormal", "--latent-dim", "2"]
     run_ok([*args, "--out", str(sweep), *TINY[:4], "--threads", "1", "--epochs", "1"])
-    broken, whole = sweep / "runs" / "gaussian-d2", sweep / "runs" / "logitnormal-d2-a1"
+    broken, whole = (
+        sweep / "runs" / "gaussian-d2-digits",
+        sweep / "runs" / "logitnormal-d2-a1-digits",
+    )
     (broken / "checkpoint.pt").write_bytes(b"damaged")
     result = invoke(["evaluate", str(sweep), "--k", "2", "--no-progress"])
     assert result.exit_code != 0
-    assert "1 of 2 runs could not be evaluated: gaussian-d2" in error_message(result)
+    assert "1 of 2 runs could not be evaluated: gaussian-d2-digits" in error_message(result)
     assert not (broken / "evaluation.json").exists()
     evaluation = read_json(whole / "evaluation.json")
-    assert evaluation["run"] == "logitnormal-d2-a1"  # the name, not a path of this machine
+    assert evaluation["run"] == "logitnormal-d2-a1-digits"  # the name, not a path of this machine
 
 
 def test_a_sweep_waits_for_a_run_that_another_process_is_finishing(tmp_path):
@@ -614,7 +619,7 @@ def test_a_sweep_waits_for_a_run_that_another_process_is_finishing(tmp_path):
     args = ["sweep", "--family", "gaussian", "--latent-dim", "2", "--out", str(sweep)]
     args += ["--dataset", "digits", "--hidden", "16", "--threads", "1"]
     run_ok([*args, "--epochs", "1"])
-    run = sweep / "runs" / "gaussian-d2"
+    run = sweep / "runs" / "gaussian-d2-digits"
     lock = FolderLock(run).acquire()  # this process stands for the run still saving
     proc = start(*args, "--epochs", "2")
     time.sleep(8)
@@ -623,7 +628,7 @@ def test_a_sweep_waits_for_a_run_that_another_process_is_finishing(tmp_path):
     lock.release()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
-    assert f"[wait] gaussian-d2: in use by process {os.getpid()}" in err.decode()
+    assert f"[wait] gaussian-d2-digits: in use by process {os.getpid()}" in err.decode()
     assert assert_consistent(run, "finished") == 2
 
 

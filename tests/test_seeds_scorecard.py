@@ -45,7 +45,7 @@ def test_sweep_seeds_train_independent_runs(tmp_path):
     args += ["--dataset", "digits", "--hidden", "16", "--threads", "1", "--epochs", "1"]
     run_ok([*args, "--seeds", "2"])
     runs = sorted(p.name for p in (sweep / "runs").iterdir())
-    assert runs == ["gaussian-d2", "gaussian-d2-seed1"]
+    assert runs == ["gaussian-d2-digits", "gaussian-d2-digits-seed1"]
     a, b = (load_checkpoint(sweep / "runs" / n) for n in runs)
     assert (a["config"]["seed"], b["config"]["seed"]) == (0, 1)
     assert read_metrics(sweep / "runs" / runs[0]) != read_metrics(sweep / "runs" / runs[1])
@@ -150,11 +150,11 @@ def test_the_runs_table_says_where_a_run_trained_and_was_evaluated_when_not_on_a
     _fake_run(tmp_path, "unscored", cfg, train=95.0, test=96.0)
     (tmp_path / "runs" / "gpu" / "summary.json").write_text(json.dumps({"device": "cuda:0"}))
     table = runs_table(collect(tmp_path))
-    hours = {name: row[table.columns.index("evaluation h")] for name, row in table.rows}
-    assert hours == {"gpu": "0.00 (9 s on cuda)", "cpu": "1.50", "unscored": "–"}
+    times = {name: row[table.columns.index("evaluation time")] for name, row in table.rows}
+    assert times == {"gpu": "9.0 s on cuda", "cpu": "1.50 h", "unscored": "–"}
     # training too: 30 epochs of 1 s each (the fake runs' metrics)
-    trained = {name: row[table.columns.index("training h")] for name, row in table.rows}
-    assert trained == {"gpu": "0.01 (30 s on cuda:0)", "cpu": "0.01", "unscored": "0.01"}
+    trained = {name: row[table.columns.index("training time")] for name, row in table.rows}
+    assert trained == {"gpu": "30 s on cuda:0", "cpu": "30 s", "unscored": "30 s"}
 
 
 def test_the_note_names_the_fields_that_differ_from_the_papers_setting(tmp_path):

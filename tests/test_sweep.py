@@ -96,7 +96,7 @@ def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path):
 def test_sweep_runs_the_grid_then_skips_finished_runs(tmp_path):
     sweep = tmp_path / "sw"
     result = run_ok(sweep_args(sweep, "--jobs", "2"))
-    names = {"gaussian-d2", "logitnormal-d2-a1.78"}
+    names = {"gaussian-d2-digits", "logitnormal-d2-a1.78-digits"}
     assert {p.name for p in (sweep / "runs").iterdir()} == names
     for name in names:
         summary = read_json(sweep / "runs" / name / "summary.json")
@@ -145,7 +145,7 @@ def test_raising_epochs_resumes_every_run_to_the_uninterrupted_result(tmp_path):
             *TINY,
         ]
     )
-    resumed = sweep / "runs" / "gaussian-d2"
+    resumed = sweep / "runs" / "gaussian-d2-digits"
     assert [r["epoch"] for r in read_metrics(resumed)] == [1, 2, 3]
     a, b = load_checkpoint(direct)["model"], load_checkpoint(resumed)["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
@@ -165,7 +165,7 @@ def test_interrupted_sweep_continues_where_it_stopped(tmp_path):
         # as from a terminal: a suite started in the background (``&``) passes SIGINT on ignored
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    run = sweep / "runs" / "gaussian-d2"
+    run = sweep / "runs" / "gaussian-d2-digits"
     deadline = time.time() + 120
     while time.time() < deadline and len(RunDir(run).read_metrics()) < 2:  # lines may be cut
         time.sleep(0.1)
@@ -189,9 +189,9 @@ def test_a_failing_run_is_reported_and_leaves_the_others_whole(tmp_path):
     sweep = tmp_path / "sw"
     run_ok(sweep_args(sweep, epochs=1))
     # damage one run's checkpoint; put a run of another configuration in a third run's place
-    broken = sweep / "runs" / "logitnormal-d2-a1.78"
+    broken = sweep / "runs" / "logitnormal-d2-a1.78-digits"
     (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    clash = sweep / "runs" / "logitnormal-d2-a0.5"
+    clash = sweep / "runs" / "logitnormal-d2-a0.5-digits"
     run_ok(
         [
             "fit",
@@ -209,17 +209,19 @@ def test_a_failing_run_is_reported_and_leaves_the_others_whole(tmp_path):
     )
     broken_before, clash_before = run_files(sweep), None
     clash_before = {
-        k: v for k, v in broken_before.items() if k.startswith("runs/logitnormal-d2-a0.5")
+        k: v for k, v in broken_before.items() if k.startswith("runs/logitnormal-d2-a0.5-digits")
     }
     broken_before = {k: v for k, v in broken_before.items() if k.startswith(f"runs/{broken.name}")}
 
     result = invoke(sweep_args(sweep, "--alpha", "0.5", "--jobs", "2", epochs=2))
     assert result.exit_code == 1
-    assert "logitnormal-d2-a1.78: failed" in result.stderr and "damaged" in result.stderr
-    assert "logitnormal-d2-a0.5: failed" in result.stderr
+    assert "logitnormal-d2-a1.78-digits: failed" in result.stderr and "damaged" in result.stderr
+    assert "logitnormal-d2-a0.5-digits: failed" in result.stderr
     assert "another configuration" in result.stderr
     # the healthy run went on to 2 epochs
-    assert read_json(sweep / "runs" / "gaussian-d2" / "summary.json")["epochs_completed"] == 2
+    assert (
+        read_json(sweep / "runs" / "gaussian-d2-digits" / "summary.json")["epochs_completed"] == 2
+    )
     # the failing ones are untouched
     after = run_files(sweep)
     for k, v in {**broken_before, **clash_before}.items():
@@ -249,7 +251,7 @@ def test_sweep_json_records_the_grid(tmp_path):
     sweep = tmp_path / "sw"
     run_ok(sweep_args(sweep, epochs=1))
     doc = json.loads((sweep / "sweep.json").read_text())
-    cfg = FitConfig.from_dict(doc["runs"]["logitnormal-d2-a1.78"])
+    cfg = FitConfig.from_dict(doc["runs"]["logitnormal-d2-a1.78-digits"])
     assert cfg.alpha == 1.78 and cfg.dataset == "digits" and cfg.epochs == 1
     assert [g["options"]["family"] for g in doc["grids"]] == [["gaussian", "logitnormal"]]
     # a second grid into the folder joins it: both grids and all runs are recorded
@@ -257,7 +259,7 @@ def test_sweep_json_records_the_grid(tmp_path):
             "--hidden", "8", "--epochs", "1", "--out", str(sweep), "--threads", "1"])  # fmt: skip
     doc = json.loads((sweep / "sweep.json").read_text())
     assert [g["options"].get("latent_dim") for g in doc["grids"]] == [[2], [3]]
-    assert {"logitnormal-d2-a1.78", "gaussian-d3"} <= set(doc["runs"])
+    assert {"logitnormal-d2-a1.78-digits", "gaussian-d3-digits"} <= set(doc["runs"])
 
 
 def test_concrete_preset_covers_the_investigation():
@@ -325,8 +327,8 @@ def test_a_grouped_sweep_trains_compatible_runs_together_as_ordinary_runs(tmp_pa
     result = run_ok(group_sweep_args(sweep, "--group-size", "2"))
     assert "1 groups of up to 2" in result.stderr
     assert "3 of 3 runs finished" in result.stderr
-    grouped = {"logitnormal-d2-a0.5", "logitnormal-d2-a1.78"}
-    for name in [*grouped, "gaussian-d2"]:
+    grouped = {"logitnormal-d2-a0.5-digits", "logitnormal-d2-a1.78-digits"}
+    for name in [*grouped, "gaussian-d2-digits"]:
         summary = read_json(sweep / "runs" / name / "summary.json")
         assert summary["status"] == "finished" and summary["epochs_completed"] == 2
         assert summary.get("group") == (2 if name in grouped else None)
@@ -337,19 +339,21 @@ def test_a_grouped_sweep_trains_compatible_runs_together_as_ordinary_runs(tmp_pa
     # a member continues alone, or with its group, to a longer length
     longer = run_ok(group_sweep_args(sweep, "--group-size", "2", epochs=3))
     assert longer.stderr.count("resume from epoch 2 as a group of 2") == 2
-    assert read_json(sweep / "runs" / "gaussian-d2" / "summary.json")["epochs_completed"] == 3
+    assert (
+        read_json(sweep / "runs" / "gaussian-d2-digits" / "summary.json")["epochs_completed"] == 3
+    )
 
 
 def test_a_group_member_with_a_damaged_checkpoint_fails_alone(tmp_path):
     sweep = tmp_path / "sw"
     run_ok(group_sweep_args(sweep, "--group-size", "1", epochs=1))
-    broken = sweep / "runs" / "logitnormal-d2-a0.5"
+    broken = sweep / "runs" / "logitnormal-d2-a0.5-digits"
     (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
     result = invoke(group_sweep_args(sweep, "--group-size", "4"))
     assert result.exit_code == 1
-    assert "logitnormal-d2-a0.5: failed" in result.stderr and "damaged" in result.stderr
+    assert "logitnormal-d2-a0.5-digits: failed" in result.stderr and "damaged" in result.stderr
     assert "2 of 3 runs finished" in result.stderr
-    healthy = sweep / "runs" / "logitnormal-d2-a1.78" / "summary.json"
+    healthy = sweep / "runs" / "logitnormal-d2-a1.78-digits" / "summary.json"
     assert read_json(healthy)["epochs_completed"] == 2
 
 
@@ -436,7 +440,7 @@ def test_a_stopped_sweep_returns_only_once_its_runs_have_let_go(tmp_path):
             for proc in handles:
                 threading.Timer(1.0, proc.send_signal, [signal.SIGTERM]).start()
 
-    sweep, run = tmp_path / "sw", tmp_path / "sw" / "runs" / "gaussian-d2"
+    sweep, run = tmp_path / "sw", tmp_path / "sw" / "runs" / "gaussian-d2-digits"
     config = FitConfig(family="gaussian", dataset="digits", hidden=16, latent_dim=2, epochs=100_000)
 
     def stop_once_training():

@@ -10,8 +10,10 @@ import click
 from click.core import ParameterSource
 
 from ..config import FitConfig, check_family_field
+from ..wording import capped, plural
 from .group import (
     GUIDE_HELP,
+    SEED_HELP,
     cli,
     data_dir_option,
     device_option,
@@ -81,10 +83,12 @@ def _plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..plots import epoch_axis
+
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, curve in curves.items():
         ax.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
-    ax.set_xlabel("epoch")
+    epoch_axis(ax)
     ax.set_ylabel("test −ELBO (one-sample Monte Carlo, nats)")
     ax.set_title(f"training objectives side by side: {title}", fontsize=9)
     ax.legend()
@@ -96,11 +100,31 @@ def _plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None
 @cli.command("compare-estimators")
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path))
 @model_options
-@click.option("--batch-size", type=int, default=50, show_default=True, help="Images scored.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=50,
+    show_default=True,
+    help="Images per batch: the first N test images, every estimate's batch.",
+)
 @click.option("--repeats", type=int, default=100, show_default=True, help="Estimates each.")
-@click.option("--num-particles", type=int, default=10, show_default=True)
+@click.option(
+    "--num-particles",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Samples per image in the ELBO estimate: the N of trace-N, set beside one-sample "
+    "trace (fit's default, the paper's) to show what more samples buy; reparameterised "
+    "families only.",
+)
 @click.option("--iwae", "iwae_k", type=int, multiple=True, help="IWAE k values [5, 50].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help=SEED_HELP.format("an untrained model's weights, and every estimate's draws"),
+)
 @click.option(
     "--train-epochs",
     type=int,
@@ -117,10 +141,10 @@ def _plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None
 )
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Folder for the tables and plots [default: RUN_DIR/estimators; a new model: "
-    "./estimators].",
+    help="Folder to write into: the tables and plots [default: RUN_DIR/estimators; a new "
+    "model: ./estimators].",
 )
 @click.option("--guide", default=None, help=GUIDE_HELP)
 @data_dir_option
@@ -151,11 +175,12 @@ def compare_estimators(
     variance (all, encoder, decoder), gradient SNR and time per estimate, as
     Markdown, CSV, JSON and a PNG.
 
-    A categorical model is compared against its exact gradient (TraceEnum_ELBO
-    over every code): the score function, TraceGraph_ELBO with and without a
-    baseline, and the Concrete relaxation at each of --temperatures; per
-    estimator the mean squared error to the exact gradient, bias², variance and
-    time, and a plot of the error against the temperature.
+    A categorical or bernoulli model is compared against its exact gradient
+    (TraceEnum_ELBO over every code): its estimators by their fit --estimator
+    names (score-function: no baseline; reinforce: the decaying baseline; nvil,
+    vimco, disarm) and the relaxations at each of --temperatures; per estimator
+    the mean squared error to the exact gradient, bias², variance and time, and
+    a plot of the error against the temperature.
     """
     import pyro
 
@@ -200,6 +225,9 @@ def compare_estimators(
         )
     data = load_dataset(config.dataset, data_dir, subset=config.subset)
     x = data.test[:batch_size].to(device)
+    whose = f"the {config.dataset} test set's"
+    if note := capped("--batch-size", batch_size, x.shape[0], whose, "image"):
+        log_line(note)
     if vae is None:  # untrained, sized to the dataset's images
         pyro.set_rng_seed(seed)
         vae = VAE(make_family(config), x.shape[1], config.hidden).to(device)
@@ -211,7 +239,7 @@ def compare_estimators(
         if train_epochs:
             raise click.UsageError(
                 "--train-epochs compares training objectives of reparameterised families; "
-                "train a categorical model with fit --elbo enum or --elbo tracegraph"
+                "train a discrete model with fit --estimator (enum, reinforce, ...)"
             )
         _compare_discrete(vae, x, repeats, seed, temperatures, out, epoch, device)
         return
@@ -247,7 +275,7 @@ def compare_estimators(
         atomic_write_text(out / "training.json", json.dumps(curves, indent=2) + "\n")
         _plot_curves(curves, out / "training.png", f"{vae.family.describe()}, seed {config.seed}")
         for name, curve in curves.items():
-            click.echo(f"{name}: test -ELBO after {len(curve)} epochs {curve[-1]:.2f}")
+            click.echo(f"{name}: test -ELBO after {plural(len(curve), 'epoch')} {curve[-1]:.2f}")
     log_line(f"written: {out}")
 
 

@@ -12,6 +12,8 @@ from ..evaluation import DISCRETE_K
 from ..rundir import find_runs
 from .group import (
     GUIDE_HELP,
+    PROGRESS_HELP,
+    SEED_HELP,
     cli,
     data_dir_option,
     device_option,
@@ -33,7 +35,9 @@ def run_dirs(paths: tuple[Path, ...]) -> list[Path]:
 
 
 def _table(rows: list[dict]) -> str:
-    head = ["run", "epoch", "-ELBO", "recon", "KL", "log p(x)", "k", "active", "kNN acc"]
+    # the -ELBO here is the mean of k draws per image; training's (and report's) draws one
+    head = ["run", "epoch", "-ELBO, k draws", "recon", "KL", "log p(x)", "k", "active units"]
+    head += ["kNN acc"]
     lines = [head]
     for r in rows:
         lines.append(
@@ -90,12 +94,19 @@ def _table(rows: list[dict]) -> str:
     type=int,
     default=0,
     show_default=True,
-    help="Score the -ELBO and IWAE on the first N test images only (0: all).",
+    help="First N test images: those the -ELBO and IWAE score (0: all; the active units and "
+    "kNN accuracy use all).",
 )
 @click.option(
     "--neighbors", type=int, default=5, show_default=True, help="k of the kNN classifier."
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help=SEED_HELP.format("the posterior draws, and the training images' binarisation (kNN)"),
+)
 @click.option(
     "--skip-done/--redo",
     default=False,
@@ -114,7 +125,7 @@ def _table(rows: list[dict]) -> str:
 @data_dir_option
 @device_option()
 @threads_option
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True, help=PROGRESS_HELP)
 def evaluate(
     paths,
     k,

@@ -11,7 +11,9 @@ from click.core import ParameterSource
 from ..config import RESUMABLE_FIELDS
 from ..errors import RunDirError
 from ..naming import run_name
+from ..wording import plural
 from .group import (
+    PROGRESS_HELP,
     cli,
     data_dir_option,
     device_option,
@@ -27,9 +29,10 @@ from .options import config_from, config_options
 @config_options()
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Run directory [default: runs/<run name>-<time>, e.g. runs/logitnormal-d20-a1-<time>].",
+    help="Folder to write into: the run directory [default: runs/<run name>-<time>, e.g. "
+    "runs/logitnormal-d20-a1-<time>].",
 )
 @click.option(
     "--resume",
@@ -42,9 +45,7 @@ from .options import config_from, config_options
 @data_dir_option
 @device_option()
 @threads_option
-@click.option(
-    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
-)
+@click.option("--progress/--no-progress", default=True, show_default=True, help=PROGRESS_HELP)
 @click.pass_context
 def fit(ctx: click.Context, out, resume_dirs, data_dir, device, threads, progress, **options):
     """Train one VAE and write its run directory."""
@@ -86,7 +87,7 @@ def fit(ctx: click.Context, out, resume_dirs, data_dir, device, threads, progres
         click.echo(interrupted_line(err.signum, where), err=True)
         return err.exit_code
     final = summary.get("final_test", {})
-    msg = f"done: {summary['epochs_completed']} epochs"
+    msg = f"done: {plural(summary['epochs_completed'], 'epoch')}"
     if final:
         msg += f", test -ELBO {final['test_loss']:.2f}"
     click.echo(f"{msg}; run directory {out}", err=True)
@@ -112,7 +113,7 @@ def _group_done(summaries: list[dict], paths: tuple[Path, ...]) -> int:
     """One line per member; exit status 1 if any member failed."""
     for path, summary in zip(paths, summaries, strict=True):
         final = summary.get("final_test", {})
-        msg = f"{path}: {summary['status']}, {summary.get('epochs_completed', 0)} epochs"
+        msg = f"{path}: {summary['status']}, {plural(summary.get('epochs_completed', 0), 'epoch')}"
         if final:
             msg += f", test -ELBO {final['test_loss']:.2f}"
         click.echo(msg, err=True)

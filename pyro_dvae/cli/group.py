@@ -47,9 +47,13 @@ def cli() -> None:
 
 
 GUIDE_HELP = (
-    "The guide of a run trained with --guide (package.module:factory or file.py:factory). "
-    "A run folder's own config is never imported: loading its code takes this option."
+    "Your own guide: the one the run was trained with (fit --guide, package.module:factory "
+    "or file.py:factory), named again, as a run folder's own config is never imported."
 )
+#: ``--progress``, the same in every command that draws a bar
+PROGRESS_HELP = "Show a progress bar."
+#: ``--seed`` of the commands that read runs: the random seed, and what it picks there
+SEED_HELP = "Random seed: {}."
 
 
 def _name(signum: int) -> str:
@@ -82,7 +86,8 @@ data_dir_option = click.option(
     "~/.cache/pyro-dvae].",
 )
 PICTURES_ON_CPU = "cpu by default here: drawing needs little compute"
-threads_option = click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+THREADS_HELP = "CPU threads for torch"
+threads_option = click.option("--threads", type=int, default=None, help=f"{THREADS_HELP}.")
 
 
 def device_option(default: str = "auto", why: str = ""):

@@ -19,7 +19,7 @@ from .group import cli
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Folder for leaderboard.csv, leaderboard.md and leaderboard.png "
+    help="Folder to write into: leaderboard.csv, leaderboard.md and leaderboard.png "
     "[default: the first SWEEP_DIR's leaderboard/].",
 )
 def leaderboard(sweep_dirs: tuple[Path, ...], out: Path | None) -> None:

@@ -7,6 +7,7 @@ when given. Help, choices and defaults come from the field's declaration.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import click
@@ -72,6 +73,30 @@ def config_from(options: dict) -> FitConfig:
         if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT):
             check_family_field(name, options["family"])
     return FitConfig(**{name: options[name] for name in PARAMS}).validate(new=True)
+
+
+def renamed(old: str, flag: str, new: str, why: str, **kwargs) -> Callable:
+    """Keep ``old``, a flag a command had before it took ``flag`` (whose parameter is
+    ``new``), working for scripts: hidden from ``--help``, it sets ``new`` with one warning
+    line that says ``why`` the name changed. Decorate below the command's own options."""
+    hidden = f"renamed_{new}"
+
+    def deco(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def run(*args, **params):
+            value = params.pop(hidden)
+            if value is not None:
+                ctx = click.get_current_context()
+                if ctx.get_parameter_source(new) == ParameterSource.COMMANDLINE:
+                    raise click.UsageError(f"give {flag} (or the old {old}), not both")
+                click.echo(f"warning: {old} is now {flag} ({why})", err=True)
+                params[new] = value
+                ctx.set_parameter_source(new, ParameterSource.COMMANDLINE)  # typed, if as old
+            return command(*args, **params)
+
+        return click.option(old, hidden, default=None, hidden=True, **kwargs)(run)
+
+    return deco
 
 
 def markdown_table() -> str:

@@ -10,6 +10,7 @@ from ..data import DATASETS
 from .group import (
     GUIDE_HELP,
     PICTURES_ON_CPU,
+    SEED_HELP,
     cli,
     data_dir_option,
     device_option,
@@ -33,9 +34,9 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.argument("sweep_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Folder for the PNG files [default: SWEEP_DIR/figures].",
+    help="Folder to write into: the PNG files [default: SWEEP_DIR/figures].",
 )
 @click.option(
     "--figure",
@@ -48,7 +49,7 @@ def _sizes(text: str) -> tuple[int, ...]:
     "--dataset",
     type=click.Choice(sorted(DATASETS)),
     default=None,
-    help="Draw this dataset's runs [default: the folder's only dataset, else MNIST].",
+    help="Dataset: draw its runs [default: the folder's only dataset, else MNIST].",
 )
 @click.option("--sizes", default="4,40", show_default=True, help="Figure 2: latent sizes.")
 @click.option("--tsne-size", type=int, default=8, show_default=True, help="Figure 3: size.")
@@ -56,11 +57,17 @@ def _sizes(text: str) -> tuple[int, ...]:
     "--tsne-alpha", type=float, default=0.32, show_default=True, help="Figure 3: Logit-normal α."
 )
 @click.option(
-    "--images", type=int, default=10000, show_default=True, help="Figure 3: test images (0: all)."
+    "--images",
+    type=int,
+    default=0,
+    show_default=True,
+    help="First N test images: those Figure 3 encodes (0: all).",
 )
 @click.option("--hist-size", type=int, default=40, show_default=True, help="Figure 4: size.")
 @click.option("--grid", type=int, default=20, show_default=True, help="Figure 5: cells per side.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help=SEED_HELP.format("Figure 3's t-SNE")
+)
 @click.option("--guide", default=None, help=GUIDE_HELP)
 @data_dir_option
 @device_option("cpu", PICTURES_ON_CPU)

@@ -13,9 +13,9 @@ from .group import cli
 @click.argument("sweep_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Folder for report.md and the CSV files [default: SWEEP_DIR/report].",
+    help="Folder to write into: report.md and the CSV files [default: SWEEP_DIR/report].",
 )
 def report(sweep_dir: Path, out: Path | None) -> None:
     """Tables 1-3 of the paper (train and test, beside the paper's numbers), the IWAE

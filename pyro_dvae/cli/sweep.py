@@ -12,7 +12,15 @@ from ..config import FAMILY_PARAMS, PARAMS
 from ..signals import signal_of
 from ..sweep import PRESETS
 from ..sweep.launchers import LAUNCHERS
-from .group import cli, data_dir_option, device_option, interrupted_line, log_line
+from ..wording import plural
+from .group import (
+    THREADS_HELP,
+    cli,
+    data_dir_option,
+    device_option,
+    interrupted_line,
+    log_line,
+)
 from .options import config_options
 
 #: runs per group: one process per run, so a run's numbers never depend on its company; on
@@ -31,9 +39,9 @@ DEFAULT_GROUP_SIZE = 1
 @click.option("--seeds", "n_seeds", type=int, default=None, help="Seeds 0 .. N-1 of every run.")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Sweep folder [default: sweeps/<preset>, or sweeps/grid].",
+    help="Folder to write into: the sweep folder [default: sweeps/<preset>, or sweeps/grid].",
 )
 @click.option(
     "--jobs",
@@ -50,7 +58,12 @@ DEFAULT_GROUP_SIZE = 1
     help="Train up to N runs of one shape as one group in one process (docs/groups.md; "
     "for GPUs); 1: one process per run.",
 )
-@click.option("--threads", type=int, default=None, help="Threads per run [default: cores // jobs].")
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help=f"{THREADS_HELP}; each run's [default: cores // jobs].",
+)
 @click.option(
     "--backend",
     type=click.Choice(sorted(LAUNCHERS)),
@@ -79,7 +92,11 @@ DEFAULT_GROUP_SIZE = 1
     help="Evaluate each finished run with this many IWAE samples (0: no evaluation).",
 )
 @click.option(
-    "--images", type=int, default=0, show_default=True, help="Evaluate on N test images (0: all)."
+    "--images",
+    type=int,
+    default=0,
+    show_default=True,
+    help="First N test images: those the evaluation scores (0: all).",
 )
 @data_dir_option
 @device_option()
@@ -156,10 +173,10 @@ def sweep(
         raise click.BadParameter("must be >= 0", param_hint="--evaluate/--images")
     out = check_sweep_dir(out or Path("sweeps") / (preset or "grid"))
     if dry_run:
-        runs = plan(out, named_grid(configs), evaluate_k, images)
+        runs = plan(out, named_grid(configs, out), evaluate_k, images)
         for run in runs:
             detail = run.reason or (
-                f"{run.epochs_done}/{run.config.epochs} epochs" if run.epochs_done else ""
+                f"{run.epochs_done}/{plural(run.config.epochs, 'epoch')}" if run.epochs_done else ""
             )
             click.echo(f"{run.state:9s} {run.name}  {detail}".rstrip())
         one_per_process = backend == "local" and group_size == 1  # else no time estimate

@@ -7,7 +7,7 @@ temperature), the training variants it supports and its discrete twin. Generic c
 asks the family; adding one is adding a class decorated with :func:`register_family`.
 """
 
-from .base import FAMILIES, LatentFamily, make_family, register_family
+from .base import FAMILIES, LatentFamily, estimator_name, make_family, register_family
 from .bernoulli import BernoulliFamily, BitsFamily
 from .beta import BetaFamily
 from .categorical import CategoricalFamily
@@ -26,6 +26,7 @@ __all__ = [
     "LatentFamily",
     "LogitNormalFamily",
     "OneHotFamily",
+    "estimator_name",
     "make_family",
     "register_family",
 ]

@@ -30,6 +30,19 @@ ESTIMATOR = Param(
 )
 
 
+def estimator_name(config: FitConfig) -> str:
+    """The one name of a discrete latent's gradient estimator, whichever flags chose it: the
+    score function without baseline is ``score-function`` (``--elbo trace``, or ``tracegraph``
+    with ``--baseline none``), with the decaying baseline ``reinforce`` (``--estimator
+    reinforce`` or ``--elbo tracegraph``); an ``--estimator`` names itself otherwise."""
+    name = config.estimator or {"trace": "score-function", "tracegraph": "reinforce"}.get(
+        config.elbo, config.elbo
+    )
+    if name == "reinforce" and config.baseline != "decaying":
+        return "score-function" if config.baseline == "none" else "reinforce, neural baseline"
+    return name
+
+
 def register_family(cls: type[LatentFamily]) -> type[LatentFamily]:
     """Class decorator: ``cls`` becomes the ``--family`` named ``cls.name`` in :data:`FAMILIES`.
 

@@ -36,7 +36,15 @@ from .annealing import (
     as_tensor_like,
     check_schedule,
 )
-from .base import ESTIMATOR, LatentFamily, _filled, _loc_scale, _sqrt, register_family
+from .base import (
+    ESTIMATOR,
+    LatentFamily,
+    _filled,
+    _loc_scale,
+    _sqrt,
+    estimator_name,
+    register_family,
+)
 from .categorical import ENUM_LIMIT
 from .continuous import ALPHA
 
@@ -84,7 +92,7 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
 
     @classmethod
     def label(cls, config):
-        return f"Bernoulli {config.latent_dim} ({config.estimator or config.elbo})"
+        return f"Bernoulli {config.latent_dim} ({estimator_name(config)})"
 
     @classmethod
     def validate_config(cls, config, new=False):
@@ -193,7 +201,7 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
         return super().code_mean(q, num_samples)
 
     def describe(self) -> str:
-        how = self.config.estimator or self.config.elbo
+        how = estimator_name(self.config)
         if self.relaxed:
             how += f", tau={self.initial_temperature:g}"
             how += f"->{self.min_temperature:g}" if self.anneal_rate else ""

@@ -23,7 +23,7 @@ from .annealing import (
     as_tensor_like,
     check_schedule,
 )
-from .base import ESTIMATOR, LatentFamily, _filled, register_family
+from .base import ESTIMATOR, LatentFamily, _filled, estimator_name, register_family
 from .concrete import CATEGORIES, CategoricalShape, OneHotFamily
 
 if TYPE_CHECKING:
@@ -184,8 +184,8 @@ class CategoricalFamily(CategoricalShape, AnnealedTemperature, LatentFamily):
 
     def describe(self) -> str:
         how = ", enumerated" if self.joint else ""
-        if self.estimator and not self.joint:
-            how = f", {self.estimator}"
+        if not self.joint and (self.estimator or self.config.elbo in ("trace", "tracegraph")):
+            how = f", {estimator_name(self.config)}"
         if self.relaxed:
             how += f", tau={self.initial_temperature:g}"
             how += f"->{self.min_temperature:g}" if self.anneal_rate else ""

@@ -18,6 +18,7 @@ from ..fileio import FolderLock, atomic_write_text
 from ..naming import named_grid
 from ..rundir import CONFIG, RunDir
 from ..signals import deferred_stop, stop_on_signals
+from ..wording import plural
 from .launchers import STOP_GRACE, Launcher, LocalLauncher
 from .plan import PlannedRun, Task, grouped, make_run_dir, plan, tasks_for
 from .settings import SweepSettings
@@ -125,8 +126,8 @@ def run_sweep(
     settings = settings or SweepSettings()
     for c in configs:
         c.validate(new=True)
-    named = named_grid(configs)
     sweep_dir = check_sweep_dir(sweep_dir)
+    named = named_grid(configs, sweep_dir)
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -185,9 +186,11 @@ class _Scheduler:
         done_before = sum(1 for v in self.outcome.values() if v == "finished")
         groups = sum(1 for job in self.queue if job.members)
         log(
-            f"sweep {self.sweep_dir}: {len(self.planned)} runs, {done_before} already finished, "
-            f"{self.total} to run ({settings.jobs} at a time, {_count(settings.threads, 'thread')}"
-            " each" + (f"; {groups} groups of up to {settings.group_size}" if groups else "") + ")"
+            f"sweep {self.sweep_dir}: {plural(len(self.planned), 'run')}, {done_before} already "
+            f"finished, {self.total} to run ({settings.jobs} at a time, "
+            f"{plural(settings.threads, 'thread')} each"
+            + (f"; {groups} groups of up to {settings.group_size}" if groups else "")
+            + ")"
         )
         progress = _Progress(self.planned)
         try:
@@ -266,10 +269,6 @@ class _Scheduler:
         for job in self.queue:
             for run in job.runs:
                 self.outcome[run.name] = "not started"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _wait_until_let_go(runs: list[PlannedRun], log, grace: float = STOP_GRACE) -> None:
@@ -369,7 +368,7 @@ def _startable(queue: list[_Job], free: int, outcome: dict[str, str], log) -> li
 def _result_text(path: Path) -> str:
     summary = RunDir(path).read_summary()
     test = summary.get("final_test", {}).get("test_loss")
-    text = f": {summary.get('epochs_completed', '?')} epochs" if summary else ""
+    text = f": {plural(summary.get('epochs_completed', 0), 'epoch')}" if summary else ""
     if test is not None:
         text += f", test -ELBO {test:.2f}"
     ev = read_evaluation(path)
