@@ -43,6 +43,7 @@ from .inference import SVI, make_elbo
 from .member_streams import IN_FUNCTIONS, MemberDraws, MemberStream, RandomCalls
 from .optim import FusedClippedAdam
 from .rundir import RunDir
+from .schedules import is_standard
 from .signals import deferred_stop
 from .train import Trainer, resolve_device, step_bar, train_epochs
 from .vae import VAE
@@ -57,6 +58,8 @@ def group_key(config: FitConfig) -> tuple | None:
     """Runs with equal keys can train as one group; None: this one trains alone."""
     family = FAMILIES[config.family]
     if not family.groupable or config.guide or config.elbo not in GROUP_ELBOS:
+        return None
+    if not is_standard(config):  # warm-up, free bits, lr schedules train alone
         return None
     free = {*FREE_FIELDS, *family.member_params}
     return tuple((f.name, getattr(config, f.name)) for f in fields(config) if f.name not in free)

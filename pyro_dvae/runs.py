@@ -21,6 +21,7 @@ from .errors import ConfigError, RunDirError
 from .fileio import first_line
 from .inference import MONTE_CARLO
 from .rundir import RunDir
+from .schedules import check_resume
 from .train import Trainer, python_guide_refusal
 
 
@@ -177,6 +178,7 @@ def _read_for_resume(run_dir: RunDir, changes: dict[str, Any]):
             f"--epochs {changes['epochs']} is below the {done} epochs "
             f"{run_dir.path} has already completed"
         )
+    check_resume(config, changes)
     for key, value in changes.items():
         setattr(config, key, value)
     config.validate()

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .collapse import collapse_note, count_active, last_verdict
 from .config import FitConfig
 from .data import Dataset, binarize
 from .errors import ConfigError, RunDirError, StorageError, TrainingError
@@ -34,6 +35,7 @@ from .inference import (
 )
 from .optim import FusedClippedAdam
 from .rundir import RunDir, runtime_versions, summary_numbers
+from .schedules import Schedules, check_reparameterized
 from .signals import deferred_stop, signal_of, stop_on_signals
 from .vae import VAE
 
@@ -114,6 +116,7 @@ class Trainer:
         self.vae = VAE(self.family, self.data.input_dim, config.hidden, guide_module=guide)
         self.vae.to(self.device)
         self.optim = FusedClippedAdam(lr=config.lr, clip_norm=config.clip_norm)
+        self.schedules = Schedules(config, self.steps_per_epoch())
         self.analytic = ELBOS[config.elbo][1]
         self.data_gen = torch.Generator(device=self.device).manual_seed(config.seed)
         self.epoch = 0
@@ -126,13 +129,16 @@ class Trainer:
             if guide is not None:
                 check_guide(self.vae.model, self.vae.guide, probe)
             self.kl = kl_kinds(self.vae.model, self.vae.guide, probe, analytic=self.analytic)
-            self.jit = config.jit and fully_reparameterized(self.vae.model, self.vae.guide, probe)
+            reparameterized = fully_reparameterized(self.vae.model, self.vae.guide, probe)
+            check_reparameterized(config, reparameterized)
+            self.jit = config.jit and reparameterized
         self.elbo = make_elbo(
             config.elbo,
             config.num_particles,
             jit=self.jit,
             state=self.family,
             baseline=config.baseline,
+            objective=self.schedules.objective,
         )
         self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
 
@@ -200,13 +206,15 @@ class Trainer:
         −ELBO of the discrete model it stands for (``discrete_loss``: hard codes, analytic KL)."""
         x = self.data.test if x is None else x
         if self.config.elbo == "enum":  # the exact sum the run trains on
-            return enumerated_parts(self.vae, x)
-        with seeded(EVAL_SEED, self.device):
-            parts = evaluate_elbo(self.vae.model, self.vae.guide, x, analytic=self.analytic)
-        if self.discrete_vae is not None:
+            parts = enumerated_parts(self.vae, x)
+        else:
+            with seeded(EVAL_SEED, self.device):
+                parts = evaluate_elbo(self.vae.model, self.vae.guide, x, analytic=self.analytic)
+        if self.discrete_vae is not None and self.config.elbo != "enum":
             with seeded(EVAL_SEED, self.device):
                 hard = evaluate_elbo(self.discrete_vae.model, self.discrete_vae.guide, x, True)
             parts["discrete_loss"] = hard["loss"]
+        parts["active_units"] = count_active(self.vae, x, EVAL_SEED, self.device)  # collapse?
         return parts
 
     @functools.cached_property
@@ -230,6 +238,7 @@ class Trainer:
         for start in range(0, n, cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
             self.family.set_step(self.step)
+            self.schedules.set_step(self.step, self.optim)
             loss = self.svi.step(x_bin[idx])
             if not math.isfinite(loss):
                 raise TrainingError(
@@ -260,6 +269,7 @@ class Trainer:
             if record["epoch"] % self.config.eval_every == 0 or record["epoch"] == epochs:
                 record.update({f"test_{k}": v for k, v in self.evaluate().items()})
             record.update(self.family.state())
+            record.update(self.schedules.state())
             self._log_epoch(record, epochs)
             with deferred_stop():
                 self._commit_epoch(record, epochs)
@@ -309,7 +319,7 @@ class Trainer:
             msg += f"  test -ELBO {r['test_loss']:.2f}"
         if "test_discrete_loss" in r:
             msg += f" (hard codes {r['test_discrete_loss']:.2f})"
-        self.log(msg + f"  {r['seconds']:.1f}s")
+        self.log(msg + f"  {r['seconds']:.1f}s" + collapse_note(r, r["epoch"] == epochs))
 
     def _write_summary(self, status: str, epochs: int) -> dict[str, Any]:
         summary = {
@@ -323,6 +333,7 @@ class Trainer:
             "kl": self.kl,
             "jit": self.elbo.jit,
             **summary_numbers(self.history),
+            "collapse": last_verdict(self.history),
             "device": str(self.device),
             "versions": runtime_versions(),
             **self.extra_summary,
