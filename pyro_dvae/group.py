@@ -43,7 +43,7 @@ from .inference import SVI, make_elbo
 from .member_streams import IN_FUNCTIONS, MemberDraws, MemberStream, RandomCalls
 from .optim import FusedClippedAdam
 from .rundir import RunDir
-from .schedules import is_standard
+from .schedules import is_standard, remedies
 from .signals import deferred_stop
 from .train import Trainer, resolve_device, step_bar, train_epochs
 from .vae import VAE
@@ -71,11 +71,13 @@ def check_group(configs: list[FitConfig]) -> None:
         raise ConfigError("a group needs at least one run")
     keys = [group_key(c) for c in configs]
     if keys[0] is None:
-        c = configs[0]
+        c, why = configs[0], remedies(configs[0])
         raise ConfigError(
             f"a {c.family} run with --elbo {c.elbo}"
             + (" and its own guide" if c.guide else "")
-            + f" trains alone (groups take families with {', '.join(GROUP_ELBOS)} ELBOs)"
+            + "".join(f" and {flag}" for flag in why)
+            + f" trains alone (groups take families with {', '.join(GROUP_ELBOS)} ELBOs"
+            + (", and no warm-up, free bits or learning-rate schedule)" if why else ")")
         )
     for key in keys[1:]:
         if key != keys[0]:

@@ -180,3 +180,14 @@ def test_the_collapse_sentence_names_the_facts_and_the_remedies():
     assert verdict({"test_kl": 2.9, "test_active_units": 0}) is not None  # no unit active
     assert verdict({"test_kl": COLLAPSE_KL / 2}) is not None  # a run from before the count
     assert verdict({"train_loss": 3.0}) is None  # an epoch without evaluation
+
+
+def test_a_run_with_a_remedy_trains_alone_and_the_group_refusal_names_it():
+    from pyro_dvae.errors import ConfigError
+    from pyro_dvae.group import check_group, group_key
+
+    plain = FitConfig(dataset="digits")
+    warm = FitConfig(dataset="digits", free_bits=0.5)
+    assert group_key(plain) is not None and group_key(warm) is None
+    with pytest.raises(ConfigError, match="--free-bits 0.5 trains alone"):
+        check_group([warm, warm])
