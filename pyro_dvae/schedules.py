@@ -63,14 +63,15 @@ def check_schedules(config) -> None:
         )
 
 
-def check_reparameterized(config, reparameterized: bool) -> None:
-    """Refuse the KL options for a guide with score-function sites (whose surrogate loss
-    is not the loss itself, which this objective computes)."""
+def check_reparameterized(config, reparameterized: bool) -> bool:
+    """``reparameterized``, after refusing the KL options for a guide with score-function
+    sites (whose surrogate loss is not the loss itself, which this objective computes)."""
     if uses_kl_objective(config) and not reparameterized:
         raise ConfigError(
             "--kl-warmup and --free-bits need a reparameterised latent (the "
             f"{config.family} guide samples without rsample here)"
         )
+    return reparameterized
 
 
 def check_resume(config, changes: dict[str, Any]) -> None:

@@ -130,8 +130,7 @@ class Trainer:
                 check_guide(self.vae.model, self.vae.guide, probe)
             self.kl = kl_kinds(self.vae.model, self.vae.guide, probe, analytic=self.analytic)
             reparameterized = fully_reparameterized(self.vae.model, self.vae.guide, probe)
-            check_reparameterized(config, reparameterized)
-            self.jit = config.jit and reparameterized
+            self.jit = config.jit and check_reparameterized(config, reparameterized)
         self.elbo = make_elbo(
             config.elbo,
             config.num_particles,
@@ -203,19 +202,19 @@ class Trainer:
     def evaluate(self, x: torch.Tensor | None = None) -> dict[str, float]:
         """Mean test −ELBO and parts with the training estimator's KL, one sample per image
         (``--elbo enum``: exact, summed over every code); for a relaxed latent, also the
-        −ELBO of the discrete model it stands for (``discrete_loss``: hard codes, analytic KL)."""
+        −ELBO of the discrete model it stands for (``discrete_loss``: hard codes, analytic KL);
+        and ``active_units``, which tell a collapsed posterior (:mod:`.collapse`)."""
         x = self.data.test if x is None else x
+        active = {"active_units": count_active(self.vae, x, EVAL_SEED, self.device)}
         if self.config.elbo == "enum":  # the exact sum the run trains on
-            parts = enumerated_parts(self.vae, x)
-        else:
-            with seeded(EVAL_SEED, self.device):
-                parts = evaluate_elbo(self.vae.model, self.vae.guide, x, analytic=self.analytic)
-        if self.discrete_vae is not None and self.config.elbo != "enum":
+            return enumerated_parts(self.vae, x) | active
+        with seeded(EVAL_SEED, self.device):
+            parts = evaluate_elbo(self.vae.model, self.vae.guide, x, analytic=self.analytic)
+        if self.discrete_vae is not None:
             with seeded(EVAL_SEED, self.device):
                 hard = evaluate_elbo(self.discrete_vae.model, self.discrete_vae.guide, x, True)
             parts["discrete_loss"] = hard["loss"]
-        parts["active_units"] = count_active(self.vae, x, EVAL_SEED, self.device)  # collapse?
-        return parts
+        return parts | active
 
     @functools.cached_property
     def discrete_vae(self) -> VAE | None:
