@@ -64,7 +64,9 @@ def test_free_bits_clamp_each_units_batch_mean_kl_and_stop_its_gradient():
     term.backward()
     assert torch.all(loc.grad[:, 1:] == 0)  # under the threshold: no gradient from its KL
     assert torch.allclose(loc.grad[:, 0], loc.detach()[:, 0])  # d/dμ Σ_b KL_b = μ_b
-    assert float(free_bits_kl(per_unit.detach(), 1, 0.0)) == pytest.approx(float(closed.sum()))
+    assert float(free_bits_kl(per_unit.detach(), 1, 0.0)) == pytest.approx(
+        float(closed.detach().sum())
+    )
 
 
 def test_free_bits_over_every_unit_leave_the_reconstructions_gradient(digits):
