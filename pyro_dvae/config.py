@@ -143,9 +143,9 @@ COMMON: tuple[Param, ...] = (
         "free_bits",
         float,
         0.0,
-        "Free bits (Kingma et al. 2016): each latent unit's KL (a categorical variable's, a "
-        "site's that has no units), averaged over the batch, counts as at least this many "
-        "nats; 0: off (the paper).",
+        "Free bits (Kingma et al. 2016): the KL of each latent unit (of a Concrete: each "
+        "categorical variable), averaged over the batch, counts as at least this many nats; "
+        "0: off (the paper).",
         low=0.0,
         short="freebits",
     ),
