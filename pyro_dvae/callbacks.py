@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from .collapse import collapse_note
 from .errors import StorageError
 
 if TYPE_CHECKING:
@@ -148,7 +149,8 @@ class EpochLog(Callback):
 
 
 def epoch_line(r: dict[str, Any], epochs: int) -> str:
-    """``epoch 3/20  train -ELBO 101.20 (recon 80.10, KL 21.10)  test -ELBO 99.80  4.1s``."""
+    """``epoch 3/20  train -ELBO 101.20 (recon 80.10, KL 21.10)  test -ELBO 99.80  4.1s``, and
+    a word when the posterior collapsed (:mod:`pyro_dvae.collapse`)."""
     msg = (
         f"epoch {r['epoch']}/{epochs}  train -ELBO {r['train_loss']:.2f} "
         f"(recon {r['train_recon']:.2f}, KL {r['train_kl']:.2f})"
@@ -157,7 +159,7 @@ def epoch_line(r: dict[str, Any], epochs: int) -> str:
         msg += f"  test -ELBO {r['test_loss']:.2f}"
     if "test_discrete_loss" in r:
         msg += f" (hard codes {r['test_discrete_loss']:.2f})"
-    return msg + f"  {r['seconds']:.1f}s"
+    return msg + f"  {r['seconds']:.1f}s" + collapse_note(r, r["epoch"] == epochs)
 
 
 class ProgressBar(Callback):

@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .families import FAMILIES, LatentFamily
 from .fileio import atomic_write_text
 from .params import Param
+from .schedules import check_schedules
 from .tracking import tracker_names
 
 MAX_SEED = 2**32 - 1  # numpy's seed range (pyro.set_rng_seed seeds numpy too)
@@ -33,6 +34,12 @@ def _elbos():
     from .inference import ELBOS
 
     return ELBOS
+
+
+def _lr_schedules():
+    from .schedules import LR_SCHEDULES
+
+    return LR_SCHEDULES
 
 
 def _baselines():
@@ -127,6 +134,35 @@ COMMON: tuple[Param, ...] = (
         axis=True,
     ),
     Param(
+        "kl_warmup",
+        int,
+        0,
+        "KL warm-up (Sonderby et al. 2016): the KL's weight rises linearly from 0 to 1, "
+        "step by step, over this many epochs; 0: weight 1 from the start (the paper).",
+        low=0,
+        short="warmup",
+    ),
+    Param(
+        "free_bits",
+        float,
+        0.0,
+        "Free bits (Kingma et al. 2016): the KL of each latent unit (of a Concrete: each "
+        "categorical variable), averaged over the batch, counts as at least this many nats; "
+        "0: off (the paper).",
+        low=0.0,
+        short="freebits",
+    ),
+    Param(
+        "lr_schedule",
+        str,
+        "constant",
+        "Learning rate over the planned --epochs: constant (the paper); step: divided by 10 "
+        "after half and again after three quarters of the steps; cosine: lr * (1 + "
+        "cos(pi * step / steps)) / 2.",
+        choices=_lr_schedules,
+        short="lr",
+    ),
+    Param(
         "eval_every", int, 1, "Evaluate the test -ELBO every N epochs (and after the last).", low=1
     ),
     Param("jit", bool, True, "Compile the ELBO with torch.jit.trace (one graph per batch shape)."),
@@ -213,6 +249,7 @@ class _ConfigMethods:
                 "latent is continuous or relaxed (use --family categorical)"
             )
         family.validate_config(self, new)
+        check_schedules(self)
         tracker_names(self.log)
         return self
 

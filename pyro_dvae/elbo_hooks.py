@@ -56,13 +56,20 @@ class PerImageELBO:
     """
 
     last_recon: torch.Tensor | float = 0.0
+    #: a :class:`~pyro_dvae.schedules.KLObjective` computing the particle loss instead of
+    #: Pyro (KL warm-up, free bits); None: Pyro's own
+    objective = None
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
         self.last_recon = 0.0
         return super().loss_and_grads(model, guide, *args, **kwargs)
 
     def pyro_particle_loss(self, model_trace, guide_trace):
-        """Pyro's own (loss, surrogate) of one particle, summed over images."""
+        """Pyro's own (loss, surrogate) of one particle, summed over images (or the
+        ``objective``'s loss, for a reparameterised guide its own surrogate)."""
+        if self.objective is not None:
+            loss = self.objective.particle_loss(model_trace, guide_trace)
+            return loss.detach(), loss
         return super()._differentiable_loss_particle(model_trace, guide_trace)
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):

@@ -45,6 +45,7 @@ from .inference import SVI, make_elbo
 from .member_streams import IN_FUNCTIONS, MemberDraws, MemberStream, RandomCalls
 from .optim import FusedClippedAdam
 from .rundir import RunDir
+from .schedules import is_standard, remedies
 from .signals import deferred_stop
 from .train import Trainer, train_epochs
 from .vae import VAE
@@ -60,6 +61,8 @@ def group_key(config: FitConfig) -> tuple | None:
     family = FAMILIES[config.family]
     if not family.groupable or config.guide or config.elbo not in GROUP_ELBOS:
         return None
+    if not is_standard(config):  # warm-up, free bits, lr schedules train alone
+        return None
     free = {*FREE_FIELDS, *family.member_params}
     return tuple((f.name, getattr(config, f.name)) for f in fields(config) if f.name not in free)
 
@@ -70,11 +73,13 @@ def check_group(configs: list[FitConfig]) -> None:
         raise ConfigError("a group needs at least one run")
     keys = [group_key(c) for c in configs]
     if keys[0] is None:
-        c = configs[0]
+        c, why = configs[0], remedies(configs[0])
         raise ConfigError(
             f"a {c.family} run with --elbo {c.elbo}"
             + (" and its own guide" if c.guide else "")
-            + f" trains alone (groups take families with {', '.join(GROUP_ELBOS)} ELBOs)"
+            + "".join(f" and {flag}" for flag in why)
+            + f" trains alone (groups take families with {', '.join(GROUP_ELBOS)} ELBOs"
+            + (", and no warm-up, free bits or learning-rate schedule)" if why else ")")
         )
     free = {*FREE_FIELDS, *FAMILIES[configs[0].family].member_params}
     for config in configs[1:]:

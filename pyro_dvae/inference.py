@@ -187,10 +187,12 @@ def make_elbo(
     jit: bool = False,
     state: Any = None,
     plates: int = 1,
+    objective: Any = None,
     **options: Any,
 ):
     """The ``--elbo`` estimator; ``state`` feeds per-step values to a compiled graph;
-    ``plates`` is the plate nesting (2 for a group: members and data); ``options`` go to
+    ``plates`` is the plate nesting (2 for a group: members and data); ``objective``: a
+    :class:`~pyro_dvae.schedules.KLObjective` (trace and analytic only); ``options`` go to
     the estimator that takes them (``baseline`` for ``tracegraph``).
 
     ``name``: a key of :data:`ELBOS`; ``num_particles``: samples per image in each estimate;
@@ -203,9 +205,16 @@ def make_elbo(
     cls, _ = ELBOS[name]
     if cls is not MeanTraceGraphELBO:
         options.pop("baseline", None)
-    return cls(
+    if objective is not None:
+        from .schedules import StepInputs
+
+        state = StepInputs(state, objective)
+    elbo = cls(
         num_particles=num_particles, max_plate_nesting=plates, jit=jit, state=state, **options
     )
+    if objective is not None:
+        elbo.objective = objective
+    return elbo
 
 
 def fully_reparameterized(model: Callable, guide: Callable, *args, **kwargs) -> bool:

@@ -52,6 +52,7 @@ class FusedClippedAdam(PyroOptim):
         self.optimizer: torch.optim.Adam | None = None
         self._known: set[int] = set()
         self._pending_state: dict[str, Any] | None = None
+        self._scheduled = False  # whether set_lr has set the rate
 
     def _add(self, params: list[torch.Tensor]) -> None:
         store = pyro.get_param_store()
@@ -93,6 +94,13 @@ class FusedClippedAdam(PyroOptim):
         # Leave grads unset; Pyro's zero_grads then has nothing to allocate.
         self.optimizer.zero_grad(set_to_none=True)
 
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the next step (a schedule's; ``lrd`` still multiplies it),
+        also over the rate a checkpoint's state restores when the parameters become known."""
+        self.lr, self._scheduled = lr, True
+        for group in self.optimizer.param_groups if self.optimizer is not None else ():
+            group["lr"] = lr
+
     # ------------------------------------------------------------------ state
     def get_state(self) -> dict[str, Any]:
         """A plain dict (tensors, numbers, strings) that ``torch.load(weights_only=True)`` reads."""
@@ -125,5 +133,7 @@ class FusedClippedAdam(PyroOptim):
                 f"optimiser state is for parameters {state['names']}, not {self.names}"
             )
         self.optimizer.load_state_dict(state["optimizer"])
+        if self._scheduled:
+            self.set_lr(self.lr)
         self.step_count = int(state["step_count"])
         self._pending_state = None

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 
+from .collapse import last_verdict
 from .data import IMAGE_SHAPES, load_dataset
 from .errors import RunDirError, StorageError
 from .families import FAMILIES
@@ -334,8 +335,9 @@ def show_run(
     log=None,
 ) -> tuple[list[Path], str]:
     """Draw the pictures of one run into ``out``; return the files and a note (non-empty
-    when the run has no weights, so only its curves could be drawn). ``log`` hears of a
-    count cut to what there is (``--reconstructions`` above the test set's size)."""
+    when the run has no weights, so only its curves could be drawn, or when it collapsed).
+    ``log`` hears of a count cut to what there is (``--reconstructions`` above the test
+    set's size)."""
     from .evaluation import load_run
 
     run_dir = RunDir.open(path, need_checkpoint=False)
@@ -354,6 +356,7 @@ def show_run(
         else f"{run_dir.path} has no checkpoint.pt: samples, reconstructions and traversals "
         "need the weights; drew its curves only"
     )
+    note = " ".join(filter(None, [note, last_verdict(records)]))
     # drawn into a scratch folder, moved into place once all are drawn: a failure leaves
     # --out as it was
     scratch = out.parent / f".{out.name}.drawing"

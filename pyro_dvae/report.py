@@ -18,6 +18,7 @@ from .results import (
     table3_cells,
     working_concrete,
 )
+from .schedules import remedies
 from .sweep import PAPER_ALPHAS, PAPER_SIZES
 from .table import Table
 from .table import fmt as _fmt
@@ -243,7 +244,7 @@ def runs_table(runs: list[RunResult]) -> Table:
         hard = ev.get("discrete", {})
         rows.append(
             (
-                r.name,
+                r.name + (" †" if remedies(r.config) else ""),
                 [
                     r.config.dataset,
                     str(r.epochs),
@@ -274,6 +275,13 @@ def runs_table(runs: list[RunResult]) -> Table:
         note += (
             ". One-hot: the Concrete run's networks scoring its discrete model (one-hot codes,"
             " uniform categorical prior), with the same k."
+        )
+    trained_otherwise = sorted({flag for r in runs for flag in remedies(r.config)})
+    if trained_otherwise:
+        note += (
+            f". †: trained with {', '.join(trained_otherwise)} (KL warm-up, free bits or a "
+            "learning-rate schedule, docs/collapse.md), not the paper's objective and constant "
+            "rate"
         )
     if any(marked(r) for r in runs):
         note += (

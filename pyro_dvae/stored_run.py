@@ -15,6 +15,7 @@ from typing import Any
 from .config import FitConfig
 from .errors import ConfigError, RunDirError
 from .rundir import RunDir
+from .schedules import check_resume
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class StoredRun:
                 f"--epochs {changes['epochs']} is below the {self.epoch} epochs "
                 f"{self.run_dir.path} has already completed"
             )
+        check_resume(self.config, changes)
         return dataclasses.replace(self.config, **changes).validate()
 
     def check_guide(self, guide: Any, action: str, call: str) -> None:

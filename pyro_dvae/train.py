@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .callbacks import Callback, CallbackList, EpochLog, ProgressBar, RunDirWriter
+from .collapse import count_active, last_verdict
 from .config import FitConfig
 from .data import Dataset, binarize
 from .devices import resolve_device
@@ -36,6 +37,7 @@ from .inference import (
 )
 from .optim import FusedClippedAdam
 from .rundir import RunDir, runtime_versions, summary_numbers
+from .schedules import Schedules, check_reparameterized
 from .signals import deferred_stop, signal_of, stop_on_signals
 from .stored_run import guide_refusal
 from .tracking import trackers
@@ -100,6 +102,7 @@ class Trainer:
         self.vae = VAE(self.family, self.data.input_dim, config.hidden, guide_module=guide)
         self.vae.to(self.device)
         self.optim = FusedClippedAdam(lr=config.lr, clip_norm=config.clip_norm)
+        self.schedules = Schedules(config, self.steps_per_epoch())
         self.analytic = ELBOS[config.elbo][1]
         self.data_gen = torch.Generator(device=self.device).manual_seed(config.seed)
         self.epoch = 0
@@ -112,13 +115,15 @@ class Trainer:
             if guide is not None:
                 check_guide(self.vae.model, self.vae.guide, probe)
             self.kl = kl_kinds(self.vae.model, self.vae.guide, probe, analytic=self.analytic)
-            self.jit = config.jit and fully_reparameterized(self.vae.model, self.vae.guide, probe)
+            reparameterized = fully_reparameterized(self.vae.model, self.vae.guide, probe)
+            self.jit = config.jit and check_reparameterized(config, reparameterized)
         self.elbo = make_elbo(
             config.elbo,
             config.num_particles,
             jit=self.jit,
             state=self.family,
             baseline=config.baseline,
+            objective=self.schedules.objective,
         )
         self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
         self.epochs_planned = config.epochs
@@ -189,17 +194,19 @@ class Trainer:
     def evaluate(self, x: torch.Tensor | None = None) -> dict[str, float]:
         """Mean test −ELBO and parts with the training estimator's KL, one sample per image
         (``--elbo enum``: exact, summed over every code); for a relaxed latent, also the
-        −ELBO of the discrete model it stands for (``discrete_loss``: hard codes, analytic KL)."""
+        −ELBO of the discrete model it stands for (``discrete_loss``: hard codes, analytic KL);
+        and ``active_units``, which tell a collapsed posterior (:mod:`.collapse`)."""
         x = self.data.test if x is None else x
+        active = {"active_units": count_active(self.vae, x, EVAL_SEED, self.device)}
         if self.config.elbo == "enum":  # the exact sum the run trains on
-            return enumerated_parts(self.vae, x)
+            return enumerated_parts(self.vae, x) | active
         with seeded(EVAL_SEED, self.device):
             parts = evaluate_elbo(self.vae.model, self.vae.guide, x, analytic=self.analytic)
         if self.discrete_vae is not None:
             with seeded(EVAL_SEED, self.device):
                 hard = evaluate_elbo(self.discrete_vae.model, self.discrete_vae.guide, x, True)
             parts["discrete_loss"] = hard["loss"]
-        return parts
+        return parts | active
 
     @functools.cached_property
     def discrete_vae(self) -> VAE | None:
@@ -224,6 +231,7 @@ class Trainer:
         for start in range(0, n, cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
             self.family.set_step(self.step)
+            self.schedules.set_step(self.step, self.optim)
             loss = self.svi.step(x_bin[idx])
             if not math.isfinite(loss):
                 raise TrainingError(
@@ -269,6 +277,7 @@ class Trainer:
             self.callbacks.evaluation(self, metrics)
             record.update({f"test_{k}": v for k, v in metrics.items()})
         record.update(self.family.state())
+        record.update(self.schedules.state())
         return record
 
     def commit_epoch(self, record: dict[str, Any]) -> None:
@@ -304,6 +313,7 @@ class Trainer:
             "kl": self.kl,
             "jit": self.elbo.jit,
             **summary_numbers(self.history),
+            "collapse": last_verdict(self.history),
             "device": str(self.device),
             "versions": runtime_versions(),
             **self.extra_summary,
