@@ -176,7 +176,7 @@ def _name(func) -> str:
 # tensors)`` makes the result of shape ``shape`` member by member, member m's slice as the call
 # makes it on its own shape, from ``gens[m]``; ``tensors`` are the call's tensor inputs, and
 # ``target`` the tensor an in-place call fills (None: the call returns a new one).
-def _filled(shape, dtype, device, fill) -> Callable:
+def filled(shape, dtype, device, fill) -> Callable:
     """A draw that fills each member's slice of a new tensor in place: ``fill(slice, gen)``."""
 
     def draw(gens, tensors):
@@ -197,7 +197,7 @@ def _split_fill(func, args, kwargs):
     def fill(part, gen):
         func(part, *rest, generator=gen, **kw)
 
-    return _filled(shape, target.dtype, target.device, fill), (), shape, target
+    return filled(shape, target.dtype, target.device, fill), (), shape, target
 
 
 def _split_factory(func, args, kwargs):
@@ -213,7 +213,7 @@ def _split_factory(func, args, kwargs):
     def fill(part, gen):
         method(part, generator=gen)
 
-    return _filled(shape, probe.dtype, probe.device, fill), (), shape, None
+    return filled(shape, probe.dtype, probe.device, fill), (), shape, None
 
 
 def _split_normal(func, args, kwargs):
@@ -234,7 +234,7 @@ def _split_normal(func, args, kwargs):
     tensors = tuple(v for v in (mean, std) if torch.is_tensor(v))
     shape = _ints(torch.broadcast_shapes(*(t.shape for t in tensors)))
     if len(tensors) == 2 and not params:
-        standard_normal = _filled(
+        standard_normal = filled(
             shape, torch.result_type(mean, std), mean.device, lambda p, g: p.normal_(generator=g)
         )
 

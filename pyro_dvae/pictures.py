@@ -84,7 +84,7 @@ class Panel:
         return padded.transpose(0, 2, 1, 3).reshape(rows * (h + g), cols * (w + g))[:-g, :-g]
 
 
-def _grid(images: torch.Tensor, cols: int, shape: tuple[int, int]) -> np.ndarray:
+def tiled(images: torch.Tensor, cols: int, shape: tuple[int, int]) -> np.ndarray:
     """(n, h·w) pixel probabilities → (rows, cols, h, w); the last row is filled up with NaN
     images, drawn as background."""
     n = images.shape[0]
@@ -269,7 +269,7 @@ def weight_pictures(loaded, title: str, options: dict, out: Path, log=None) -> l
         for binary in (False, True) if options["binary"] else (False,):
             _, images = prior_samples(vae, n, seed, discrete=discrete, binary=binary)
             what = "binary draws" if binary else "Bernoulli means"
-            panels.append(Panel(f"{name}: {what}", _grid(images, cols, shape)))
+            panels.append(Panel(f"{name}: {what}", tiled(images, cols, shape)))
     written = [save_figure(draw_panels(panels, f"samples · {title}"), out / "samples.png")]
 
     indices, x = _pick(test, options["reconstructions"], seed)

@@ -68,11 +68,11 @@ def write_samples(
     if out.suffix.lower() == ".pt":
         atomic_write(out, lambda fh: torch.save(images, fh))
     else:
-        from .pictures import Panel, _grid, draw_panels, run_title
+        from .pictures import Panel, draw_panels, run_title, tiled
         from .plots import save_figure
 
         title = f"{n} prior samples, seed {seed} · {run_title(loaded.run_dir, loaded.epoch)}"
-        panel = Panel(f"prior: {what}", _grid(images.flatten(1), cols, tuple(images.shape[1:])))
+        panel = Panel(f"prior: {what}", tiled(images.flatten(1), cols, tuple(images.shape[1:])))
         save_figure(draw_panels([panel], title), out)
     return f"{n} prior samples of {loaded.run_dir.path} (epoch {loaded.epoch}), {what}"
 

@@ -223,7 +223,7 @@ class LatentFamily:
         """Read those values from ``inputs`` (a compiled graph's inputs); None: from self."""
 
 
-def _filled(like: torch.Tensor, *shape: int, value: float | torch.Tensor = 0.0) -> torch.Tensor:
+def filled(like: torch.Tensor, *shape: int, value: float | torch.Tensor = 0.0) -> torch.Tensor:
     """A constant on ``like``'s device and dtype; a traced graph folds it and what follows.
     ``value`` may be a group's per-member tensor (see :meth:`LatentFamily.for_members`)."""
     if torch.is_tensor(value):
@@ -231,7 +231,7 @@ def _filled(like: torch.Tensor, *shape: int, value: float | torch.Tensor = 0.0) 
     return torch.full(shape, value, dtype=like.dtype, device=like.device)
 
 
-def _sqrt(value: float | torch.Tensor) -> float | torch.Tensor:
+def member_sqrt(value: float | torch.Tensor) -> float | torch.Tensor:
     """√value of a float or of a group's per-member tensor."""
     return value.sqrt() if torch.is_tensor(value) else math.sqrt(value)
 
@@ -250,6 +250,7 @@ class _MemberValues:
         return getattr(self._configs[0], name)
 
 
-def _loc_scale(head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def loc_scale(head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An encoder head's two halves as a location and a scale (the second half is log σ²)."""
     loc, log_var = head.chunk(2, dim=-1)
     return loc, torch.exp(0.5 * log_var)

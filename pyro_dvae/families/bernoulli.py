@@ -39,10 +39,10 @@ from .annealing import (
 from .base import (
     ESTIMATOR,
     LatentFamily,
-    _filled,
-    _loc_scale,
-    _sqrt,
     estimator_name,
+    filled,
+    loc_scale,
+    member_sqrt,
     register_family,
 )
 from .categorical import ENUM_LIMIT
@@ -144,7 +144,7 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
     def posterior(self, head):
         tau = self.temperature_tensor(head)
         if self.estimator == "logitnormal":
-            loc, scale = _loc_scale(head)
+            loc, scale = loc_scale(head)
             return LogitNormal(loc / tau, scale / tau).to_event(1)
         if self.estimator == "concrete":
             return BinaryConcrete(tau, head).to_event(1)
@@ -157,10 +157,10 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
 
     def prior(self, like):
         shape = (*like.shape[:-1], self.latent_dim)
-        zeros = _filled(like, *shape)
+        zeros = filled(like, *shape)
         if self.estimator == "logitnormal":
             tau = self.temperature_tensor(like)
-            scale = _filled(like, *shape, value=_sqrt(self.alpha)) / tau
+            scale = filled(like, *shape, value=member_sqrt(self.alpha)) / tau
             return LogitNormal(zeros, scale).to_event(1)
         if self.estimator in ("concrete", "straight-through"):
             relaxed = (
@@ -168,7 +168,7 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
             )
             return relaxed(as_tensor_like(like, 1.0), zeros).to_event(1)
         if self.joint:
-            return dist.OneHotCategorical(logits=_filled(like, *like.shape[:-1], self.codes))
+            return dist.OneHotCategorical(logits=filled(like, *like.shape[:-1], self.codes))
         return dist.Bernoulli(logits=zeros).to_event(1)
 
     def decoder_input(self, z):
@@ -244,7 +244,7 @@ class BitsFamily(LatentFamily):
         """logit q(b = 1 | x); for a Logit-normal head, log Φ(r) − log Φ(−r) at r = μ / σ."""
         if not self.probit:
             return head
-        loc, scale = _loc_scale(head)
+        loc, scale = loc_scale(head)
         r = loc / scale
         return torch.special.log_ndtr(r) - torch.special.log_ndtr(-r)
 
@@ -257,8 +257,8 @@ class BitsFamily(LatentFamily):
 
     def prior(self, like):
         if self.joint:
-            return dist.OneHotCategorical(logits=_filled(like, *like.shape[:-1], self.codes))
-        return dist.Bernoulli(logits=_filled(like, *like.shape[:-1], self.latent_dim)).to_event(1)
+            return dist.OneHotCategorical(logits=filled(like, *like.shape[:-1], self.codes))
+        return dist.Bernoulli(logits=filled(like, *like.shape[:-1], self.latent_dim)).to_event(1)
 
     def decoder_input(self, z):
         return z @ self.bits(z) if self.joint and z.shape[-1] == self.codes else z

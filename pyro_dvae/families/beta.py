@@ -8,7 +8,7 @@ import pyro.distributions as dist
 import torch
 
 from ..params import Param
-from .base import LatentFamily, _filled, register_family
+from .base import LatentFamily, filled, register_family
 
 if TYPE_CHECKING:
     from ..config import FitConfig
@@ -56,7 +56,7 @@ class BetaFamily(LatentFamily):
 
     def prior(self, like):
         shape = (*like.shape[:-1], self.latent_dim)
-        b0 = _filled(like, *shape, value=self.beta_prior)
+        b0 = filled(like, *shape, value=self.beta_prior)
         return dist.Beta(b0, b0).to_event(1)
 
     def describe(self) -> str:

@@ -23,7 +23,7 @@ from .annealing import (
     as_tensor_like,
     check_schedule,
 )
-from .base import ESTIMATOR, LatentFamily, _filled, estimator_name, register_family
+from .base import ESTIMATOR, LatentFamily, estimator_name, filled, register_family
 from .concrete import CATEGORIES, CategoricalShape, OneHotFamily
 
 if TYPE_CHECKING:
@@ -150,12 +150,12 @@ class CategoricalFamily(CategoricalShape, AnnealedTemperature, LatentFamily):
 
     def prior(self, like):
         if self.relaxed:  # only its logits matter: the KL is the categoricals'
-            logits = _filled(like, like.shape[0], self.latent_dim, self.categories)
+            logits = filled(like, like.shape[0], self.latent_dim, self.categories)
             return self._relaxation(as_tensor_like(like, 1.0), logits=logits).to_event(1)
         if not self.joint:
-            logits = _filled(like, like.shape[0], self.latent_dim, self.categories)
+            logits = filled(like, like.shape[0], self.latent_dim, self.categories)
             return dist.OneHotCategorical(logits=logits).to_event(1)
-        return dist.OneHotCategorical(logits=_filled(like, like.shape[0], self.codes))
+        return dist.OneHotCategorical(logits=filled(like, like.shape[0], self.codes))
 
     def decoder_input(self, z):
         if self.estimator == "concrete":  # ExpConcrete values are in log space

@@ -12,7 +12,7 @@ from ..distributions import ExpRelaxedCategorical, ExpRelaxedCategoricalDiscrete
 from ..errors import ConfigError
 from ..params import Param
 from .annealing import ANNEAL_RATE, MIN_TEMPERATURE, AnnealedTemperature, as_tensor_like
-from .base import LatentFamily, _filled, register_family
+from .base import LatentFamily, filled, register_family
 
 if TYPE_CHECKING:
     from ..config import FitConfig
@@ -146,7 +146,7 @@ class ConcreteFamily(CategoricalShape, AnnealedTemperature, LatentFamily):
         return self._dist(self.temperature_tensor(head), logits=logits).to_event(1)
 
     def prior(self, like):
-        logits = _filled(like, *like.shape[:-1], self.latent_dim, self.categories)
+        logits = filled(like, *like.shape[:-1], self.latent_dim, self.categories)
         return self._dist(as_tensor_like(like, self.prior_temperature), logits=logits).to_event(1)
 
     def decoder_input(self, z):

@@ -9,7 +9,7 @@ import torch
 
 from ..distributions import LogitNormal
 from ..params import Param
-from .base import LatentFamily, _filled, _loc_scale, _sqrt, register_family
+from .base import LatentFamily, filled, loc_scale, member_sqrt, register_family
 
 if TYPE_CHECKING:
     from ..config import FitConfig
@@ -38,12 +38,12 @@ class GaussianFamily(LatentFamily):
         return 2 * self.latent_dim
 
     def posterior(self, head):
-        loc, scale = _loc_scale(head)
+        loc, scale = loc_scale(head)
         return dist.Normal(loc, scale).to_event(1)
 
     def prior(self, like):
         shape = (*like.shape[:-1], self.latent_dim)
-        return dist.Normal(_filled(like, *shape), _filled(like, *shape, value=1.0)).to_event(1)
+        return dist.Normal(filled(like, *shape), filled(like, *shape, value=1.0)).to_event(1)
 
     def from_unit_interval(self, u):
         return (2.0**0.5) * torch.erfinv(2 * u - 1)  # Φ⁻¹(u): the prior's quantiles
@@ -74,13 +74,13 @@ class LogitNormalFamily(LatentFamily):
         return 2 * self.latent_dim
 
     def posterior(self, head):
-        loc, scale = _loc_scale(head)
+        loc, scale = loc_scale(head)
         return LogitNormal(loc, scale).to_event(1)
 
     def prior(self, like):
         shape = (*like.shape[:-1], self.latent_dim)
-        scale = _filled(like, *shape, value=_sqrt(self.alpha))
-        return LogitNormal(_filled(like, *shape), scale).to_event(1)
+        scale = filled(like, *shape, value=member_sqrt(self.alpha))
+        return LogitNormal(filled(like, *shape), scale).to_event(1)
 
     def discrete(self) -> LatentFamily:
         """The binary model it stands for (the paper's claim): b = 1[y > 0], q(b = 1) = Φ(μ/σ)."""
