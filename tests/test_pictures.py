@@ -21,13 +21,13 @@ from pyro_dvae.evaluation import active_units, load_run, posterior_means
 from pyro_dvae.families import make_family
 from pyro_dvae.pictures import (
     Panel,
-    _grid,
     draw_curves,
     draw_panels,
     most_active_units,
     pick_test_images,
     prior_samples,
     reconstructions,
+    tiled,
     traversals,
 )
 
@@ -110,7 +110,7 @@ def test_the_sample_figure_holds_the_images_in_order_with_gaps_between(runs):
 
 def test_a_grid_fills_its_last_row_with_background_and_mnist_images_get_wider_gaps():
     images = torch.rand(5, 8 * 8)
-    grid = _grid(images, 3, SHAPE)
+    grid = tiled(images, 3, SHAPE)
     assert grid.shape == (2, 3, *SHAPE)
     np.testing.assert_array_equal(grid.reshape(6, -1)[:5], images.numpy())
     assert np.isnan(grid[1, 2]).all()
