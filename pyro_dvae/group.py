@@ -58,6 +58,8 @@ def group_key(config: FitConfig) -> tuple | None:
     family = FAMILIES[config.family]
     if not family.groupable or config.guide or config.elbo not in GROUP_ELBOS:
         return None
+    if config.gradient != "standard":  # its own ELBO class (iwae_elbo), run alone
+        return None
     free = {*FREE_FIELDS, *family.member_params}
     return tuple((f.name, getattr(config, f.name)) for f in fields(config) if f.name not in free)
 
@@ -72,6 +74,7 @@ def check_group(configs: list[FitConfig]) -> None:
         raise ConfigError(
             f"a {c.family} run with --elbo {c.elbo}"
             + (" and its own guide" if c.guide else "")
+            + (f" and --gradient {c.gradient}" if c.gradient != "standard" else "")
             + f" trains alone (groups take families with {', '.join(GROUP_ELBOS)} ELBOs)"
         )
     for key in keys[1:]:

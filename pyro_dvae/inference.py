@@ -25,6 +25,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from .compiled_elbo import CompiledELBO
 from .elbo_hooks import PerImageELBO, ScaledPerImageELBO
+from .iwae_elbo import IWAEELBO, STLTraceELBO
 from .score_function import NVILELBO, VIMCOELBO, BaselineNet, DisARMELBO
 
 ANALYTIC, MONTE_CARLO = "analytic", "monte-carlo"
@@ -150,6 +151,13 @@ ELBOS: dict[str, tuple[type, bool]] = {
     "nvil": (NVILELBO, False),
     "vimco": (VIMCOELBO, False),
     "disarm": (DisARMELBO, True),  # the entropy of q is analytic
+    "iwae": (IWAEELBO, False),
+}
+
+#: ``--gradient``: the ELBOs that take one other than ``standard`` → (their class then, those)
+GRADIENT_ELBOS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "trace": (STLTraceELBO, STLTraceELBO.gradients()),
+    "iwae": (IWAEELBO, tuple(g for g in IWAEELBO.gradients() if g != "standard")),
 }
 
 
@@ -183,10 +191,15 @@ def make_elbo(
 ):
     """The ``--elbo`` estimator; ``state`` feeds per-step values to a compiled graph;
     ``plates`` is the plate nesting (2 for a group: members and data); ``options`` go to
-    the estimator that takes them (``baseline`` for ``tracegraph``)."""
+    the estimator that takes them (``baseline`` for ``tracegraph``, ``gradient`` for
+    ``iwae`` and ``trace``)."""
     cls, _ = ELBOS[name]
     if cls is not MeanTraceGraphELBO:
         options.pop("baseline", None)
+    gradient = options.pop("gradient", "standard")
+    if gradient != "standard":
+        cls = GRADIENT_ELBOS[name][0]
+        options["gradient"] = gradient
     return cls(
         num_particles=num_particles, max_plate_nesting=plates, jit=jit, state=state, **options
     )

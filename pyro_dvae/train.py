@@ -126,13 +126,17 @@ class Trainer:
             if guide is not None:
                 check_guide(self.vae.model, self.vae.guide, probe)
             self.kl = kl_kinds(self.vae.model, self.vae.guide, probe, analytic=self.analytic)
-            self.jit = config.jit and fully_reparameterized(self.vae.model, self.vae.guide, probe)
+            reparameterized = fully_reparameterized(self.vae.model, self.vae.guide, probe)
+        if not reparameterized and (config.elbo == "iwae" or config.gradient != "standard"):
+            raise ConfigError(f"--elbo {config.elbo} needs a guide whose sites have rsample")
+        self.jit = config.jit and reparameterized
         self.elbo = make_elbo(
             config.elbo,
             config.num_particles,
             jit=self.jit,
             state=self.family,
             baseline=config.baseline,
+            gradient=config.gradient,
         )
         self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
 
