@@ -4,9 +4,11 @@
 guide whose local latents sit in one ``data`` plate. Its loss is the mean over the images of
 each image's bound −log (1/K) Σ_k p(x, z_k) / q(z_k | x), its K particles drawn in one
 vectorised pass (an outer plate, :func:`~pyro_dvae.iwae.vectorized`). Pyro's ``RenyiELBO``
-with α = 0 is not this bound when the latents are local: it sums each particle's log-weight
-over the whole batch before the log-mean-exp, one weight per batch instead of one per image
-(docs/estimators.md).
+with α = 0 (pyro 1.9) gives this bound only while every sample site is in the ``data``
+plate; one site outside it (a global latent, a ``pyro.factor``) makes it sum each particle's
+log-weight over the whole batch before the log-mean-exp, one weight per batch instead of one
+per image, silently; and it has no DReG or STL gradient (docs/estimators.md). This ELBO
+refuses a site outside the plate instead.
 
 ``gradient`` chooses the estimator of the bound's gradient (w̃ = the normalised weights):
 
@@ -76,7 +78,7 @@ class IWAEELBO(SurrogateELBO):
         and the guide's parameters (the leaves that get gradients)."""
         k = self.num_particles
         model_tr, guide_tr = vectorized_traces(model, guide, x, k)
-        check_reparameterized(guide_tr, f"{self.objective} --gradient {self.gradient}")
+        check_sites(model_tr, guide_tr, f"{self.objective} --gradient {self.gradient}")
         shape = (k, x.shape[0])
         log_px, log_pz, log_qz = log_densities(model_tr, guide_tr, shape)
         self.last_recon = -log_px.detach().mean()
@@ -133,17 +135,28 @@ class STLTraceELBO(IWAEELBO):
         return log_w.mean(0)
 
 
-def check_reparameterized(guide_tr, asked: str) -> None:
-    """Refuse (one line) a latent site that is enumerated or has no ``rsample``."""
-    for name, site in guide_tr.nodes.items():
-        if site["type"] != "sample" or site["is_observed"]:
-            continue
-        if site["infer"].get("enumerate") or not site["fn"].has_rsample:
-            raise ConfigError(
-                f"{asked} needs reparameterised latent sites; site {name!r} "
-                f"({type(site['fn']).__name__}) has no rsample (discrete latents: "
-                "--estimator vimco is their importance-weighted bound)"
-            )
+def check_sites(model_tr, guide_tr, asked: str) -> None:
+    """Refuse (one line) a latent site that is enumerated or has no ``rsample``, and a site
+    outside the ``data`` plate (a term of the whole batch has no per-image bound)."""
+    for trace in (model_tr, guide_tr):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if not any(f.name == "data" for f in site["cond_indep_stack"]):
+                raise ConfigError(
+                    f"{asked} bounds each image of the 'data' plate; site {name!r} is outside "
+                    "it (a global latent or factor has no per-image bound)"
+                )
+            if trace is guide_tr and not site["is_observed"] and not _reparameterized(site):
+                raise ConfigError(
+                    f"{asked} needs reparameterised latent sites; site {name!r} "
+                    f"({type(site['fn']).__name__}) has no rsample (discrete latents: "
+                    "--estimator vimco is their importance-weighted bound)"
+                )
+
+
+def _reparameterized(site: dict) -> bool:
+    return site["fn"].has_rsample and not site["infer"].get("enumerate")
 
 
 def parameters(trace) -> list[torch.Tensor]:
