@@ -6,6 +6,7 @@ guide q(z | x) = N(a x + b, s²), whose exact posterior is known in closed form.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pyro
@@ -228,3 +229,26 @@ def test_fit_refuses_a_gradient_the_objective_does_not_take(tmp_path):
     assert result.exit_code != 0
     assert_one_error_line(result)
     assert not (tmp_path / "run").exists()
+
+
+def test_snr_against_k_shares_the_decoder_and_dreg_is_stl_at_one_particle(tmp_path):
+    """``compare-estimators --iwae-snr``: the rows, the plot, and two identities."""
+    args = ["compare-estimators", "--family", "gaussian", "--latent-dim", "2", "--hidden", "16"]
+    args += ["--dataset", "digits", "--batch-size", "10", "--repeats", "4", "--iwae", "2"]
+    args += ["--iwae-snr", "1,3", "--device", "cpu", "--out", str(tmp_path)]
+    run_ok(args)
+    rows = json.loads((tmp_path / "iwae_snr.json").read_text())
+    assert (tmp_path / "iwae_snr.png").stat().st_size > 0
+    by = {(r["gradient"], r["k"]): r for r in rows}
+    assert set(by) == {(g, k) for g in ("standard", "dreg", "stl") for k in (1, 3)}
+    for k in (1, 3):  # the same draws: the decoder's gradient is the standard one
+        assert by["dreg", k]["snr_decoder"] == pytest.approx(by["standard", k]["snr_decoder"])
+        assert by["stl", k]["snr_decoder"] == pytest.approx(by["standard", k]["snr_decoder"])
+    # one particle: w̃ = 1, so DReG's w̃² weighting is STL's
+    assert by["dreg", 1]["snr_encoder"] == pytest.approx(by["stl", 1]["snr_encoder"], rel=1e-4)
+
+
+def test_iwae_snr_option_is_checked():
+    result = invoke(["compare-estimators", "--family", "gaussian", "--iwae-snr", "1,x"])
+    assert result.exit_code != 0
+    assert_one_error_line(result)
