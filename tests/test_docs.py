@@ -647,3 +647,15 @@ def test_the_guides_pages_numbers_are_their_runs():
             " epochs).",
         ],
     )
+
+
+def test_the_estimators_pages_snr_numbers_are_their_run():
+    rows = json.loads((ROOT / "results/iwae-snr/iwae_snr.json").read_text())
+    snr = {(r["gradient"], r["k"]): r["snr_encoder"] for r in rows}
+    dreg = [v for (g, _), v in snr.items() if g == "dreg"]
+    text = " ".join((ROOT / "docs/estimators.md").read_text().split())
+    assert (
+        f"the standard encoder SNR fell from {snr['standard', 1]:.2f} at K = 1 to "
+        f"{snr['standard', 500]:.2f} at K = 500, DReG's stayed between {min(dreg):.1f} and "
+        f"{max(dreg):.1f}, and STL's rose from {snr['stl', 1]:.1f} to {snr['stl', 500]:.0f}"
+    ) in text

@@ -252,3 +252,25 @@ def test_iwae_snr_option_is_checked():
     result = invoke(["compare-estimators", "--family", "gaussian", "--iwae-snr", "1,x"])
     assert result.exit_code != 0
     assert_one_error_line(result)
+
+
+def test_the_iwae_training_preset_is_the_issues_runs():
+    from pyro_dvae.sweep.presets import PRESETS
+
+    configs = PRESETS["iwae-training"][0]()
+    rows = {(c.family, c.elbo, c.num_particles, c.gradient) for c in configs}
+    for family in ("gaussian", "logitnormal"):
+        assert {(family, "trace", 1, "standard"), (family, "iwae", 5, "standard")} <= rows
+        assert {(family, "iwae", 5, "dreg"), (family, "iwae", 50, "dreg")} <= rows
+    assert ("gaussian", "iwae", 50, "standard") in rows and len(configs) == len(rows) == 9
+    assert all(c.latent_dim == 20 and c.epochs == 100 and c.seed == 0 for c in configs)
+    assert {c.alpha for c in configs if c.family == "logitnormal"} == {1.78}
+    for c in configs:
+        c.validate(new=True)
+
+
+def test_a_stopped_gradient_trains_alone():
+    from pyro_dvae.group import group_key
+
+    assert group_key(FitConfig(family="gaussian")) is not None
+    assert group_key(FitConfig(family="gaussian", gradient="stl")) is None
