@@ -21,7 +21,9 @@ refuses a site outside the plate instead.
 - ``dreg`` (doubly reparameterised; Tucker et al., 2019): the guide's gradient is
   Σ_k w̃_k² ∂ log w_k / ∂z_k · ∂z_k / ∂φ (log q's parameters stopped), unbiased, with a
   signal-to-noise ratio that does not fall as K grows; the model's gradient is the standard
-  one, exactly. The two weights need two backward passes, one for each side's parameters.
+  one, exactly. One backward pass weighs the gradient reaching each particle's draw by w̃ once
+  more; where some parameter path skips the draw (a flow's transforms), two passes, one for
+  each side's parameters.
 
 Log q with stopped parameters scores the guide's own samples under :func:`detached` copies of
 its distributions: the gradient then reaches the guide's parameters only through the sample.
@@ -33,7 +35,7 @@ import copy
 from typing import Any
 
 import torch
-from torch.distributions import Distribution, Transform
+from torch.distributions import Distribution, Independent, Transform, TransformedDistribution
 
 from .elbo_hooks import SurrogateELBO
 from .errors import ConfigError
@@ -73,9 +75,9 @@ class IWAEELBO(SurrogateELBO):
         """Each image's bound from its (K, batch) log-weights."""
         return log_mean_exp(log_w, 0)
 
-    def log_weights(self, model, guide, x) -> tuple[torch.Tensor, torch.Tensor, list, list]:
-        """log w and log w with log q's parameters stopped, each (K, batch), and the model's
-        and the guide's parameters (the leaves that get gradients)."""
+    def log_weights(self, model, guide, x) -> tuple[torch.Tensor, torch.Tensor | None, Any, Any]:
+        """log w and log w with log q's parameters stopped (None for ``standard``), each
+        (K, batch), and the model's and the guide's traces."""
         k = self.num_particles
         model_tr, guide_tr = vectorized_traces(model, guide, x, k)
         check_sites(model_tr, guide_tr, f"{self.objective} --gradient {self.gradient}")
@@ -84,10 +86,10 @@ class IWAEELBO(SurrogateELBO):
         self.last_recon = -log_px.detach().mean()
         log_p = log_px + log_pz
         stopped = log_p - stopped_log_q(guide_tr, shape) if self.gradient != "standard" else None
-        return log_p - log_qz, stopped, parameters(model_tr), parameters(guide_tr)
+        return log_p - log_qz, stopped, model_tr, guide_tr
 
     def surrogate(self, model, guide, x, training):
-        log_w, stopped, _, _ = self.log_weights(model, guide, x)
+        log_w, stopped = self.log_weights(model, guide, x)[:2]
         value = -self.bound(log_w.detach()).mean()
         if self.gradient == "dreg" and training:  # one surrogate cannot weigh φ by w̃², θ by w̃
             raise ConfigError("DReG's gradient comes from loss_and_grads, not from one surrogate")
@@ -98,14 +100,25 @@ class IWAEELBO(SurrogateELBO):
         """The loss per image whose gradient is the ``standard`` or ``stl`` estimate."""
         return self.surrogate(model, guide, x, training=True)[0]
 
+    #: DReG in one backward pass where every path from the guide's parameters goes through
+    #: its samples' draws (:func:`sample_roots`); else (a flow) one pass per side
+    one_pass = True
+
     def loss_and_grads(self, model, guide, x) -> float:
         if self.gradient != "dreg":
             return super().loss_and_grads(model, guide, x)
-        log_w, stopped, decoder, encoder = self.log_weights(model, guide, x)
+        log_w, stopped, model_tr, guide_tr = self.log_weights(model, guide, x)
+        decoder, encoder = parameters(model_tr), parameters(guide_tr)
         if set(map(id, decoder)) & set(map(id, encoder)):
             raise ConfigError("DReG needs the model and the guide to share no parameters")
         w = torch.softmax(log_w.detach(), 0)
         n = x.shape[0]
+        roots = sample_roots(guide_tr, w.shape) if self.one_pass else None
+        if roots is not None:  # θ: Σ w̃ ∇θ log p; φ: the draws' gradients weighed by w̃ once more
+            for root in roots:
+                root.register_hook(lambda g: g * w.reshape(w.shape + (1,) * (g.dim() - 2)))
+            (-(w * stopped).sum() / n).backward()
+            return float(-self.bound(log_w.detach()).mean())
         if encoder:  # Σ w̃² ∇ log w̄ reaches φ only through the samples
             torch.autograd.backward(
                 -(w * w * stopped).sum() / n, inputs=encoder, retain_graph=bool(decoder)
@@ -157,6 +170,30 @@ def check_sites(model_tr, guide_tr, asked: str) -> None:
 
 def _reparameterized(site: dict) -> bool:
     return site["fn"].has_rsample and not site["infer"].get("enumerate")
+
+
+def sample_roots(guide_tr, shape: torch.Size) -> list[torch.Tensor] | None:
+    """Each latent site's draw that every path from the guide's parameters to the bound goes
+    through: the sample itself, or for a transformed distribution whose transforms have no
+    parameters its base draw (read from the transforms' caches, which its log-densities use);
+    None where some site has no such draw (a flow) or its draws are not (K, batch, ...)."""
+    roots = []
+    for site in guide_tr.nodes.values():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        fn, value = site["fn"], site["value"]
+        while isinstance(fn, Independent | TransformedDistribution):
+            if isinstance(fn, TransformedDistribution):
+                for t in reversed(fn.transforms):
+                    x, y = getattr(t, "_cached_x_y", (None, None))
+                    if _has_parameters(t) or y is not value or x is None:
+                        return None
+                    value = x
+            fn = fn.base_dist
+        if not value.requires_grad or tuple(value.shape[:2]) != tuple(shape):
+            return None
+        roots.append(value)
+    return roots
 
 
 def parameters(trace) -> list[torch.Tensor]:

@@ -274,3 +274,33 @@ def test_a_stopped_gradient_trains_alone():
 
     assert group_key(FitConfig(family="gaussian")) is not None
     assert group_key(FitConfig(family="gaussian", gradient="stl")) is None
+
+
+@pytest.mark.parametrize("family", ["gaussian", "logitnormal", "beta", "concrete"])
+def test_dreg_in_one_backward_pass_is_the_two_pass_gradient(family):
+    """Weighing each draw's gradient by w̃ once more (one pass) gives the gradient of one pass
+    over the guide's parameters with w̃² and one over the model's with w̃."""
+    from pyro_dvae.families import make_family
+    from pyro_dvae.iwae import vectorized_traces
+    from pyro_dvae.iwae_elbo import sample_roots
+    from pyro_dvae.vae import VAE
+
+    own = {"alpha": 1.78} if family == "logitnormal" else {}
+    own |= {"categories": 3} if family == "concrete" else {}
+    torch.manual_seed(0)
+    vae = VAE(make_family(FitConfig(family=family, latent_dim=3, **own)), 16, hidden=8)
+    x = torch.bernoulli(torch.full((7, 16), 0.4))
+    params = [*vae.encoder.parameters(), *vae.decoder.parameters()]
+    found = []
+    for one_pass in (True, False):
+        elbo = IWAEELBO(num_particles=4, gradient="dreg")
+        elbo.one_pass = one_pass
+        for p in params:
+            p.grad = None
+        torch.manual_seed(1)
+        elbo.loss_and_grads(vae.model, vae.guide, x)
+        found.append([p.grad.clone() for p in params])
+    for fast, slow in zip(*found, strict=True):
+        assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-6)
+    _, guide_tr = vectorized_traces(vae.model, vae.guide, x, 4)
+    assert sample_roots(guide_tr, (4, 7)) is not None  # the one-pass route was the one taken
