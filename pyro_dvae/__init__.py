@@ -15,6 +15,7 @@ from .families import FAMILIES, LatentFamily, make_family, register_family
 from .group import GroupTrainer
 from .guides import check_guide
 from .inference import ELBOS, SVI, elbo_parts, evaluate_elbo, kl_kinds, make_elbo
+from .iwae_elbo import IWAEELBO, STLTraceELBO
 from .optim import FusedClippedAdam
 from .rundir import RunDir
 from .runs import fit, resume, resume_group
@@ -41,11 +42,13 @@ __all__ = [
     "FitConfig",
     "FusedClippedAdam",
     "GroupTrainer",
+    "IWAEELBO",
     "LatentFamily",
     "LogitNormal",
     "MLflowLogger",
     "RunDir",
     "SVI",
+    "STLTraceELBO",
     "TensorBoardLogger",
     "Trainer",
     "VAE",

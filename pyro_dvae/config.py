@@ -42,6 +42,12 @@ def _lr_schedules():
     return LR_SCHEDULES
 
 
+def _gradients():
+    from .iwae_elbo import GRADIENTS
+
+    return GRADIENTS
+
+
 def _baselines():
     from .inference import BASELINES
 
@@ -106,8 +112,9 @@ COMMON: tuple[Param, ...] = (
         "trace: Trace_ELBO, Monte Carlo KL (the paper); analytic: TraceMeanField_ELBO; "
         "enum: TraceEnum_ELBO, exact sum over a discrete latent's codes; tracegraph: "
         "TraceGraph_ELBO, score-function gradients with --baseline (decaying: the estimator "
-        "reinforce; none: score-function, as --elbo trace on discrete codes); nvil, vimco, "
-        "disarm: see --estimator, which names them.",
+        "reinforce; none: score-function, as --elbo trace on discrete codes); iwae: the "
+        "importance-weighted bound per image with --num-particles K (reparameterised "
+        "latents); nvil, vimco, disarm: see --estimator, which names them.",
         choices=_elbos,
         short="elbo-",
     ),
@@ -121,7 +128,22 @@ COMMON: tuple[Param, ...] = (
         choices=_baselines,
     ),
     Param(
-        "num_particles", int, 1, "Samples per image in the ELBO estimate.", low=1, short="particles"
+        "gradient",
+        str,
+        "standard",
+        "The gradient estimator of --elbo iwae (standard, dreg, stl) and --elbo trace (stl): "
+        "dreg (Tucker et al.) and stl (Roeder et al.) stop the gradient through the guide's "
+        "parameters in log q (docs/estimators.md).",
+        choices=_gradients,
+        short="grad-",
+    ),
+    Param(
+        "num_particles",
+        int,
+        1,
+        "Samples per image in the ELBO estimate (the K of --elbo iwae and vimco).",
+        low=1,
+        short="particles",
     ),
     Param(
         "seed",
@@ -243,6 +265,7 @@ class _ConfigMethods:
                 "--estimator vimco is the K-sample bound with leave-one-out baselines: give "
                 "--num-particles K of 2 or more (Mnih & Rezende use 5 to 50)"
             )
+        self._check_gradient(family)
         if self.elbo == "enum" and not family.enumerable:
             raise ConfigError(
                 f"--elbo enum sums over every value of a discrete latent; the {self.family} "
@@ -252,6 +275,22 @@ class _ConfigMethods:
         check_schedules(self)
         tracker_names(self.log)
         return self
+
+    def _check_gradient(self, family: type[LatentFamily]) -> None:
+        from .inference import GRADIENT_ELBOS
+
+        if self.elbo == "iwae" and family.enumerable:
+            raise ConfigError(
+                f"--elbo iwae trains reparameterised latents; the {self.family} latent is "
+                "discrete (--estimator vimco is its importance-weighted bound)"
+            )
+        if self.gradient != "standard":
+            takes = [e for e, (_, gs) in GRADIENT_ELBOS.items() if self.gradient in gs]
+            if self.elbo not in takes:
+                raise ConfigError(
+                    f"--gradient {self.gradient} applies to "
+                    f"{' and '.join(f'--elbo {e}' for e in takes)}, not --elbo {self.elbo}"
+                )
 
     def __post_init__(self) -> None:
         """An ``--estimator`` names its objective: the default ``--elbo`` becomes the one it

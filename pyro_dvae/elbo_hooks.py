@@ -11,13 +11,18 @@ pyro-ppl 1.9.0-1.9.2 (``setup.cfg`` asks for >= 1.9; CI installs the newest allo
   wrapped by :class:`ScaledPerImageELBO` (``TraceEnum_ELBO``, ``TraceGraph_ELBO``) to read
   each particle's reconstruction.
 
+:class:`SurrogateELBO` fills in ``pyro.infer.ELBO``'s abstract ``_get_trace`` (it draws its
+own vectorised traces instead).
+
 If a Pyro release renames them, this module is the one to change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import pyro
 import torch
 from pyro import poutine
 
@@ -132,3 +137,37 @@ def expected_reconstruction(model_trace, guide_trace) -> torch.Tensor:
         if site["type"] == "sample" and site["is_observed"]:
             total = total - (weight * site["log_prob"].detach()).sum()
     return total
+
+
+class SurrogateELBO(pyro.infer.ELBO):
+    """An ELBO that draws its own (vectorised) traces and backpropagates a surrogate: the
+    ``loss`` / ``loss_and_grads`` pair over :meth:`surrogate` (the score-function estimators
+    of :mod:`.score_function`, the importance-weighted bounds of :mod:`.iwae_elbo`)."""
+
+    jit = False  # eager: these estimators read sampled values to weight their terms
+    last_recon: torch.Tensor | float = 0.0
+
+    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, **_: Any):
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+
+    def _get_trace(self, model, guide, args, kwargs):  # pyro.infer.ELBO's abstract hook
+        raise NotImplementedError(f"{type(self).__name__} draws its own traces")
+
+    def surrogate(self, model, guide, x, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the surrogate loss to backpropagate, the loss per image it estimates)."""
+        raise NotImplementedError
+
+    def loss(self, model, guide, x) -> float:
+        with torch.no_grad():
+            return float(self.surrogate(model, guide, x, training=False)[1])
+
+    def loss_and_grads(self, model, guide, x) -> float:
+        surrogate, value = self.surrogate(model, guide, x, training=True)
+        surrogate.backward()
+        return float(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], like: torch.Tensor) -> None:
+        """Restore :meth:`state_dict` (``like``: a tensor on the run's device and dtype)."""

@@ -14,7 +14,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from .families import FAMILIES, make_family
 from .inference import ELBOS, kl_kinds
-from .iwae import differentiable_parts
+from .iwae_elbo import GRADIENTS, IWAEELBO
 from .vae import VAE
 
 
@@ -41,8 +41,8 @@ class IWAE:
         self.k = k
 
     def differentiable_loss(self, model: Callable, guide: Callable, x: torch.Tensor):
-        recon, kl = differentiable_parts(model, guide, x, self.k)
-        return -((-(recon + kl)).logsumexp(0) - math.log(self.k)).sum()
+        """Summed over the images, as ``Trace_ELBO``'s (``IWAEELBO`` gives their mean)."""
+        return IWAEELBO(num_particles=self.k).differentiable_loss(model, guide, x) * x.shape[0]
 
 
 def default_estimators(vae: VAE, num_particles: int = 10, iwae_k=(5, 50)) -> list[Estimator]:
@@ -165,16 +165,72 @@ def compare(
         }
         for k, vs in grads.items():
             stack = torch.stack(vs).double()
-            mean, sd = stack.mean(0), stack.std(0)
-            row[f"grad_var_{k}"] = float((sd**2).sum())
-            nonzero = sd > 0
-            snr = (mean.abs()[nonzero] / sd[nonzero]).mean() if nonzero.any() else math.nan
-            row[f"grad_snr_{k}"] = float(snr)
+            row[f"grad_var_{k}"] = float((stack.std(0) ** 2).sum())
+            row[f"grad_snr_{k}"] = gradient_snr(stack)
         rows.append(row)
     return rows
 
 
-__all__ = ["IWAE", "Estimator", "clock", "compare", "default_estimators"]
+def gradient_snr(stack: torch.Tensor) -> float:
+    """The mean over parameters of |E g| / sd(g), from estimates ``stack`` (repeats, params);
+    parameters whose estimates do not vary are left out (NaN if none vary)."""
+    mean, sd = stack.mean(0), stack.std(0)
+    nonzero = sd > 0
+    return float((mean.abs()[nonzero] / sd[nonzero]).mean()) if nonzero.any() else math.nan
+
+
+#: the particle counts of Rainforth et al.'s Figure 1 that ``compare-estimators`` measures
+SNR_K = (1, 5, 50, 500)
+
+
+def iwae_gradient_snr(
+    vae: VAE,
+    x: torch.Tensor,
+    ks: tuple[int, ...] = SNR_K,
+    gradients: tuple[str, ...] = GRADIENTS,
+    repeats: int = 100,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """The encoder's and the decoder's gradient SNR (:func:`gradient_snr`) of the IWAE bound
+    with each of ``gradients`` and K particles, on the batch ``x`` at fixed parameters
+    (Rainforth et al., 2018, Figure 1): one row per (gradient, K), with seconds per estimate."""
+    groups = {"encoder": vae.encoder_parameters(), "decoder": list(vae.decoder.parameters())}
+    rows = []
+    for gradient in gradients:
+        for k in ks:
+            elbo = IWAEELBO(num_particles=k, gradient=gradient)
+            torch.manual_seed(seed)
+            estimates: dict[str, list[torch.Tensor]] = {name: [] for name in groups}
+            elapsed = 0.0
+            for _ in range(repeats):
+                for p in (p for ps in groups.values() for p in ps):
+                    p.grad = None
+                t0 = clock(x)
+                with pyro.validation_enabled(False):
+                    elbo.loss_and_grads(vae.model, vae.guide, x)
+                elapsed += clock(x) - t0
+                for name, ps in groups.items():
+                    flat = [torch.zeros_like(p) if p.grad is None else p.grad for p in ps]
+                    estimates[name].append(torch.cat([g.reshape(-1) for g in flat]))
+            row: dict[str, Any] = {"gradient": gradient, "k": k, "repeats": repeats}
+            for name, vs in estimates.items():
+                row[f"snr_{name}"] = gradient_snr(torch.stack(vs).double())
+            row["seconds"] = elapsed / repeats
+            rows.append(row)
+    for p in (p for ps in groups.values() for p in ps):
+        p.grad = None
+    return rows
+
+
+__all__ = [
+    "IWAE",
+    "Estimator",
+    "clock",
+    "compare",
+    "default_estimators",
+    "gradient_snr",
+    "iwae_gradient_snr",
+]
 
 
 #: training objectives a run can use: name → FitConfig changes

@@ -61,7 +61,7 @@ def group_key(config: FitConfig) -> tuple | None:
     family = FAMILIES[config.family]
     if not family.groupable or config.guide or config.elbo not in GROUP_ELBOS:
         return None
-    if not is_standard(config):  # warm-up, free bits, lr schedules train alone
+    if not is_standard(config) or config.gradient != "standard":  # each trains alone
         return None
     free = {*FREE_FIELDS, *family.member_params}
     return tuple((f.name, getattr(config, f.name)) for f in fields(config) if f.name not in free)
@@ -78,6 +78,7 @@ def check_group(configs: list[FitConfig]) -> None:
             f"a {c.family} run with --elbo {c.elbo}"
             + (" and its own guide" if c.guide else "")
             + "".join(f" and {flag}" for flag in why)
+            + (f" and --gradient {c.gradient}" if c.gradient != "standard" else "")
             + f" trains alone (groups take families with {', '.join(GROUP_ELBOS)} ELBOs"
             + (", and no warm-up, free bits or learning-rate schedule)" if why else ")")
         )

@@ -25,6 +25,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from .compiled_elbo import CompiledELBO
 from .elbo_hooks import PerImageELBO, ScaledPerImageELBO
+from .iwae_elbo import IWAEELBO, STLTraceELBO
 from .score_function import NVILELBO, VIMCOELBO, BaselineNet, DisARMELBO
 
 ANALYTIC, MONTE_CARLO = "analytic", "monte-carlo"
@@ -154,6 +155,13 @@ ELBOS: dict[str, tuple[type, bool]] = {
     "nvil": (NVILELBO, False),
     "vimco": (VIMCOELBO, False),
     "disarm": (DisARMELBO, True),  # the entropy of q is analytic
+    "iwae": (IWAEELBO, False),
+}
+
+#: ``--gradient``: the ELBOs that take one other than ``standard`` → (their class then, those)
+GRADIENT_ELBOS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "trace": (STLTraceELBO, STLTraceELBO.gradients()),
+    "iwae": (IWAEELBO, tuple(g for g in IWAEELBO.gradients() if g != "standard")),
 }
 
 
@@ -193,18 +201,24 @@ def make_elbo(
     """The ``--elbo`` estimator; ``state`` feeds per-step values to a compiled graph;
     ``plates`` is the plate nesting (2 for a group: members and data); ``objective``: a
     :class:`~pyro_dvae.schedules.KLObjective` (trace and analytic only); ``options`` go to
-    the estimator that takes them (``baseline`` for ``tracegraph``).
+    the estimator that takes them (``baseline`` for ``tracegraph``, ``gradient`` for
+    ``iwae`` and ``trace``).
 
     ``name``: a key of :data:`ELBOS`; ``num_particles``: samples per image in each estimate;
     ``jit``: compile the loss into one graph per input shape (``trace`` and ``analytic``
     only, which step eagerly, with a warning, where they cannot compile; the other ELBOs
     always step eagerly); ``state``: an object with ``step_inputs`` and
     ``use_step_inputs``, such as a latent family. Returns a
-    ``pyro.infer.ELBO`` whose loss is the mean −ELBO per image (VIMCO's: its K-sample bound).
+    ``pyro.infer.ELBO`` whose loss is the mean −ELBO per image (VIMCO's: its K-sample bound;
+    IWAE's: the importance-weighted bound).
     """
     cls, _ = ELBOS[name]
     if cls is not MeanTraceGraphELBO:
         options.pop("baseline", None)
+    gradient = options.pop("gradient", "standard")
+    if gradient != "standard":
+        cls = GRADIENT_ELBOS[name][0]
+        options["gradient"] = gradient
     if objective is not None:
         from .schedules import StepInputs
 

@@ -95,14 +95,27 @@ def particle_log_densities(
     """``log p(x | z)``, ``log p(z)`` and ``log q(z | x)`` of ``num_samples`` draws per image,
     each ``(num_samples, batch)``, the draws vectorised with an outer ``pyro.plate`` and the
     autograd graph kept."""
+    model_tr, guide_tr = vectorized_traces(model, guide, x, num_samples)
+    return log_densities(model_tr, guide_tr, (num_samples, x.shape[0]))
+
+
+def vectorized_traces(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int):
+    """The (model, guide) traces of ``num_samples`` draws per image in one vectorised pass
+    (the model replays the guide's draws), without the plates' own sites."""
     guide_tr = poutine.trace(vectorized(guide, num_samples)).get_trace(x)
     model_tr = poutine.trace(
         poutine.replay(vectorized(model, num_samples), trace=guide_tr)
     ).get_trace(x)
     # the plates' own sites score 0 on the default device (the CPU), not x's
-    guide_tr, model_tr = prune_subsample_sites(guide_tr), prune_subsample_sites(model_tr)
-    shape = (num_samples, x.shape[0])
-    log_px, log_pz, log_qz = x.new_zeros(shape), x.new_zeros(shape), x.new_zeros(shape)
+    return prune_subsample_sites(model_tr), prune_subsample_sites(guide_tr)
+
+
+def log_densities(model_tr, guide_tr, shape: tuple[int, int]):
+    """``log p(x | z)``, ``log p(z)`` and ``log q(z | x)`` of :func:`vectorized_traces`, each
+    summed per (draw, image) to ``shape``."""
+    samples = [s for s in model_tr.nodes.values() if s["type"] == "sample"]
+    like = next((s["value"] for s in samples if s["is_observed"]), samples[0]["value"])
+    log_px, log_pz, log_qz = like.new_zeros(shape), like.new_zeros(shape), like.new_zeros(shape)
     for name, site in model_tr.nodes.items():
         if site["type"] != "sample":
             continue
@@ -113,6 +126,12 @@ def particle_log_densities(
             log_pz = log_pz + log_p
             log_qz = log_qz + scaled_log_prob(guide_tr.nodes[name]).expand(shape)
     return log_px, log_pz, log_qz
+
+
+def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """``log (1/K) Σ_k exp(log_w_k)`` along ``dim`` (of size K): the importance-weighted bound
+    of K log-weights."""
+    return log_w.logsumexp(dim) - math.log(log_w.shape[dim])
 
 
 def scaled_log_prob(site: dict) -> torch.Tensor:

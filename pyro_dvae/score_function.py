@@ -31,45 +31,14 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
+from .elbo_hooks import SurrogateELBO
 from .errors import ConfigError
-from .iwae import particle_log_densities, scaled_log_prob, vectorized
+from .iwae import log_mean_exp, particle_log_densities, scaled_log_prob, vectorized
 
 _baselines = itertools.count()
 
 
-class ScoreFunctionELBO(pyro.infer.ELBO):
-    """The common part: the ``loss`` / ``loss_and_grads`` pair over :meth:`surrogate`."""
-
-    jit = False  # eager: these estimators read sampled values to weight their terms
-    last_recon: torch.Tensor | float = 0.0
-
-    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, **_: Any):
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
-
-    def _get_trace(self, model, guide, args, kwargs):  # pyro.infer.ELBO's abstract hook
-        raise NotImplementedError(f"{type(self).__name__} draws its own traces")
-
-    def surrogate(self, model, guide, x, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the surrogate loss to backpropagate, the loss per image it estimates)."""
-        raise NotImplementedError
-
-    def loss(self, model, guide, x) -> float:
-        with torch.no_grad():
-            return float(self.surrogate(model, guide, x, training=False)[1])
-
-    def loss_and_grads(self, model, guide, x) -> float:
-        surrogate, value = self.surrogate(model, guide, x, training=True)
-        surrogate.backward()
-        return float(value)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any], like: torch.Tensor) -> None:
-        """Restore :meth:`state_dict` (``like``: a tensor on the run's device and dtype)."""
-
-
-class NVILELBO(ScoreFunctionELBO):
+class NVILELBO(SurrogateELBO):
     """Neural variational inference and learning (Mnih & Gregor, 2014); ``decay`` is their
     α of the running mean and variance of the centred signal."""
 
@@ -123,7 +92,7 @@ class NVILELBO(ScoreFunctionELBO):
             self.baseline_net(like).load_state_dict(state["net"])
 
 
-class VIMCOELBO(ScoreFunctionELBO):
+class VIMCOELBO(SurrogateELBO):
     """Variational inference for Monte Carlo objectives (Mnih & Rezende, 2016); its loss is
     the K-sample bound −log (1/K) Σ_k p(x, z_k) / q(z_k | x), K = ``num_particles`` ≥ 2."""
 
@@ -136,20 +105,20 @@ class VIMCOELBO(ScoreFunctionELBO):
         k = self.num_particles
         log_px, log_pz, log_qz = particle_log_densities(model, guide, x, k)
         log_w = log_px + log_pz - log_qz  # (K, batch)
-        bound = log_w.logsumexp(0) - math.log(k)
+        bound = log_mean_exp(log_w)
         with torch.no_grad():
             lw = log_w.detach()
             others = (lw.sum(0, keepdim=True) - lw) / (k - 1)  # the others' mean log-weight
             loo = lw.unsqueeze(0).repeat(k, 1, 1)  # loo[j]: the weights with the j-th replaced
             every = torch.arange(k, device=x.device)
             loo[every, every] = others
-            signal = bound.unsqueeze(0) - (loo.logsumexp(1) - math.log(k))
+            signal = bound.unsqueeze(0) - log_mean_exp(loo, 1)
         objective = bound.sum() + (signal * log_qz).sum()
         self.last_recon = -log_px.detach().mean()
         return -objective / x.shape[0], -bound.detach().mean()
 
 
-class DisARMELBO(ScoreFunctionELBO):
+class DisARMELBO(SurrogateELBO):
     """DisARM (Dong, Mnih & Tucker, 2020) for guides whose latent sites are Bernoulli;
     ``num_particles`` antithetic pairs per image."""
 

@@ -116,7 +116,9 @@ class Trainer:
                 check_guide(self.vae.model, self.vae.guide, probe)
             self.kl = kl_kinds(self.vae.model, self.vae.guide, probe, analytic=self.analytic)
             reparameterized = fully_reparameterized(self.vae.model, self.vae.guide, probe)
-            self.jit = config.jit and check_reparameterized(config, reparameterized)
+        if not reparameterized and (config.elbo == "iwae" or config.gradient != "standard"):
+            raise ConfigError(f"--elbo {config.elbo} needs a guide whose sites have rsample")
+        self.jit = config.jit and check_reparameterized(config, reparameterized)
         self.elbo = make_elbo(
             config.elbo,
             config.num_particles,
@@ -124,6 +126,7 @@ class Trainer:
             state=self.family,
             baseline=config.baseline,
             objective=self.schedules.objective,
+            gradient=config.gradient,
         )
         self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
         self.epochs_planned = config.epochs

@@ -25,6 +25,13 @@ entry may set config fields after colons, to time estimators too:
     python scripts/benchmark.py --data-dir ../shared/data --latent-dim 1 \
         --families categorical:elbo=enum:categories=8,concrete:categories=8
 
+Each entry's time is also given as a multiple of the first entry's (the median of the
+per-round ratios) and, for K particles, that multiple divided by K: a K-particle IWAE step
+against the single-particle step (target: at most 0.4 per particle at K = 50 on a CPU):
+
+    python scripts/benchmark.py --data-dir ../shared/data --rounds 5 --families \
+        gaussian,gaussian:elbo=iwae:num_particles=50,gaussian:elbo=iwae:num_particles=50:gradient=dreg
+
 ``--members 1,2,4,8`` times groups (``pyro_dvae.group``): for each M, ms per member-step
 of (a) a hand-written batched PyTorch loop of M models (stacked weights, ``baddbmm``, fused
 Adam: the floor), (b) the group step of M Logit-normal VAEs (α spread over the paper's four
@@ -120,6 +127,11 @@ def main() -> None:
     p.add_argument("--iwae-chunks", default="", help="comma-separated IWAE chunk sizes to time")
     p.add_argument("--k", type=int, default=200, help="draws per image of --iwae-chunks")
     p.add_argument("--count-ops", action="store_true", help="count ATen ops per step of (a), (b)")
+    p.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="--families: time by the process's CPU time, not the wall clock (a loaded machine)",
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -245,20 +257,29 @@ def compare_families(args) -> None:
         trainers[entry] = Trainer(cfg, data, args.device, progress=False)
     steps = math.ceil(args.images / args.batch_size)
     times: dict[str, list[float]] = {f: [] for f in trainers}
+    clock = time.process_time if args.cpu_time else time.perf_counter
     for i in range(args.rounds + 1):
         for family, trainer in trainers.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             with pyro.validation_enabled(False):
                 trainer.train_epoch()
             if i:  # the first round warms up (and compiles)
-                times[family].append((time.perf_counter() - t0) / steps * 1e3)
+                times[family].append((clock() - t0) / steps * 1e3)
     print(
         f"latent {args.latent_dim}, batch {args.batch_size}, hidden {args.hidden}, MNIST, "
         f"{torch.get_num_threads()} threads, {args.rounds} x {steps} steps each"
+        + (", CPU time of the process" if args.cpu_time else "")
     )
+    first = next(iter(times.values()))
     for family, ms in times.items():
-        jit = "compiled" if trainers[family].jit else "eager"
-        print(f"{family:40s} {statistics.median(ms):8.3f} ms/step (min {min(ms):.3f}, {jit})")
+        jit = "compiled" if trainers[family].elbo.jit else "eager"
+        k = trainers[family].config.num_particles
+        ratio = statistics.median(t / f for t, f in zip(ms, first, strict=True))
+        per = f", {ratio / k:.3f} per particle" if k > 1 else ""
+        print(
+            f"{family:40s} {statistics.median(ms):8.3f} ms/step (min {min(ms):.3f}, {jit}); "
+            f"{ratio:.2f}x the first entry{per}"
+        )
 
 
 def compare_iwae_chunks(args) -> None:

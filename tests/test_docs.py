@@ -666,3 +666,38 @@ def test_the_guides_pages_numbers_are_their_runs():
             " epochs).",
         ],
     )
+
+
+def test_the_estimators_pages_snr_numbers_are_their_run():
+    rows = json.loads((ROOT / "results/iwae-snr/iwae_snr.json").read_text())
+    snr = {(r["gradient"], r["k"]): r["snr_encoder"] for r in rows}
+    dreg = [v for (g, _), v in snr.items() if g == "dreg"]
+    text = " ".join((ROOT / "docs/estimators.md").read_text().split())
+    assert (
+        f"the standard encoder SNR fell from {snr['standard', 1]:.2f} at K = 1 to "
+        f"{snr['standard', 500]:.2f} at K = 500, DReG's stayed between {min(dreg):.1f} and "
+        f"{max(dreg):.1f}, and STL's rose from {snr['stl', 1]:.1f} to {snr['stl', 500]:.0f}"
+    ) in text
+
+
+def test_the_estimators_pages_one_epoch_numbers_are_their_runs():
+    runs = ROOT / "results/iwae-training/one-epoch"
+    k5 = json.loads((runs / "gaussian-k5-dreg/metrics.jsonl").read_text().splitlines()[-1])
+    k50 = json.loads(
+        (runs / "gaussian-k50-dreg-subset1000/metrics.jsonl").read_text().splitlines()[-1]
+    )
+    text = " ".join((ROOT / "docs/estimators.md").read_text().split())
+    assert f"(test −ELBO {k5['test_loss']:.2f} after it) in {k5['seconds']:.0f} s" in text
+    assert f"K = 50 DReG on 1000 images took {k50['seconds']:.1f} s for its 20 steps" in text
+
+
+def test_the_estimators_pages_mnist_snr_numbers_are_their_run():
+    rows = json.loads((ROOT / "results/iwae-snr/mnist-one-epoch/iwae_snr.json").read_text())
+    snr = {(r["gradient"], r["k"]): r["snr_encoder"] for r in rows}
+    text = " ".join((ROOT / "docs/estimators.md").read_text().split())
+    assert (
+        f"standard encoder SNR fell from {snr['standard', 1]:.2f} at K = 1 to "
+        f"{snr['standard', 500]:.2f} at K = 500 and DReG's from {snr['dreg', 1]:.2f} to "
+        f"{snr['dreg', 500]:.2f}"
+    ) in text
+    assert f"STL's rose from {snr['stl', 1]:.2f} to {snr['stl', 500]:.2f}" in text

@@ -126,6 +126,14 @@ def _plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None
     help=SEED_HELP.format("an untrained model's weights, and every estimate's draws"),
 )
 @click.option(
+    "--iwae-snr",
+    "snr_k",
+    default="",
+    help="Also the encoder's and decoder's gradient SNR of the IWAE bound with the standard, "
+    "DReG and STL gradients at these K (comma-separated, e.g. 1,5,50,500), and its plot "
+    "against K (iwae_snr.*).",
+)
+@click.option(
     "--train-epochs",
     type=int,
     default=0,
@@ -157,6 +165,7 @@ def compare_estimators(
     num_particles,
     iwae_k,
     seed,
+    snr_k,
     train_epochs,
     temperatures,
     out,
@@ -202,6 +211,7 @@ def compare_estimators(
         if value < low:
             raise click.BadParameter(f"must be >= {low}", param_hint=name)
     temperatures = _floats(temperatures)  # refused before any work, whatever the family
+    snr_k = _particle_counts(snr_k)
     given = {k: v for k, v in model.items() if v is not None}
     if (run_dir is None) == (model["family"] is None) or (run_dir is not None and given):
         raise click.UsageError(
@@ -236,6 +246,8 @@ def compare_estimators(
             f"the model expects {vae.input_dim} pixels, the data has {x.shape[1]}"
         )
     if vae.family.enumerable:
+        if snr_k:
+            raise click.UsageError("--iwae-snr compares gradients of reparameterised families")
         if train_epochs:
             raise click.UsageError(
                 "--train-epochs compares training objectives of reparameterised families; "
@@ -266,6 +278,8 @@ def compare_estimators(
     atomic_write_text(out / "estimators.csv", table.csv())
     _plot(rows, out / "estimators.png", title)
     click.echo(md)
+    if snr_k:
+        _compare_iwae_snr(vae, x, snr_k, repeats, seed, out, title)
     if train_epochs:
         from ..estimators import train_side_by_side
 
@@ -325,3 +339,66 @@ def _compare_discrete(vae, x, repeats, seed, temperatures, out, epoch, device) -
     de.plot_mse(rows, out / "gradient_mse.png", title)
     click.echo(table.markdown())
     log_line(f"written: {out}")
+
+
+def _particle_counts(text: str) -> tuple[int, ...]:
+    """``--iwae-snr``'s K values (none: not asked)."""
+    if not text.strip():
+        return ()
+    try:
+        ks = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        ks = ()
+    if not ks or min(ks) < 1:
+        raise click.BadParameter(
+            f"{text!r} is not a comma-separated list of whole numbers >= 1", param_hint="--iwae-snr"
+        )
+    return ks
+
+
+def _compare_iwae_snr(vae, x, ks, repeats, seed, out, title) -> None:
+    """The IWAE gradients' SNR against K: a table (Markdown, CSV, JSON) and a plot."""
+    from ..estimators import iwae_gradient_snr
+    from ..fileio import atomic_write_text
+    from ..table import Table
+
+    log_line(f"IWAE gradient SNR: {len(ks)} K values x 3 gradients x {repeats} estimates")
+    rows = iwae_gradient_snr(vae, x, ks, repeats=repeats, seed=seed)
+    cells = [
+        (
+            r["gradient"],
+            [str(r["k"]), f"{r['snr_encoder']:.4g}", f"{r['snr_decoder']:.4g}"]
+            + [f"{1000 * r['seconds']:.1f}"],
+        )
+        for r in rows
+    ]
+    columns = ["K", "encoder SNR", "decoder SNR", "ms / estimate"]
+    table = Table(f"IWAE gradient SNR |E g| / sd(g): {title}", columns, cells, first="gradient")
+    atomic_write_text(out / "iwae_snr.md", table.markdown())
+    atomic_write_text(out / "iwae_snr.csv", table.csv())
+    atomic_write_text(out / "iwae_snr.json", json.dumps(rows, indent=2) + "\n")
+    _plot_snr(rows, out / "iwae_snr.png", title)
+    click.echo(table.markdown())
+
+
+def _plot_snr(rows: list[dict], path: Path, title: str) -> None:
+    """SNR against K, encoder and decoder, one line per gradient (Rainforth et al., Fig. 1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, side in zip(axes, ("encoder", "decoder"), strict=True):
+        for gradient in dict.fromkeys(r["gradient"] for r in rows):
+            mine = [r for r in rows if r["gradient"] == gradient]
+            ax.plot([r["k"] for r in mine], [r[f"snr_{side}"] for r in mine], "o-", label=gradient)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("K (particles)")
+        ax.set_ylabel(f"{side} gradient SNR, mean |E g| / sd(g)")
+        ax.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

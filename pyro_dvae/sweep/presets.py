@@ -124,3 +124,33 @@ def discrete_benchmark_grid() -> list[FitConfig]:
             for row in CATEGORICAL_ROWS.values()
         ]
     return configs
+
+
+#: the IWAE training runs' budget (issue 29): epochs, and the bound's particle counts
+IWAE_EPOCHS = 100
+#: the rows of the IWAE training comparison: name → config changes (K = 50 standard: Gaussian)
+IWAE_ROWS: dict[str, dict[str, Any]] = {
+    "elbo": {},
+    "iwae-5": {"elbo": "iwae", "num_particles": 5},
+    "iwae-5-dreg": {"elbo": "iwae", "num_particles": 5, "gradient": "dreg"},
+    "iwae-50-dreg": {"elbo": "iwae", "num_particles": 50, "gradient": "dreg"},
+    "iwae-50": {"elbo": "iwae", "num_particles": 50},
+}
+
+
+@register_preset(
+    "iwae-training",
+    "size-20 Gaussian and Logit-normal (alpha 1.78), 100 epochs, seed 0: the ELBO, IWAE K=5 "
+    "(standard, DReG), K=50 DReG, and the Gaussian's K=50 standard",
+)
+def iwae_training_grid() -> list[FitConfig]:
+    families = {"gaussian": {}, "logitnormal": {"alpha": 1.78}}
+    configs = []
+    for family, own in families.items():
+        for name, row in IWAE_ROWS.items():
+            if name == "iwae-50" and family != "gaussian":
+                continue  # the costly row, run once
+            configs.append(
+                FitConfig(family=family, latent_dim=20, epochs=IWAE_EPOCHS, **own, **row)
+            )
+    return configs
