@@ -49,6 +49,11 @@ class IWAEELBO(SurrogateELBO):
     """The per-image importance-weighted bound with ``num_particles`` = K particles (K = 1 is
     ``Trace_ELBO``'s loss), and its ``gradient`` (``standard``, ``dreg`` or ``stl``).
 
+    ``max_plate_nesting``: plates around the model's sites besides the particles' own (1: the
+    ``data`` plate); ``options``: ``gradient`` (default ``standard``); others, such as the
+    ``jit`` and ``state`` that :func:`~pyro_dvae.inference.make_elbo` passes every ELBO, are
+    ignored (this bound always steps eagerly).
+
     ``loss`` and ``loss_and_grads`` give the mean loss per image (its gradient divided by
     the batch size, as pyro-dvae's losses are); ``last_recon`` is the step's mean
     −log p(x | z) over its particles.
