@@ -145,10 +145,10 @@ class EpochLog(Callback):
         self.log = log
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        self.log(epoch_line(record, trainer.epochs_planned))
+        self.log(epoch_line(record, trainer.epochs_planned, trainer.config))
 
 
-def epoch_line(r: dict[str, Any], epochs: int) -> str:
+def epoch_line(r: dict[str, Any], epochs: int, config=None) -> str:
     """``epoch 3/20  train -ELBO 101.20 (recon 80.10, KL 21.10)  test -ELBO 99.80  4.1s``, and
     a word when the posterior collapsed (:mod:`pyro_dvae.collapse`)."""
     msg = (
@@ -159,7 +159,7 @@ def epoch_line(r: dict[str, Any], epochs: int) -> str:
         msg += f"  test -ELBO {r['test_loss']:.2f}"
     if "test_discrete_loss" in r:
         msg += f" (hard codes {r['test_discrete_loss']:.2f})"
-    return msg + f"  {r['seconds']:.1f}s" + collapse_note(r, r["epoch"] == epochs)
+    return msg + f"  {r['seconds']:.1f}s" + collapse_note(r, r["epoch"] == epochs, config)
 
 
 class ProgressBar(Callback):

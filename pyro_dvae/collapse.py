@@ -36,9 +36,17 @@ def count_active(vae, x: torch.Tensor, seed: int, device: torch.device) -> int:
         return active_units(posterior_means(vae, x[:ACTIVE_IMAGES], num_samples=ACTIVE_SAMPLES))[0]
 
 
-def verdict(test: dict[str, Any]) -> str | None:
+def remedy(config=None) -> str:
+    """What to try: the remedies, or, for a run that has one on already, to give it time."""
+    if config is not None and (config.free_bits > 0 or config.kl_warmup > 0):
+        return "it has --free-bits or --kl-warmup on already: train longer (docs/collapse.md)"
+    return REMEDY
+
+
+def verdict(test: dict[str, Any], config=None) -> str | None:
     """The sentence for an evaluation's ``test_kl`` and ``test_active_units`` (either may be
-    missing, as in runs from before this check); None when the latent is in use."""
+    missing, as in runs from before this check); None when the latent is in use. ``config``:
+    the run's, so that the sentence does not suggest a remedy it already has."""
     kl, active = test.get("test_kl"), test.get("test_active_units")
     if kl is None and active is None:
         return None
@@ -51,13 +59,13 @@ def verdict(test: dict[str, Any]) -> str | None:
         facts.append(f"{active} active units")
     return (
         f"posterior collapse ({', '.join(facts)}): the decoder ignores z, so every "
-        f"reconstruction and sample is alike; {REMEDY}"
+        f"reconstruction and sample is alike; {remedy(config)}"
     )
 
 
-def collapse_note(record: dict[str, Any], last: bool) -> str:
+def collapse_note(record: dict[str, Any], last: bool, config=None) -> str:
     """What an epoch line adds: the whole sentence after the last epoch, a short mark before."""
-    said = verdict(record)
+    said = verdict(record, config)
     if said is None:
         return ""
     if last:
@@ -65,7 +73,7 @@ def collapse_note(record: dict[str, Any], last: bool) -> str:
     return f"  [posterior collapse: {said.split('(')[1].split(')')[0]}; docs/collapse.md]"
 
 
-def last_verdict(records: list[dict[str, Any]]) -> str | None:
+def last_verdict(records: list[dict[str, Any]], config=None) -> str | None:
     """The sentence of a run's last evaluation (``metrics.jsonl``'s records), if any."""
     last = next((r for r in reversed(records) if "test_kl" in r), {})
-    return verdict(last)
+    return verdict(last, config)

@@ -356,7 +356,7 @@ def show_run(
         else f"{run_dir.path} has no checkpoint.pt: samples, reconstructions and traversals "
         "need the weights; drew its curves only"
     )
-    note = " ".join(filter(None, [note, last_verdict(records)]))
+    note = " ".join(filter(None, [note, last_verdict(records, run_dir.read_config())]))
     # drawn into a scratch folder, moved into place once all are drawn: a failure leaves
     # --out as it was
     scratch = out.parent / f".{out.name}.drawing"

@@ -316,7 +316,7 @@ class Trainer:
             "kl": self.kl,
             "jit": self.elbo.jit,
             **summary_numbers(self.history),
-            "collapse": last_verdict(self.history),
+            "collapse": last_verdict(self.history, self.config),
             "device": str(self.device),
             "versions": runtime_versions(),
             **self.extra_summary,

@@ -182,6 +182,11 @@ def test_the_collapse_sentence_names_the_facts_and_the_remedies():
     assert verdict({"test_kl": 2.9, "test_active_units": 0}) is not None  # no unit active
     assert verdict({"test_kl": COLLAPSE_KL / 2}) is not None  # a run from before the count
     assert verdict({"train_loss": 3.0}) is None  # an epoch without evaluation
+    # a run with a remedy on already is not told to turn it on
+    with_free_bits = FitConfig(dataset="digits", free_bits=0.5)
+    already = verdict({"test_kl": 3.4, "test_active_units": 0}, with_free_bits)
+    assert "train longer" in already and "--free-bits 0.5" not in already
+    assert "--free-bits 0.5" in verdict({"test_kl": 3.4, "test_active_units": 0}, FitConfig())
 
 
 def test_a_run_with_a_remedy_trains_alone_and_the_group_refusal_names_it():
