@@ -9,6 +9,7 @@ import click
 from click.core import ParameterSource
 
 from ..errors import RunDirError
+from ..pictures import SHOW_DEFAULTS as SHOW
 from ..wording import plural
 from .group import (
     GUIDE_HELP,
@@ -44,30 +45,38 @@ def _count(flag: str, default: int, help: str):
     default=None,
     help="Folder to write into: the PNGs and their README [default: RUN_DIR/pictures].",
 )
-@_count("--samples", 64, "Prior draws: the images of the sample grid.")
-@_count("--cols", 8, "Images per row of the sample grid.")
+@_count("--samples", SHOW["samples"], "Prior draws: the images of the sample grid.")
+@_count("--cols", SHOW["cols"], "Images per row of the sample grid.")
 @click.option(
     "--binary/--no-binary",
-    default=False,
+    default=SHOW["binary"],
     show_default=True,
     help="Binary images: also one 0/1 draw per pixel beside the Bernoulli means.",
 )
-@_count("--reconstructions", 12, "Test images reconstructed, picked by --seed.")
+@_count(
+    "--reconstructions", SHOW["reconstructions"], "Test images reconstructed, picked by --seed."
+)
 @renamed(
     "--images", "--reconstructions", "reconstructions", REUSED_IMAGES, type=click.IntRange(min=1)
 )
 @_count(
     "--units",
-    8,
+    SHOW["units"],
     "Traversals: the most active units (Concrete, categorical: variables) to sweep; all of "
     "them when the model has fewer.",
 )
-@_count("--steps", 10, "Traversals: values per unit (Concrete, categorical: its K categories).")
-@_count("--activity-images", 1000, "Test images that rank the units by activity.")
+@_count(
+    "--steps",
+    SHOW["steps"],
+    "Traversals: values per unit (Concrete, categorical: its K categories).",
+)
+@_count(
+    "--activity-images", SHOW["activity_images"], "Test images that rank the units by activity."
+)
 @click.option(
     "--seed",
     type=int,
-    default=0,
+    default=SHOW["seed"],
     show_default=True,
     help="Random seed: picks the prior draws and the test images.",
 )
