@@ -382,23 +382,27 @@ def _compare_iwae_snr(vae, x, ks, repeats, seed, out, title) -> None:
 
 
 def _plot_snr(rows: list[dict], path: Path, title: str) -> None:
-    """SNR against K, encoder and decoder, one line per gradient (Rainforth et al., Fig. 1)."""
-    import matplotlib
+    """SNR against K, encoder and decoder, one line per gradient (Rainforth et al., Fig. 1);
+    gradients whose SNRs are the same (the decoder's: DReG and STL leave it standard) are
+    drawn once, named together, so that no line hides under another."""
+    from ..plots import figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = figure(1, 2, figsize=(10, 4), layout="tight")
     for ax, side in zip(axes, ("encoder", "decoder"), strict=True):
+        series: dict[tuple, list[str]] = {}
         for gradient in dict.fromkeys(r["gradient"] for r in rows):
             mine = [r for r in rows if r["gradient"] == gradient]
-            ax.plot([r["k"] for r in mine], [r[f"snr_{side}"] for r in mine], "o-", label=gradient)
+            # the same to 4 digits (the table's) is one line: DReG's decoder gradient is the
+            # standard one up to rounding in the order of its sums
+            points = tuple((r["k"], float(f"{r[f'snr_{side}']:.4g}")) for r in mine)
+            series.setdefault(points, []).append(gradient)
+        for points, names in series.items():
+            ks, snrs = zip(*points, strict=True)
+            ax.plot(ks, snrs, "o-", label=" = ".join(names))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("K (particles)")
         ax.set_ylabel(f"{side} gradient SNR, mean |E g| / sd(g)")
         ax.legend()
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
