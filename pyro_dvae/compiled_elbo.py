@@ -1,48 +1,122 @@
-"""The ELBO step compiled into one graph per input shape (``--jit``).
+"""The ELBO step compiled by ``torch.compile`` (``--compile``).
 
-``torch.jit.trace`` records the particle loop (guide, model, log-densities, KL) once
-per input shape and :mod:`.compiled` specialises it, which removes the Python
-overhead of Pyro's effect handlers from every step. It needs a fully reparameterised
-guide with a static structure; otherwise the step stays eager (with a warning).
-Values that change from step to step (an annealed temperature) come from ``state``,
-an object with ``step_inputs(like) -> tuple of tensors`` and ``use_step_inputs(tensors
-or None)`` (a latent family): they enter the graph as inputs, not as constants frozen
-at the first step.
+The particle loss (guide, model, log-densities, KL) is captured once as one ATen graph
+(:class:`~.loss_graph.LossGraph`) and compiled by ``torch.compile`` (TorchInductor, with
+AOTAutograd for its backward). Only public torch APIs are used: no TorchScript. The loss
+is computed from the traces here (:func:`particle_loss`), not by Pyro's
+``_differentiable_loss_particle``, whose ``torch_item`` reads no tracer follows; for a
+reparameterised guide the two are the same sum.
+
+One input shape is compiled: the first batch's. Another shape (an epoch's smaller last
+batch) steps eagerly, so an epoch never compiles a second graph. A guide with
+score-function sites, or a loss that cannot be captured or compiled (no C++ compiler),
+steps eagerly after one warning. Values that change from step to step (an annealed
+temperature, the KL weight) come from ``state``, an object with ``step_inputs(like) ->
+tuple of tensors`` and ``use_step_inputs(tensors or None)``: graph inputs, not constants.
 """
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
+from pyro.distributions.kl import kl_divergence
+from pyro.distributions.util import scale_and_mask
 
-from .compiled import CompiledGraph
 from .elbo_hooks import data_size, particle_traces, reconstruction
+from .loss_graph import LossGraph, NotCapturable, first_line
+
+#: the ``torch.compile`` backend: ``inductor`` (generated kernels), or ``aot_eager``
+#: (the captured graph and its AOTAutograd backward run by eager kernels: no C++ compiler
+#: needed, and compiles in a fraction of the time; what the test suite uses)
+BACKEND_VARIABLE = "PYRO_DVAE_COMPILE_BACKEND"
+
+
+def backend() -> str:
+    """The backend ``$PYRO_DVAE_COMPILE_BACKEND`` names (default ``inductor``)."""
+    return os.environ.get(BACKEND_VARIABLE, "") or "inductor"
+
+
+#: ``--compile auto`` compiles a run with at least this many training steps left: about
+#: the compile time over the time it saves a step (docs/speed.md has the measurement)
+AUTO_COMPILE_STEPS = 30_000
+
+
+def compile_pays(mode: str, steps_left: int) -> bool:
+    """Whether to compile: ``mode`` ``on``, ``off``, or ``auto`` (enough ``steps_left``)."""
+    return mode == "on" or (mode == "auto" and steps_left >= AUTO_COMPILE_STEPS)
+
+
+def particle_loss(model_trace, guide_trace, analytic: bool) -> torch.Tensor:
+    """−ELBO of one particle summed over its images, from its traces: −log p(x | z) plus
+    the KL, analytic where ``analytic`` and registered for the (guide, prior) pair, else
+    log q(z) − log p(z) at the sample (as ``TraceMeanField_ELBO`` / ``Trace_ELBO``)."""
+    loss = 0.0
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"]:
+            loss = loss - site["log_prob_sum"]
+            continue
+        q_site = guide_trace.nodes[name]
+        kl = _analytic_kl(q_site["fn"], site["fn"]) if analytic else None
+        if kl is None:
+            loss = loss + q_site["log_prob_sum"] - site["log_prob_sum"]
+        else:
+            loss = loss + scale_and_mask(kl, q_site["scale"], q_site["mask"]).sum()
+    for name, site in guide_trace.nodes.items():  # guide-only (auxiliary) sites
+        if site["type"] == "sample" and name not in model_trace.nodes:
+            loss = loss + site["log_prob_sum"]
+    return loss
+
+
+def _analytic_kl(q, p) -> torch.Tensor | None:
+    try:
+        return kl_divergence(q, p)
+    except NotImplementedError:
+        return None
 
 
 class CompiledELBO:
-    """Mixin over a :class:`~.elbo_hooks.PerImageELBO` ELBO: the same loss, compiled."""
+    """Mixin over a :class:`~.elbo_hooks.PerImageELBO` ELBO: the same loss, compiled.
 
-    def __init__(self, *args, jit: bool = False, state: Any = None, **kwargs):
+    ``compile``: compile the step (else Pyro's eager step); ``state``: the per-step
+    inputs (see the module); ``noise_mode``: a group's
+    :class:`~pyro_dvae.member_streams.MemberDraws`, around the eager step's guide and the
+    compiled step's noise draws. ``graphs`` counts the
+    graphs compiled, ``compile_seconds`` their time.
+    """
+
+    def __init__(self, *args, compile: bool = False, state: Any = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.jit = jit
+        self.compile = compile
         self.state = state
-        self._compiled: dict = {}
+        self.noise_mode: Any = None
+        self.graphs = 0
+        self.compile_seconds = 0.0
+        self._shape: tuple | None = None  # the one shape compiled
+        self._graph: LossGraph | None = None
+        self._compiled: Callable | None = None
+
+    def reset(self) -> None:
+        """Forget the compiled graph: the next step's shape is captured and compiled anew."""
+        self._shape = self._graph = self._compiled = None
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
-        out = self._compiled_step(model, guide, *args, **kwargs) if self.jit else None
-        if out is None:
-            return super().loss_and_grads(model, guide, *args, **kwargs)
-        loss, graph = out
-        # A compiled graph reads its parameters as inputs, not through pyro.param;
-        # name them so a param-capturing caller (pyro's SVI.step) sees them.
-        for name in graph.names:
-            pyro.param(name)
-        return loss
+        out = self._compiled_step(model, guide, *args, **kwargs) if self.compile else None
+        if out is not None:
+            for name in self._graph.names:  # a param-capturing caller (pyro's SVI) sees them
+                pyro.param(name)
+            return out
+        if self.noise_mode is not None:
+            guide = self.noise_mode.around(guide)
+        return super().loss_and_grads(model, guide, *args, **kwargs)
 
     def loss_and_params(self, model, guide, *args, **kwargs) -> tuple[float, list[torch.Tensor]]:
         """``loss_and_grads`` and the unconstrained parameters it reached (what SVI updates).
@@ -50,40 +124,42 @@ class CompiledELBO:
         The compiled step knows its parameters, so it skips the param-capturing
         trace that ``pyro.infer.SVI.step`` puts around every step.
         """
-        out = self._compiled_step(model, guide, *args, **kwargs) if self.jit else None
+        out = self._compiled_step(model, guide, *args, **kwargs) if self.compile else None
         if out is not None:
-            return out[0], out[1].params
-        with poutine.trace(param_only=True) as capture:
+            return out, self._graph.params
+        with pyro.poutine.trace(param_only=True) as capture:
             loss = self.loss_and_grads(model, guide, *args, **kwargs)
         return loss, [site["value"].unconstrained() for site in capture.trace.nodes.values()]
 
-    def _compiled_step(self, model, guide, *args, **kwargs):
-        """The loss (after backward) and the graph that gave it; None if it cannot compile."""
-        try:
-            graph, surrogate, recon = self._compiled_particles(model, guide, *args, **kwargs)
-        except _NotCompilable as err:
-            warnings.warn(
-                f"the ELBO could not be compiled ({err}); using the eager step", stacklevel=3
-            )
-            self.jit = False
-            return None
-        surrogate.backward()
-        self.last_recon = recon.detach()
-        # For a reparameterised guide the surrogate's value is the loss itself.
-        return surrogate.item(), graph
-
-    def _compiled_particles(self, model, guide, *args, **kwargs):
+    def _compiled_step(self, model, guide, *args, **kwargs) -> float | None:
+        """The loss (after backward); None where this shape or this loss steps eagerly."""
         like = next((a for a in args if torch.is_tensor(a)), torch.zeros(()))
         step_inputs = tuple(self.state.step_inputs(like)) if self.state is not None else ()
         shapes = tuple(tuple(a.shape) if torch.is_tensor(a) else a for a in args)
         key = (_identity(model), _identity(guide), shapes, tuple(sorted(kwargs.items())))
-        graph = self._compiled.get(key)
-        if graph is None or not graph.is_current():
-            graph = self._compile(model, guide, step_inputs, args, kwargs)
-            self._compiled[key] = graph
-        return graph, *graph(*step_inputs, *args)
+        if self._shape is None:
+            self._shape = key
+        if key != self._shape:
+            return None
+        if self._graph is None or not self._graph.is_current():
+            try:
+                self._build(model, guide, step_inputs, args, kwargs)
+            except NotCapturable as err:
+                warnings.warn(
+                    f"the ELBO could not be compiled ({err}); using the eager step", stacklevel=3
+                )
+                self.compile = False
+                return None
+        graph = self._graph
+        with self.noise_mode or nullcontext():
+            noise = graph.draw_noise()
+        surrogate, recon = self._compiled(*graph.params, *noise, *step_inputs, *args)
+        surrogate.backward()
+        self.last_recon = recon.detach()
+        # For a reparameterised guide the surrogate's value is the loss itself.
+        return surrogate.item()
 
-    def _compile(self, model, guide, step_inputs, args, kwargs) -> CompiledGraph:
+    def _build(self, model, guide, step_inputs, args, kwargs) -> None:
         elbo, n_step = self, len(step_inputs)
 
         def particles(*inputs):
@@ -94,19 +170,45 @@ class CompiledELBO:
             try:
                 for model_trace, guide_trace in particle_traces(elbo, model, guide, args, kwargs):
                     _refuse_score_functions(guide_trace)
-                    _, surrogate_particle = elbo.pyro_particle_loss(model_trace, guide_trace)
+                    loss = elbo.particle_surrogate(model_trace, guide_trace)
                     n = data_size(model_trace) * elbo.num_particles
-                    surrogate = surrogate + surrogate_particle / n
+                    surrogate = surrogate + loss / n
                     recon = recon + reconstruction(model_trace) / n
             finally:
                 if elbo.state is not None:
                     elbo.state.use_step_inputs(None)
             return surrogate, recon
 
-        try:
-            return CompiledGraph(particles, (*step_inputs, *args))
-        except Exception as err:
-            raise _NotCompilable(str(err).strip().split("\n")[0]) from err
+        start = time.perf_counter()
+        graph = LossGraph(particles, (*step_inputs, *args))
+        compiled = _compile(graph, (*step_inputs, *args))
+        self.compile_seconds += time.perf_counter() - start
+        self.graphs += 1
+        self._graph, self._compiled = graph, compiled
+
+    def particle_surrogate(self, model_trace, guide_trace) -> torch.Tensor:
+        """The loss of one particle that the compiled graph computes, summed over images."""
+        if self.objective is not None:
+            return self.objective.particle_loss(model_trace, guide_trace)
+        return particle_loss(model_trace, guide_trace, self.analytic_kl)
+
+    #: whether the KL is analytic where registered (``TraceMeanField_ELBO``)
+    analytic_kl = False
+
+
+def _compile(graph: LossGraph, inputs: tuple) -> Callable:
+    """``graph`` compiled, forward and backward, now: on a fork of torch's random state
+    (noise drawn without any member streams), so a failure leaves no trace in the run."""
+    devices = sorted({t.device for t in inputs if torch.is_tensor(t) and t.is_cuda}, key=str)
+    try:
+        compiled = torch.compile(graph.graph, backend=backend(), dynamic=False, fullgraph=True)
+        with torch.random.fork_rng(devices=devices):
+            surrogate, _ = compiled(*graph.params, *graph.draw_noise(), *inputs)
+            learned = [t for t in (*graph.params, *inputs) if t.requires_grad]
+            torch.autograd.grad(surrogate, learned, allow_unused=True)
+    except Exception as err:  # Inductor's errors have no public base class
+        raise NotCapturable(f"torch.compile failed: {first_line(err)}") from err
+    return compiled
 
 
 def _refuse_score_functions(guide_trace) -> None:
@@ -114,14 +216,10 @@ def _refuse_score_functions(guide_trace) -> None:
     reparameterised guide makes equal; a score-function site stays eager."""
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample" and not site["is_observed"] and not site["fn"].has_rsample:
-            raise ValueError(f"site {name!r} has no rsample (score-function gradients)")
+            raise NotCapturable(f"site {name!r} has no rsample (score-function gradients)")
 
 
 def _identity(fn: Callable) -> tuple:
     """The same key for every access of a bound method (``vae.model`` is a new object each time)."""
     owner = getattr(fn, "__self__", None)
     return (id(owner), getattr(fn, "__func__", fn)) if owner is not None else (id(fn),)
-
-
-class _NotCompilable(Exception):
-    """``torch.jit.trace`` failed on this model and guide."""

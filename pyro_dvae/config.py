@@ -22,6 +22,8 @@ from .schedules import check_schedules
 from .tracking import tracker_names
 
 MAX_SEED = 2**32 - 1  # numpy's seed range (pyro.set_rng_seed seeds numpy too)
+#: ``--compile``'s values
+COMPILE_MODES = ("auto", "on", "off")
 
 
 def _datasets():
@@ -187,7 +189,14 @@ COMMON: tuple[Param, ...] = (
     Param(
         "eval_every", int, 1, "Evaluate the test -ELBO every N epochs (and after the last).", low=1
     ),
-    Param("jit", bool, True, "Compile the ELBO with torch.jit.trace (one graph per batch shape)."),
+    Param(
+        "compile",
+        str,
+        "auto",
+        "Compile the training step with torch.compile: on, off, or auto (on when the run "
+        "has enough steps left to repay the compile time; docs/speed.md).",
+        choices=lambda: COMPILE_MODES,
+    ),
     Param(
         "log",
         str,
@@ -200,7 +209,7 @@ COMMON: tuple[Param, ...] = (
 ESTIMATOR_ONLY = ("nvil", "vimco", "disarm")
 
 # Fields that may change when a run is resumed; all others define the run.
-RESUMABLE_FIELDS = frozenset({"epochs", "eval_every", "jit", "log"})
+RESUMABLE_FIELDS = frozenset({"epochs", "eval_every", "compile", "log"})
 
 
 def _family_params() -> dict[str, tuple[Param, list[type[LatentFamily]]]]:
@@ -315,6 +324,9 @@ class _ConfigMethods:
     def from_dict(cls, data: dict[str, Any]) -> FitConfig:
         """A config of the fields in ``data``; an unknown one raises :class:`ConfigError`."""
         known = {f.name for f in fields(cls)}
+        if "jit" in data and "compile" not in data:  # a run folder from before --compile
+            data = {**data, "compile": "auto" if data["jit"] is True else "off"}
+            del data["jit"]
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config fields: {', '.join(unknown)}")

@@ -98,9 +98,9 @@ class ScaledPerImageELBO:
 
     last_recon: torch.Tensor | float = 0.0
 
-    def __init__(self, *args, jit: bool = False, state=None, **kwargs):
+    def __init__(self, *args, compile: bool = False, state=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.jit = False
+        self.compile = False
 
     def prepare_guide(self, guide):
         """The guide as this estimator runs it (``TraceEnum_ELBO``: enumerated)."""
@@ -144,7 +144,7 @@ class SurrogateELBO(pyro.infer.ELBO):
     ``loss`` / ``loss_and_grads`` pair over :meth:`surrogate` (the score-function estimators
     of :mod:`.score_function`, the importance-weighted bounds of :mod:`.iwae_elbo`)."""
 
-    jit = False  # eager: these estimators read sampled values to weight their terms
+    compile = False  # eager: these estimators read sampled values to weight their terms
     last_recon: torch.Tensor | float = 0.0
 
     def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, **_: Any):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import fields
 from typing import Any
 
@@ -42,7 +41,7 @@ from .errors import ConfigError, RunDirError, TrainingError
 from .families import FAMILIES
 from .fileio import first_line
 from .inference import SVI, make_elbo
-from .member_streams import IN_FUNCTIONS, MemberDraws, MemberStream, RandomCalls
+from .member_streams import MemberDraws, MemberStream
 from .optim import FusedClippedAdam
 from .rundir import RunDir
 from .schedules import is_standard, remedies
@@ -168,15 +167,14 @@ class GroupTrainer:
         self.elbo = make_elbo(
             self.config.elbo,
             self.config.num_particles,
-            jit=all(t.jit for t in self.members),
+            compile=False,  # fit() decides, as the members' trainers do
             state=self.family,
             plates=2,
         )
-        # Each member's noise from its own stream: the guide draws under MemberDraws (eagerly,
-        # or while a graph is traced); a draw inside an autograd Function, which a compiled
-        # graph runs in Python at every step, needs the whole step under it.
-        guide = self._draws.around(self.vae.guide)
-        self._whole_step = self.elbo.jit and self._draws_inside_functions()
+        # Each member's noise from its own stream: the eager step runs the guide under
+        # MemberDraws, the compiled step draws its noise under it.
+        self.elbo.noise_mode = self._draws
+        guide = self.vae.guide
         m = len(self.members)
         if m == 1:  # its loss is the total: the solo step's arithmetic, exactly
             self.weights = None
@@ -186,23 +184,14 @@ class GroupTrainer:
         self.weights.requires_grad_(True)
         self.svi = SVI(weighted(self.vae.model), weighted(guide), self.optim, self.elbo)
 
-    def _draws_inside_functions(self) -> bool:
-        """Whether the guide draws inside an autograd Function (the Beta's Dirichlet sampler),
-        found by running it once on two test images (torch's stream forked, no member's)."""
-        x = self.data.test[:2].expand(len(self.members), -1, -1)
-        with torch.random.fork_rng(devices=self._cuda()), torch.no_grad(), RandomCalls() as calls:
-            self.vae.guide(x)
-        return bool(calls.seen & IN_FUNCTIONS)
-
     def _step(self, x: torch.Tensor) -> torch.Tensor:
         """One SVI step of every member; their losses (mean −ELBO per image). Each member's
         noise comes from its own stream (:class:`MemberDraws`)."""
-        with self._draws if self._whole_step else nullcontext():
-            if self.weights is None:
-                loss = self.svi.step(x)
-                return torch.tensor([loss], dtype=torch.float64, device=self.device)
-            self.weights.grad = None
-            self.svi.step(self.weights, x)
+        if self.weights is None:
+            loss = self.svi.step(x)
+            return torch.tensor([loss], dtype=torch.float64, device=self.device)
+        self.weights.grad = None
+        self.svi.step(self.weights, x)
         return self.weights.grad.detach().reshape(-1)
 
     def _cuda(self) -> list:
@@ -304,6 +293,7 @@ class GroupTrainer:
         self.epochs_planned = epochs or self.config.epochs
         for trainer in self.members:
             trainer.begin(self.epochs_planned)
+        self.elbo.compile = all(t.elbo.compile for t in self.members)
         self.callbacks.fit_start(self)
 
         def epoch() -> None:

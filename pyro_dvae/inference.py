@@ -52,6 +52,8 @@ class MeanTraceELBO(CompiledELBO, PerImageELBO, Trace_ELBO):
 class MeanTraceMeanFieldELBO(CompiledELBO, PerImageELBO, TraceMeanField_ELBO):
     """``TraceMeanField_ELBO``: analytic KL where one is registered, else Monte Carlo."""
 
+    analytic_kl = True
+
 
 class MeanTraceEnumELBO(ScaledPerImageELBO, TraceEnum_ELBO):
     """``TraceEnum_ELBO`` over a guide whose discrete sites are enumerated in parallel: the
@@ -192,7 +194,7 @@ class SVI(pyro.infer.SVI):
 def make_elbo(
     name: str,
     num_particles: int = 1,
-    jit: bool = False,
+    compile: bool = False,
     state: Any = None,
     plates: int = 1,
     objective: Any = None,
@@ -205,9 +207,9 @@ def make_elbo(
     ``iwae`` and ``trace``).
 
     ``name``: a key of :data:`ELBOS`; ``num_particles``: samples per image in each estimate;
-    ``jit``: compile the loss into one graph per input shape (``trace`` and ``analytic``
-    only, which step eagerly, with a warning, where they cannot compile; the other ELBOs
-    always step eagerly); ``state``: an object with ``step_inputs`` and
+    ``compile``: compile the step with ``torch.compile`` (``trace`` and ``analytic`` only,
+    which step eagerly, with a warning, where they cannot compile; the other ELBOs always
+    step eagerly); ``state``: an object with ``step_inputs`` and
     ``use_step_inputs``, such as a latent family. Returns a
     ``pyro.infer.ELBO`` whose loss is the mean −ELBO per image (VIMCO's: its K-sample bound;
     IWAE's: the importance-weighted bound).
@@ -224,7 +226,11 @@ def make_elbo(
 
         state = StepInputs(state, objective)
     elbo = cls(
-        num_particles=num_particles, max_plate_nesting=plates, jit=jit, state=state, **options
+        num_particles=num_particles,
+        max_plate_nesting=plates,
+        compile=compile,
+        state=state,
+        **options,
     )
     if objective is not None:
         elbo.objective = objective

@@ -51,7 +51,7 @@ class IWAEELBO(SurrogateELBO):
 
     ``max_plate_nesting``: plates around the model's sites besides the particles' own (1: the
     ``data`` plate); ``options``: ``gradient`` (default ``standard``); others, such as the
-    ``jit`` and ``state`` that :func:`~pyro_dvae.inference.make_elbo` passes every ELBO, are
+    ``compile`` and ``state`` that :func:`~pyro_dvae.inference.make_elbo` passes every ELBO, are
     ignored (this bound always steps eagerly).
 
     ``loss`` and ``loss_and_grads`` give the mean loss per image (its gradient divided by

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .compiled import compiling
 from .errors import TrainingError
 
 
@@ -53,26 +52,16 @@ class MemberStream:
                 torch.cuda.set_rng_state(self.gen.get_state(), self.device)
             yield
 
-    def trial_copy(self) -> torch.Generator:
-        """A generator at this stream's state, for a trial run's draws (the stream stays)."""
-        gen = torch.Generator(device=self.device)
-        gen.set_state(self.gen.get_state())
-        return gen
-
 
 class MemberDraws(TorchFunctionMode):
     """Within it, a draw from torch's global stream whose result has a leading member axis
     (a group's posterior noise) is drawn member by member: member ``m``'s slice is the
     same call on its own slice, from its own stream, so it is the draw its solo run makes.
 
-    A group's guide runs under it (:meth:`around`). Eagerly, the draws are made in place of
-    the call. While a graph is traced (``--jit``) the call becomes a Python operation
-    (:class:`_Drawn`) that draws anew at every run of the graph; a call inside an autograd
-    Function, whose forward the graph runs in Python at every step, is drawn there, so such a
-    group runs its whole step under the mode. While a graph is compiled
-    (:func:`~pyro_dvae.compiled.compiling`) the draws come from copies of the streams, which
-    stay where they are. Calls that give their own ``generator`` are left alone; other random
-    calls are refused (they would draw every member's values from one stream).
+    A group's eager step runs its guide under it (:meth:`around`); its compiled step makes
+    its noise draws under it (:meth:`~pyro_dvae.loss_graph.LossGraph.draw_noise`). Calls
+    that give their own ``generator`` are left alone; other random calls are refused (they
+    would draw every member's values from one stream).
     """
 
     def __init__(self, streams: list[MemberStream]):
@@ -118,54 +107,8 @@ class MemberDraws(TorchFunctionMode):
                 f"{_name(func)} of shape {tuple(shape)} inside a group of {len(self.streams)}: "
                 "a group draws noise with a leading member axis only"
             )
-        sampler = _Sampler(draw, self.streams)
-        if torch._C._get_tracing_state() is not None and func not in IN_FUNCTIONS:
-            if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-                raise TrainingError(f"a group cannot compile {_name(func)} of a learned tensor")
-            out = _Drawn.apply(sampler, *tensors)
-        else:
-            out = sampler(*tensors)
+        out = draw([s.gen for s in self.streams], tensors)
         return out if target is None else target.copy_(out)
-
-
-class RandomCalls(TorchFunctionMode):
-    """Records which of the random calls a group knows are made within (``seen``)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen: set = set()
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in _SPLIT or func in _REFUSED:
-            self.seen.add(func)
-        return func(*args, **(kwargs or {}))
-
-
-class _Sampler:
-    """``draw(generators, tensors)``: the members' draws, each from its own generator, or
-    from a copy of it while a graph is compiled."""
-
-    def __init__(self, draw: Callable, streams: list[MemberStream]):
-        self.draw, self.streams = draw, streams
-
-    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
-        trial = compiling()
-        return self.draw([s.trial_copy() if trial else s.gen for s in self.streams], tensors)
-
-
-class _Drawn(torch.autograd.Function):
-    """A sampler's draws as one operation of a traced graph, run anew every time."""
-
-    @staticmethod
-    def forward(ctx, sampler: _Sampler, *tensors: torch.Tensor) -> torch.Tensor:
-        out = sampler(*tensors)
-        ctx.inputs = len(tensors)
-        ctx.mark_non_differentiable(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, *grads):  # pragma: no cover - the output is not differentiable
-        return (None,) * (1 + ctx.inputs)
 
 
 def _name(func) -> str:
@@ -281,9 +224,6 @@ _SPLIT: dict[Callable, Callable] = {
     torch._sample_dirichlet: _split_sampler,
     torch._standard_gamma: _split_sampler,
 }
-#: random calls torch makes only inside an autograd Function (the Dirichlet's, so the Beta's),
-#: whose forward a traced graph runs in Python every time: drawn there, not made an operation
-IN_FUNCTIONS = frozenset([torch._sample_dirichlet])
 #: random calls from torch's global stream a group cannot split by member
 _REFUSED = frozenset(
     [

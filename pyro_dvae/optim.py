@@ -82,9 +82,8 @@ class FusedClippedAdam(PyroOptim):
         if grads[0].device.type == "cpu":
             for g in grads:  # one pass per tensor; CPU foreach would loop twice
                 g.clamp_(-self.clip_norm, self.clip_norm)
-        else:
-            torch._foreach_clamp_min_(grads, -self.clip_norm)
-            torch._foreach_clamp_max_(grads, self.clip_norm)
+        else:  # one fused launch per bound
+            torch.nn.utils.clip_grad_value_(self.params, self.clip_norm, foreach=True)
         self.step_count += 1
         eps_t = self.eps / math.sqrt(1.0 - self.betas[1] ** self.step_count)
         for group in self.optimizer.param_groups:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .callbacks import Callback, CallbackList, EpochLog, ProgressBar, RunDirWriter
 from .collapse import count_active, last_verdict
+from .compiled_elbo import compile_pays
 from .config import FitConfig
 from .data import Dataset, binarize
 from .devices import resolve_device
@@ -118,11 +119,11 @@ class Trainer:
             reparameterized = fully_reparameterized(self.vae.model, self.vae.guide, probe)
         if not reparameterized and (config.elbo == "iwae" or config.gradient != "standard"):
             raise ConfigError(f"--elbo {config.elbo} needs a guide whose sites have rsample")
-        self.jit = config.jit and check_reparameterized(config, reparameterized)
+        self.compilable = check_reparameterized(config, reparameterized)
         self.elbo = make_elbo(
             config.elbo,
             config.num_particles,
-            jit=self.jit,
+            compile=False,  # decided by begin(), when the steps left are known
             state=self.family,
             baseline=config.baseline,
             objective=self.schedules.objective,
@@ -266,6 +267,8 @@ class Trainer:
         """Plan ``epochs`` (default: the config's), write a new run's epoch-0 checkpoint (so
         that a kill in its first epoch is resumable) and tell the callbacks training starts."""
         self.epochs_planned = epochs or self.config.epochs
+        steps_left = (self.epochs_planned - self.epoch) * self.steps_per_epoch()
+        self.elbo.compile = self.compilable and compile_pays(self.config.compile, steps_left)
         if self.run_dir is not None and self.epoch == 0:
             if not self.run_dir.checkpoint_path.exists():
                 self.run_dir.save_checkpoint(self.state_dict())
@@ -314,7 +317,7 @@ class Trainer:
             "guide": self.config.guide or None,
             "elbo": self.config.elbo,
             "kl": self.kl,
-            "jit": self.elbo.jit,
+            "compiled": self.elbo.compile,
             **summary_numbers(self.history),
             "collapse": last_verdict(self.history, self.config),
             "device": str(self.device),

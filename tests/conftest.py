@@ -45,6 +45,16 @@ def _auto_means_the_cpu():
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _compile_without_inductor():
+    """Compiled steps run on the ``aot_eager`` backend: the captured graph and its
+    AOTAutograd backward, without Inductor's minutes of code generation per graph;
+    tests/test_compile.py compiles with Inductor itself."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYRO_DVAE_COMPILE_BACKEND", "aot_eager")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _signal_handlers_restored():
     """A test that runs Ray Tune in this process leaves Tune's SIGINT handler installed

@@ -52,6 +52,7 @@ def _quiet(*args, **kwargs):
     "family, extra",
     [
         ("logitnormal", {"alpha": 1.78}),
+        ("logitnormal", {"alpha": 1.78, "compile": "on"}),
         ("gaussian", {}),
         ("concrete", {"categories": 3}),
         ("concrete", {"categories": 3, "temperature": 1.0, "anneal_rate": 0.02}),
@@ -101,18 +102,18 @@ def _fixed_noise(monkeypatch, noise: torch.Tensor) -> None:
 
 CONCRETE = [
     FitConfig(family="concrete", categories=3, seed=i, temperature=t, anneal_rate=r,
-              prior_temperature=tp, jit=False, **SMALL)
+              prior_temperature=tp, compile="off", **SMALL)
     for i, (t, r, tp) in enumerate([(0.5, 0.0, 1.0), (1.0, 1e-2, 0.8), (0.7, 0.0, 1.0)])
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["trace", "compiled", "analytic", "concrete"])
 def test_each_members_loss_and_gradient_are_its_solo_models(digits, monkeypatch, kind):
-    elbo, jit = ("trace", True) if kind == "compiled" else (kind, False)
-    configs = CONCRETE if kind == "concrete" else _configs(elbo=elbo, jit=jit)
+    elbo, compile = ("trace", "on") if kind == "compiled" else (kind, "off")
+    configs = CONCRETE if kind == "concrete" else _configs(elbo=elbo, compile=compile)
     group = _quiet(configs, digits)
     group.fit(1)  # members' weights (and annealed temperatures) no longer at their start
-    group.elbo._compiled.clear()  # compiled (kind "compiled") with the noise fixed below
+    group.elbo.reset()  # compiled anew (kind "compiled") with the noise fixed below
     m, b = len(configs), 20
     x = torch.stack([binarize(digits.train[i * b : (i + 1) * b]) for i in range(m)])
     shape = (m, b, 2, 3) if kind == "concrete" else (m, b, 2)
@@ -122,6 +123,7 @@ def test_each_members_loss_and_gradient_are_its_solo_models(digits, monkeypatch,
     model, guide = weighted(group.vae.model), weighted(group.vae.guide)
     group.family.set_step(group.step)
     group.elbo.loss_and_grads(model, guide, weights, x)
+    assert group.elbo.graphs == (2 if kind == "compiled" else 0)  # fit's, and this shape's
     grads = {n: p.grad.clone() for n, p in group.vae.named_parameters()}
     for i, trainer in enumerate(group.members):
         group._sync_member(i)
@@ -140,7 +142,7 @@ def test_each_members_loss_and_gradient_are_its_solo_models(digits, monkeypatch,
 
 
 def test_changing_one_member_changes_no_other_members_loss(digits, monkeypatch):
-    configs = _configs(jit=False)
+    configs = _configs(compile="off")
     group = _quiet(configs, digits)
     x = torch.stack([binarize(digits.train[:20])] * 3)
     _fixed_noise(monkeypatch, torch.randn(3, 20, 2))
@@ -320,11 +322,11 @@ def test_a_group_trains_on_its_configs_subset_as_its_members_do(digits):
 
 # ---------------------------------------------------------------------- each member's streams
 MEMBERS = {  # family options: three members' configs, as a sweep's grid makes them
-    "logitnormal": [{"alpha": a} for a in (0.32, 1.0, 1.78)],
-    "logitnormal-eager": [{"alpha": a, "jit": False} for a in (0.32, 1.0, 1.78)],
-    "gaussian-2-particles": [{"family": "gaussian", "num_particles": 2}] * 3,
+    "logitnormal": [{"alpha": a, "compile": "on"} for a in (0.32, 1.0, 1.78)],
+    "logitnormal-eager": [{"alpha": a, "compile": "off"} for a in (0.32, 1.0, 1.78)],
+    "gaussian-2-particles": [{"family": "gaussian", "num_particles": 2, "compile": "on"}] * 3,
     "concrete-annealed": [
-        {"family": "concrete", "categories": 3, "temperature": t, "anneal_rate": r}
+        {"family": "concrete", "categories": 3, "temperature": t, "anneal_rate": r, "compile": "on"}
         for t, r in [(0.5, 0.0), (1.0, 2e-2), (0.7, 0.0)]
     ],
     "beta": [{"family": "beta", "elbo": "analytic", "beta_prior": b} for b in (0.5, 1.0, 2.0)],

@@ -33,10 +33,14 @@ PINNED = {
 }
 
 
+@pytest.mark.parametrize("compile", ["off", "on"])
 @pytest.mark.parametrize("family", list(PINNED), ids=lambda f: f[1])
-def test_seeded_digits_run_computes_the_pinned_numbers(tmp_path, family):
+def test_seeded_digits_run_computes_the_pinned_numbers(tmp_path, family, compile):
+    """Eager and compiled (written with the TorchScript step of the time, equal to the eager
+    one to rounding, as the torch.compile step is: the numbers did not move with it)."""
     out = tmp_path / "run"
     args = ["fit", "--dataset", "digits", "--hidden", "32", "--epochs", "3", "--threads", "1"]
+    args += ["--compile", compile]
     run_ok([*args, "--device", "cpu", "--no-progress", *family, "--out", str(out)])
     got = [x for r in read_metrics(out) for x in (r["train_loss"], r["test_loss"])]
     # float32 sums may differ in the last bits between CPUs; a changed computation moves

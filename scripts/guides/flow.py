@@ -36,7 +36,8 @@ class FlowGuide(nn.Module):
     def forward(self, x: torch.Tensor) -> None:
         loc, log_var = self.net(x).chunk(2, dim=-1)
         base = dist.Normal(loc, torch.exp(0.5 * log_var)).to_event(1)
-        q = dist.TransformedDistribution(base, [*self.flows, T.SigmoidTransform()])
+        # cached: log q(z) then reads the flows' input back, not an autoregressive inversion
+        q = dist.TransformedDistribution(base, [*self.flows, T.SigmoidTransform(cache_size=1)])
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", q)
 
