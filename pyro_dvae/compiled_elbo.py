@@ -43,6 +43,11 @@ def backend() -> str:
     return os.environ.get(BACKEND_VARIABLE, "") or "inductor"
 
 
+#: ``torch.compile``'s mode: unset, its default; ``reduce-overhead`` replays the step's
+#: kernels as a CUDA graph (scripts/gpu_check.py measures both on a GPU)
+MODE_VARIABLE = "PYRO_DVAE_COMPILE_MODE"
+
+
 #: ``--compile auto`` compiles a run with at least this many training steps left: about
 #: the compile time over the time it saves a step (docs/speed.md has the measurement)
 AUTO_COMPILE_STEPS = 30_000
@@ -201,7 +206,10 @@ def _compile(graph: LossGraph, inputs: tuple) -> Callable:
     (noise drawn without any member streams), so a failure leaves no trace in the run."""
     devices = sorted({t.device for t in inputs if torch.is_tensor(t) and t.is_cuda}, key=str)
     try:
-        compiled = torch.compile(graph.graph, backend=backend(), dynamic=False, fullgraph=True)
+        mode = os.environ.get(MODE_VARIABLE) or None
+        compiled = torch.compile(
+            graph.graph, backend=backend(), mode=mode, dynamic=False, fullgraph=True
+        )
         with torch.random.fork_rng(devices=devices):
             surrogate, _ = compiled(*graph.params, *graph.draw_noise(), *inputs)
             learned = [t for t in (*graph.params, *inputs) if t.requires_grad]

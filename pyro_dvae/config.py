@@ -14,6 +14,7 @@ from dataclasses import field, fields
 from pathlib import Path
 from typing import Any
 
+from .compiled_elbo import AUTO_COMPILE_STEPS
 from .errors import ConfigError
 from .families import FAMILIES, LatentFamily
 from .fileio import atomic_write_text
@@ -193,8 +194,9 @@ COMMON: tuple[Param, ...] = (
         "compile",
         str,
         "auto",
-        "Compile the training step with torch.compile: on, off, or auto (on when the run "
-        "has enough steps left to repay the compile time; docs/speed.md).",
+        "Compile the training step with torch.compile: on, off, or auto (on when at least "
+        f"{AUTO_COMPILE_STEPS:,} training steps are left, which repay the compile time; "
+        "docs/speed.md).",
         choices=lambda: COMPILE_MODES,
     ),
     Param(

@@ -107,7 +107,7 @@ def resume(
     """Continue a run from its checkpoint, to the same result as an uninterrupted run.
 
     ``changes`` may set the fields in :data:`RESUMABLE_FIELDS` (``epochs``,
-    ``eval_every``, ``jit``, ``log``); ``None`` leaves a field as stored. A run killed before
+    ``eval_every``, ``compile``, ``log``); ``None`` leaves a field as stored. A run killed before
     its first checkpoint starts again from epoch 0. A run trained with a guide from
     a file is resumed only when ``guide`` names it (a module, or its import spec):
     a run folder never runs code on its own.

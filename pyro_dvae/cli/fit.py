@@ -105,7 +105,7 @@ def _check_unchanged(path: Path, options: dict, given: set[str]) -> None:
         raise RunDirError(
             f"{path} was trained with --{k.replace('_', '-')} {getattr(stored, k)}; "
             f"it cannot be resumed with {options[k]} "
-            "(only --epochs, --eval-every and --jit may change)"
+            "(only --epochs, --eval-every, --compile and --log may change)"
         )
 
 
