@@ -9,16 +9,16 @@ from .distributions import (
     LogitNormal,
     MultivariateLogitNormal,
 )
-from .estimators import compare as compare_estimators
+from .estimator_comparison import compare as compare_estimators
 from .evaluation import evaluate_run, load_run
 from .families import FAMILIES, LatentFamily, make_family, register_family
+from .fit_resume import fit, resume, resume_group
 from .group import GroupTrainer
 from .guides import check_guide
 from .inference import ELBOS, SVI, elbo_parts, evaluate_elbo, kl_kinds, make_elbo
-from .iwae_elbo import IWAEELBO, STLTraceELBO
+from .iwae_objective import IWAEELBO, STLTraceELBO
 from .optim import FusedClippedAdam
 from .rundir import RunDir
-from .runs import fit, resume, resume_group
 from .sampling import sample_run as sample
 from .tracking import MLflowLogger, TensorBoardLogger
 from .train import Trainer

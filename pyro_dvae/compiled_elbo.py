@@ -11,7 +11,7 @@ One input shape is compiled: the first batch's. Another shape (an epoch's smalle
 batch) steps eagerly, so an epoch never compiles a second graph. A guide with
 score-function sites, or a loss that cannot be captured or compiled (no C++ compiler),
 steps eagerly after one warning. Values that change from step to step (an annealed
-temperature, the KL weight) come from ``state``, an object with ``step_inputs(like) ->
+temperature, the KL weight) come from ``step_inputs``, an object with ``step_inputs(like) ->
 tuple of tensors`` and ``use_step_inputs(tensors or None)``: graph inputs, not constants.
 """
 
@@ -29,8 +29,8 @@ import torch
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 
-from .elbo_hooks import data_size, particle_traces, reconstruction
 from .loss_graph import LossGraph, NotCapturable, first_line
+from .pyro_internals import data_size, particle_traces, reconstruction
 
 #: the ``torch.compile`` backend: ``inductor`` (generated kernels), or ``aot_eager``
 #: (the captured graph and its AOTAutograd backward run by eager kernels: no C++ compiler
@@ -89,19 +89,19 @@ def _analytic_kl(q, p) -> torch.Tensor | None:
 
 
 class CompiledELBO:
-    """Mixin over a :class:`~.elbo_hooks.PerImageELBO` ELBO: the same loss, compiled.
+    """Mixin over a :class:`~.pyro_internals.PerImageELBO` ELBO: the same loss, compiled.
 
-    ``compile``: compile the step (else Pyro's eager step); ``state``: the per-step
+    ``compile``: compile the step (else Pyro's eager step); ``step_inputs``: the per-step
     inputs (see the module); ``noise_mode``: a group's
     :class:`~pyro_dvae.member_streams.MemberDraws`, around the eager step's guide and the
     compiled step's noise draws. ``graphs`` counts the
     graphs compiled, ``compile_seconds`` their time.
     """
 
-    def __init__(self, *args, compile: bool = False, state: Any = None, **kwargs):
+    def __init__(self, *args, compile: bool = False, step_inputs: Any = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.compile = compile
-        self.state = state
+        self.step_source = step_inputs
         self.noise_mode: Any = None
         self.graphs = 0
         self.compile_seconds = 0.0
@@ -139,7 +139,8 @@ class CompiledELBO:
     def _compiled_step(self, model, guide, *args, **kwargs) -> float | None:
         """The loss (after backward); None where this shape or this loss steps eagerly."""
         like = next((a for a in args if torch.is_tensor(a)), torch.zeros(()))
-        step_inputs = tuple(self.state.step_inputs(like)) if self.state is not None else ()
+        source = self.step_source
+        step_inputs = tuple(source.step_inputs(like)) if source is not None else ()
         shapes = tuple(tuple(a.shape) if torch.is_tensor(a) else a for a in args)
         key = (_identity(model), _identity(guide), shapes, tuple(sorted(kwargs.items())))
         if self._shape is None:
@@ -168,8 +169,8 @@ class CompiledELBO:
         elbo, n_step = self, len(step_inputs)
 
         def particles(*inputs):
-            if elbo.state is not None:
-                elbo.state.use_step_inputs(inputs[:n_step])
+            if elbo.step_source is not None:
+                elbo.step_source.use_step_inputs(inputs[:n_step])
             args = inputs[n_step:]
             surrogate = recon = 0.0
             try:
@@ -180,8 +181,8 @@ class CompiledELBO:
                     surrogate = surrogate + loss / n
                     recon = recon + reconstruction(model_trace) / n
             finally:
-                if elbo.state is not None:
-                    elbo.state.use_step_inputs(None)
+                if elbo.step_source is not None:
+                    elbo.step_source.use_step_inputs(None)
             return surrogate, recon
 
         start = time.perf_counter()

@@ -46,7 +46,7 @@ def _lr_schedules():
 
 
 def _gradients():
-    from .iwae_elbo import GRADIENTS
+    from .iwae_objective import GRADIENTS
 
     return GRADIENTS
 

@@ -17,9 +17,10 @@ from .config import FitConfig
 from .data import Dataset, load_dataset
 from .errors import ConfigError, RunDirError
 from .families import LatentFamily, make_family
+from .families.enumeration import enumerated_parts
 from .fileio import first_line
-from .inference import enumerated_parts, seeded
-from .iwae import (
+from .inference import seeded
+from .iwae_bound import (
     PARTIAL,
     RESUMABLE_DEVICES,
     PartialScores,

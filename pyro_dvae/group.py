@@ -49,7 +49,7 @@ from .signals import deferred_stop
 from .train import Trainer, train_epochs
 from .vae import VAE
 
-#: the ELBOs a group trains with (their per-image particle loss; see :mod:`.elbo_hooks`)
+#: the ELBOs a group trains with (their per-image particle loss; see :mod:`.pyro_internals`)
 GROUP_ELBOS = ("trace", "analytic")
 #: fields every member may set for itself, besides its family's ``member_params``
 FREE_FIELDS = ("seed",)
@@ -168,7 +168,7 @@ class GroupTrainer:
             self.config.elbo,
             self.config.num_particles,
             compile=False,  # fit() decides, as the members' trainers do
-            state=self.family,
+            step_inputs=self.family,
             plates=2,
         )
         # Each member's noise from its own stream: the eager step runs the guide under

@@ -10,7 +10,6 @@ from typing import Any
 
 import pyro
 import torch
-import torch.nn.functional as F
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.infer import (
@@ -24,8 +23,8 @@ from pyro.infer.util import torch_item, zero_grads
 from pyro.poutine.util import prune_subsample_sites
 
 from .compiled_elbo import CompiledELBO
-from .elbo_hooks import PerImageELBO, ScaledPerImageELBO
-from .iwae_elbo import IWAEELBO, STLTraceELBO
+from .iwae_objective import IWAEELBO, STLTraceELBO
+from .pyro_internals import PerImageELBO, ScaledPerImageELBO
 from .score_function import NVILELBO, VIMCOELBO, BaselineNet, DisARMELBO
 
 ANALYTIC, MONTE_CARLO = "analytic", "monte-carlo"
@@ -58,6 +57,9 @@ class MeanTraceMeanFieldELBO(CompiledELBO, PerImageELBO, TraceMeanField_ELBO):
 class MeanTraceEnumELBO(ScaledPerImageELBO, TraceEnum_ELBO):
     """``TraceEnum_ELBO`` over a guide whose discrete sites are enumerated in parallel: the
     exact ELBO and its exact gradient, a sum over every code (no sampling)."""
+
+    #: its loss is the exact sum (:mod:`pyro_dvae.families.enumeration` scores it)
+    exact = True
 
     def prepare_guide(self, guide):
         return config_enumerate(guide, "parallel")
@@ -195,12 +197,12 @@ def make_elbo(
     name: str,
     num_particles: int = 1,
     compile: bool = False,
-    state: Any = None,
+    step_inputs: Any = None,
     plates: int = 1,
     objective: Any = None,
     **options: Any,
 ):
-    """The ``--elbo`` estimator; ``state`` feeds per-step values to a compiled graph;
+    """The ``--elbo`` estimator; ``step_inputs`` feeds per-step values to a compiled graph;
     ``plates`` is the plate nesting (2 for a group: members and data); ``objective``: a
     :class:`~pyro_dvae.schedules.KLObjective` (trace and analytic only); ``options`` go to
     the estimator that takes them (``baseline`` for ``tracegraph``, ``gradient`` for
@@ -209,7 +211,8 @@ def make_elbo(
     ``name``: a key of :data:`ELBOS`; ``num_particles``: samples per image in each estimate;
     ``compile``: compile the step with ``torch.compile`` (``trace`` and ``analytic`` only,
     which step eagerly, with a warning, where they cannot compile; the other ELBOs always
-    step eagerly); ``state``: an object with ``step_inputs`` and
+    step eagerly); ``step_inputs``: where the values that change from step to step come
+    from (an annealed temperature), an object with methods ``step_inputs`` and
     ``use_step_inputs``, such as a latent family. Returns a
     ``pyro.infer.ELBO`` whose loss is the mean −ELBO per image (VIMCO's: its K-sample bound;
     IWAE's: the importance-weighted bound).
@@ -224,12 +227,12 @@ def make_elbo(
     if objective is not None:
         from .schedules import StepInputs
 
-        state = StepInputs(state, objective)
+        step_inputs = StepInputs(step_inputs, objective)
     elbo = cls(
         num_particles=num_particles,
         max_plate_nesting=plates,
         compile=compile,
-        state=state,
+        step_inputs=step_inputs,
         **options,
     )
     if objective is not None:
@@ -330,52 +333,3 @@ def evaluate_elbo(
             kl_total += float(kl.sum())
     n = x.shape[0] * num_samples
     return {"loss": (recon_total + kl_total) / n, "recon": recon_total / n, "kl": kl_total / n}
-
-
-def exact_config(config):
-    """The config of the same discrete model trained by exact enumeration."""
-    from dataclasses import replace
-
-    return replace(config, elbo="enum", estimator="enum", num_particles=1)
-
-
-def _every_code(vae, like: torch.Tensor):
-    """The categorical family in its joint-code form (the one ``--elbo enum`` trains) and
-    the decoder's logits for each of its codes, (codes, pixels)."""
-    from .families import make_family
-
-    family = vae.family
-    joint = family if family.joint else make_family(exact_config(family.config))
-    codes = torch.eye(joint.codes, dtype=like.dtype, device=like.device)
-    return joint, vae.decoder(joint.decoder_input(codes))
-
-
-@torch.no_grad()
-def enumerated_reconstructions(vae, x: torch.Tensor) -> torch.Tensor:
-    """A discrete VAE's mean reconstruction Σ_c q(c | x) E[x | c] over its codes; past
-    ``ENUM_LIMIT`` codes, the image of the most likely code instead (each variable's most
-    likely class, each bit's more likely value)."""
-    family = vae.family
-    if not family.summable:
-        mode = vae.encode(x).mode
-        return torch.sigmoid(vae.decoder(family.decoder_input(mode)))
-    joint, logits = _every_code(vae, x)
-    return joint.posterior(vae.encoder(x)).probs @ torch.sigmoid(logits)
-
-
-@torch.no_grad()
-def enumerated_parts(vae, x: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
-    """The exact mean −ELBO, reconstruction and KL per image of a categorical VAE: sums
-    over all K^M codes, no sampling (the decoder runs once per code, the encoder per batch)."""
-    joint, logits = _every_code(vae, x)
-    log_on, log_off = F.logsigmoid(logits), F.logsigmoid(-logits)
-    recon = kl = 0.0
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size]
-        q = joint.posterior(vae.encoder(xb)).probs  # (batch, codes)
-        log_px = xb @ log_on.T + (1 - xb) @ log_off.T
-        recon -= float((q * log_px).sum())
-        log_q = q.clamp_min(torch.finfo(q.dtype).tiny).log()
-        kl += float((q * (log_q + math.log(joint.codes))).sum())  # p(c) = 1 / K^M
-    n = x.shape[0]
-    return {"loss": (recon + kl) / n, "recon": recon / n, "kl": kl / n}

@@ -2,7 +2,7 @@
 tables (the seeds of one configuration, the best α, Table 3's columns).
 
 :mod:`pyro_dvae.report` lays them out as tables, :mod:`pyro_dvae.scorecard` against the
-paper's numbers, and :mod:`pyro_dvae.plots` draws them.
+paper's numbers, and :mod:`pyro_dvae.paper_figures` draws them.
 """
 
 from __future__ import annotations

@@ -68,8 +68,8 @@ def write_samples(
     if out.suffix.lower() == ".pt":
         atomic_write(out, lambda fh: torch.save(images, fh))
     else:
-        from .pictures import Panel, draw_panels, run_title, tiled
-        from .plots import save_figure
+        from .paper_figures import save_figure
+        from .run_pictures import Panel, draw_panels, run_title, tiled
 
         title = f"{n} prior samples, seed {seed} · {run_title(loaded.run_dir, loaded.epoch)}"
         panel = Panel(f"prior: {what}", tiled(images.flatten(1), cols, tuple(images.shape[1:])))

@@ -28,7 +28,7 @@ from torch.distributions import Independent
 from .errors import ConfigError
 
 LR_SCHEDULES = ("constant", "step", "cosine")
-#: the ELBOs whose particle loss this objective replaces (see :mod:`.elbo_hooks`)
+#: the ELBOs whose particle loss this objective replaces (see :mod:`.pyro_internals`)
 KL_OBJECTIVE_ELBOS = ("trace", "analytic")
 
 
@@ -162,7 +162,7 @@ class KLObjective:
 
 class StepInputs:
     """Several sources of per-step graph inputs (a family's temperature, the KL weight) as
-    the one ``state`` a compiled ELBO reads (see :mod:`.compiled_elbo`)."""
+    the one ``step_inputs`` a compiled ELBO reads (see :mod:`.compiled_elbo`)."""
 
     def __init__(self, *parts: Any):
         self.parts = [p for p in parts if p is not None]

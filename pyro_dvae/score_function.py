@@ -31,9 +31,9 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from .elbo_hooks import SurrogateELBO
 from .errors import ConfigError
-from .iwae import log_mean_exp, particle_log_densities, scaled_log_prob, vectorized
+from .iwae_bound import log_mean_exp, particle_log_densities, scaled_log_prob, vectorized
+from .pyro_internals import SurrogateELBO
 
 _baselines = itertools.count()
 

@@ -78,7 +78,7 @@ def hyperparameters(trainer: Trainer) -> dict[str, Any]:
 
 def draw_pictures(trainer: Trainer) -> list[Path]:
     """``pyro-dvae show``'s pictures of the trainer's run, in its ``pictures/`` folder."""
-    from .pictures import SHOW_DEFAULTS, show_run
+    from .run_pictures import SHOW_DEFAULTS, show_run
 
     if trainer.run_dir is None or not trainer.run_dir.checkpoint_path.is_file():
         return []

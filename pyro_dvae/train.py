@@ -23,13 +23,13 @@ from .data import Dataset, binarize
 from .devices import resolve_device
 from .errors import ConfigError, RunDirError, StorageError, TrainingError
 from .families import make_family
+from .families.enumeration import enumerated_parts
 from .fileio import first_line
 from .guides import build_guide, check_guide
 from .inference import (
     ELBOS,
     EVAL_SEED,
     SVI,
-    enumerated_parts,
     evaluate_elbo,
     fully_reparameterized,
     kl_kinds,
@@ -124,7 +124,7 @@ class Trainer:
             config.elbo,
             config.num_particles,
             compile=False,  # decided by begin(), when the steps left are known
-            state=self.family,
+            step_inputs=self.family,
             baseline=config.baseline,
             objective=self.schedules.objective,
             gradient=config.gradient,
@@ -202,7 +202,7 @@ class Trainer:
         and ``active_units``, which tell a collapsed posterior (:mod:`.collapse`)."""
         x = self.data.test if x is None else x
         active = {"active_units": count_active(self.vae, x, EVAL_SEED, self.device)}
-        if self.config.elbo == "enum":  # the exact sum the run trains on
+        if getattr(self.elbo, "exact", False):  # the exact sum the run trains on
             return enumerated_parts(self.vae, x) | active
         with seeded(EVAL_SEED, self.device):
             parts = evaluate_elbo(self.vae.model, self.vae.guide, x, analytic=self.analytic)

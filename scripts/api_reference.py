@@ -44,7 +44,7 @@ export; `tests/test_api_docs.py` fails while it is out of date.
 # ---------------------------------------------------------------------- where a name lives
 def origins() -> dict[str, tuple[str, str]]:
     """Exported name → (public module, name there), read from the package's ``from .x import``
-    lines: ``compare_estimators`` → (``pyro_dvae.estimators``, ``compare``)."""
+    lines: ``compare_estimators`` → (``pyro_dvae.estimator_comparison``, ``compare``)."""
     tree = ast.parse(Path(pyro_dvae.__file__).read_text(encoding="utf-8"))
     found = {}
     for node in tree.body:

@@ -326,7 +326,7 @@ def compare_families(args) -> None:
 
 def compare_iwae_chunks(args) -> None:
     """Median µs per importance-weighted draw (one image, one z) of each chunk size."""
-    from pyro_dvae.iwae import importance_weighted
+    from pyro_dvae.iwae_bound import importance_weighted
 
     if args.rounds < 1:
         raise SystemExit("--rounds must be >= 1")

@@ -16,7 +16,7 @@ import torch
 import pyro_dvae as pd
 from pyro_dvae.config import FitConfig
 from pyro_dvae.errors import ConfigError
-from pyro_dvae.pictures import prior_samples
+from pyro_dvae.run_pictures import prior_samples
 
 from .helpers import assert_one_error_line, fit_args, invoke, run_ok
 

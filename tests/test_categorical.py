@@ -147,7 +147,7 @@ def test_a_resumed_tracegraph_run_equals_an_uninterrupted_one(tmp_path):
 
 
 def test_estimators_against_the_exact_gradient():
-    from pyro_dvae.discrete_estimators import compare_to_exact, discrete_estimators
+    from pyro_dvae.discrete_gradients import compare_to_exact, discrete_estimators
 
     vae, x = _vae(1, 3, elbo="tracegraph"), _data(n=5)
     repeats = 300
@@ -165,7 +165,7 @@ def test_estimators_against_the_exact_gradient():
 
 
 def test_the_exact_table_says_a_negative_bias2_within_noise_is_zero():
-    from pyro_dvae.discrete_estimators import exact_table
+    from pyro_dvae.discrete_gradients import exact_table
 
     def row(name, bias2, var, repeats=50):
         parts = {f"{k}_{g}": 0.0 for k in ("mse", "var", "bias2") for g in ("encoder", "decoder")}
@@ -216,7 +216,7 @@ def test_compare_estimators_on_a_categorical_run(tmp_path):
 
 @pytest.mark.parametrize("elbo", ["enum", "tracegraph"])
 def test_the_exact_test_elbo_is_the_sum_over_codes(elbo):
-    from pyro_dvae.inference import enumerated_parts
+    from pyro_dvae.families.enumeration import enumerated_parts
 
     vae, x = _vae(2, 3, elbo=elbo), _data()
     parts = enumerated_parts(vae, x, batch_size=3)  # batches: the same sums
@@ -238,7 +238,7 @@ def test_a_categorical_traversal_sets_each_category_of_one_variable(elbo):
 
 @pytest.mark.parametrize("m,k", [(2, 3), (3, 2)])
 def test_categorical_reconstructions_are_the_posterior_mean_image(m, k):
-    from pyro_dvae.inference import enumerated_reconstructions
+    from pyro_dvae.families.enumeration import enumerated_reconstructions
 
     vae, x = _vae(m, k, elbo="tracegraph"), _data()
     with torch.no_grad():

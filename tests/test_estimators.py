@@ -10,9 +10,9 @@ import torch
 
 from pyro_dvae.config import FitConfig
 from pyro_dvae.data import load_dataset
-from pyro_dvae.estimators import IWAE, compare, default_estimators
+from pyro_dvae.estimator_comparison import IWAE, compare, default_estimators
 from pyro_dvae.families import make_family
-from pyro_dvae.iwae import importance_weighted
+from pyro_dvae.iwae_bound import importance_weighted
 from pyro_dvae.train import Trainer
 from pyro_dvae.vae import VAE
 

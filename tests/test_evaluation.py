@@ -13,7 +13,7 @@ from pyro_dvae.data import load_dataset
 from pyro_dvae.evaluation import active_units, knn_accuracy, load_run, posterior_means
 from pyro_dvae.families import make_family
 from pyro_dvae.inference import elbo_parts
-from pyro_dvae.iwae import importance_weighted, sample_parts
+from pyro_dvae.iwae_bound import importance_weighted, sample_parts
 from pyro_dvae.train import Trainer
 from pyro_dvae.vae import VAE
 
@@ -192,7 +192,7 @@ def test_a_stopped_iwae_pass_resumes_to_the_numbers_of_an_uninterrupted_one(trai
 
 
 def test_progress_that_cannot_be_saved_warns_once_and_the_pass_goes_on(trained, tmp_path):
-    from pyro_dvae.iwae import PartialScores, fingerprint
+    from pyro_dvae.iwae_bound import PartialScores, fingerprint
 
     vae, x = trained.vae, trained.data.test[:30]
     torch.manual_seed(6)
@@ -333,7 +333,7 @@ def test_evaluate_scores_the_discrete_model_behind_a_concrete_run(tmp_path, _cli
 
 def test_a_stopped_evaluation_continues_where_it_stopped(tmp_path, _cli_env, monkeypatch):
     """Both IWAE passes of a Concrete run (relaxed, then one-hot) keep their progress."""
-    import pyro_dvae.iwae as iwae
+    import pyro_dvae.iwae_bound as iwae_bound
 
     run = tmp_path / "run"
     run_ok(fit_args(run, family="concrete", latent_dim=3, categories=4))
@@ -352,7 +352,7 @@ def test_a_stopped_evaluation_continues_where_it_stopped(tmp_path, _cli_env, mon
     whole = read_json(run / "evaluation.json")
     (run / "evaluation.json").unlink()
 
-    draws, calls = iwae.sample_parts, []
+    draws, calls = iwae_bound.sample_parts, []
 
     def stopped_in_the_second_pass(*args):  # 3 batches of 100 test images per pass
         calls.append(1)
@@ -360,15 +360,15 @@ def test_a_stopped_evaluation_continues_where_it_stopped(tmp_path, _cli_env, mon
             raise KeyboardInterrupt
         return draws(*args)
 
-    monkeypatch.setattr(iwae, "sample_parts", stopped_in_the_second_pass)
+    monkeypatch.setattr(iwae_bound, "sample_parts", stopped_in_the_second_pass)
     assert invoke(evaluate).exit_code != 0
     assert not (run / "evaluation.json").exists()
-    assert (run / iwae.PARTIAL).is_file()
+    assert (run / iwae_bound.PARTIAL).is_file()
     calls.clear()
-    monkeypatch.setattr(iwae, "sample_parts", lambda *a: (calls.append(1), draws(*a))[1])
-    saved = torch.load(run / iwae.PARTIAL, weights_only=True)
+    monkeypatch.setattr(iwae_bound, "sample_parts", lambda *a: (calls.append(1), draws(*a))[1])
+    saved = torch.load(run / iwae_bound.PARTIAL, weights_only=True)
     saved["stages"]["iwae"]["seconds"] = 1000.0  # as if the first pass had taken that long
-    torch.save(saved, run / iwae.PARTIAL)
+    torch.save(saved, run / iwae_bound.PARTIAL)
     again = run_ok(evaluate)
     assert len(calls) == 2  # only the one-hot pass's last two batches were drawn again
     assert (
@@ -376,14 +376,14 @@ def test_a_stopped_evaluation_continues_where_it_stopped(tmp_path, _cli_env, mon
         "100 of 300 images in its discrete pass" in again.stderr
     )
     resumed = read_json(run / "evaluation.json")
-    assert not (run / iwae.PARTIAL).exists()
+    assert not (run / iwae_bound.PARTIAL).exists()
     assert resumed["seconds"] > 1000.0  # the time before the stop counts
     for part in (resumed, resumed["discrete"]):
         part.pop("seconds", None)
     whole.pop("seconds")
     assert resumed == whole
     # another k does not take up progress saved for this one
-    iwae.PartialScores(run / iwae.PARTIAL, {"k": 20}).saver("iwae")({"done": 300})
+    iwae_bound.PartialScores(run / iwae_bound.PARTIAL, {"k": 20}).saver("iwae")({"done": 300})
     run_ok([*evaluate[:2], "--k", "10", *evaluate[4:]])
     assert read_json(run / "evaluation.json")["k"] == 10
 
@@ -392,7 +392,7 @@ def test_progress_saved_with_other_chunking_is_not_taken_up(tmp_path, _cli_env, 
     """The draws of a chunk come from one random call: another split draws other numbers,
     so a pass saved under one split must not be continued under another."""
     import pyro_dvae.evaluation as evaluation
-    import pyro_dvae.iwae as iwae
+    import pyro_dvae.iwae_bound as iwae_bound
 
     run = tmp_path / "run"
     run_ok(fit_args(run, epochs=1))
@@ -407,7 +407,7 @@ def test_progress_saved_with_other_chunking_is_not_taken_up(tmp_path, _cli_env, 
         "--threads",
         "1",
     ]
-    draws, calls = iwae.sample_parts, []
+    draws, calls = iwae_bound.sample_parts, []
 
     def stopped_in_the_second_batch(*args):  # 2 chunks of 20 draws per batch of images
         calls.append(args[3])
@@ -416,23 +416,23 @@ def test_progress_saved_with_other_chunking_is_not_taken_up(tmp_path, _cli_env, 
         return draws(*args)
 
     monkeypatch.setattr(evaluation, "chunk_rows", lambda device: 2000)
-    monkeypatch.setattr(iwae, "sample_parts", stopped_in_the_second_batch)
+    monkeypatch.setattr(iwae_bound, "sample_parts", stopped_in_the_second_batch)
     assert invoke(evaluate).exit_code != 0
-    assert calls == [20, 20, 20] and (run / iwae.PARTIAL).is_file()
+    assert calls == [20, 20, 20] and (run / iwae_bound.PARTIAL).is_file()
     calls.clear()
-    monkeypatch.setattr(iwae, "sample_parts", lambda *a: (calls.append(a[3]), draws(*a))[1])
+    monkeypatch.setattr(iwae_bound, "sample_parts", lambda *a: (calls.append(a[3]), draws(*a))[1])
     monkeypatch.setattr(evaluation, "chunk_rows", lambda device: 4000)  # 40 draws at once
     again = run_ok(evaluate)
     assert "continuing" not in again.stderr
     # every batch of the 300 test images drawn afresh, in both passes (the Logit-normal's
     # and its binary codes')
     assert calls == [40] * 6
-    assert not (run / iwae.PARTIAL).exists()
+    assert not (run / iwae_bound.PARTIAL).exists()
 
 
 def test_a_long_pass_on_avx512_kernels_gets_one_tip(tmp_path, _cli_env, monkeypatch):
     import pyro_dvae.evaluation as evaluation
-    from pyro_dvae.iwae import kernel_tip
+    from pyro_dvae.iwae_bound import kernel_tip
 
     cpu, long = torch.device("cpu"), 5000 * 10_000
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)

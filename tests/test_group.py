@@ -14,6 +14,7 @@ import torch.distributions.normal
 from pyro_dvae.config import FitConfig
 from pyro_dvae.data import binarize, load_dataset
 from pyro_dvae.errors import ConfigError, TrainingError
+from pyro_dvae.fit_resume import resume, resume_group
 from pyro_dvae.group import (
     GroupTrainer,
     check_group,
@@ -23,7 +24,6 @@ from pyro_dvae.group import (
 )
 from pyro_dvae.member_streams import MemberDraws, MemberStream
 from pyro_dvae.rundir import RunDir
-from pyro_dvae.runs import resume, resume_group
 from pyro_dvae.train import Trainer
 
 from .helpers import invoke, run_ok, stderr_lines

@@ -20,8 +20,8 @@ from torch.distributions import constraints
 from pyro_dvae.config import FitConfig
 from pyro_dvae.errors import ConfigError
 from pyro_dvae.inference import make_elbo
-from pyro_dvae.iwae import vectorized
-from pyro_dvae.iwae_elbo import IWAEELBO, STLTraceELBO
+from pyro_dvae.iwae_bound import vectorized
+from pyro_dvae.iwae_objective import IWAEELBO, STLTraceELBO
 
 from .helpers import assert_one_error_line, fit_args, invoke, read_json, run_ok
 
@@ -281,8 +281,8 @@ def test_dreg_in_one_backward_pass_is_the_two_pass_gradient(family):
     """Weighing each draw's gradient by w̃ once more (one pass) gives the gradient of one pass
     over the guide's parameters with w̃² and one over the model's with w̃."""
     from pyro_dvae.families import make_family
-    from pyro_dvae.iwae import vectorized_traces
-    from pyro_dvae.iwae_elbo import sample_roots
+    from pyro_dvae.iwae_bound import vectorized_traces
+    from pyro_dvae.iwae_objective import sample_roots
     from pyro_dvae.vae import VAE
 
     own = {"alpha": 1.78} if family == "logitnormal" else {}

@@ -239,7 +239,7 @@ def test_compiled_step_follows_an_annealed_temperature(kl):
     vae = VAE(family, input_dim=12, hidden=8).double()
     results = []
     for compile in (False, True):
-        elbo = make_elbo(cfg.elbo, compile=compile, state=family)
+        elbo = make_elbo(cfg.elbo, compile=compile, step_inputs=family)
         for step in (0, 1, 3):  # τ = 1, 0.61, 0.22
             family.set_step(step)
             pyro.set_rng_seed(0)  # the same draws: only τ differs between steps

@@ -19,7 +19,7 @@ from pyro_dvae.config import FitConfig
 from pyro_dvae.data import IMAGE_SHAPES, load_dataset
 from pyro_dvae.evaluation import active_units, load_run, posterior_means
 from pyro_dvae.families import make_family
-from pyro_dvae.pictures import (
+from pyro_dvae.run_pictures import (
     Panel,
     draw_curves,
     draw_panels,
@@ -257,7 +257,7 @@ def test_curves_of_several_runs_with_labels(runs, tmp_path):
 
 
 def test_show_leaves_out_as_it_was_when_drawing_fails(runs, tmp_path, monkeypatch):
-    import pyro_dvae.pictures as pictures
+    import pyro_dvae.run_pictures as pictures
     from pyro_dvae.errors import DataError
 
     out = tmp_path / "pics"

@@ -12,7 +12,7 @@ import torch
 import pyro_dvae as pd
 from pyro_dvae.evaluation import evaluate_run
 from pyro_dvae.paper import PAPER_TABLE1, PAPER_TABLE3
-from pyro_dvae.plots import logit_normal_pdf
+from pyro_dvae.paper_figures import logit_normal_pdf
 from pyro_dvae.report import likelihood_tables, paper_tables
 from pyro_dvae.results import collect
 from pyro_dvae.scorecard import scorecard_tables
@@ -234,20 +234,20 @@ def test_curves_of_a_sweep_without_mnist_runs_is_an_empty_figure_not_an_error(
 
 
 def test_figures_draw_one_datasets_runs_never_a_mix(sweep, digits_runs, tmp_path, monkeypatch):
-    import pyro_dvae.plots as plots
+    import pyro_dvae.paper_figures as paper_figures
 
     mixed = tmp_path / "mixed"
     shutil.copytree(sweep / "runs", mixed / "runs")
     shutil.copytree(digits_runs / "runs", mixed / "runs", dirs_exist_ok=True)
     drawn = []
-    save = plots.save_figure
+    save = paper_figures.save_figure
 
     def capture(fig, path):
         lines = {(ax.get_title(), ln.get_label()) for ax in fig.axes for ln in ax.get_lines()}
         drawn.append((fig._suptitle.get_text(), lines))
         return save(fig, path)
 
-    monkeypatch.setattr(plots, "save_figure", capture)
+    monkeypatch.setattr(paper_figures, "save_figure", capture)
     args = ["plot", str(mixed), "--out", str(tmp_path / "f"), "--figure", "fig2", "--sizes", "2,8"]
     result = run_ok(args)  # MNIST, the paper's: digits' Gaussian of size 8 is not drawn
     assert f"drawing the mnist runs; {mixed} also holds digits runs" in result.stderr
@@ -289,10 +289,10 @@ def test_figures_draw_one_datasets_runs_never_a_mix(sweep, digits_runs, tmp_path
 
 
 def test_table3_curves_draw_each_models_test_elbo_per_epoch(sweep, tmp_path, monkeypatch):
-    import pyro_dvae.plots as plots
+    import pyro_dvae.paper_figures as paper_figures
 
     drawn = {}
-    save = plots.save_figure
+    save = paper_figures.save_figure
 
     def capture(fig, path):
         for ax in fig.axes:
@@ -300,8 +300,8 @@ def test_table3_curves_draw_each_models_test_elbo_per_epoch(sweep, tmp_path, mon
                 drawn[(ax.get_title(), line.get_label())] = line.get_ydata().tolist()
         return save(fig, path)
 
-    monkeypatch.setattr(plots, "save_figure", capture)
-    plots.make_figures(sweep, tmp_path, ["curves"])
+    monkeypatch.setattr(paper_figures, "save_figure", capture)
+    paper_figures.make_figures(sweep, tmp_path, ["curves"])
     runs = {r.name: r for r in collect(sweep)}
 
     def test_losses(name):
@@ -327,19 +327,19 @@ def test_table3_curves_draw_each_models_test_elbo_per_epoch(sweep, tmp_path, mon
 def test_figure_3_names_the_number_of_test_images_it_encoded(
     sweep, digits_runs, tmp_path, monkeypatch
 ):
-    import pyro_dvae.plots as plots
+    import pyro_dvae.paper_figures as paper_figures
     from pyro_dvae.data import load_dataset
 
     titles = []
-    save = plots.save_figure
+    save = paper_figures.save_figure
 
     def capture(fig, path):
         titles.append(fig._suptitle.get_text())
         return save(fig, path)
 
-    monkeypatch.setattr(plots, "save_figure", capture)
-    plots.make_figures(sweep, tmp_path, ["fig3"], tsne_size=4, images=120, data_dir=ROOT)
-    plots.make_figures(digits_runs, tmp_path, ["fig3"], tsne_size=8)  # all: --images 10000
+    monkeypatch.setattr(paper_figures, "save_figure", capture)
+    paper_figures.make_figures(sweep, tmp_path, ["fig3"], tsne_size=4, images=120, data_dir=ROOT)
+    paper_figures.make_figures(digits_runs, tmp_path, ["fig3"], tsne_size=8)  # all: --images 10000
     encoded = [120, len(load_dataset("digits").test)]  # digits has fewer test images
     assert encoded[1] < 10000
     head = "Figure 3: encodings of {} test images, coloured by digit"
@@ -356,7 +356,7 @@ def test_logit_normal_pdf_of_figure_6_is_the_distribution_density():
 def test_figure_6s_texts_do_not_overlap(tmp_path, monkeypatch):
     """Every title, axis label and tick label of Figure 6 has its own place on the canvas (its
     top panel's z label once ran into the lower panel's title, "μ = 1" reading "μ ≠ 1")."""
-    from pyro_dvae import plots
+    from pyro_dvae import paper_figures
 
     boxes = {}
 
@@ -375,8 +375,8 @@ def test_figure_6s_texts_do_not_overlap(tmp_path, monkeypatch):
                 boxes[(i, t.get_text())] = t.get_window_extent(renderer)
         return path
 
-    monkeypatch.setattr(plots, "save_figure", capture)
-    plots.logit_normal_densities([], tmp_path)
+    monkeypatch.setattr(paper_figures, "save_figure", capture)
+    paper_figures.logit_normal_densities([], tmp_path)
     assert {"μ = 0", "μ = 1", "z"} <= {text for _, text in boxes}
     items = list(boxes.items())
     clashes = [

@@ -408,7 +408,7 @@ def test_a_launcher_opens_only_once_the_sweep_holds_its_folder(tmp_path):
 
 
 def test_sweep_json_of_an_older_version_keeps_its_grid_and_runs(tmp_path):
-    from pyro_dvae.sweep.run import SWEEP, _write_sweep_json
+    from pyro_dvae.sweep.scheduler import SWEEP, _write_sweep_json
 
     old = {"preset": "paper", "options": {"epochs": 200}, "runs": {"a": {"seed": 0}}}
     (tmp_path / SWEEP).write_text(json.dumps(old))

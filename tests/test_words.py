@@ -133,7 +133,7 @@ def _base(name: str) -> str:
 
 @pytest.mark.parametrize("family", ["bernoulli", "categorical"])
 def test_one_name_per_estimator_in_fit_and_compare_estimators(family):
-    from pyro_dvae.discrete_estimators import discrete_estimators
+    from pyro_dvae.discrete_gradients import discrete_estimators
     from pyro_dvae.families import FAMILIES, make_family
     from pyro_dvae.vae import VAE
 
@@ -173,7 +173,7 @@ def test_the_group_refusal_names_what_may_differ():
 
 
 def test_a_concrete_run_is_one_size_in_show_and_evaluate(tmp_path):
-    from pyro_dvae.pictures import run_title
+    from pyro_dvae.run_pictures import run_title
     from pyro_dvae.rundir import RunDir
 
     out = tmp_path / "cc"

@@ -1,7 +1,7 @@
 """The ``pyro-dvae`` command line: one module per command."""
 
 from . import (  # noqa: F401  (importing a module registers its commands)
-    estimators,
+    compare_estimators,
     evaluate,
     fit,
     leaderboard,
@@ -10,7 +10,7 @@ from . import (  # noqa: F401  (importing a module registers its commands)
     show,
     sweep,
 )
-from .group import cli
+from .main import cli
 
 
 def main() -> None:

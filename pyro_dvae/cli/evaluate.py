@@ -10,7 +10,7 @@ import click
 from ..errors import PyroDvaeError, RunDirError
 from ..evaluation import DISCRETE_K
 from ..rundir import find_runs
-from .group import (
+from .main import (
     GUIDE_HELP,
     PROGRESS_HELP,
     SEED_HELP,

@@ -12,7 +12,7 @@ from ..config import RESUMABLE_FIELDS
 from ..errors import RunDirError
 from ..naming import run_name
 from ..wording import plural
-from .group import (
+from .main import (
     PROGRESS_HELP,
     cli,
     data_dir_option,
@@ -49,9 +49,9 @@ from .options import config_from, config_options
 @click.pass_context
 def fit(ctx: click.Context, out, resume_dirs, data_dir, device, threads, progress, **options):
     """Train one VAE and write its run directory."""
-    from ..runs import fit as fit_run
-    from ..runs import resume as resume_run
-    from ..runs import resume_group
+    from ..fit_resume import fit as fit_run
+    from ..fit_resume import resume as resume_run
+    from ..fit_resume import resume_group
     from ..train import TrainingInterrupted
 
     set_threads(threads)

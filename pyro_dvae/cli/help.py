@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from .group import cli
+from .main import cli
 
 
 def commands_markdown() -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .group import cli
+from .main import cli
 
 
 @cli.command()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..data import DATASETS
-from .group import (
+from .main import (
     GUIDE_HELP,
     PICTURES_ON_CPU,
     SEED_HELP,
@@ -58,13 +58,19 @@ def _sizes(text: str) -> tuple[int, ...]:
 )
 @click.option(
     "--images",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="First N test images: those Figure 3 encodes (0: all).",
 )
 @click.option("--hist-size", type=int, default=40, show_default=True, help="Figure 4: size.")
-@click.option("--grid", type=int, default=20, show_default=True, help="Figure 5: cells per side.")
+@click.option(
+    "--grid",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Figure 5: cells per side.",
+)
 @click.option(
     "--seed", type=int, default=0, show_default=True, help=SEED_HELP.format("Figure 3's t-SNE")
 )
@@ -93,13 +99,11 @@ def plot(
     the test encodings (3), one latent dimension's histogram (4), the decoded 2-D
     latent space (5), Logit-normal densities (6), and the test -ELBO per epoch of
     Table 3's models (curves)."""
-    from ..plots import make_figures
+    from ..paper_figures import make_figures
     from ..rundir import refuse_run_folder
 
     refuse_run_folder(sweep_dir, "plot", f"pyro-dvae show {sweep_dir}")
     set_threads(threads)
-    if images < 0 or grid < 1:
-        raise click.BadParameter("--images must be >= 0 and --grid >= 1")
     notes: dict[Path, list[str]] = {}
     paths = make_figures(
         sweep_dir,

@@ -9,9 +9,9 @@ import click
 from click.core import ParameterSource
 
 from ..errors import RunDirError
-from ..pictures import SHOW_DEFAULTS as SHOW
+from ..run_pictures import SHOW_DEFAULTS as SHOW
 from ..wording import plural
-from .group import (
+from .main import (
     GUIDE_HELP,
     PICTURES_ON_CPU,
     cli,
@@ -91,7 +91,7 @@ def show(run_dir, out, guide, device, threads, **options):
     annealed Concrete runs). Concrete runs also get samples of the categorical model the
     relaxation stands for. A run without checkpoint.pt (a committed results folder) gets
     its curves. The PNGs go to --out with a README naming the command."""
-    from ..pictures import show_run
+    from ..run_pictures import show_run
 
     set_threads(threads)
     out = out if out is not None else Path(run_dir) / "pictures"
@@ -192,8 +192,8 @@ def curves(paths, out, labels, title, split):
     """Several runs' curves in one figure: -ELBO, reconstruction and KL per epoch (train
     dashed, test solid) and the temperature where a run records one. PATHS are run
     directories or sweep folders holding runs; no weights are needed."""
-    from ..pictures import draw_curves
-    from ..plots import save_figure
+    from ..paper_figures import save_figure
+    from ..run_pictures import draw_curves
     from ..rundir import RunDir
     from .evaluate import run_dirs
 

@@ -13,7 +13,7 @@ from ..signals import signal_of
 from ..sweep import PRESETS
 from ..sweep.launchers import LAUNCHERS
 from ..wording import plural
-from .group import (
+from .main import (
     THREADS_HELP,
     cli,
     data_dir_option,
@@ -36,7 +36,13 @@ DEFAULT_GROUP_SIZE = 1
     help="A named grid: " + "; ".join(f"{k}: {v[1]}" for k, v in sorted(PRESETS.items())),
 )
 @config_options(for_sweep=True)
-@click.option("--seeds", "n_seeds", type=int, default=None, help="Seeds 0 .. N-1 of every run.")
+@click.option(
+    "--seeds",
+    "n_seeds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seeds 0 .. N-1 of every run.",
+)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -45,14 +51,14 @@ DEFAULT_GROUP_SIZE = 1
 )
 @click.option(
     "--jobs",
-    type=int,
+    type=click.IntRange(min=1),
     default=1,
     show_default=True,
     help="Runs at a time (--backend ray: as many as the cluster holds, unless given).",
 )
 @click.option(
     "--group-size",
-    type=int,
+    type=click.IntRange(min=1),
     default=DEFAULT_GROUP_SIZE,
     show_default=True,
     help="Train up to N runs of one shape as one group in one process (docs/groups.md; "
@@ -60,7 +66,7 @@ DEFAULT_GROUP_SIZE = 1
 )
 @click.option(
     "--threads",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help=f"{THREADS_HELP}; each run's [default: cores // jobs].",
 )
@@ -78,22 +84,30 @@ DEFAULT_GROUP_SIZE = 1
     help="ray: the cluster to join [default: $RAY_ADDRESS, else a local one on this machine].",
 )
 @click.option(
-    "--cpus-per-run", type=int, default=1, show_default=True, help="ray: CPUs (threads) per run."
+    "--cpus-per-run",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="ray: CPUs (threads) per run.",
 )
 @click.option(
-    "--gpus-per-run", type=float, default=0.0, show_default=True, help="ray: GPUs per run."
+    "--gpus-per-run",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    help="ray: GPUs per run.",
 )
 @click.option(
     "--evaluate",
     "evaluate_k",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Evaluate each finished run with this many IWAE samples (0: no evaluation).",
 )
 @click.option(
     "--images",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="First N test images: those the evaluation scores (0: all).",
@@ -131,7 +145,7 @@ def sweep(
     from ..naming import grid, named_grid, with_seeds
     from ..sweep import SweepSettings, plan, run_sweep
     from ..sweep.plan import plan_summary
-    from ..sweep.run import check_sweep_dir
+    from ..sweep.scheduler import check_sweep_dir
 
     axes = {k: v for k, v in fields.items() if PARAMS[k].axis and k != "seed" and v}
     common = {k: v for k, v in fields.items() if not PARAMS[k].axis and v is not None}
@@ -155,22 +169,10 @@ def sweep(
         config.validate(new=True)
     if seeds and n_seeds is not None:
         raise click.UsageError("give either --seed (repeated) or --seeds N, not both")
-    if n_seeds is not None and n_seeds < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--seeds")
     if seeds or n_seeds:
         configs = with_seeds(configs, seeds or range(n_seeds))
-    if jobs < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--jobs")
-    if group_size < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--group-size")
-    if cpus_per_run < 1 or gpus_per_run < 0:
-        raise click.BadParameter("must be >= 1 (CPUs) and >= 0 (GPUs)", param_hint="--*-per-run")
     if backend != "ray" and (address or cpus_per_run != 1 or gpus_per_run):
         raise click.UsageError("--address, --cpus-per-run and --gpus-per-run go with --backend ray")
-    if threads is not None and threads < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--threads")
-    if evaluate_k < 0 or images < 0:
-        raise click.BadParameter("must be >= 0", param_hint="--evaluate/--images")
     out = check_sweep_dir(out or Path("sweeps") / (preset or "grid"))
     if dry_run:
         runs = plan(out, named_grid(configs, out), evaluate_k, images)

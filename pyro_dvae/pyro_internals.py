@@ -98,7 +98,7 @@ class ScaledPerImageELBO:
 
     last_recon: torch.Tensor | float = 0.0
 
-    def __init__(self, *args, compile: bool = False, state=None, **kwargs):
+    def __init__(self, *args, compile: bool = False, step_inputs=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.compile = False
 
@@ -142,7 +142,7 @@ def expected_reconstruction(model_trace, guide_trace) -> torch.Tensor:
 class SurrogateELBO(pyro.infer.ELBO):
     """An ELBO that draws its own (vectorised) traces and backpropagates a surrogate: the
     ``loss`` / ``loss_and_grads`` pair over :meth:`surrogate` (the score-function estimators
-    of :mod:`.score_function`, the importance-weighted bounds of :mod:`.iwae_elbo`)."""
+    of :mod:`.score_function`, the importance-weighted bounds of :mod:`.iwae_objective`)."""
 
     compile = False  # eager: these estimators read sampled values to weight their terms
     last_recon: torch.Tensor | float = 0.0

@@ -14,7 +14,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from .families import FAMILIES, make_family
 from .inference import ELBOS, kl_kinds
-from .iwae_elbo import GRADIENTS, IWAEELBO
+from .iwae_objective import GRADIENTS, IWAEELBO
 from .vae import VAE
 
 

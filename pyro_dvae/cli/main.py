@@ -87,7 +87,9 @@ data_dir_option = click.option(
 )
 PICTURES_ON_CPU = "cpu by default here: drawing needs little compute"
 THREADS_HELP = "CPU threads for torch"
-threads_option = click.option("--threads", type=int, default=None, help=f"{THREADS_HELP}.")
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help=f"{THREADS_HELP}."
+)
 
 
 def device_option(default: str = "auto", why: str = ""):
@@ -102,8 +104,6 @@ def device_option(default: str = "auto", why: str = ""):
 
 def set_threads(threads: int | None) -> None:
     if threads is not None:
-        if threads < 1:
-            raise click.BadParameter("must be >= 1", param_hint="--threads")
         import torch
 
         torch.set_num_threads(threads)

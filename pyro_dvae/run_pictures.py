@@ -21,9 +21,10 @@ from .collapse import last_verdict
 from .data import IMAGE_SHAPES, load_dataset
 from .errors import RunDirError, StorageError
 from .families import FAMILIES
+from .families.enumeration import enumerated_reconstructions
 from .fileio import atomic_write_text
-from .inference import enumerated_reconstructions, seeded
-from .plots import epoch_axis, figure, save_figure
+from .inference import seeded
+from .paper_figures import epoch_axis, figure, save_figure
 from .rundir import RunDir
 from .vae import VAE
 from .wording import capped, plural

@@ -3,7 +3,7 @@
 :class:`IWAEELBO` is a ``pyro.infer.ELBO`` (use it with ``pyro.infer.SVI``) for a model and
 guide whose local latents sit in one ``data`` plate. Its loss is the mean over the images of
 each image's bound −log (1/K) Σ_k p(x, z_k) / q(z_k | x), its K particles drawn in one
-vectorised pass (an outer plate, :func:`~pyro_dvae.iwae.vectorized`). Pyro's ``RenyiELBO``
+vectorised pass (an outer plate, :func:`~pyro_dvae.iwae_bound.vectorized`). Pyro's ``RenyiELBO``
 with α = 0 (pyro 1.9) gives this bound only while every sample site is in the ``data``
 plate; one site outside it (a global latent, a ``pyro.factor``) makes it sum each particle's
 log-weight over the whole batch before the log-mean-exp, one weight per batch instead of one
@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from torch.distributions import Distribution, Independent, Transform, TransformedDistribution
 
-from .elbo_hooks import SurrogateELBO
 from .errors import ConfigError
-from .iwae import log_densities, log_mean_exp, scaled_log_prob, vectorized_traces
+from .iwae_bound import log_densities, log_mean_exp, scaled_log_prob, vectorized_traces
+from .pyro_internals import SurrogateELBO
 
 #: the gradient estimators (``--gradient``)
 GRADIENTS = ("standard", "dreg", "stl")
@@ -51,8 +51,8 @@ class IWAEELBO(SurrogateELBO):
 
     ``max_plate_nesting``: plates around the model's sites besides the particles' own (1: the
     ``data`` plate); ``options``: ``gradient`` (default ``standard``); others, such as the
-    ``compile`` and ``state`` that :func:`~pyro_dvae.inference.make_elbo` passes every ELBO, are
-    ignored (this bound always steps eagerly).
+    ``compile`` and ``step_inputs`` that :func:`~pyro_dvae.inference.make_elbo` passes every
+    ELBO, are ignored (this bound always steps eagerly).
 
     ``loss`` and ``loss_and_grads`` give the mean loss per image (its gradient divided by
     the batch size, as pyro-dvae's losses are); ``last_recon`` is the step's mean

@@ -22,9 +22,10 @@ from typing import Any
 import pyro
 import torch
 
-from .estimators import clock
+from .estimator_comparison import clock
 from .families import BitsFamily, make_family
-from .inference import exact_config, make_elbo
+from .families.enumeration import exact_config
+from .inference import make_elbo
 from .table import Table
 from .vae import VAE
 
@@ -294,7 +295,7 @@ def exact_table(rows: list[dict[str, Any]], title: str) -> Table:
 def plot_mse(rows: list[dict[str, Any]], path, title: str) -> None:
     """MSE and bias² of each relaxation against τ; the unbiased estimators' MSE as
     horizontal lines (estimators whose MSE coincide are drawn once, named together)."""
-    from .plots import figure, save_figure
+    from .paper_figures import figure, save_figure
 
     fig, ax = figure(figsize=(7, 4.5))
     relaxed: dict[str, list[dict[str, Any]]] = {}
