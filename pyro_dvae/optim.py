@@ -1,4 +1,5 @@
-"""ClippedAdam's update rule applied to all parameters in one fused Adam call."""
+"""ClippedAdam's update rule applied to all parameters in one fused Adam call, and a group's
+optimiser state split member by member and stacked back."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 import pyro
 import torch
 from pyro.optim import PyroOptim
+
+from .errors import TrainingError
 
 
 class FusedClippedAdam(PyroOptim):
@@ -136,3 +139,47 @@ class FusedClippedAdam(PyroOptim):
             self.set_lr(self.lr)
         self.step_count = int(state["step_count"])
         self._pending_state = None
+
+
+# ------------------------------------------------------- a group's state, member by member
+_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def member_optim_state(state: dict[str, Any], m: int) -> dict[str, Any]:
+    """Member ``m``'s slice of a group's :meth:`FusedClippedAdam.get_state`, in the form a
+    solo run's optimiser saves (its parameters in the same, name-sorted order)."""
+    if state.get("optimizer") is None:
+        return {"step_count": state["step_count"], "names": [], "optimizer": None}
+    inner = state["optimizer"]
+    per_param = {
+        i: {k: (v[m].clone() if k in _MOMENTS else v.clone()) for k, v in s.items()}
+        for i, s in inner["state"].items()
+    }
+    return {
+        "step_count": state["step_count"],
+        "names": list(state["names"]),
+        "shapes": [shape[1:] for shape in state["shapes"]],
+        "optimizer": {"state": per_param, "param_groups": inner["param_groups"]},
+    }
+
+
+def stack_optim_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """The group's optimiser state from its members' (the inverse of
+    :func:`member_optim_state`); all members must be at the same step."""
+    counts = {int(s["step_count"]) for s in states}
+    if len(counts) > 1:
+        raise TrainingError(f"the members' optimisers are at different steps ({sorted(counts)})")
+    first = states[0]
+    if first.get("optimizer") is None:
+        return {"step_count": first["step_count"], "names": [], "optimizer": None}
+    per_param = {}
+    for i, s in first["optimizer"]["state"].items():
+        inner = [t["optimizer"]["state"][i] for t in states]
+        moments = {k: torch.stack([t[k] for t in inner]) for k in _MOMENTS}
+        per_param[i] = {**s, **moments}
+    return {
+        "step_count": first["step_count"],
+        "names": list(first["names"]),
+        "shapes": [[len(states), *shape] for shape in first["shapes"]],
+        "optimizer": {"state": per_param, "param_groups": first["optimizer"]["param_groups"]},
+    }

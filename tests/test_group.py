@@ -15,14 +15,9 @@ from pyro_dvae.config import FitConfig
 from pyro_dvae.data import binarize, load_dataset
 from pyro_dvae.errors import ConfigError, TrainingError
 from pyro_dvae.fit_resume import resume, resume_group
-from pyro_dvae.group import (
-    GroupTrainer,
-    check_group,
-    member_optim_state,
-    stack_optim_states,
-    weighted,
-)
+from pyro_dvae.group import GroupTrainer, check_group, weighted
 from pyro_dvae.member_streams import MemberDraws, MemberStream
+from pyro_dvae.optim import member_optim_state, stack_optim_states
 from pyro_dvae.rundir import RunDir
 from pyro_dvae.train import Trainer
 
