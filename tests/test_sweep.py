@@ -297,18 +297,18 @@ def test_concrete_working_preset_is_in_the_investigation_and_plans(tmp_path, mon
 def test_progress_line_counts_epochs_and_estimates_the_time_left(tmp_path, monkeypatch):
     from pyro_dvae.config import FitConfig
     from pyro_dvae.rundir import RunDir
-    from pyro_dvae.sweep import run as sweep_run
+    from pyro_dvae.sweep import scheduler
     from pyro_dvae.sweep.plan import PlannedRun
 
     epochs = {"a": 4, "b": 0}  # checkpoints: run a at epoch 4, b not started
     monkeypatch.setattr(RunDir, "checkpoint_epoch", lambda self: epochs[self.path.name])
     clock = iter([1000.0, 1000.0 + 3600.0])
-    monkeypatch.setattr(sweep_run.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(scheduler.time, "monotonic", lambda: next(clock))
     planned = [
         PlannedRun(n, FitConfig(epochs=10), tmp_path / n, "resume" if n == "a" else "new")
         for n in "ab"
     ]
-    progress = sweep_run._Progress(planned)  # 4 of 20 epochs done when the sweep starts
+    progress = scheduler._Progress(planned)  # 4 of 20 epochs done when the sweep starts
     epochs.update(a=10, b=2)  # an hour later: 8 more epochs, 8 an hour; 8 left
     lines = []
     progress.log({"a": "finished"}, ["b-job"], lines.append)
