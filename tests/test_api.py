@@ -40,6 +40,7 @@ def _by_hand(vae, n: int, seed: int, dtype=torch.float32):
         return z, probs, torch.bernoulli(probs)
 
 
+@pytest.mark.slow
 def test_vae_sample_decodes_draws_of_the_prior(run):
     vae = pd.load_run(run).vae
     _, probs, binary = _by_hand(vae, 40, seed=7)

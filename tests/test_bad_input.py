@@ -146,6 +146,7 @@ def test_a_config_json_that_is_not_utf8_is_one_error_line(command, run, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no pictures, no curves, no grid
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "sweep"])
 def test_a_sweep_reports_a_run_whose_config_is_not_utf8_and_runs_the_others(tmp_path, dry_run):
     sweep = tmp_path / "sw"
@@ -177,6 +178,7 @@ def finished_sweep(tmp_path_factory) -> Path:
     return sweep
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
     ["sweep.json", "runs/gaussian-d2-digits/summary.json", "runs/gaussian-d2-digits/metrics.jsonl"],

@@ -233,6 +233,7 @@ def test_categorical_straight_through_reads_one_hot_codes_with_the_categoricals_
     assert torch.allclose(kl_divergence(q, p), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_compare_estimators_on_bernoulli_runs(tmp_path):
     """Small: every estimator against the exact gradient (bias² + variance = MSE); 11 bits
     (2048 codes, past enumeration): their spread, with the unbiased ones' SNR below the

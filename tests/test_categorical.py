@@ -83,6 +83,7 @@ def test_the_joint_site_is_the_product_of_the_variables():
     torch.testing.assert_close(flat, torch.tensor(want, dtype=x.dtype))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "elbo,baseline", [("tracegraph", "none"), ("tracegraph", "decaying"), ("trace", None)]
 )
@@ -146,6 +147,7 @@ def test_a_resumed_tracegraph_run_equals_an_uninterrupted_one(tmp_path):
     assert strip[:3] == strip[3:]
 
 
+@pytest.mark.slow
 def test_estimators_against_the_exact_gradient():
     from pyro_dvae.discrete_gradients import compare_to_exact, discrete_estimators
 

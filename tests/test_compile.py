@@ -52,6 +52,7 @@ def test_the_package_uses_no_torchscript_and_silences_no_deprecation():
     assert found == []
 
 
+@pytest.mark.slow
 def test_inductor_compiles_a_step_equal_to_the_eager_step(monkeypatch):
     """The real backend: generated kernels give the eager loss and gradients to rounding."""
     monkeypatch.setenv("PYRO_DVAE_COMPILE_BACKEND", "inductor")
@@ -118,6 +119,7 @@ def test_auto_compiles_a_run_long_enough_to_repay_it(digits):
     assert long.elbo.compile and not short.elbo.compile
 
 
+@pytest.mark.slow
 def test_a_failing_compile_falls_back_with_one_warning_line(tmp_path, monkeypatch):
     """A backend that fails (no C++ compiler, say): one warning line, the eager step, and
     the same run as --compile off (the failed attempt drew from no one's stream)."""
@@ -136,6 +138,7 @@ def test_a_failing_compile_falls_back_with_one_warning_line(tmp_path, monkeypatc
     assert read_json(tmp_path / "on" / "summary.json")["compiled"] is False
 
 
+@pytest.mark.slow
 def test_a_compiled_run_resumes_bit_for_bit(tmp_path):
     run_ok(fit_args(tmp_path / "straight", compile="on", epochs=3))
     run_ok(fit_args(tmp_path / "stopped", compile="on", epochs=1))
@@ -158,6 +161,7 @@ def test_a_run_folder_written_with_jit_loads_and_resumes(tmp_path, jit, mode):
     assert read_json(out / "summary.json")["epochs_completed"] == 2
 
 
+@pytest.mark.slow
 def test_compile_is_an_option_of_fit_and_sweep():
     for command in ("fit", "sweep"):
         out = subprocess.run(

@@ -654,6 +654,7 @@ def logit_normal_statistics_reference(loc: float, scale: float) -> tuple[float, 
         return float(mean), float(variance), float(entropy)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_logit_normal_statistics_match_high_precision_quadrature(dtype):
     # float64: the quadrature's own error is near 1e−15; float32 rounds its inputs and nodes

@@ -43,6 +43,7 @@ def _trained(digits, family, epochs):
     return trainer.vae
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,epochs", [("gaussian", 20), ("logitnormal", 1)])
 def test_analytic_kl_agrees_in_expectation_and_has_lower_gradient_variance(digits, family, epochs):
     vae = _trained(digits, family, epochs)

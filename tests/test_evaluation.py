@@ -137,6 +137,7 @@ def trained():
     return trainer
 
 
+@pytest.mark.slow
 def test_iwae_is_above_the_elbo_and_rises_with_k(trained):
     vae, x = trained.vae, trained.data.test
     torch.manual_seed(1)

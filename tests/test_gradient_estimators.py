@@ -132,6 +132,7 @@ def test_vimco_matches_the_exact_gradient_of_its_k_sample_bound(family):
     assert float(z.abs().max()) < 6.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, estimator", UNBIASED)
 def test_each_estimators_loss_estimates_the_exact_elbo(family, estimator):
     """Every unbiased estimator's loss value averages to the exact −ELBO (enumerated)."""

@@ -102,6 +102,7 @@ CONCRETE = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["trace", "compiled", "analytic", "concrete"])
 def test_each_members_loss_and_gradient_are_its_solo_models(digits, monkeypatch, kind):
     elbo, compile = ("trace", "on") if kind == "compiled" else (kind, "off")
@@ -328,6 +329,7 @@ MEMBERS = {  # family options: three members' configs, as a sweep's grid makes t
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(MEMBERS))
 def test_each_member_of_a_group_follows_its_solo_run(digits, kind):
     """A member draws its noise, binarisation and data order from its own streams, seeded

@@ -29,6 +29,7 @@ def _cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script,kl", [("full_covariance.py", "analytic"), ("flow.py", "monte-carlo")]
 )

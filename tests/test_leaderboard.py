@@ -7,11 +7,14 @@ import csv
 import json
 import statistics
 
+import pytest
+
 from pyro_dvae.leaderboard import COLUMNS
 
 from .helpers import invoke, run_ok
 
 
+@pytest.mark.slow
 def test_a_sweep_of_estimators_becomes_one_row_each(tmp_path):
     sweep = tmp_path / "sweep"
     run_ok(

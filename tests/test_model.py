@@ -188,6 +188,7 @@ def test_paper_reliability_checks_on_digits(config):
 DRAW_FROM_PARAMETERS = {"beta"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("elbo_name", ["trace", "analytic"])
 def test_compiled_step_matches_the_eager_step(name, elbo_name):

@@ -48,6 +48,7 @@ def _nodes(sweep_dir: Path) -> set[str]:
     return set(re.findall(r"\(Ray task on node (\w+)\)", text))
 
 
+@pytest.mark.slow
 def test_a_ray_sweep_equals_the_local_one_and_uses_both_nodes(cluster, tmp_path):
     result = run_ok(sweep(tmp_path / "ray"))
     assert "2 of 2 runs finished" in result.stderr
@@ -61,6 +62,7 @@ def test_a_ray_sweep_equals_the_local_one_and_uses_both_nodes(cluster, tmp_path)
     assert "2 already finished, 0 to run" in again.stderr
 
 
+@pytest.mark.slow
 def test_runs_that_take_a_gpu_go_one_per_gpu_to_the_node_that_has_it(cluster, tmp_path):
     gpu_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")}
     assert len(gpu_nodes) == 1
@@ -70,6 +72,7 @@ def test_runs_that_take_a_gpu_go_one_per_gpu_to_the_node_that_has_it(cluster, tm
     assert _nodes(tmp_path / "sw") == gpu_nodes
 
 
+@pytest.mark.slow
 def test_a_run_with_a_damaged_checkpoint_fails_alone_on_ray(cluster, tmp_path):
     run_ok(sweep(tmp_path / "sw", epochs=1))
     broken = tmp_path / "sw" / "runs" / "logitnormal-d2-a1.78-digits"
@@ -110,6 +113,7 @@ def _fits_of(sweep_dir: Path) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_stopping_a_ray_sweep_leaves_resumable_runs_and_nothing_running(cluster, tmp_path):
     out = tmp_path / "sw"
@@ -146,6 +150,7 @@ def test_stopping_a_ray_sweep_leaves_resumable_runs_and_nothing_running(cluster,
         assert read_json(run / "summary.json")["epochs_completed"] == target
 
 
+@pytest.mark.slow
 def test_a_ray_sweep_trains_groups_as_the_local_one_does(cluster, tmp_path):
     grid = [*GRID, "--alpha", "0.5", "--group-size", "2", "--epochs", "2"]
     ray_run = run_ok(["sweep", *grid, "--backend", "ray", "--out", str(tmp_path / "ray")])
@@ -158,6 +163,7 @@ def test_a_ray_sweep_trains_groups_as_the_local_one_does(cluster, tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
+@pytest.mark.slow
 def test_a_tune_search_finishes_and_its_trials_are_runs(cluster, tmp_path):
     pytest.importorskip("ray.tune")
     from ray import tune
@@ -192,6 +198,7 @@ def test_a_tune_search_finishes_and_its_trials_are_runs(cluster, tmp_path):
     assert solo.history[-1]["test_loss"] == best.metrics["test_loss"]
 
 
+@pytest.mark.slow
 def test_an_errored_trial_resumes_from_its_checkpoint_on_restore(cluster, tmp_path):
     """``Tuner.restore`` picks a trial up at its last checkpoint, and it ends where an
     uninterrupted run ends."""
@@ -236,6 +243,7 @@ def test_an_errored_trial_resumes_from_its_checkpoint_on_restore(cluster, tmp_pa
     assert results[0].metrics["test_loss"] == solo.history[-1]["test_loss"]
 
 
+@pytest.mark.slow
 def test_a_relative_sweep_folder_is_the_same_folder_on_every_node(cluster, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the workers' working directory is elsewhere
     result = run_ok(["sweep", *TINY, "--family", "gaussian", "--epochs", "1", "--out", "sw",
@@ -245,3 +253,29 @@ def test_a_relative_sweep_folder_is_the_same_folder_on_every_node(cluster, tmp_p
     refused = invoke(["sweep", *TINY, "--family", "gaussian", "--out", "sw", "--backend", "ray",
                       "--threads", "2"])  # fmt: skip
     assert refused.exit_code != 0 and "--cpus-per-run sets each run's threads" in refused.stderr
+
+
+def test_a_trials_checkpoint_reads_back_as_a_runs_checkpoint(tmp_path):
+    """What a trial reports (torch.save of the trainer's state in a folder) is what
+    ``load_state`` gives back, read with ``weights_only=True`` (no Ray cluster needed)."""
+    from contextlib import contextmanager
+
+    from pyro_dvae.config import FitConfig
+    from pyro_dvae.data import load_dataset
+    from pyro_dvae.train import Trainer
+    from pyro_dvae.tune import CHECKPOINT, load_state
+
+    config = FitConfig(dataset="digits", hidden=8, latent_dim=2, epochs=1)
+    trainer = Trainer(config, load_dataset("digits"), "cpu", progress=False, log=lambda m: None)
+    trainer.fit()
+    torch.save(trainer.state_dict(), tmp_path / CHECKPOINT)
+
+    class Checkpoint:  # the part of ray.tune.Checkpoint that load_state uses
+        @contextmanager
+        def as_directory(self):
+            yield str(tmp_path)
+
+    state = load_state(Checkpoint())
+    assert state["epoch"] == 1 and state["config"] == config.to_dict()
+    for name, value in trainer.vae.state_dict().items():
+        assert torch.equal(state["model"][name], value)

@@ -132,6 +132,7 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason=
 # --------------------------------------------------------------------------- 1. two writers
 
 
+@pytest.mark.slow
 @needs_proc
 def test_a_run_and_a_sweep_folder_have_one_writer(tmp_path):
     out = tmp_path / "busy"
@@ -168,6 +169,7 @@ def test_a_run_and_a_sweep_folder_have_one_writer(tmp_path):
     assert_consistent(sweep / "runs" / "gaussian-d2-digits", "interrupted")
 
 
+@pytest.mark.slow
 def test_two_fits_racing_for_one_out_folder_leave_one_run(tmp_path):
     """Two ``fit --out`` started together: one trains, the other is refused; the folder is
     one run's (before the lock: config of one, metrics of both)."""
@@ -189,6 +191,7 @@ def test_two_fits_racing_for_one_out_folder_leave_one_run(tmp_path):
 # --------------------------------------------------------------------------- 2. stop signals
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name
 )
@@ -208,6 +211,7 @@ def test_a_stop_signal_stops_fit_at_a_resumable_checkpoint(tmp_path, sig):
     assert assert_consistent(out, "finished") == done + 1
 
 
+@pytest.mark.slow
 @needs_proc
 @pytest.mark.parametrize(
     "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name
@@ -460,6 +464,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_epoch_zero(run, t
     assert result.exit_code != 0 and f"--resume {run}" in error_message(result)
 
 
+@pytest.mark.slow
 def test_a_sweep_resumes_a_run_killed_before_its_first_checkpoint(tmp_path):
     sweep = tmp_path / "sw"
     args = ["sweep", "--family", "gaussian", "--latent-dim", "2", "--out", str(sweep)]
@@ -594,6 +599,7 @@ def test_bad_input_is_one_error_line(case, run, tmp_path):
 # --------------------------------------------------------------------------- 9. evaluate a sweep
 
 
+@pytest.mark.slow
 def test_evaluate_of_a_sweep_goes_past_a_damaged_run(tmp_path):
     sweep = tmp_path / "sw"
     args = ["sweep", "--family", "gaussian", "--family", "logitnormal", "--latent-dim", "2"]
@@ -611,6 +617,7 @@ def test_evaluate_of_a_sweep_goes_past_a_damaged_run(tmp_path):
     assert evaluation["run"] == "logitnormal-d2-a1-digits"  # the name, not a path of this machine
 
 
+@pytest.mark.slow
 def test_a_sweep_waits_for_a_run_that_another_process_is_finishing(tmp_path):
     """A killed sweep's run may still be saving when the sweep is started again."""
     from pyro_dvae.fileio import FolderLock
@@ -658,6 +665,7 @@ def test_a_second_signal_while_saving_after_a_stop_changes_nothing(tmp_path, mon
     assert assert_consistent(out, "interrupted") == 1
 
 
+@pytest.mark.slow
 @needs_proc
 def test_a_stop_signal_outside_training_exits_with_its_own_code(run):
     proc = start("evaluate", str(run), "--k", "100000", "--no-progress", "--threads", "1")

@@ -76,6 +76,7 @@ def _csv(path):
         return list(csv.reader(fh))
 
 
+@pytest.mark.slow
 def test_report_builds_the_papers_tables(sweep, tmp_path):
     out = tmp_path / "report"
     result = run_ok(["report", str(sweep), "--out", str(out)])
@@ -194,6 +195,7 @@ def test_report_of_a_folder_without_runs_is_one_error_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Error: ")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "figure,options",
     [
@@ -324,6 +326,7 @@ def test_table3_curves_draw_each_models_test_elbo_per_epoch(sweep, tmp_path, mon
     assert len(drawn) == 6  # one Logit-normal α per size, no size without runs
 
 
+@pytest.mark.slow
 def test_figure_3_names_the_number_of_test_images_it_encoded(
     sweep, digits_runs, tmp_path, monkeypatch
 ):

@@ -39,6 +39,7 @@ def test_seed_axis_names_runs_by_seed_and_keeps_seed_zero_plain():
     assert [c.seed for c in names.values()] == [0, 1, 2, 0, 1, 2]
 
 
+@pytest.mark.slow
 def test_sweep_seeds_train_independent_runs(tmp_path):
     sweep = tmp_path / "sw"
     args = ["sweep", "--family", "gaussian", "--latent-dim", "2", "--out", str(sweep)]

@@ -93,6 +93,7 @@ def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path):
     assert not (tmp_path / "sw").exists()
 
 
+@pytest.mark.slow
 def test_sweep_runs_the_grid_then_skips_finished_runs(tmp_path):
     sweep = tmp_path / "sw"
     result = run_ok(sweep_args(sweep, "--jobs", "2"))
@@ -115,6 +116,7 @@ def test_sweep_runs_the_grid_then_skips_finished_runs(tmp_path):
     assert run_files(sweep) == before
 
 
+@pytest.mark.slow
 def test_raising_epochs_resumes_every_run_to_the_uninterrupted_result(tmp_path):
     sweep = tmp_path / "sw"
     run_ok(sweep_args(sweep, epochs=1))
@@ -151,6 +153,7 @@ def test_raising_epochs_resumes_every_run_to_the_uninterrupted_result(tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_continues_where_it_stopped(tmp_path):
     sweep = tmp_path / "sw"
     args = ["--family", "gaussian", "--latent-dim", "2", "--epochs", "150", "--out", str(sweep)]
@@ -185,6 +188,7 @@ def test_interrupted_sweep_continues_where_it_stopped(tmp_path):
     assert [r["epoch"] for r in read_metrics(run)] == list(range(1, 151))
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_reported_and_leaves_the_others_whole(tmp_path):
     sweep = tmp_path / "sw"
     run_ok(sweep_args(sweep, epochs=1))
@@ -247,6 +251,7 @@ def test_bad_sweep_options_are_one_error_line(tmp_path, args):
     assert not (tmp_path / "sw").exists()
 
 
+@pytest.mark.slow
 def test_sweep_json_records_the_grid(tmp_path):
     sweep = tmp_path / "sw"
     run_ok(sweep_args(sweep, epochs=1))
@@ -322,6 +327,7 @@ def group_sweep_args(out: Path, *extra: str, epochs: int = 2) -> list[str]:
     return [*sweep_args(out, *extra, epochs=epochs), *alphas]
 
 
+@pytest.mark.slow
 def test_a_grouped_sweep_trains_compatible_runs_together_as_ordinary_runs(tmp_path):
     sweep = tmp_path / "sw"
     result = run_ok(group_sweep_args(sweep, "--group-size", "2"))
@@ -344,6 +350,7 @@ def test_a_grouped_sweep_trains_compatible_runs_together_as_ordinary_runs(tmp_pa
     )
 
 
+@pytest.mark.slow
 def test_a_group_member_with_a_damaged_checkpoint_fails_alone(tmp_path):
     sweep = tmp_path / "sw"
     run_ok(group_sweep_args(sweep, "--group-size", "1", epochs=1))
@@ -375,6 +382,7 @@ def test_groups_are_even_and_follow_the_grid_not_the_jobs(tmp_path):
     assert names(4) == [["r0", "r3", "r4"], ["r1"], ["r2"], ["r5"]]
 
 
+@pytest.mark.slow
 def test_a_launcher_opens_only_once_the_sweep_holds_its_folder(tmp_path):
     """A busy folder is refused before the launcher connects (Ray would start a cluster);
     a free one opens the launcher once, takes its slots as --jobs and closes it."""
@@ -419,6 +427,7 @@ def test_sweep_json_of_an_older_version_keeps_its_grid_and_runs(tmp_path):
     assert doc["runs"]["a"] == {"seed": 0} and doc["runs"]["b"] == FitConfig().to_dict()
 
 
+@pytest.mark.slow
 def test_a_stopped_sweep_returns_only_once_its_runs_have_let_go(tmp_path):
     """A launcher whose commands end before their runs do (a Ray task whose worker or node is
     lost, while its run stops on the SIGTERM it got): the sweep waits for each run's lock,

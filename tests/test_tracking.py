@@ -43,6 +43,7 @@ def _tensorboard(path):
     return acc
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_every_metric_row_the_config_and_the_pictures(tmp_path):
     out = tmp_path / "run"
     run_ok(fit_args(out, epochs=2, subset=200, batch_size=4, log="tensorboard"))
@@ -86,6 +87,7 @@ def _mlflow_matches(client, run_id, path) -> None:
         assert [v for _, v in history] == pytest.approx([v for _, v in pairs], rel=1e-9), key
 
 
+@pytest.mark.slow
 def test_mlflow_holds_the_params_every_metric_row_and_the_run_folder(tmp_path, mlflow_store):
     client, out = mlflow_store, tmp_path / "run"
     run_ok(fit_args(out, epochs=2, subset=200, log="mlflow"))
@@ -107,6 +109,7 @@ def test_mlflow_holds_the_params_every_metric_row_and_the_run_folder(tmp_path, m
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_each_group_member_is_its_own_mlflow_run(tmp_path, mlflow_store):
     paths = []
     for seed in (0, 1):

@@ -190,6 +190,7 @@ def test_a_concrete_run_is_one_size_in_show_and_evaluate(tmp_path):
     assert f"{ev['active_units']}/20" in result.stdout
 
 
+@pytest.mark.slow
 def test_show_says_a_count_it_cut_only_when_asked_for_it(digits_run, tmp_path):
     # the default --activity-images 1000 is more than digits' test set: not asked for, not said
     def notes(result) -> list[str]:  # a collapsed run's note (docs/collapse.md) aside
