@@ -60,15 +60,9 @@ def make_family(config: FitConfig) -> LatentFamily:
     return FAMILIES[config.family](config)
 
 
-class LatentFamily:
-    """One latent site ``z``; subclasses set ``name`` and the four methods.
-
-    The four: ``head_size`` (the encoder's outputs), ``posterior(head)``, ``prior(like)``
-    and, where the decoder does not read ``z`` itself, ``decoder_input(z)`` (see "Adding a
-    latent family" in docs/development.md). ``config``: the run's
-    :class:`~pyro_dvae.config.FitConfig`, kept as ``self.config``, its ``latent_dim`` as
-    ``self.latent_dim``.
-    """
+class FamilyDeclaration:
+    """What a family declares as a class: its name, its configuration fields, its
+    estimators, and how runs of it are named and grouped."""
 
     name: ClassVar[str]
     #: what tables and figures call it
@@ -90,11 +84,6 @@ class LatentFamily:
     #: the fields that may differ between the members of a group; all others must agree
     member_params: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: FitConfig):
-        self.config = config
-        self.latent_dim = config.latent_dim
-
-    # ------------------------------------------------------------------ identity
     @classmethod
     def slug(cls, config: FitConfig) -> str:
         """The start of a run's folder name: ``logitnormal-d20-a1.78``."""
@@ -117,20 +106,17 @@ class LatentFamily:
         """Checks across fields (each field's own check has run); raise ConfigError.
         ``new``: a config about to make a run (stored ones are not refused for newer rules)."""
 
-    @classmethod
-    def for_members(cls, configs: list[FitConfig]) -> LatentFamily:
-        """The family of a group: ``configs[0]``'s, with each of :attr:`member_params` a
-        float64 tensor of the members' values shaped (M, 1, 1), which broadcasts over
-        (members, data, units). Its methods take inputs with a leading member axis."""
-        return cls(_MemberValues(configs, cls.member_params))
 
-    # ------------------------------------------------------------------ per-step state
-    def state(self) -> dict[str, float]:
-        """What changes during training besides the weights (saved in checkpoints, logged)."""
-        return {}
+class LatentSite:
+    """The latent itself: the encoder's outputs it needs, its posterior and prior, and
+    what the decoder reads. ``config``: the run's :class:`~pyro_dvae.config.FitConfig`,
+    kept as ``self.config``, its ``latent_dim`` as ``self.latent_dim``."""
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state` from a checkpoint."""
+    name: ClassVar[str]
+
+    def __init__(self, config: FitConfig):
+        self.config = config
+        self.latent_dim = config.latent_dim
 
     @property
     def head_size(self) -> int:
@@ -183,7 +169,12 @@ class LatentFamily:
     #: whether the decoder receives z itself (so E[code] is E[z])
     code_is_z: ClassVar[bool] = True
 
-    # ------------------------------------------------------------------ pictures
+
+class PictureHooks:
+    """What ``pyro-dvae show`` asks of a family: its units' axes, traversals, activity."""
+
+    latent_dim: int
+
     #: what a traversal calls the thing it sweeps
     unit_word: ClassVar[str] = "unit"
 
@@ -211,7 +202,25 @@ class LatentFamily:
         gives them): what picks the units a traversal shows."""
         return codes.double().var(0)
 
-    # temperature hooks; only relaxed families use them
+
+class TrainingState:
+    """What changes while a family trains besides the weights (an annealed temperature),
+    how a compiled step reads it, and a group's family with per-member values."""
+
+    @classmethod
+    def for_members(cls, configs: list[FitConfig]) -> LatentFamily:
+        """The family of a group: ``configs[0]``'s, with each of :attr:`member_params` a
+        float64 tensor of the members' values shaped (M, 1, 1), which broadcasts over
+        (members, data, units). Its methods take inputs with a leading member axis."""
+        return cls(_MemberValues(configs, cls.member_params))
+
+    def state(self) -> dict[str, float]:
+        """What changes during training besides the weights (saved in checkpoints, logged)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` from a checkpoint."""
+
     def set_step(self, step: int) -> None:
         """Called before every training step with the global step count."""
 
@@ -221,6 +230,20 @@ class LatentFamily:
 
     def use_step_inputs(self, inputs: tuple[torch.Tensor, ...] | None) -> None:
         """Read those values from ``inputs`` (a compiled graph's inputs); None: from self."""
+
+
+class LatentFamily(FamilyDeclaration, LatentSite, PictureHooks, TrainingState):
+    """One latent site ``z``; subclasses set ``name`` and the four methods.
+
+    The four: ``head_size`` (the encoder's outputs), ``posterior(head)``, ``prior(like)``
+    and, where the decoder does not read ``z`` itself, ``decoder_input(z)`` (see "Adding a
+    latent family" in docs/development.md). The members come in four small parts, each with
+    defaults a new family rarely changes: :class:`FamilyDeclaration` (name, fields,
+    estimators, run names), :class:`LatentSite` (the four, and the codes the decoder
+    reads), :class:`PictureHooks` (what ``show`` draws) and :class:`TrainingState`
+    (annealed temperatures, compiled-step inputs, groups). ``config``: the run's
+    :class:`~pyro_dvae.config.FitConfig`, kept as ``self.config``.
+    """
 
 
 def filled(like: torch.Tensor, *shape: int, value: float | torch.Tensor = 0.0) -> torch.Tensor:
