@@ -17,6 +17,7 @@ tuple of tensors`` and ``use_step_inputs(tensors or None)``: graph inputs, not c
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -206,6 +207,11 @@ def _compile(graph: LossGraph, inputs: tuple) -> Callable:
     """``graph`` compiled, forward and backward, now: on a fork of torch's random state
     (noise drawn without any member streams), so a failure leaves no trace in the run."""
     devices = sorted({t.device for t in inputs if torch.is_tensor(t) and t.is_cuda}, key=str)
+    # Inductor's C++ toolchain lookup notes a CUDA_HOME without a CUDA runtime at WARNING
+    # level, which says nothing about a CPU step: keep it off the run's output
+    toolchain = logging.getLogger("torch.utils.cpp_extension")
+    level = toolchain.level
+    toolchain.setLevel(max(level, logging.ERROR))
     try:
         mode = os.environ.get(MODE_VARIABLE) or None
         compiled = torch.compile(
@@ -217,6 +223,8 @@ def _compile(graph: LossGraph, inputs: tuple) -> Callable:
             torch.autograd.grad(surrogate, learned, allow_unused=True)
     except Exception as err:  # Inductor's errors have no public base class
         raise NotCapturable(f"torch.compile failed: {first_line(err)}") from err
+    finally:
+        toolchain.setLevel(level)
     return compiled
 
 

@@ -46,7 +46,7 @@ from .optim import FusedClippedAdam, member_optim_state, stack_optim_states
 from .rundir import RunDir
 from .schedules import is_standard, remedies
 from .signals import deferred_stop
-from .train import Trainer, train_epochs
+from .train import COMPILE_NOTE, Trainer, train_epochs
 from .vae import VAE
 
 #: the ELBOs a group trains with (their per-image particle loss; see :mod:`.pyro_internals`)
@@ -294,6 +294,8 @@ class GroupTrainer:
         for trainer in self.members:
             trainer.begin(self.epochs_planned)
         self.elbo.compile = all(t.elbo.compile for t in self.members)
+        if self.elbo.compile:
+            self.log(COMPILE_NOTE)
         self.callbacks.fit_start(self)
 
         def epoch() -> None:

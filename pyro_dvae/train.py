@@ -44,6 +44,12 @@ from .stored_run import guide_refusal
 from .tracking import trackers
 from .vae import VAE
 
+#: the line a run that compiles its step prints before its first epoch
+COMPILE_NOTE = (
+    "compiling the training step with torch.compile before the first step (seconds; torch "
+    "caches it for later runs; --compile off steps eagerly)"
+)
+
 
 class TrainingInterrupted(Exception):
     """A stop signal (Ctrl-C, SIGTERM, SIGHUP) during training; the last checkpoint is kept."""
@@ -252,6 +258,8 @@ class Trainer:
     def fit(self, epochs: int | None = None) -> dict[str, Any]:
         """Train up to ``epochs`` (default: the config's) and return the summary."""
         self.begin(epochs)
+        if self.elbo.compile:
+            self.log(COMPILE_NOTE)
 
         def epoch() -> None:
             t0 = time.perf_counter()
@@ -318,6 +326,7 @@ class Trainer:
             "elbo": self.config.elbo,
             "kl": self.kl,
             "compiled": self.elbo.compile,
+            "compile_seconds": round(getattr(self.elbo, "compile_seconds", 0.0), 2),
             **summary_numbers(self.history),
             "collapse": last_verdict(self.history, self.config),
             "device": str(self.device),

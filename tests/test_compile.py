@@ -24,7 +24,7 @@ from pyro_dvae.data import load_dataset
 from pyro_dvae.families import make_family
 from pyro_dvae.inference import make_elbo
 from pyro_dvae.loss_graph import LossGraph
-from pyro_dvae.train import Trainer
+from pyro_dvae.train import COMPILE_NOTE, Trainer
 from pyro_dvae.vae import VAE
 
 from .helpers import fit_args, load_checkpoint, read_json, run_ok
@@ -140,7 +140,9 @@ def test_a_failing_compile_falls_back_with_one_warning_line(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_a_compiled_run_resumes_bit_for_bit(tmp_path):
-    run_ok(fit_args(tmp_path / "straight", compile="on", epochs=3))
+    result = run_ok(fit_args(tmp_path / "straight", compile="on", epochs=3))
+    assert result.output.count(COMPILE_NOTE) == 1  # said once, before the pause it explains
+    assert read_json(tmp_path / "straight" / "summary.json")["compile_seconds"] > 0
     run_ok(fit_args(tmp_path / "stopped", compile="on", epochs=1))
     run_ok(["fit", "--no-progress", "--resume", str(tmp_path / "stopped"), "--epochs", "3"])
     a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "stopped")
