@@ -30,7 +30,7 @@ import torch
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 
-from .loss_graph import LossGraph, NotCapturable, first_line
+from .loss_graph import LossGraph, NotCapturable, cuda_devices, reason
 from .pyro_internals import data_size, particle_traces, reconstruction
 
 #: the ``torch.compile`` backend: ``inductor`` (generated kernels), or ``aot_eager``
@@ -206,7 +206,7 @@ class CompiledELBO:
 def _compile(graph: LossGraph, inputs: tuple) -> Callable:
     """``graph`` compiled, forward and backward, now: on a fork of torch's random state
     (noise drawn without any member streams), so a failure leaves no trace in the run."""
-    devices = sorted({t.device for t in inputs if torch.is_tensor(t) and t.is_cuda}, key=str)
+    devices = cuda_devices(inputs)
     # Inductor's C++ toolchain lookup notes a CUDA_HOME without a CUDA runtime at WARNING
     # level, which says nothing about a CPU step: keep it off the run's output
     toolchain = logging.getLogger("torch.utils.cpp_extension")
@@ -222,7 +222,7 @@ def _compile(graph: LossGraph, inputs: tuple) -> Callable:
             learned = [t for t in (*graph.params, *inputs) if t.requires_grad]
             torch.autograd.grad(surrogate, learned, allow_unused=True)
     except Exception as err:  # Inductor's errors have no public base class
-        raise NotCapturable(f"torch.compile failed: {first_line(err)}") from err
+        raise NotCapturable(f"torch.compile failed: {reason(err)}") from err
     finally:
         toolchain.setLevel(level)
     return compiled

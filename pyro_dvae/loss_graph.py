@@ -30,6 +30,8 @@ from pyro import poutine
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.overrides import TorchFunctionMode
 
+from .fileio import first_line
+
 
 class NotCapturable(Exception):
     """The loss cannot be captured as one graph; the message says why, in one line."""
@@ -136,8 +138,7 @@ class LossGraph:
     """
 
     def __init__(self, fn: Callable, inputs: tuple[torch.Tensor, ...]):
-        devices = sorted({t.device for t in inputs if torch.is_tensor(t) and t.is_cuda}, key=str)
-        with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
+        with torch.random.fork_rng(devices=cuda_devices(inputs)), pyro.validation_enabled(False):
             with poutine.block(), poutine.trace(param_only=True) as params, NoiseTap() as tap:
                 fn(*inputs)
             self.draws: list[Draw] = tap.draws
@@ -159,7 +160,7 @@ class LossGraph:
             except NotCapturable:
                 raise
             except Exception as err:  # a data-dependent read, an unsupported operation
-                raise NotCapturable(first_line(err)) from err
+                raise NotCapturable(reason(err)) from err
         self.graph = self._params_as_inputs(graph)
 
     def _params_as_inputs(self, graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -195,9 +196,13 @@ class LossGraph:
         return self.graph(*self.params, *self.draw_noise(), *inputs)
 
 
-def first_line(err: BaseException, limit: int = 160) -> str:
-    """``Type: message``, its first line, cut at its first sentence or ``limit`` characters."""
-    text = str(err).strip()
-    line = text.splitlines()[0] if text else ""
-    line = line.split("! ")[0].split(". ")[0]
+def reason(err: BaseException, limit: int = 160) -> str:
+    """``Type: message`` in one short line: :func:`~pyro_dvae.fileio.first_line`, cut at its
+    first sentence (torch's tracing errors run on for a paragraph)."""
+    line = first_line(err).split("! ")[0].split(". ")[0]
     return f"{type(err).__name__}: {line[:limit]}"
+
+
+def cuda_devices(tensors) -> list[torch.device]:
+    """The CUDA devices among ``tensors``, for ``torch.random.fork_rng``."""
+    return sorted({t.device for t in tensors if torch.is_tensor(t) and t.is_cuda}, key=str)
