@@ -13,6 +13,10 @@ score-function sites, or a loss that cannot be captured or compiled (no C++ comp
 steps eagerly after one warning. Values that change from step to step (an annealed
 temperature, the KL weight) come from ``step_inputs``, an object with ``step_inputs(like) ->
 tuple of tensors`` and ``use_step_inputs(tensors or None)``: graph inputs, not constants.
+
+An estimator whose gradient is not the backward of one surrogate (DReG, which hooks its
+draws' gradients) computes its gradients itself (:attr:`CompiledELBO.returns_gradients`):
+the capture then traces through that backward too, and the compiled graph returns them.
 """
 
 from __future__ import annotations
@@ -90,7 +94,8 @@ def _analytic_kl(q, p) -> torch.Tensor | None:
 
 
 class CompiledELBO:
-    """Mixin over a :class:`~.pyro_internals.PerImageELBO` ELBO: the same loss, compiled.
+    """Mixin over a per-image ELBO (:class:`~.pyro_internals.PerImageELBO`,
+    :class:`~.iwae_objective.ImportanceWeightedBound`): the same loss, compiled.
 
     ``compile``: compile the step (else Pyro's eager step); ``step_inputs``: the per-step
     inputs (see the module); ``noise_mode``: a group's
@@ -109,6 +114,7 @@ class CompiledELBO:
         self._shape: tuple | None = None  # the one shape compiled
         self._graph: LossGraph | None = None
         self._compiled: Callable | None = None
+        self._grad_params: list[torch.Tensor] = []
 
     def reset(self) -> None:
         """Forget the compiled graph: the next step's shape is captured and compiled anew."""
@@ -160,6 +166,13 @@ class CompiledELBO:
         graph = self._graph
         with self.noise_mode or nullcontext():
             noise = graph.draw_noise()
+        if self.returns_gradients:
+            with torch.no_grad():
+                loss, recon, *grads = self._compiled(*graph.params, *noise, *step_inputs, *args)
+            for p, g in zip(self._grad_params, grads, strict=True):
+                p.grad = g if p.grad is None else p.grad + g
+            self.last_recon = recon
+            return loss.item()
         surrogate, recon = self._compiled(*graph.params, *noise, *step_inputs, *args)
         surrogate.backward()
         self.last_recon = recon.detach()
@@ -169,29 +182,48 @@ class CompiledELBO:
     def _build(self, model, guide, step_inputs, args, kwargs) -> None:
         elbo, n_step = self, len(step_inputs)
 
-        def particles(*inputs):
+        def outputs(*inputs):
             if elbo.step_source is not None:
                 elbo.step_source.use_step_inputs(inputs[:n_step])
-            args = inputs[n_step:]
-            surrogate = recon = 0.0
             try:
-                for model_trace, guide_trace in particle_traces(elbo, model, guide, args, kwargs):
-                    _refuse_score_functions(guide_trace)
-                    loss = elbo.particle_surrogate(model_trace, guide_trace)
-                    n = data_size(model_trace) * elbo.num_particles
-                    surrogate = surrogate + loss / n
-                    recon = recon + reconstruction(model_trace) / n
+                return elbo.graph_outputs(model, guide, inputs[n_step:], kwargs)
             finally:
                 if elbo.step_source is not None:
                     elbo.step_source.use_step_inputs(None)
-            return surrogate, recon
 
         start = time.perf_counter()
-        graph = LossGraph(particles, (*step_inputs, *args))
-        compiled = _compile(graph, (*step_inputs, *args))
+        graph = LossGraph(outputs, (*step_inputs, *args))
+        if self.returns_gradients:
+            store = dict(zip(graph.names, graph.params, strict=True))
+            if not set(self.gradient_names) <= set(store):
+                raise NotCapturable("the loss differentiates tensors outside Pyro's param store")
+            self._grad_params = [store[name] for name in self.gradient_names]
+        compiled = _compile(graph, (*step_inputs, *args), self.returns_gradients)
         self.compile_seconds += time.perf_counter() - start
         self.graphs += 1
         self._graph, self._compiled = graph, compiled
+
+    def graph_outputs(self, model, guide, args, kwargs) -> tuple[torch.Tensor, ...]:
+        """What the captured graph computes from a step's inputs: the surrogate loss per
+        image (its value the loss) and the mean −log p(x | z); with
+        :attr:`returns_gradients`, the loss, that mean, and the gradient of each
+        parameter that :attr:`gradient_names` names, in its order."""
+        surrogate = recon = 0.0
+        for model_trace, guide_trace in particle_traces(self, model, guide, args, kwargs):
+            _refuse_score_functions(guide_trace)
+            loss = self.particle_surrogate(model_trace, guide_trace)
+            n = data_size(model_trace) * self.num_particles
+            surrogate = surrogate + loss / n
+            recon = recon + reconstruction(model_trace) / n
+        return surrogate, recon
+
+    #: whether :meth:`graph_outputs` returns the gradients itself (its graph traced through
+    #: its own backward: for an estimator that hooks or splits its backward, as DReG does),
+    #: else AOTAutograd derives the backward of the surrogate
+    returns_gradients = False
+    #: with :attr:`returns_gradients`, the param-store names of the gradients the last
+    #: :meth:`graph_outputs` returned
+    gradient_names: tuple[str, ...] = ()
 
     def particle_surrogate(self, model_trace, guide_trace) -> torch.Tensor:
         """The loss of one particle that the compiled graph computes, summed over images."""
@@ -203,9 +235,10 @@ class CompiledELBO:
     analytic_kl = False
 
 
-def _compile(graph: LossGraph, inputs: tuple) -> Callable:
-    """``graph`` compiled, forward and backward, now: on a fork of torch's random state
-    (noise drawn without any member streams), so a failure leaves no trace in the run."""
+def _compile(graph: LossGraph, inputs: tuple, returns_gradients: bool = False) -> Callable:
+    """``graph`` compiled, forward and backward (``returns_gradients``: its forward, which
+    returns them), now: on a fork of torch's random state (noise drawn without any member
+    streams), so a failure leaves no trace in the run."""
     devices = cuda_devices(inputs)
     # Inductor's C++ toolchain lookup notes a CUDA_HOME without a CUDA runtime at WARNING
     # level, which says nothing about a CPU step: keep it off the run's output
@@ -218,9 +251,13 @@ def _compile(graph: LossGraph, inputs: tuple) -> Callable:
             graph.graph, backend=backend(), mode=mode, dynamic=False, fullgraph=True
         )
         with torch.random.fork_rng(devices=devices):
-            surrogate, _ = compiled(*graph.params, *graph.draw_noise(), *inputs)
-            learned = [t for t in (*graph.params, *inputs) if t.requires_grad]
-            torch.autograd.grad(surrogate, learned, allow_unused=True)
+            if returns_gradients:
+                with torch.no_grad():
+                    compiled(*graph.params, *graph.draw_noise(), *inputs)
+            else:
+                surrogate, _ = compiled(*graph.params, *graph.draw_noise(), *inputs)
+                learned = [t for t in (*graph.params, *inputs) if t.requires_grad]
+                torch.autograd.grad(surrogate, learned, allow_unused=True)
     except Exception as err:  # Inductor's errors have no public base class
         raise NotCapturable(f"torch.compile failed: {reason(err)}") from err
     finally:

@@ -209,11 +209,11 @@ def make_elbo(
     ``iwae`` and ``trace``).
 
     ``name``: a key of :data:`ELBOS`; ``num_particles``: samples per image in each estimate;
-    ``compile``: compile the step with ``torch.compile`` (``trace`` and ``analytic`` only,
-    which step eagerly, with a warning, where they cannot compile; the other ELBOs always
-    step eagerly); ``step_inputs``: where the values that change from step to step come
-    from (an annealed temperature), an object with methods ``step_inputs`` and
-    ``use_step_inputs``, such as a latent family. Returns a
+    ``compile``: compile the step with ``torch.compile`` (``trace``, ``analytic`` and
+    ``iwae``, which step eagerly, with a warning, where they cannot compile; the
+    score-function ELBOs always step eagerly); ``step_inputs``: where the values that
+    change from step to step come from (an annealed temperature), an object with methods
+    ``step_inputs`` and ``use_step_inputs``, such as a latent family. Returns a
     ``pyro.infer.ELBO`` whose loss is the mean −ELBO per image (VIMCO's: its K-sample bound;
     IWAE's: the importance-weighted bound).
     """

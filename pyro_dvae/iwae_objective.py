@@ -32,27 +32,31 @@ its distributions: the gradient then reaches the guide's parameters only through
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, NamedTuple
 
+import pyro
 import torch
 from torch.distributions import Distribution, Independent, Transform, TransformedDistribution
 
+from .compiled_elbo import CompiledELBO
 from .errors import ConfigError
 from .iwae_bound import log_densities, log_mean_exp, scaled_log_prob, vectorized_traces
+from .loss_graph import NotCapturable
 from .pyro_internals import SurrogateELBO
 
 #: the gradient estimators (``--gradient``)
 GRADIENTS = ("standard", "dreg", "stl")
 
 
-class IWAEELBO(SurrogateELBO):
+class ImportanceWeightedBound(SurrogateELBO):
     """The per-image importance-weighted bound with ``num_particles`` = K particles (K = 1 is
-    ``Trace_ELBO``'s loss), and its ``gradient`` (``standard``, ``dreg`` or ``stl``).
+    ``Trace_ELBO``'s loss), and its ``gradient`` (``standard``, ``dreg`` or ``stl``), stepped
+    eagerly; :class:`IWAEELBO` is the same bound with ``--compile``.
 
     ``max_plate_nesting``: plates around the model's sites besides the particles' own (1: the
     ``data`` plate); ``options``: ``gradient`` (default ``standard``); others, such as the
     ``compile`` and ``step_inputs`` that :func:`~pyro_dvae.inference.make_elbo` passes every
-    ELBO, are ignored (this bound always steps eagerly).
+    ELBO, go to :class:`IWAEELBO`.
 
     ``loss`` and ``loss_and_grads`` give the mean loss per image (its gradient divided by
     the batch size, as pyro-dvae's losses are); ``last_recon`` is the step's mean
@@ -64,7 +68,9 @@ class IWAEELBO(SurrogateELBO):
 
     def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, **options: Any):
         gradient = options.pop("gradient", "standard")
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+        super().__init__(
+            num_particles=num_particles, max_plate_nesting=max_plate_nesting, **options
+        )
         if gradient not in self.gradients():
             raise ConfigError(
                 f"{self.objective} takes --gradient {', '.join(self.gradients())}, not {gradient!r}"
@@ -109,11 +115,17 @@ class IWAEELBO(SurrogateELBO):
     #: its samples' draws (:func:`sample_roots`); else (a flow) one pass per side
     one_pass = True
 
-    def loss_and_grads(self, model, guide, x) -> float:
-        if self.gradient != "dreg":
-            return super().loss_and_grads(model, guide, x)
+    def step_gradients(self, model, guide, x) -> StepGradients:
+        """One step's loss, mean −log p(x | z) and gradients, computed without touching any
+        parameter's ``.grad`` (so that the compiled step can trace it whole)."""
         log_w, stopped, model_tr, guide_tr = self.log_weights(model, guide, x)
+        recon, value = self.last_recon, -self.bound(log_w.detach()).mean()
         decoder, encoder = parameters(model_tr), parameters(guide_tr)
+        if self.gradient != "dreg":
+            target = log_w if stopped is None else stopped  # the same values: log q̄ = log q
+            learned = unique(decoder + encoder)
+            grads = torch.autograd.grad(-self.bound(target).mean(), learned, allow_unused=True)
+            return StepGradients(value, recon, named(learned, grads), guide_tr)
         if set(map(id, decoder)) & set(map(id, encoder)):
             raise ConfigError("DReG needs the model and the guide to share no parameters")
         w = torch.softmax(log_w.detach(), 0)
@@ -122,15 +134,79 @@ class IWAEELBO(SurrogateELBO):
         if roots is not None:  # θ: Σ w̃ ∇θ log p; φ: the draws' gradients weighed by w̃ once more
             for root in roots:
                 root.register_hook(lambda g: g * w.reshape(w.shape + (1,) * (g.dim() - 2)))
-            (-(w * stopped).sum() / n).backward()
-            return float(-self.bound(log_w.detach()).mean())
+            learned = decoder + encoder
+            grads = torch.autograd.grad(-(w * stopped).sum() / n, learned, allow_unused=True)
+            return StepGradients(value, recon, named(learned, grads), guide_tr)
+        grads = {}
         if encoder:  # Σ w̃² ∇ log w̄ reaches φ only through the samples
-            torch.autograd.backward(
-                -(w * w * stopped).sum() / n, inputs=encoder, retain_graph=bool(decoder)
+            g = torch.autograd.grad(
+                -(w * w * stopped).sum() / n, encoder, retain_graph=bool(decoder), allow_unused=True
             )
+            grads.update(named(encoder, g))
         if decoder:  # the standard gradient: log q has no θ, so Σ w̃ ∇θ log p
-            torch.autograd.backward(-(w * stopped).sum() / n, inputs=decoder)
-        return float(-self.bound(log_w.detach()).mean())
+            g = torch.autograd.grad(-(w * stopped).sum() / n, decoder, allow_unused=True)
+            grads.update(named(decoder, g))
+        return StepGradients(value, recon, grads, guide_tr)
+
+    def loss_and_grads(self, model, guide, x) -> float:
+        step = self.step_gradients(model, guide, x)
+        store = pyro.get_param_store()
+        for name, g in step.grads.items():
+            p = store[name].unconstrained()
+            p.grad = g if p.grad is None else p.grad + g
+        return float(step.loss)
+
+
+class IWAEELBO(CompiledELBO, ImportanceWeightedBound):
+    """:class:`ImportanceWeightedBound`, its step compiled with ``compile=True``: the graph
+    traced through the bound's own backward (DReG's weighting hooks included), the K
+    particles' noise drawn as the eager step draws it, so the two agree to rounding.
+    A guide whose stopped log q copies a learned transform (a flow, with ``dreg`` or
+    ``stl``) steps eagerly after one warning: the copy would freeze its weights."""
+
+    returns_gradients = True
+
+    def graph_outputs(self, model, guide, args, kwargs) -> tuple[torch.Tensor, ...]:
+        step = self.step_gradients(model, guide, *args, **kwargs)
+        if self.gradient != "standard" and learned_transforms(step.guide_trace):
+            raise NotCapturable("its stopped log q copies a learned transform (a flow)")
+        self.gradient_names = tuple(step.grads)
+        return (step.loss, step.recon, *step.grads.values())
+
+
+class StepGradients(NamedTuple):
+    """What one step of an importance-weighted bound computes."""
+
+    loss: torch.Tensor  #: the mean bound per image (its negative)
+    recon: torch.Tensor  #: the mean −log p(x | z) over the particles
+    grads: dict[str, torch.Tensor]  #: each reached parameter's gradient, by param-store name
+    guide_trace: Any
+
+
+def unique(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``tensors`` without repeats (a parameter the model and the guide share), in order."""
+    return list({id(t): t for t in tensors}.values())
+
+
+def named(learned: list[torch.Tensor], grads) -> dict[str, torch.Tensor]:
+    """Each reached parameter's gradient, by its param-store name, sorted by name."""
+    store = pyro.get_param_store()
+    pairs = [(store.param_name(p), g) for p, g in zip(learned, grads, strict=True)]
+    return dict(sorted((name, g) for name, g in pairs if g is not None))
+
+
+def learned_transforms(guide_tr) -> bool:
+    """Whether a latent site of the guide transforms its draw by a learned module."""
+    for site in guide_tr.nodes.values():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        fn = site["fn"]
+        while isinstance(fn, Independent | TransformedDistribution):
+            if isinstance(fn, TransformedDistribution):
+                if any(isinstance(t, torch.nn.Module) for t in fn.transforms):
+                    return True
+            fn = fn.base_dist
+    return False
 
 
 class STLTraceELBO(IWAEELBO):

@@ -91,10 +91,16 @@ def test_the_noise_is_drawn_eagerly_in_the_order_of_the_loss():
     assert torch.equal(graph(x), expected)
 
 
-def test_an_epoch_compiles_one_graph_and_never_recompiles(digits):
+@pytest.mark.parametrize(
+    "objective",
+    [{}, {"elbo": "iwae", "num_particles": 3, "gradient": "dreg"}],
+    ids=["trace", "iwae-dreg"],
+)
+def test_an_epoch_compiles_one_graph_and_never_recompiles(digits, objective):
     """The first batch's shape is compiled; the smaller last batch and the test pass step
     eagerly, so the second epoch compiles nothing (Dynamo would raise on a recompile)."""
-    t = _trainer(digits, epochs=2, batch_size=50, subset=120, compile="on")  # batches 50, 50, 20
+    # batches of 50, 50 and 20 images
+    t = _trainer(digits, epochs=2, batch_size=50, subset=120, compile="on", **objective)
     t.begin()
     t.train_epoch()
     assert t.elbo.graphs == 1
