@@ -145,11 +145,16 @@ def test_a_failing_compile_falls_back_with_one_warning_line(tmp_path, monkeypatc
 
 
 @pytest.mark.slow
-def test_a_compiled_run_resumes_bit_for_bit(tmp_path):
-    result = run_ok(fit_args(tmp_path / "straight", compile="on", epochs=3))
+@pytest.mark.parametrize(
+    "objective",
+    [{}, {"elbo": "iwae", "num_particles": 3, "gradient": "dreg"}],
+    ids=["trace", "iwae"],
+)
+def test_a_compiled_run_resumes_bit_for_bit(tmp_path, objective):
+    result = run_ok(fit_args(tmp_path / "straight", compile="on", epochs=3, **objective))
     assert result.output.count(COMPILE_NOTE) == 1  # said once, before the pause it explains
     assert read_json(tmp_path / "straight" / "summary.json")["compile_seconds"] > 0
-    run_ok(fit_args(tmp_path / "stopped", compile="on", epochs=1))
+    run_ok(fit_args(tmp_path / "stopped", compile="on", epochs=1, **objective))
     run_ok(["fit", "--no-progress", "--resume", str(tmp_path / "stopped"), "--epochs", "3"])
     a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "stopped")
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
