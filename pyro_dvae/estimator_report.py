@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import torch
+from matplotlib.ticker import FuncFormatter
 
 from .fileio import atomic_write_text
 from .paper_figures import epoch_axis, figure, save_figure
@@ -145,6 +146,11 @@ def write_iwae_snr(vae, x, ks, repeats: int, seed: int, out: Path, title: str) -
     return md
 
 
+def _two_and_five(v: float, _pos) -> str:
+    """A log axis's minor label, written plainly, at 2 and 5 times a power of ten only."""
+    return f"{v:g}" if f"{v:.0e}"[0] in "25" else ""
+
+
 def plot_snr(rows: list[dict], path: Path, title: str) -> None:
     """SNR against K, encoder and decoder, one line per gradient (Rainforth et al., Fig. 1);
     gradients whose SNRs are the same (the decoder's: DReG and STL leave it standard) are
@@ -163,6 +169,11 @@ def plot_snr(rows: list[dict], path: Path, title: str) -> None:
             ax.plot(ks, snrs, "o-", label=" = ".join(names))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ks = sorted({r["k"] for r in rows})  # the Ks measured, not a log axis's own labels
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xticks([], minor=True)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
         ax.set_xlabel("K (particles)")
         ax.set_ylabel(f"{side} gradient SNR, mean |E g| / sd(g)")
         ax.legend()

@@ -185,7 +185,10 @@ def compare_estimators(
 
         ests = discrete_estimators(vae, temperatures)
         log_line(f"{len(ests)} estimators x {repeats} gradients on {x.shape[0]} test images")
-        head = f"{vae.family.describe()}, epoch {epoch}, batch {x.shape[0]}: gradient estimators"
+        head = (
+            f"{vae.family.describe()}, {config.dataset}, epoch {epoch}, batch {x.shape[0]}: "
+            "gradient estimators"
+        )
         md = write_discrete_comparison(vae, x, ests, repeats, seed, out, head, device_note(device))
         click.echo(md)
         log_line(f"written: {out}")
@@ -193,7 +196,8 @@ def compare_estimators(
     ests = default_estimators(vae, num_particles, tuple(iwae_k) or (5, 50))
     log_line(f"{len(ests)} estimators x {repeats} estimates on {x.shape[0]} test images")
     rows = compare(vae, x, ests, repeats, seed)
-    title = f"{vae.family.describe()}, epoch {epoch}, batch {x.shape[0]}, {repeats} repeats"
+    title = f"{vae.family.describe()}, {config.dataset}, epoch {epoch}, batch {x.shape[0]}"
+    title += f", {repeats} repeats"
     title += device_note(device)
     click.echo(write_comparison(rows, out, title, vae.family.describe()))
     if snr_k:
