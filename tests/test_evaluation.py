@@ -332,6 +332,39 @@ def test_evaluate_scores_the_discrete_model_behind_a_concrete_run(tmp_path, _cli
     assert "hard codes" in result.stdout
 
 
+@pytest.mark.parametrize("discrete_k", [10, 7])
+def test_a_run_trained_on_discrete_codes_is_scored_once(
+    tmp_path, _cli_env, monkeypatch, discrete_k
+):
+    """A score-function Bernoulli run is its own discrete model: with the same k its discrete
+    block is the first pass's numbers (one pass, not two); with another k, a second pass.
+    Either way the block equals a pass of the discrete view scored on its own."""
+    import pyro_dvae.evaluation as evaluation
+
+    run = tmp_path / "run"
+    run_ok(fit_args(run, family="bernoulli", latent_dim=3, estimator="reinforce"))
+    passes = []
+    real = evaluation.importance_weighted
+    monkeypatch.setattr(
+        evaluation,
+        "importance_weighted",
+        lambda *a, **kw: passes.append(kw["k"]) or real(*a, **kw),
+    )
+    run_ok(["evaluate", str(run), "--k", "10", "--discrete-k", str(discrete_k), "--no-progress"])
+    assert passes == ([10] if discrete_k == 10 else [10, discrete_k])
+    ev = read_json(run / "evaluation.json")
+    loaded = load_run(run)
+    view = loaded.vae.with_family(loaded.family.discrete())
+    x = load_dataset("digits").test
+    pyro.set_rng_seed(0)  # evaluate's seed
+    alone = real(view.model, view.guide, x, k=discrete_k)
+    block = ev["discrete"]
+    assert block["test_log_likelihood"] == pytest.approx(float(alone["log_likelihood"].mean()))
+    assert block["test_recon"] == pytest.approx(alone["recon"])
+    if discrete_k == 10:
+        assert block["test_log_likelihood"] == ev["test_log_likelihood"]
+
+
 def test_a_stopped_evaluation_continues_where_it_stopped(tmp_path, _cli_env, monkeypatch):
     """Both IWAE passes of a Concrete run (relaxed, then one-hot) keep their progress."""
     import pyro_dvae.iwae_bound as iwae_bound
