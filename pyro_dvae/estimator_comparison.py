@@ -14,6 +14,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from .families import FAMILIES, make_family
 from .inference import ELBOS, kl_kinds
+from .iwae_bound import effective_sample_size
 from .iwae_objective import GRADIENTS, IWAEELBO
 from .vae import VAE
 
@@ -193,8 +194,15 @@ def iwae_gradient_snr(
 ) -> list[dict[str, Any]]:
     """The encoder's and the decoder's gradient SNR (:func:`gradient_snr`) of the IWAE bound
     with each of ``gradients`` and K particles, on the batch ``x`` at fixed parameters
-    (Rainforth et al., 2018, Figure 1): one row per (gradient, K), with seconds per estimate."""
+    (Rainforth et al., 2018, Figure 1): one row per (gradient, K), with seconds per estimate
+    and ``ess``, the images' mean effective sample size of the K weights (one more draw):
+    DReG's SNR rises with K only once the weights are spread over many draws."""
     groups = {"encoder": vae.encoder_parameters(), "decoder": list(vae.decoder.parameters())}
+    ess = {}  # how degenerate the weights are at each K: the same draws for every gradient
+    for k in ks:
+        torch.manual_seed(seed)
+        with pyro.validation_enabled(False):
+            ess[k] = float(effective_sample_size(vae.model, vae.guide, x, k).mean())
     rows = []
     for gradient in gradients:
         for k in ks:
@@ -216,6 +224,7 @@ def iwae_gradient_snr(
             for name, vs in estimates.items():
                 row[f"snr_{name}"] = gradient_snr(torch.stack(vs).double())
             row["seconds"] = elapsed / repeats
+            row["ess"] = ess[k]
             rows.append(row)
     for p in (p for ps in groups.values() for p in ps):
         p.grad = None

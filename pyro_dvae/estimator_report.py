@@ -134,11 +134,11 @@ def write_iwae_snr(vae, x, ks, repeats: int, seed: int, out: Path, title: str) -
         (
             r["gradient"],
             [str(r["k"]), f"{r['snr_encoder']:.4g}", f"{r['snr_decoder']:.4g}"]
-            + [f"{1000 * r['seconds']:.1f}"],
+            + [f"{r['ess']:.3g}", f"{1000 * r['seconds']:.1f}"],
         )
         for r in rows
     ]
-    columns = ["K", "encoder SNR", "decoder SNR", "ms / estimate"]
+    columns = ["K", "encoder SNR", "decoder SNR", "ESS of the K weights", "ms / estimate"]
     table = Table(f"IWAE gradient SNR |E g| / sd(g): {title}", columns, cells, first="gradient")
     md = table.markdown()
     _write_table(out, "iwae_snr", table, rows, md)

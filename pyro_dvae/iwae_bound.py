@@ -134,6 +134,18 @@ def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return log_w.logsumexp(dim) - math.log(log_w.shape[dim])
 
 
+@torch.no_grad()
+def effective_sample_size(
+    model: Callable, guide: Callable, x: torch.Tensor, k: int
+) -> torch.Tensor:
+    """Each image's effective sample size 1 / Σ_k w̃_k² of ``k`` importance weights (w̃ the
+    normalised p(x, z_k) / q(z_k | x)): K when every draw weighs the same (q the exact
+    posterior), 1 when one draw takes all the weight; ``(batch,)``."""
+    log_px, log_pz, log_qz = particle_log_densities(model, guide, x, k)
+    w = torch.softmax((log_px + log_pz - log_qz).double(), 0)
+    return 1.0 / (w * w).sum(0)
+
+
 def scaled_log_prob(site: dict) -> torch.Tensor:
     """A trace site's log-density with its ``poutine.scale`` and mask applied."""
     return scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])

@@ -164,6 +164,23 @@ def test_dreg_estimates_the_standard_gradient():
     assert draws["dreg"]["a"].var() < draws["standard"]["a"].var()
 
 
+def test_effective_sample_size_is_k_at_the_exact_posterior_and_the_formula_elsewhere():
+    from pyro_dvae.iwae_bound import effective_sample_size
+
+    x = torch.linspace(-2.0, 2.0, 6)
+    ess = effective_sample_size(model, make_guide(**posterior()), x, 7)
+    assert torch.allclose(ess, torch.full((6,), 7.0, dtype=ess.dtype))  # every log w = log p(x)
+    pyro.clear_param_store()  # the guide's parameters at OFF, not at the posterior
+    guide = make_guide(**OFF)
+    torch.manual_seed(0)
+    ess = effective_sample_size(model, guide, x, 7)
+    torch.manual_seed(0)
+    z = poutine.trace(vectorized(guide, 7)).get_trace(x).nodes["z"]["value"]
+    w = torch.softmax(hand_log_weights(x, z.detach(), **OFF).double(), 0)
+    assert torch.allclose(ess, w.sum(0) ** 2 / (w**2).sum(0))
+    assert bool((ess >= 1).all() and (ess < 7).all())
+
+
 @pytest.mark.slow
 def test_dregs_encoder_snr_rises_with_k_where_the_standard_one_falls():
     """Rainforth et al. (2018): the standard estimator's encoder SNR falls as O(1/√K);
