@@ -740,3 +740,5 @@ def test_the_estimators_pages_mnist_snr_numbers_are_their_run():
         f"{snr['dreg', 500]:.2f}"
     ) in text
     assert f"STL's rose from {snr['stl', 1]:.2f} to {snr['stl', 500]:.2f}" in text
+    ess = {r["k"]: r["ess"] for r in rows}
+    assert f"(the 500 draws weigh as {ess[500]:.2f})" in text
