@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import torch
-from matplotlib.ticker import FuncFormatter
 
 from .fileio import atomic_write_text
 from .paper_figures import epoch_axis, figure, save_figure
@@ -155,6 +154,8 @@ def plot_snr(rows: list[dict], path: Path, title: str) -> None:
     """SNR against K, encoder and decoder, one line per gradient (Rainforth et al., Fig. 1);
     gradients whose SNRs are the same (the decoder's: DReG and STL leave it standard) are
     drawn once, named together, so that no line hides under another."""
+    from matplotlib.ticker import FuncFormatter
+
     fig, axes = figure(1, 2, figsize=(10, 4), layout="tight")
     for ax, side in zip(axes, ("encoder", "decoder"), strict=True):
         series: dict[tuple, list[str]] = {}
