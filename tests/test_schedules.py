@@ -29,12 +29,24 @@ def trainer(digits, **options) -> Trainer:
     return Trainer(config, digits, "cpu", progress=False, log=lambda msg: None)
 
 
-@pytest.mark.parametrize("elbo", ["trace", "analytic"])
+#: the other reparameterised families, with their own options (the remedies apply to each)
+FAMILIES = {
+    "logitnormal": {"family": "logitnormal", "alpha": 1.78},
+    "beta": {"family": "beta"},
+    "concrete": {"family": "concrete", "categories": 4},
+}
+
+
+@pytest.mark.parametrize(
+    "elbo, family",
+    [("trace", "gaussian"), ("analytic", "gaussian")] + [("trace", f) for f in FAMILIES],
+)
 @pytest.mark.parametrize("compile", ["off", "on"], ids=["eager", "compiled"])
-def test_the_warmup_loss_is_reconstruction_plus_beta_times_kl(digits, elbo, compile):
-    t = trainer(digits, kl_warmup=2, elbo=elbo, compile=compile)
+def test_the_warmup_loss_is_reconstruction_plus_beta_times_kl(digits, elbo, family, compile):
+    own = FAMILIES.get(family, {})
+    t = trainer(digits, kl_warmup=2, elbo=elbo, compile=compile, **own)
     t.begin()
-    assert t.elbo.compile == (compile == "on")
+    assert t.elbo.compile == (compile == "on")  # (the Beta falls back to eager at its 1st step)
     steps = t.steps_per_epoch()  # 4: β = step / 8
     x = t.data.test[:50]
     for step in (0, 3, 6, 8, 20):
@@ -71,11 +83,12 @@ def test_free_bits_clamp_each_units_batch_mean_kl_and_stop_its_gradient():
     )
 
 
-def test_free_bits_over_every_unit_leave_the_reconstructions_gradient(digits):
+@pytest.mark.parametrize("family", ["gaussian", *FAMILIES])
+def test_free_bits_over_every_unit_leave_the_reconstructions_gradient(digits, family):
     """λ far above every unit's KL: the gradient is that of the reconstruction alone (β = 0)."""
     grads = []
     for options in ({"free_bits": 1000.0}, {"kl_warmup": 1}):
-        t = trainer(digits, **options)
+        t = trainer(digits, **options, **FAMILIES.get(family, {}))
         t.schedules.set_step(0, t.optim)  # warm-up at step 0: β = 0
         pyro.set_rng_seed(11)
         t.elbo.loss_and_grads(t.vae.model, t.vae.guide, t.data.test[:50])
