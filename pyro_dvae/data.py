@@ -193,14 +193,35 @@ register_dataset("fashion-mnist", (28, 28))(_torchvision_loader("fashion-mnist",
 register_dataset("kmnist", (28, 28))(_torchvision_loader("kmnist", "KMNIST"))
 
 
+def digits_arrays():
+    """scikit-learn's 8x8 digits as (1797, 64) grey levels 0..16 and (1797,) labels.
+
+    Read straight from the file scikit-learn ships (its ``load_digits`` reads the same file),
+    so that a digits run does not pay the seconds of importing scikit-learn; through
+    ``load_digits`` where that file is not where this scikit-learn keeps it.
+    """
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    folders = spec.submodule_search_locations if spec is not None else None
+    path = Path(folders[0]) / "datasets" / "data" / "digits.csv.gz" if folders else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.data, bunch.target
+    table = np.loadtxt(path, delimiter=",")  # numpy reads .gz itself
+    return table[:, :-1], table[:, -1].astype(int)
+
+
 @register_dataset("digits", (8, 8))
 def _load_digits(root: Path):
     """scikit-learn's 8x8 digits (shipped with it): 1497 training and 300 test images."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.as_tensor(bunch.data, dtype=torch.float32) / 16.0
-    y = torch.as_tensor(bunch.target, dtype=torch.long)
+    pixels, labels = digits_arrays()
+    x = torch.as_tensor(pixels, dtype=torch.float32) / 16.0
+    y = torch.as_tensor(labels, dtype=torch.long)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     x, y = x[order], y[order]
     return x[300:], y[300:], x[:300], y[:300]

@@ -8,9 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib import colormaps
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from .data import IMAGE_SHAPES, load_dataset
 from .errors import ConfigError, RunDirError, StorageError
@@ -21,12 +18,14 @@ from .sweep import PAPER_ALPHAS, PAPER_SIZES
 from .wording import capped
 
 FIGURES: dict[str, Callable[..., Path]] = {}
-_DIGIT_COLOURS = colormaps["tab10"]
 
 
 def figure(*args, figsize=None, layout=None, **kwargs):
     """A figure and its axes, as ``Figure.subplots`` makes them: matplotlib's object API,
-    so no pyplot state is kept and no backend is chosen (files need none)."""
+    so no pyplot state is kept and no backend is chosen (files need none). matplotlib is
+    imported here, by the commands that draw, not by every command that starts."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize, layout=layout)
     return fig, fig.subplots(*args, **kwargs)
 
@@ -57,6 +56,8 @@ def _suptitle(fig, text: str, dataset: str = PAPER_DATASET) -> None:
 
 def epoch_axis(ax) -> None:
     """An x axis of epochs: labelled so, its ticks whole numbers (epoch 1, 2, never 1.5)."""
+    from matplotlib.ticker import MaxNLocator
+
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
 
@@ -123,9 +124,11 @@ def _test_codes(r: RunResult, data_dir, device, images: int, guide=None):
 
 
 def _scatter(ax, xy: np.ndarray, labels: np.ndarray, title: str) -> None:
+    from matplotlib import colormaps
+
     for digit in range(int(labels.max()) + 1):
         mask = labels == digit
-        ax.scatter(xy[mask, 0], xy[mask, 1], s=2, color=_DIGIT_COLOURS(digit), label=str(digit))
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=2, color=colormaps["tab10"](digit), label=str(digit))
     ax.set_title(title, fontsize=10)
 
 

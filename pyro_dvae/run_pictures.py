@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib import colormaps
 
 from .collapse import last_verdict
 from .data import IMAGE_SHAPES, load_dataset
@@ -174,12 +173,12 @@ def curve_series(records: list[dict]) -> dict[str, tuple[list[int], list[float]]
 
 # --------------------------------------------------------------------------- drawing
 
-#: grey levels, NaN (the gaps between images) in the figure's white
-_GREY = colormaps["gray"].with_extremes(bad="white")
-
 
 def draw_panels(panels: list[Panel], title: str, cell: float = 0.42):
     """The panels side by side, each as one tiled image with its labels."""
+    from matplotlib import colormaps
+
+    grey = colormaps["gray"].with_extremes(bad="white")  # NaN (the gaps) in the figure's white
     widths = [p.images.shape[1] for p in panels]
     height = max(p.images.shape[0] for p in panels)
     fig, axes = figure(
@@ -192,7 +191,7 @@ def draw_panels(panels: list[Panel], title: str, cell: float = 0.42):
     for ax, panel in zip(axes[0], panels, strict=True):
         rows, cols, h, w = panel.images.shape
         g = panel.gap
-        ax.imshow(panel.canvas(), cmap=_GREY, vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(panel.canvas(), cmap=grey, vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(panel.title, fontsize=9)
         ax.set_xticks([c * (w + g) + (w - 1) / 2 for c in range(cols)] if panel.col_labels else [])
         ax.set_xticklabels(panel.col_labels or [], fontsize=7, rotation=90)
@@ -210,6 +209,8 @@ def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train",
     tempered = any(len(set(s.get("temperature", ((), ()))[1])) > 1 for _, s in series)
     fig, axes = figure(1, 3 + tempered, figsize=(4.6 * (3 + tempered), 4.0), squeeze=False)
     axes = axes[0]
+    from matplotlib import colormaps
+
     colours = colormaps["tab10"]
     for i, (label, s) in enumerate(series):
         for ax, (part, name) in zip(axes, CURVE_PANELS, strict=False):

@@ -784,3 +784,16 @@ def test_kl_kind_and_fallback_note(tmp_path, family, elbo, kind):
         assert "'z'" in notes[0] and "Monte Carlo" in notes[0] and "concrete" in notes[0]
     else:
         assert notes == []
+
+
+def test_the_digits_read_without_scikit_learn_are_its_load_digits():
+    """The digits file read directly (no scikit-learn import) holds what ``load_digits``
+    returns: the same pixels and labels, in the same order."""
+    from sklearn.datasets import load_digits
+
+    from pyro_dvae.data import digits_arrays
+
+    pixels, labels = digits_arrays()
+    bunch = load_digits()
+    assert pixels.shape == (1797, 64) and pixels.dtype == bunch.data.dtype
+    assert (pixels == bunch.data).all() and (labels == bunch.target).all()

@@ -40,6 +40,8 @@ def test_a_sweep_of_estimators_becomes_one_row_each(tmp_path):
             "1",
             "--evaluate",
             "10",
+            "--jobs",
+            "2",  # four runs, each trained then evaluated: two at a time
             "--out",
             str(sweep),
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,22 +44,30 @@ def sweep(out: Path, *extra: str, epochs: int = 2, backend: str = "ray") -> list
     return ["sweep", *GRID, "--epochs", str(epochs), "--out", str(out), *more, *extra]
 
 
+@pytest.fixture(scope="module")
+def ray_sweep(cluster, tmp_path_factory) -> Path:
+    """The grid's two runs trained for two epochs on the cluster, once for the tests that
+    read it; a test that changes it works on a copy."""
+    out = tmp_path_factory.mktemp("ray-sweep") / "ray"
+    result = run_ok(sweep(out))
+    assert "2 of 2 runs finished" in result.stderr
+    return out
+
+
 def _nodes(sweep_dir: Path) -> set[str]:
     text = "".join(p.read_text() for p in (sweep_dir / "logs").glob("*.log"))
     return set(re.findall(r"\(Ray task on node (\w+)\)", text))
 
 
 @pytest.mark.slow
-def test_a_ray_sweep_equals_the_local_one_and_uses_both_nodes(cluster, tmp_path):
-    result = run_ok(sweep(tmp_path / "ray"))
-    assert "2 of 2 runs finished" in result.stderr
+def test_a_ray_sweep_equals_the_local_one_and_uses_both_nodes(ray_sweep, tmp_path):
     run_ok(sweep(tmp_path / "local", backend="local"))
     for name in ("gaussian-d2-digits", "logitnormal-d2-a1.78-digits"):
-        a = load_checkpoint(tmp_path / "ray" / "runs" / name)["model"]
+        a = load_checkpoint(ray_sweep / "runs" / name)["model"]
         b = load_checkpoint(tmp_path / "local" / "runs" / name)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    assert len(_nodes(tmp_path / "ray")) == 2  # one CPU per node: a run on each
-    again = run_ok(sweep(tmp_path / "ray"))
+    assert len(_nodes(ray_sweep)) == 2  # one CPU per node: a run on each
+    again = run_ok(sweep(ray_sweep))
     assert "2 already finished, 0 to run" in again.stderr
 
 
@@ -73,15 +82,15 @@ def test_runs_that_take_a_gpu_go_one_per_gpu_to_the_node_that_has_it(cluster, tm
 
 
 @pytest.mark.slow
-def test_a_run_with_a_damaged_checkpoint_fails_alone_on_ray(cluster, tmp_path):
-    run_ok(sweep(tmp_path / "sw", epochs=1))
+def test_a_run_with_a_damaged_checkpoint_fails_alone_on_ray(ray_sweep, tmp_path):
+    shutil.copytree(ray_sweep, tmp_path / "sw")  # two runs at epoch 2
     broken = tmp_path / "sw" / "runs" / "logitnormal-d2-a1.78-digits"
     (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    result = invoke(sweep(tmp_path / "sw", epochs=2))
+    result = invoke(sweep(tmp_path / "sw", epochs=3))
     assert result.exit_code == 1
     assert "logitnormal-d2-a1.78-digits: failed" in result.stderr and "damaged" in result.stderr
     healthy = read_json(tmp_path / "sw" / "runs" / "gaussian-d2-digits" / "summary.json")
-    assert healthy["epochs_completed"] == 2
+    assert healthy["epochs_completed"] == 3
     assert (broken / "checkpoint.pt").read_bytes() == b"not a checkpoint"
 
 
@@ -139,7 +148,9 @@ def test_stopping_a_ray_sweep_leaves_resumable_runs_and_nothing_running(cluster,
         summary = read_json(run / "summary.json")
         assert summary["status"] == "interrupted"
         assert summary["epochs_completed"] == RunDir(run).checkpoint_epoch() >= 1
-    time.sleep(1)
+    gone = time.time() + 1  # every run's process ends within a second of the sweep
+    while _fits_of(out) and time.time() < gone:
+        time.sleep(0.05)
     assert _fits_of(out) == []
     # the sweep run again (to fewer epochs than planned) resumes every run where it stopped
     done = {r.name: RunDir(r).checkpoint_epoch() for r in runs}

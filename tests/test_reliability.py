@@ -135,37 +135,37 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason=
 @pytest.mark.slow
 @needs_proc
 def test_a_run_and_a_sweep_folder_have_one_writer(tmp_path):
-    out = tmp_path / "busy"
+    out, sweep = tmp_path / "busy", tmp_path / "sw"
+    args = ["sweep", "--family", "gaussian", "--latent-dim", "2", "--out", str(sweep)]
+    args += ["--dataset", "digits", "--hidden", "16", "--threads", "1"]
+    # a fit and a sweep, started together (their seconds of start-up overlap)
     first = start("fit", *TINY, "--epochs", str(LONG), "--out", str(out), "--no-progress")
+    sweeping = start(*args, "--epochs", str(LONG))
     try:
         wait_for(lambda: epochs_saved(out) >= 1, "the first run's first epoch")
-        for args in (fit_args(out), ["fit", "--resume", str(out), "--no-progress"]):
-            result = invoke(args)
+        for cmd in (fit_args(out), ["fit", "--resume", str(out), "--no-progress"]):
+            result = invoke(cmd)
             assert result.exit_code != 0
             assert_one_error_line(result)
             assert f"in use by process {first.pid}" in error_message(result)
         assert "pyro-dvae fit" in (out / ".lock").read_text()
-    finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=60)
-    assert first.returncode == 143
-    assert_consistent(out, "interrupted")  # one writer's files, whole
+        assert first.returncode == 143
+        assert_consistent(out, "interrupted")  # one writer's files, whole
 
-    sweep = tmp_path / "sw"
-    args = ["sweep", "--family", "gaussian", "--latent-dim", "2", "--out", str(sweep)]
-    args += ["--dataset", "digits", "--hidden", "16", "--threads", "1"]
-    first = start(*args, "--epochs", str(LONG))
-    try:
         wait_for(
             lambda: epochs_saved(sweep / "runs" / "gaussian-d2-digits") >= 1, "the sweep's run"
         )
         result = invoke([*args, "--epochs", str(LONG + 1)])
         assert result.exit_code != 0
         assert_one_error_line(result)
-        assert f"sweep folder {sweep} is in use by process {first.pid}" in error_message(result)
+        assert f"sweep folder {sweep} is in use by process {sweeping.pid}" in error_message(result)
     finally:
-        first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=120)
+        for proc in (first, sweeping):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=120)
     assert_consistent(sweep / "runs" / "gaussian-d2-digits", "interrupted")
 
 
@@ -603,7 +603,9 @@ def test_bad_input_is_one_error_line(case, run, tmp_path):
 def test_evaluate_of_a_sweep_goes_past_a_damaged_run(tmp_path):
     sweep = tmp_path / "sw"
     args = ["sweep", "--family", "gaussian", "--family", "logitnormal", "--latent-dim", "2"]
-    run_ok([*args, "--out", str(sweep), *TINY[:4], "--threads", "1", "--epochs", "1"])
+    run_ok(
+        [*args, "--out", str(sweep), *TINY[:4], "--threads", "1", "--epochs", "1", "--jobs", "2"]
+    )
     broken, whole = (
         sweep / "runs" / "gaussian-d2-digits",
         sweep / "runs" / "logitnormal-d2-a1-digits",
@@ -629,13 +631,18 @@ def test_a_sweep_waits_for_a_run_that_another_process_is_finishing(tmp_path):
     run = sweep / "runs" / "gaussian-d2-digits"
     lock = FolderLock(run).acquire()  # this process stands for the run still saving
     proc = start(*args, "--epochs", "2")
-    time.sleep(8)
+    said = []
+    for line in proc.stderr:  # until the sweep says it waits (stderr is line-buffered)
+        said.append(line.decode())
+        if said[-1].startswith("[wait] gaussian-d2-digits"):
+            break
     assert proc.poll() is None, "the sweep did not wait for the run"
     assert epochs_saved(run) == 1
     lock.release()
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err.decode()
-    assert f"[wait] gaussian-d2-digits: in use by process {os.getpid()}" in err.decode()
+    proc.wait(timeout=120)  # (its few lines fit in the pipe)
+    err = "".join(said) + proc.stderr.read().decode()
+    assert proc.returncode == 0, err
+    assert f"[wait] gaussian-d2-digits: in use by process {os.getpid()}" in err
     assert assert_consistent(run, "finished") == 2
 
 

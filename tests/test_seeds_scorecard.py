@@ -44,7 +44,7 @@ def test_sweep_seeds_train_independent_runs(tmp_path):
     sweep = tmp_path / "sw"
     args = ["sweep", "--family", "gaussian", "--latent-dim", "2", "--out", str(sweep)]
     args += ["--dataset", "digits", "--hidden", "16", "--threads", "1", "--epochs", "1"]
-    run_ok([*args, "--seeds", "2"])
+    run_ok([*args, "--seeds", "2", "--jobs", "2"])
     runs = sorted(p.name for p in (sweep / "runs").iterdir())
     assert runs == ["gaussian-d2-digits", "gaussian-d2-digits-seed1"]
     a, b = (load_checkpoint(sweep / "runs" / n) for n in runs)

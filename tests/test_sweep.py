@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +53,22 @@ def run_files(sweep: Path) -> dict[str, bytes]:
 def _isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYRO_DVAE_DATA", str(tmp_path / "no-data"))
+
+
+@pytest.fixture(scope="module")
+def one_epoch_sweep(tmp_path_factory) -> Path:
+    """The three runs of ``group_sweep_args`` (a Gaussian, Logit-normals at α 0.5 and 1.78)
+    trained alone for one epoch, two at a time: trained once, copied by each test that uses
+    it (:func:`one_epoch`)."""
+    sweep = tmp_path_factory.mktemp("one-epoch") / "sw"
+    run_ok(group_sweep_args(sweep, "--jobs", "2", epochs=1))
+    return sweep
+
+
+@pytest.fixture
+def one_epoch(one_epoch_sweep, tmp_path) -> Path:
+    """A copy of the one-epoch sweep, this test's to change."""
+    return Path(shutil.copytree(one_epoch_sweep, tmp_path / "sw"))
 
 
 def test_paper_preset_is_the_papers_grid():
@@ -117,11 +134,11 @@ def test_sweep_runs_the_grid_then_skips_finished_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_raising_epochs_resumes_every_run_to_the_uninterrupted_result(tmp_path):
-    sweep = tmp_path / "sw"
-    run_ok(sweep_args(sweep, epochs=1))
+def test_raising_epochs_resumes_every_run_to_the_uninterrupted_result(tmp_path, one_epoch):
+    sweep = one_epoch  # the grid's two runs at epoch 1 (and a third, of another grid)
     # the dry run's estimate: epochs to go × the runs' mean seconds per epoch / runs at a time
-    rates = [read_json(p / "summary.json")["seconds_per_epoch"] for p in (sweep / "runs").iterdir()]
+    grid = ("gaussian-d2-digits", "logitnormal-d2-a1.78-digits")
+    rates = [read_json(sweep / "runs" / n / "summary.json")["seconds_per_epoch"] for n in grid]
     total = run_ok([*sweep_args(sweep, epochs=3), "--jobs", "2", "--dry-run"]).stdout.splitlines()
     hours = 4 * sum(rates) / len(rates) / 2 / 3600
     assert total[-1] == (
@@ -156,7 +173,9 @@ def test_raising_epochs_resumes_every_run_to_the_uninterrupted_result(tmp_path):
 @pytest.mark.slow
 def test_interrupted_sweep_continues_where_it_stopped(tmp_path):
     sweep = tmp_path / "sw"
-    args = ["--family", "gaussian", "--latent-dim", "2", "--epochs", "150", "--out", str(sweep)]
+    # 200 short epochs (300 images each): more than it reaches before the stop, few to resume
+    args = ["--family", "gaussian", "--latent-dim", "2", "--epochs", "200", "--out", str(sweep)]
+    args += ["--subset", "300"]
     cmd = [sys.executable, "-m", "pyro_dvae", "sweep", *args, *TINY[:4], "--threads", "1"]
     env = {**os.environ, "PYRO_DVAE_DATA": str(tmp_path)}
     proc = subprocess.Popen(
@@ -178,24 +197,24 @@ def test_interrupted_sweep_continues_where_it_stopped(tmp_path):
     assert proc.returncode == 130, err.decode()
     summary = read_json(run / "summary.json")
     done = summary["epochs_completed"]
-    assert summary["status"] == "interrupted" and 2 <= done < 150
+    assert summary["status"] == "interrupted" and 2 <= done < 200
     assert load_checkpoint(run)["epoch"] == done
     assert "run the same command again" in err.decode()
 
     result = run_ok(["sweep", *args, *TINY])
     assert f"resume from epoch {done}" in result.stderr
-    assert read_json(run / "summary.json")["epochs_completed"] == 150
-    assert [r["epoch"] for r in read_metrics(run)] == list(range(1, 151))
+    assert read_json(run / "summary.json")["epochs_completed"] == 200
+    assert [r["epoch"] for r in read_metrics(run)] == list(range(1, 201))
 
 
 @pytest.mark.slow
-def test_a_failing_run_is_reported_and_leaves_the_others_whole(tmp_path):
-    sweep = tmp_path / "sw"
-    run_ok(sweep_args(sweep, epochs=1))
+def test_a_failing_run_is_reported_and_leaves_the_others_whole(one_epoch):
+    sweep = one_epoch
     # damage one run's checkpoint; put a run of another configuration in a third run's place
     broken = sweep / "runs" / "logitnormal-d2-a1.78-digits"
     (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
     clash = sweep / "runs" / "logitnormal-d2-a0.5-digits"
+    shutil.rmtree(clash)
     run_ok(
         [
             "fit",
@@ -252,9 +271,8 @@ def test_bad_sweep_options_are_one_error_line(tmp_path, args):
 
 
 @pytest.mark.slow
-def test_sweep_json_records_the_grid(tmp_path):
-    sweep = tmp_path / "sw"
-    run_ok(sweep_args(sweep, epochs=1))
+def test_sweep_json_records_the_grid(one_epoch):
+    sweep = one_epoch
     doc = json.loads((sweep / "sweep.json").read_text())
     cfg = FitConfig.from_dict(doc["runs"]["logitnormal-d2-a1.78-digits"])
     assert cfg.alpha == 1.78 and cfg.dataset == "digits" and cfg.epochs == 1
@@ -330,7 +348,7 @@ def group_sweep_args(out: Path, *extra: str, epochs: int = 2) -> list[str]:
 @pytest.mark.slow
 def test_a_grouped_sweep_trains_compatible_runs_together_as_ordinary_runs(tmp_path):
     sweep = tmp_path / "sw"
-    result = run_ok(group_sweep_args(sweep, "--group-size", "2"))
+    result = run_ok(group_sweep_args(sweep, "--group-size", "2", "--jobs", "2"))
     assert "1 groups of up to 2" in result.stderr
     assert "3 of 3 runs finished" in result.stderr
     grouped = {"logitnormal-d2-a0.5-digits", "logitnormal-d2-a1.78-digits"}
@@ -343,7 +361,7 @@ def test_a_grouped_sweep_trains_compatible_runs_together_as_ordinary_runs(tmp_pa
     again = run_ok(group_sweep_args(sweep, "--group-size", "2"))
     assert "3 already finished, 0 to run" in again.stderr
     # a member continues alone, or with its group, to a longer length
-    longer = run_ok(group_sweep_args(sweep, "--group-size", "2", epochs=3))
+    longer = run_ok(group_sweep_args(sweep, "--group-size", "2", "--jobs", "2", epochs=3))
     assert longer.stderr.count("resume from epoch 2 as a group of 2") == 2
     assert (
         read_json(sweep / "runs" / "gaussian-d2-digits" / "summary.json")["epochs_completed"] == 3
@@ -351,12 +369,11 @@ def test_a_grouped_sweep_trains_compatible_runs_together_as_ordinary_runs(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_group_member_with_a_damaged_checkpoint_fails_alone(tmp_path):
-    sweep = tmp_path / "sw"
-    run_ok(group_sweep_args(sweep, "--group-size", "1", epochs=1))
+def test_a_group_member_with_a_damaged_checkpoint_fails_alone(one_epoch):
+    sweep = one_epoch  # trained alone (a group size of 1)
     broken = sweep / "runs" / "logitnormal-d2-a0.5-digits"
     (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    result = invoke(group_sweep_args(sweep, "--group-size", "4"))
+    result = invoke(group_sweep_args(sweep, "--group-size", "4", "--jobs", "2"))
     assert result.exit_code == 1
     assert "logitnormal-d2-a0.5-digits: failed" in result.stderr and "damaged" in result.stderr
     assert "2 of 3 runs finished" in result.stderr
