@@ -158,9 +158,11 @@ class ImportanceWeightedBound(SurrogateELBO):
 
 
 class IWAEELBO(CompiledELBO, ImportanceWeightedBound):
-    """:class:`ImportanceWeightedBound`, its step compiled with ``compile=True``: the graph
+    """:class:`ImportanceWeightedBound`, its step compiled with ``compile`` (True): the graph
     traced through the bound's own backward (DReG's weighting hooks included), the K
     particles' noise drawn as the eager step draws it, so the two agree to rounding.
+    ``step_inputs``: the per-step values the graph takes as inputs (an annealed
+    temperature; :class:`~pyro_dvae.compiled_elbo.CompiledELBO`).
     A guide whose stopped log q copies a learned transform (a flow, with ``dreg`` or
     ``stl``) steps eagerly after one warning: the copy would freeze its weights."""
 

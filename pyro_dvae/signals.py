@@ -33,14 +33,21 @@ class Stopped(KeyboardInterrupt):
         return 128 + self.signum
 
 
+#: the last stop signal :func:`stop_on_signals` turned into :class:`Stopped`: a library
+#: that catches the exception and raises a bare ``KeyboardInterrupt`` of its own (Ray's
+#: ``ray.wait`` and ``ray.get`` do, from their C++ wait) loses the signal, not this record
+_received: list[int] = []
+
+
 def signal_of(err: BaseException) -> int:
-    """The signal behind an interrupt (a bare ``KeyboardInterrupt`` is SIGINT); click wraps
-    one that escapes a command in ``click.Abort``, so the causes are searched too."""
+    """The signal behind an interrupt; click wraps one that escapes a command in
+    ``click.Abort``, so the causes are searched too. A bare ``KeyboardInterrupt`` is the
+    last signal :func:`stop_on_signals` received, or SIGINT if none."""
     while err is not None:
         if hasattr(err, "signum"):
             return err.signum
         err = err.__cause__ or err.__context__
-    return int(signal.SIGINT)
+    return _received[-1] if _received else int(signal.SIGINT)
 
 
 def _handled(sig: int) -> bool:
@@ -48,6 +55,7 @@ def _handled(sig: int) -> bool:
 
 
 def _raise(signum, frame) -> None:
+    _received.append(int(signum))
     raise Stopped(signum)
 
 
@@ -58,6 +66,7 @@ def stop_on_signals() -> Iterator[None]:
         yield
         return
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS if _handled(s)}
+    _received.clear()  # a signal of an earlier block is not this one's
     try:
         for sig in previous:
             signal.signal(sig, _raise)

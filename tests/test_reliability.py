@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from pyro_dvae.rundir import RunDir
-from pyro_dvae.signals import Stopped, deferred_stop
+from pyro_dvae.signals import Stopped, deferred_stop, signal_of, stop_on_signals
 
 from .helpers import (
     assert_one_error_line,
@@ -247,6 +247,30 @@ def test_signals_at_the_epoch_end_writes_are_held_until_they_are_done():
             done.append("metrics")
     assert done == ["checkpoint", "metrics"] and stopped.value.exit_code == 143
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_stop_signal_survives_a_library_that_raises_its_own_keyboardinterrupt():
+    """Ray's ``ray.wait`` turns the exception our handler raises into a bare
+    ``KeyboardInterrupt`` (its C++ wait checks signals and reports 'interrupted'): the stop
+    is still told as SIGTERM (exit 143), not as a Ctrl-C; a bare one outside is SIGINT."""
+
+    def blocking_call_of_a_library():
+        interrupted = False
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs here and raises Stopped
+        except KeyboardInterrupt:
+            interrupted = True  # a status code, as Ray's C++ wait returns
+        if interrupted:
+            raise KeyboardInterrupt  # what Ray raises then: no signal, no cause, no context
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        with stop_on_signals():
+            blocking_call_of_a_library()
+    assert type(caught.value) is KeyboardInterrupt
+    assert signal_of(caught.value) == signal.SIGTERM
+    with stop_on_signals():  # a new block forgets the last one's signal
+        assert signal_of(KeyboardInterrupt()) == signal.SIGINT
 
 
 # --------------------------------------------------------------------------- 3. disk full
