@@ -87,3 +87,15 @@ def read_metrics(run: Path) -> list[dict]:
 
 def load_checkpoint(run: Path) -> dict:
     return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+
+
+def assert_steps_agree(eager: list[tuple], compiled: list[tuple]) -> None:
+    """Compiled steps equal eager ones to rounding (float64): each (loss, reconstruction,
+    gradients) of one list against the same step of the other."""
+    import pytest
+
+    for (l0, r0, g0), (l1, r1, g1) in zip(eager, compiled, strict=True):
+        assert l1 == pytest.approx(l0, rel=1e-9)
+        assert r1 == pytest.approx(r0, rel=1e-9)
+        for a, b in zip(g0, g1, strict=True):
+            assert torch.allclose(a, b, rtol=1e-7, atol=1e-10)
