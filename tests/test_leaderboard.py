@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from pyro_dvae.leaderboard import COLUMNS
+from pyro_dvae.leaderboard import COLUMNS, curve, leaderboard
 
 from .helpers import invoke, run_ok
 
@@ -67,6 +67,26 @@ def test_a_sweep_of_estimators_becomes_one_row_each(tmp_path):
     assert by_estimator["nvil"]["relaxation_gap_mean"] == ""
     assert (out / "leaderboard.png").stat().st_size > 10_000
     assert "| bernoulli 4 | nvil |" in result.stdout
+    # other jobs on the machine slow a run's epochs: a row's seconds per epoch is the median
+    # epoch of its least-slowed seed, and the plot's hours are epochs × that
+    first, second = sorted((sweep / "runs").glob("bernoulli-d4-nvil*"))
+    _slow_down(second, 10.0)
+    quick = statistics.median(_slow_down(first, 1.0))
+    (row,) = [row for row in leaderboard([sweep]) if row.estimator == "nvil"]
+    assert row.values()["seconds_per_epoch"] == pytest.approx(quick)
+    for r in row.scored:
+        hours, losses = curve(r, row.seconds_per_epoch())
+        assert hours == pytest.approx([quick / 3600]) and len(losses) == 1
+
+
+def _slow_down(run, factor: float) -> list[float]:
+    """Each epoch of ``run`` made ``factor`` times slower, as another job would; the times."""
+    path = run / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for r in records:
+        r["seconds"] *= factor
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return [r["seconds"] for r in records]
 
 
 def test_a_run_folder_is_refused_in_one_line(tmp_path):
