@@ -86,6 +86,27 @@ def particle_loss(model_trace, guide_trace, analytic: bool) -> torch.Tensor:
     return loss
 
 
+def trace_parameters(trace) -> list[torch.Tensor]:
+    """The unconstrained leaves of a trace's parameters (what ``pyro.infer.SVI`` updates)."""
+    return [
+        site["value"].unconstrained()
+        for site in trace.nodes.values()
+        if site["type"] == "param" and site["value"].unconstrained().requires_grad
+    ]
+
+
+def unique(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``tensors`` without repeats (a parameter the model and the guide share), in order."""
+    return list({id(t): t for t in tensors}.values())
+
+
+def gradients_by_name(learned: list[torch.Tensor], grads) -> dict[str, torch.Tensor]:
+    """Each reached parameter's gradient, by its param-store name, sorted by name."""
+    store = pyro.get_param_store()
+    pairs = [(store.param_name(p), g) for p, g in zip(learned, grads, strict=True)]
+    return dict(sorted((name, g) for name, g in pairs if g is not None))
+
+
 def _analytic_kl(q, p) -> torch.Tensor | None:
     try:
         return kl_divergence(q, p)
@@ -169,7 +190,12 @@ class CompiledELBO:
         if self.returns_gradients:
             with torch.no_grad():
                 loss, recon, *grads = self._compiled(*graph.params, *noise, *step_inputs, *args)
-            for p, g in zip(self._grad_params, grads, strict=True):
+            learned = self._grad_params + [
+                a for a in args if torch.is_tensor(a) and a.requires_grad
+            ]
+            for p, g in zip(learned, grads, strict=True):
+                if g.stride() != p.stride():  # a graph's gradient may come out transposed
+                    g = torch.empty_like(p).copy_(g)  # fused Adam reads it in p's layout
                 p.grad = g if p.grad is None else p.grad + g
             self.last_recon = recon
             return loss.item()
@@ -209,18 +235,32 @@ class CompiledELBO:
         :attr:`returns_gradients`, the loss, that mean, and the gradient of each
         parameter that :attr:`gradient_names` names, in its order."""
         surrogate = recon = 0.0
+        learned: list[torch.Tensor] = []
         for model_trace, guide_trace in particle_traces(self, model, guide, args, kwargs):
             _refuse_score_functions(guide_trace)
             loss = self.particle_surrogate(model_trace, guide_trace)
             n = data_size(model_trace) * self.num_particles
             surrogate = surrogate + loss / n
             recon = recon + reconstruction(model_trace) / n
-        return surrogate, recon
+            learned += trace_parameters(model_trace) + trace_parameters(guide_trace)
+        if not self.returns_gradients:
+            return surrogate, recon
+        learned = unique(learned)
+        inputs = [a for a in args if torch.is_tensor(a) and a.requires_grad]  # a group's weights
+        grads = torch.autograd.grad(surrogate, learned + inputs, allow_unused=True)
+        of_inputs = [
+            torch.zeros_like(a) if g is None else g
+            for a, g in zip(inputs, grads[len(learned) :], strict=True)
+        ]
+        of_params = gradients_by_name(learned, grads[: len(learned)])
+        self.gradient_names = tuple(of_params)
+        return (surrogate.detach(), recon, *of_params.values(), *of_inputs)
 
-    #: whether :meth:`graph_outputs` returns the gradients itself (its graph traced through
-    #: its own backward: for an estimator that hooks or splits its backward, as DReG does),
-    #: else AOTAutograd derives the backward of the surrogate
-    returns_gradients = False
+    #: whether :meth:`graph_outputs` returns the gradients itself: its graph traced through
+    #: its own backward, forward and backward one graph (faster on a CPU than AOTAutograd's
+    #: pair, and what an estimator that hooks its backward, as DReG does, needs); else
+    #: AOTAutograd derives the backward of the surrogate
+    returns_gradients = True
     #: with :attr:`returns_gradients`, the param-store names of the gradients the last
     #: :meth:`graph_outputs` returned
     gradient_names: tuple[str, ...] = ()

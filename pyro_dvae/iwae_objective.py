@@ -38,7 +38,7 @@ import pyro
 import torch
 from torch.distributions import Distribution, Independent, Transform, TransformedDistribution
 
-from .compiled_elbo import CompiledELBO
+from .compiled_elbo import CompiledELBO, gradients_by_name, trace_parameters, unique
 from .errors import ConfigError
 from .iwae_bound import log_densities, log_mean_exp, scaled_log_prob, vectorized_traces
 from .loss_graph import NotCapturable
@@ -120,12 +120,12 @@ class ImportanceWeightedBound(SurrogateELBO):
         parameter's ``.grad`` (so that the compiled step can trace it whole)."""
         log_w, stopped, model_tr, guide_tr = self.log_weights(model, guide, x)
         recon, value = self.last_recon, -self.bound(log_w.detach()).mean()
-        decoder, encoder = parameters(model_tr), parameters(guide_tr)
+        decoder, encoder = trace_parameters(model_tr), trace_parameters(guide_tr)
         if self.gradient != "dreg":
             target = log_w if stopped is None else stopped  # the same values: log q̄ = log q
             learned = unique(decoder + encoder)
             grads = torch.autograd.grad(-self.bound(target).mean(), learned, allow_unused=True)
-            return StepGradients(value, recon, named(learned, grads), guide_tr)
+            return StepGradients(value, recon, gradients_by_name(learned, grads), guide_tr)
         if set(map(id, decoder)) & set(map(id, encoder)):
             raise ConfigError("DReG needs the model and the guide to share no parameters")
         w = torch.softmax(log_w.detach(), 0)
@@ -136,16 +136,16 @@ class ImportanceWeightedBound(SurrogateELBO):
                 root.register_hook(lambda g: g * w.reshape(w.shape + (1,) * (g.dim() - 2)))
             learned = decoder + encoder
             grads = torch.autograd.grad(-(w * stopped).sum() / n, learned, allow_unused=True)
-            return StepGradients(value, recon, named(learned, grads), guide_tr)
+            return StepGradients(value, recon, gradients_by_name(learned, grads), guide_tr)
         grads = {}
         if encoder:  # Σ w̃² ∇ log w̄ reaches φ only through the samples
             g = torch.autograd.grad(
                 -(w * w * stopped).sum() / n, encoder, retain_graph=bool(decoder), allow_unused=True
             )
-            grads.update(named(encoder, g))
+            grads.update(gradients_by_name(encoder, g))
         if decoder:  # the standard gradient: log q has no θ, so Σ w̃ ∇θ log p
             g = torch.autograd.grad(-(w * stopped).sum() / n, decoder, allow_unused=True)
-            grads.update(named(decoder, g))
+            grads.update(gradients_by_name(decoder, g))
         return StepGradients(value, recon, grads, guide_tr)
 
     def loss_and_grads(self, model, guide, x) -> float:
@@ -166,8 +166,6 @@ class IWAEELBO(CompiledELBO, ImportanceWeightedBound):
     A guide whose stopped log q copies a learned transform (a flow, with ``dreg`` or
     ``stl``) steps eagerly after one warning: the copy would freeze its weights."""
 
-    returns_gradients = True
-
     def graph_outputs(self, model, guide, args, kwargs) -> tuple[torch.Tensor, ...]:
         step = self.step_gradients(model, guide, *args, **kwargs)
         if self.gradient != "standard" and learned_transforms(step.guide_trace):
@@ -183,18 +181,6 @@ class StepGradients(NamedTuple):
     recon: torch.Tensor  #: the mean −log p(x | z) over the particles
     grads: dict[str, torch.Tensor]  #: each reached parameter's gradient, by param-store name
     guide_trace: Any
-
-
-def unique(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """``tensors`` without repeats (a parameter the model and the guide share), in order."""
-    return list({id(t): t for t in tensors}.values())
-
-
-def named(learned: list[torch.Tensor], grads) -> dict[str, torch.Tensor]:
-    """Each reached parameter's gradient, by its param-store name, sorted by name."""
-    store = pyro.get_param_store()
-    pairs = [(store.param_name(p), g) for p, g in zip(learned, grads, strict=True)]
-    return dict(sorted((name, g) for name, g in pairs if g is not None))
 
 
 def learned_transforms(guide_tr) -> bool:
@@ -277,15 +263,6 @@ def sample_roots(guide_tr, shape: torch.Size) -> list[torch.Tensor] | None:
             return None
         roots.append(value)
     return roots
-
-
-def parameters(trace) -> list[torch.Tensor]:
-    """The unconstrained leaves of a trace's parameters (what ``pyro.infer.SVI`` updates)."""
-    return [
-        site["value"].unconstrained()
-        for site in trace.nodes.values()
-        if site["type"] == "param" and site["value"].unconstrained().requires_grad
-    ]
 
 
 def stopped_log_q(guide_tr, shape: tuple[int, int]) -> torch.Tensor:
