@@ -57,6 +57,11 @@ def verdict(test: dict[str, Any], config=None) -> str | None:
         facts.append(f"test KL {kl:.2f} nats")
     if active is not None:
         facts.append(f"{active} active units")
+    if kl is not None and kl >= COLLAPSE_KL:  # q pays its KL, but the same for every image
+        return (
+            f"posterior collapse ({', '.join(facts)}): q(z | x) is the same for every image, "
+            f"so z tells the decoder nothing about x; {remedy(config)}"
+        )
     return (
         f"posterior collapse ({', '.join(facts)}): the decoder ignores z, so every "
         f"reconstruction and sample is alike; {remedy(config)}"

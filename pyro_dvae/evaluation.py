@@ -36,7 +36,8 @@ from .wording import capped
 
 EVALUATION = "evaluation.json"
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016)
-#: IWAE draws per image for the discrete model behind a relaxed run (``discrete`` block)
+#: IWAE draws per image for the discrete model behind a relaxed run (``discrete`` block),
+#: unless ``k`` is smaller (a quick evaluation stays quick)
 DISCRETE_K = 1000
 
 
@@ -159,7 +160,7 @@ def evaluate(
     progress: bool = True,
     partial: Path | None = None,
     log: Callable[[str], None] | None = None,
-    discrete_k: int = DISCRETE_K,
+    discrete_k: int | None = None,
 ) -> dict[str, Any]:
     """All evaluation numbers of a loaded run on ``data`` (already on the run's device).
 
@@ -168,6 +169,7 @@ def evaluate(
     they stopped; the caller deletes it once the result is stored.
     """
     check_options(k, images, n_neighbors)
+    discrete_k = min(k, DISCRETE_K) if discrete_k is None else discrete_k
     x_test = data.test if images == 0 else data.test[:images]
     t0 = time.perf_counter()
     device, n = x_test.device, int(x_test.shape[0])
@@ -323,7 +325,7 @@ def evaluate_run(
     progress: bool = True,
     guide: torch.nn.Module | str | None = None,
     log: Callable[[str], None] | None = None,
-    discrete_k: int = DISCRETE_K,
+    discrete_k: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate the checkpoint in ``run_path`` and write ``evaluation.json`` beside it.
 
@@ -341,7 +343,7 @@ def evaluate_run(
     state is left as it was); ``progress``: show progress bars; ``guide``: the run's own guide,
     if it was trained with one (as for :func:`load_run`); ``log``: a function that takes each
     note (a line), or ``None`` for none; ``discrete_k``: importance samples for the model with
-    hard codes behind a relaxed latent.
+    hard codes behind a relaxed latent (``None``: the smaller of ``k`` and 1000).
 
     Returns what ``evaluation.json`` holds: the test −ELBO and its parts (``test_loss``,
     ``test_recon``, ``test_kl``), the IWAE ``test_log_likelihood`` and its standard error,

@@ -229,8 +229,8 @@ def runs_table(runs: list[RunResult]) -> Table:
         "k",
         "active units",
         "kNN accuracy",
-        "one-hot −ELBO",
-        "one-hot −log p(x)",
+        "hard codes −ELBO",
+        "hard codes −log p(x)",
         "training time",
         "evaluation time",
     ]
@@ -273,8 +273,9 @@ def runs_table(runs: list[RunResult]) -> Table:
     )
     if any("discrete" in r.evaluation for r in runs):
         note += (
-            ". One-hot: the Concrete run's networks scoring its discrete model (one-hot codes,"
-            " uniform categorical prior), with the same k."
+            ". Hard codes: the run's networks scoring the discrete model its codes relax (a"
+            " Concrete's one-hot codes, a Logit-normal's bits 1[y > 0], a Bernoulli run's bits;"
+            " a uniform prior), its IWAE with `evaluate`'s `--discrete-k` samples."
         )
     trained_otherwise = sorted({flag for r in runs for flag in remedies(r.config)})
     if trained_otherwise:
@@ -287,7 +288,7 @@ def runs_table(runs: list[RunResult]) -> Table:
         note += (
             " *: the relaxed model's IWAE bound of a run trained with the discrete KL (`--kl"
             " discrete`, Jang et al.), whose objective is no bound on it: its confident"
-            " posteriors pay a relaxed KL they were never trained on. Its one-hot columns score"
+            " posteriors pay a relaxed KL they were never trained on. Its hard-codes columns score"
             " the discrete model it stands for (docs/concrete.md)."
         )
     return Table("All runs", cols, rows, note, first="run")

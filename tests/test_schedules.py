@@ -195,6 +195,10 @@ def test_the_collapse_sentence_names_the_facts_and_the_remedies():
     assert "--kl-warmup" in said and "--free-bits" in said
     assert verdict({"test_kl": 2.9, "test_active_units": 12}) is None
     assert verdict({"test_kl": 2.9, "test_active_units": 0}) is not None  # no unit active
+    # a KL well above the floor with no unit active: q moved off the prior, the same for all x
+    paid = verdict({"test_kl": 21.87, "test_active_units": 0})
+    assert "same for every image" in paid and "decoder ignores z" not in paid
+    assert "decoder ignores z" in said
     assert verdict({"test_kl": COLLAPSE_KL / 2}) is not None  # a run from before the count
     assert verdict({"train_loss": 3.0}) is None  # an epoch without evaluation
     # a run with a remedy on already is not told to turn it on

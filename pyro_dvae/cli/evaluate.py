@@ -117,9 +117,9 @@ def _table(rows: list[dict]) -> str:
 @click.option(
     "--discrete-k",
     type=click.IntRange(min=1),
-    default=DISCRETE_K,
-    show_default=True,
-    help="IWAE samples per image for the discrete model behind a relaxed run (hard codes).",
+    default=None,
+    help="IWAE samples per image for the discrete model behind a relaxed run (hard codes) "
+    f"[default: the smaller of --k and {DISCRETE_K}].",
 )
 @click.option("--guide", default=None, help=GUIDE_HELP)
 @data_dir_option
