@@ -88,6 +88,31 @@ def wait_for(condition, what: str, timeout: float = 120.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def stop_all(*procs: subprocess.Popen, leftovers: Path, within: float = 60.0) -> list[str]:
+    """A test's clean-up: SIGTERM to each process still running; one not gone within
+    ``within`` seconds is killed with its group, and so is any process left that mentions
+    ``leftovers`` (a sweep's runs). It raises nothing, so a test's own failure is what is
+    reported; it returns the commands that had to be killed."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline, killed = time.monotonic() + within, []
+    for proc in procs:
+        try:
+            proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            killed.append(f"{proc.args[3]} (process {proc.pid})")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    for pid in processes_mentioning(str(leftovers)):
+        killed.append(f"process {pid}")
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return killed
+
+
 def epochs_saved(path: Path) -> int:
     return RunDir(path).checkpoint_epoch() or 0
 
@@ -162,10 +187,8 @@ def test_a_run_and_a_sweep_folder_have_one_writer(tmp_path):
         assert_one_error_line(result)
         assert f"sweep folder {sweep} is in use by process {sweeping.pid}" in error_message(result)
     finally:
-        for proc in (first, sweeping):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.communicate(timeout=120)
+        killed = stop_all(first, sweeping, leftovers=tmp_path)
+    assert not killed, f"still running 60 s after SIGTERM: {killed}"
     assert_consistent(sweep / "runs" / "gaussian-d2-digits", "interrupted")
 
 
@@ -271,6 +294,42 @@ def test_a_stop_signal_survives_a_library_that_raises_its_own_keyboardinterrupt(
     assert signal_of(caught.value) == signal.SIGTERM
     with stop_on_signals():  # a new block forgets the last one's signal
         assert signal_of(KeyboardInterrupt()) == signal.SIGINT
+
+
+class _Noted:
+    """An object that runs ``on_free`` when it is freed (a ``__del__`` or a weakref callback,
+    where Python prints and drops an exception instead of raising it)."""
+
+    def __init__(self, on_free=None):
+        self.on_free = on_free
+
+    def __del__(self):
+        if self.on_free:
+            self.on_free()
+
+
+@pytest.mark.parametrize("where", ["weakref callback", "__del__"])
+def test_a_stop_signal_handled_where_python_drops_exceptions_still_stops(where, capsys):
+    """Python runs a signal's handler between any two bytecodes, also those of a weakref
+    callback or a ``__del__`` (torch's compile frees tensors with such callbacks all the
+    time), where the exception it raises is printed and dropped: the stop comes again."""
+    import weakref
+
+    signalled = lambda *_: signal.raise_signal(signal.SIGTERM)  # noqa: E731 (the handler runs now)
+    with pytest.raises(Stopped) as stopped:
+        with stop_on_signals():
+            if where == "__del__":
+                _Noted(signalled)  # freed at once
+            else:
+                freed = _Noted()
+                ref = weakref.ref(freed, signalled)
+                del freed
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # the work that the stop must still cut short
+                pass
+    assert stopped.value.exit_code == 143 and time.monotonic() < deadline
+    assert where == "__del__" or ref() is None
+    assert "Exception ignored" not in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- 3. disk full
