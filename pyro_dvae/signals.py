@@ -7,11 +7,19 @@ kill the process without a word. :func:`stop_on_signals` raises :class:`Stopped`
 checkpoint on Ctrl-C runs for each. :func:`deferred_stop` holds them until a block
 of file writes is done. A signal that the parent set to be ignored (``nohup``; a
 background job's SIGINT) stays ignored; SIGTERM is always handled.
+
+Python runs a handler between any two bytecodes, also inside a weakref callback or a
+``__del__`` (torch frees tensors through such callbacks all the time, most of all while
+it compiles), where the exception it raises is printed and dropped: the stop would be
+lost. So inside :func:`stop_on_signals` a dropped :class:`Stopped` is delivered again once
+that code has returned.
 """
 
 from __future__ import annotations
 
+import _thread
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,19 +67,40 @@ def _raise(signum, frame) -> None:
     raise Stopped(signum)
 
 
+#: seconds after a dropped :class:`Stopped` before it is delivered again: time for the
+#: callback that dropped it to return, so that the handler runs in the code it interrupted
+REDELIVER_AFTER = 0.01
+
+
+def _redeliver(unraisable, previous_hook) -> None:
+    """``sys.unraisablehook``: a :class:`Stopped` raised where Python drops exceptions is
+    signalled to the main thread again, shortly (from here its handler would run inside
+    this hook, which drops it too); anything else goes to the previous hook."""
+    if not isinstance(unraisable.exc_value, Stopped):
+        previous_hook(unraisable)
+        return
+    again = threading.Timer(REDELIVER_AFTER, _thread.interrupt_main, (unraisable.exc_value.signum,))
+    again.daemon = True
+    again.start()
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Inside the block, SIGINT, SIGTERM and SIGHUP raise :class:`Stopped`."""
+    """Inside the block, SIGINT, SIGTERM and SIGHUP raise :class:`Stopped`, also those that
+    a weakref callback or a ``__del__`` dropped (see the module)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS if _handled(s)}
+    previous_hook = sys.unraisablehook
     _received.clear()  # a signal of an earlier block is not this one's
     try:
         for sig in previous:
             signal.signal(sig, _raise)
+        sys.unraisablehook = lambda unraisable: _redeliver(unraisable, previous_hook)
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 

@@ -467,7 +467,10 @@ def test_a_stopped_sweep_returns_only_once_its_runs_have_let_go(tmp_path):
                 threading.Timer(1.0, proc.send_signal, [signal.SIGTERM]).start()
 
     sweep, run = tmp_path / "sw", tmp_path / "sw" / "runs" / "gaussian-d2-digits"
-    config = FitConfig(family="gaussian", dataset="digits", hidden=16, latent_dim=2, epochs=100_000)
+    # not about the compiled step: the run trains at once, without compiling first
+    config = FitConfig(
+        family="gaussian", dataset="digits", hidden=16, latent_dim=2, epochs=100_000, compile="off"
+    )
 
     def stop_once_training():
         deadline = time.time() + 120
