@@ -202,21 +202,21 @@ class RayLauncher(Launcher):
         return f"node {node[:12]}" if node else ""
 
     def stop(self, handles: list[tuple[Any, Path]], grace: float = STOP_GRACE) -> None:
-        """Cancel every task (each sends its run SIGTERM and waits for it), then wait."""
+        """Cancel every task (each sends its run SIGTERM and waits for it), then wait.
+
+        A second signal meanwhile changes nothing: it is dropped before Ray sees it, as
+        Ray's wait raises a bare ``KeyboardInterrupt`` for it that nothing here could tell
+        from any other, and leaving on it would end the sweep, and with it (Ray ends a job's
+        workers and their children) the runs still writing their last summary."""
         ray, refs = self.ray, [ref for ref, _ in handles]
         with deferred_stop(ignore=True):
             for ref in refs:
                 ray.cancel(ref, force=False)
-        deadline = time.monotonic() + grace
-        for ref in refs:
-            while True:
-                try:
-                    ready, _ = ray.wait([ref], timeout=max(0.1, deadline - time.monotonic()))
-                    if not ready:
-                        ray.cancel(ref, force=True)  # past the grace: its last checkpoint stands
-                    break
-                except Stopped:
-                    continue
+            deadline = time.monotonic() + grace
+            for ref in refs:
+                ready, _ = ray.wait([ref], timeout=max(0.1, deadline - time.monotonic()))
+                if not ready:
+                    ray.cancel(ref, force=True)  # past the grace: its last checkpoint stands
 
     def close(self) -> None:
         if self.owned and self.ray.is_initialized():
