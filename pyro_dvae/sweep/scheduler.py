@@ -17,7 +17,7 @@ from ..evaluation import read_evaluation
 from ..fileio import FolderLock, atomic_write_text
 from ..naming import named_grid
 from ..rundir import CONFIG, RunDir
-from ..signals import deferred_stop, stop_on_signals
+from ..signals import deferred_stop, raise_if_stopped, stop_on_signals
 from ..wording import plural
 from .launchers import STOP_GRACE, Launcher, LocalLauncher
 from .plan import PlannedRun, Task, grouped, make_run_dir, plan, tasks_for
@@ -197,6 +197,7 @@ class _Scheduler:
             if self.queue:
                 self.launcher.check_storage(self.sweep_dir)
             while self.queue or self.running:
+                raise_if_stopped()
                 self.start_ready()
                 time.sleep(settings.poll)
                 for job in list(self.running):
