@@ -589,6 +589,57 @@ def test_a_cancelled_ray_task_ends_only_once_its_run_has_stopped(tmp_path, monke
             proc.wait()
 
 
+def test_a_ray_cancel_whose_interrupt_a_finalizer_drops_still_stops_the_run(tmp_path, monkeypatch):
+    """``ray.cancel`` interrupts the task's main thread through its SIGINT handler, which may
+    run inside a weakref callback or a ``__del__``, where Python drops what it raises. The
+    task still stops its run and ends once the run has (before, the task waited on while its
+    run trained, until the sweep's grace ran out and Ray killed both, the summary 'running')."""
+    import types
+    import weakref
+
+    from pyro_dvae.sweep import launchers
+
+    fake_ray = types.SimpleNamespace(
+        get_runtime_context=lambda: types.SimpleNamespace(get_node_id=lambda: "node")
+    )
+    monkeypatch.setitem(sys.modules, "ray", fake_ray)
+    out, turns, dropped = tmp_path / "state", [], []
+
+    class Thing:
+        pass
+
+    def sleep(seconds):  # the task's wait for its run: the cancel comes once the run is up
+        turns.append(seconds)
+        assert len(turns) < 100, "the cancel was lost: the task waits on"
+        if out.exists() and len(dropped) == 0:
+            thing = Thing()
+            ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGINT))
+            del thing  # the callback runs here, and what the handler raises is dropped
+            assert ref() is None and len(dropped) == 1
+        time.sleep(seconds)
+
+    monkeypatch.setattr(launchers, "time", types.SimpleNamespace(sleep=sleep))
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a Ray worker
+    procs, real_spawn = [], launchers._spawn
+
+    def spawn(cmd, log):
+        procs.append(real_spawn(cmd, log))
+        return procs[-1]
+
+    monkeypatch.setattr(launchers, "_spawn", spawn)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            launchers._run_command(["python", "-c", _CHILD, str(out)], str(tmp_path / "log"))
+        assert issubclass(dropped[0].exc_type, KeyboardInterrupt)
+        assert procs[0].poll() == 143 and out.read_text() == "stopped"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def test_a_second_signal_while_a_ray_sweep_stops_does_not_end_its_wait():
     """Ray's wait runs our signal handler and, if it raises, raises a bare KeyboardInterrupt
     of its own. A second signal while the stopped runs are waited for must not end the

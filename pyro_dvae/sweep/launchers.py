@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..signals import Stopped, deferred_stop
+from ..signals import Stopped, deferred_stop, raise_if_stopped, stop_on_signals
 
 #: seconds a stopped run is given to write its checkpoint before it is killed
 STOP_GRACE = 120.0
@@ -287,13 +287,15 @@ def _run_command(cmd: list[str], log_path: str) -> tuple[int, str]:
     node = ray.get_runtime_context().get_node_id()
     proc = None
     try:
-        with open(log_path, "a") as log:
-            log.write(f"(Ray task on node {node})\n")
-            log.flush()
-            with deferred_stop():  # ray.cancel interrupts the main thread as SIGINT would
-                proc = _spawn(cmd, log)
-        while proc.poll() is None:
-            time.sleep(0.2)
+        with stop_on_signals():  # ray.cancel interrupts the main thread as SIGINT would
+            with open(log_path, "a") as log:
+                log.write(f"(Ray task on node {node})\n")
+                log.flush()
+                with deferred_stop():
+                    proc = _spawn(cmd, log)
+            while proc.poll() is None:
+                raise_if_stopped()  # a cancel whose interrupt a finalizer dropped
+                time.sleep(0.2)
     except KeyboardInterrupt:  # ray.cancel: the run stops at a resumable checkpoint
         if proc is None:
             raise
