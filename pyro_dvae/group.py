@@ -45,7 +45,7 @@ from .member_streams import MemberDraws, MemberStream
 from .optim import FusedClippedAdam, member_optim_state, stack_optim_states
 from .rundir import RunDir
 from .schedules import is_standard, remedies
-from .signals import deferred_stop
+from .signals import deferred_stop, raise_if_stopped
 from .train import COMPILE_NOTE, Trainer, train_epochs
 from .vae import VAE
 
@@ -245,6 +245,7 @@ class GroupTrainer:
         recon_sum = torch.zeros(m, device=self.device)  # as a solo run sums it
         bad_step = torch.full((m,), -1, device=self.device, dtype=torch.long)
         for start in range(0, n, size):
+            raise_if_stopped()
             idx = perm[:, start : start + size]
             self.family.set_step(self.step)
             losses = self._step(x_bin[rows, idx])

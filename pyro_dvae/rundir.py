@@ -303,6 +303,31 @@ class RunDir:
             summary["status"] = "interrupted"  # killed outright (SIGKILL): nobody trains it
         return summary
 
+    def settle_summary(self) -> bool:
+        """Write down what :meth:`read_summary` makes of a summary that a process killed
+        outright left ``running`` (``interrupted``, at the checkpoint's epoch), under the
+        run's lock, so that the file says so too; whether it did. A run that another
+        process holds, or whose summary is final, is left as it is."""
+        try:
+            text = self.summary_path.read_text(encoding="utf-8")
+            running = json.loads(text).get("status") == "running"
+        except (OSError, ValueError, AttributeError):  # none, not JSON, not an object
+            return False
+        summary = self.read_summary()
+        if not running or summary.get("status") != "interrupted":
+            return False
+        try:
+            self.lock()
+        except LockError:
+            return False
+        try:
+            if self.summary_path.read_text(encoding="utf-8") != text:
+                return False  # a process took the run meanwhile and wrote its own
+            self.write_summary(summary, final=True)
+            return True
+        finally:
+            self.unlock()
+
 
 def _upto(records: list[dict[str, Any]], last: int | None) -> list[dict[str, Any]]:
     """Each epoch's last row, for the epochs up to ``last`` (all if there is no checkpoint)."""

@@ -84,6 +84,10 @@ def _redeliver(unraisable, previous_hook) -> None:
     again.start()
 
 
+#: the :func:`stop_on_signals` blocks open now; a nested one shares its outer one's signals
+_open: list[None] = []
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Inside the block, SIGINT, SIGTERM and SIGHUP raise :class:`Stopped`, also those that
@@ -93,7 +97,9 @@ def stop_on_signals() -> Iterator[None]:
         return
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS if _handled(s)}
     previous_hook = sys.unraisablehook
-    _received.clear()  # a signal of an earlier block is not this one's
+    if not _open:
+        _received.clear()  # a signal of an earlier block is not this one's
+    _open.append(None)
     try:
         for sig in previous:
             signal.signal(sig, _raise)
@@ -101,8 +107,19 @@ def stop_on_signals() -> Iterator[None]:
         yield
     finally:
         sys.unraisablehook = previous_hook
+        _open.pop()
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def raise_if_stopped() -> None:
+    """Raise :class:`Stopped` again for a stop signal received in this block, for a loop that
+    is still going after it: Python runs a handler wherever the main thread is, in a weakref
+    callback or a ``__del__`` too (torch's compiler runs many), and there it drops the
+    handler's exception ("Exception ignored in ..."). :func:`stop_on_signals` delivers such a
+    signal again; called each turn, this stops the loop even if that delivery too is lost."""
+    if _open and _received:
+        raise Stopped(_received[-1])
 
 
 @contextmanager

@@ -39,7 +39,7 @@ from .inference import (
 from .optim import FusedClippedAdam
 from .rundir import RunDir, runtime_versions, summary_numbers
 from .schedules import Schedules, check_reparameterized
-from .signals import deferred_stop, signal_of, stop_on_signals
+from .signals import deferred_stop, raise_if_stopped, signal_of, stop_on_signals
 from .stored_run import guide_refusal
 from .tracking import trackers
 from .vae import VAE
@@ -239,6 +239,7 @@ class Trainer:
         loss_sum = 0.0
         recon_sum = torch.zeros((), device=self.device)
         for start in range(0, n, cfg.batch_size):
+            raise_if_stopped()
             idx = perm[start : start + cfg.batch_size]
             self.family.set_step(self.step)
             self.schedules.set_step(self.step, self.optim)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 
 import pytest
 
@@ -130,6 +131,35 @@ def test_a_stop_signal_is_told_as_interrupted_with_the_signal(tmp_path):
     (end,) = rec.of("end")
     assert end[2] == "interrupted" and end[3]["stopped_by"] == "SIGTERM"
     assert end[3]["epochs_completed"] == 1  # the epoch counted before the signal was raised
+
+
+def test_a_stop_signal_whose_handler_runs_in_a_finalizer_still_stops_the_run(tmp_path, monkeypatch):
+    """Python runs a signal's handler wherever the main thread is, in a weakref callback or a
+    ``__del__`` too (torch's compiler makes many), and drops what it raises there. The run
+    stops at its next step all the same (before, the signal was lost: the run trained on,
+    and a stopped sweep's run was killed at the end of the grace, its summary 'running')."""
+    import weakref
+
+    class Thing:
+        pass
+
+    class SignalInAFinalizer(Recorder):
+        def on_step(self, trainer, loss):
+            super().on_step(trainer, loss)
+            if trainer.step == 2:
+                thing = Thing()
+                ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGTERM))
+                del thing  # the callback runs here, and the handler's Stopped is dropped
+                assert ref() is None
+
+    rec, dropped = SignalInAFinalizer(), []
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+    with pytest.raises(TrainingInterrupted):
+        pd.fit(_config(), tmp_path / "run", device="cpu", progress=False, callbacks=[rec])
+    assert [type(d.exc_value).__name__ for d in dropped] == ["Stopped"]
+    assert [e[2] for e in rec.of("step")] == [1, 2]  # no step after the signal's
+    (end,) = rec.of("end")
+    assert end[2] == "interrupted" and end[3]["stopped_by"] == "SIGTERM"
 
 
 def test_an_error_is_told_as_failed_with_its_reason(tmp_path):

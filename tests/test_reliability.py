@@ -623,6 +623,28 @@ def test_a_running_summary_nobody_holds_reads_as_interrupted(run, tmp_path):
     assert read_json(run / "summary.json")["status"] == "running"  # readers change nothing
 
 
+def test_a_summary_a_killed_run_left_running_is_written_as_readers_read_it(run):
+    """What a stopped sweep does for each of its runs (one killed past the grace, or by Ray
+    with its worker, never wrote its last summary): the file itself then says what every
+    reader reads, unless a process holds the run (then its own summary is the news)."""
+    from pyro_dvae.fileio import FolderLock
+
+    summary = read_json(run / "summary.json")
+    stale = {**summary, "epochs_completed": 1, "status": "running"}  # killed in epoch 2
+    (run / "summary.json").write_text(json.dumps(stale))
+    with FolderLock(run, "a fit"):
+        assert not RunDir(run).settle_summary()
+    assert read_json(run / "summary.json") == stale
+    read = RunDir(run).read_summary()
+    assert RunDir(run).settle_summary()
+    settled = read_json(run / "summary.json")
+    assert settled == read and settled["status"] == "interrupted"
+    assert settled["epochs_completed"] == RunDir(run).checkpoint_epoch() == 2
+    assert settled["final"] == summary["final"]  # the numbers of the checkpoint's epoch
+    assert not RunDir(run).settle_summary()  # final now
+    assert RunDir(run).holder() is None
+
+
 # --------------------------------------------------------------------------- 8. one error line
 
 

@@ -17,6 +17,7 @@ import torch
 from pyro_dvae.config import FitConfig
 from pyro_dvae.rundir import RunDir
 from pyro_dvae.sweep import PAPER_ALPHAS, PAPER_SIZES, grid, named_grid, paper_grid, run_name
+from pyro_dvae.sweep.launchers import LocalLauncher
 
 from .helpers import invoke, load_checkpoint, read_json, read_metrics, run_ok
 
@@ -406,7 +407,6 @@ def test_a_launcher_opens_only_once_the_sweep_holds_its_folder(tmp_path):
     from pyro_dvae.errors import LockError
     from pyro_dvae.fileio import FolderLock
     from pyro_dvae.sweep import SweepSettings, run_sweep
-    from pyro_dvae.sweep.launchers import LocalLauncher
 
     class Counting(LocalLauncher):
         calls: list[str] = []
@@ -444,27 +444,13 @@ def test_sweep_json_of_an_older_version_keeps_its_grid_and_runs(tmp_path):
     assert doc["runs"]["a"] == {"seed": 0} and doc["runs"]["b"] == FitConfig().to_dict()
 
 
-@pytest.mark.slow
-def test_a_stopped_sweep_returns_only_once_its_runs_have_let_go(tmp_path):
-    """A launcher whose commands end before their runs do (a Ray task whose worker or node is
-    lost, while its run stops on the SIGTERM it got): the sweep waits for each run's lock,
-    so when it returns every run has written its last summary (before: still 'running')."""
+def _stop_once_training(tmp_path: Path, launcher) -> Path:
+    """A one-run sweep through ``launcher``, stopped by SIGTERM once its run has an epoch;
+    its run folder, with no process left in it."""
     import threading
 
     from pyro_dvae.signals import Stopped
     from pyro_dvae.sweep import SweepSettings, run_sweep
-    from pyro_dvae.sweep.launchers import LocalLauncher
-
-    class Forgetful(LocalLauncher):
-        procs: list[subprocess.Popen] = []
-
-        def start(self, cmd, log_path):
-            self.procs.append(super().start(cmd, log_path))
-            return self.procs[-1]
-
-        def stop(self, handles, grace=0.0):  # the SIGTERM lands after the command "ended"
-            for proc in handles:
-                threading.Timer(1.0, proc.send_signal, [signal.SIGTERM]).start()
 
     sweep, run = tmp_path / "sw", tmp_path / "sw" / "runs" / "gaussian-d2-digits"
     # not about the compiled step: the run trains at once, without compiling first
@@ -474,7 +460,9 @@ def test_a_stopped_sweep_returns_only_once_its_runs_have_let_go(tmp_path):
 
     def stop_once_training():
         deadline = time.time() + 120
-        while time.time() < deadline and (RunDir(run).checkpoint_epoch() or 0) < 1:
+        while time.time() < deadline and not (
+            (RunDir(run).checkpoint_epoch() or 0) >= 1 and (run / "summary.json").exists()
+        ):
             time.sleep(0.1)
         os.kill(os.getpid(), signal.SIGTERM)  # to the sweep, which runs in this process
 
@@ -482,15 +470,60 @@ def test_a_stopped_sweep_returns_only_once_its_runs_have_let_go(tmp_path):
     try:
         with pytest.raises(Stopped):
             settings = SweepSettings(threads=1)
-            run_sweep(sweep, [config], settings, launcher=Forgetful(), log=lambda m: None)
+            run_sweep(sweep, [config], settings, launcher=launcher, log=lambda m: None)
         assert RunDir(run).holder() is None
-        summary = read_json(run / "summary.json")
-        assert summary["status"] == "interrupted"
-        assert summary["epochs_completed"] == RunDir(run).checkpoint_epoch() >= 1
+        return run
     finally:
-        for proc in Forgetful.procs:
+        for proc in launcher.procs:
             proc.kill()
             proc.wait()
+
+
+class _Remembering(LocalLauncher):
+    """The local launcher, keeping its processes for the test to end."""
+
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, cmd, log_path):
+        self.procs.append(super().start(cmd, log_path))
+        return self.procs[-1]
+
+
+@pytest.mark.slow
+def test_a_stopped_sweep_returns_only_once_its_runs_have_let_go(tmp_path):
+    """A launcher whose commands end before their runs do (a Ray task whose worker or node is
+    lost, while its run stops on the SIGTERM it got): the sweep waits for each run's lock,
+    so when it returns every run has written its last summary (before: still 'running')."""
+    import threading
+
+    class Forgetful(_Remembering):
+        def stop(self, handles, grace=0.0):  # the SIGTERM lands after the command "ended"
+            for proc in handles:
+                threading.Timer(1.0, proc.send_signal, [signal.SIGTERM]).start()
+
+    run = _stop_once_training(tmp_path, Forgetful())
+    summary = read_json(run / "summary.json")
+    assert summary["status"] == "interrupted"
+    assert summary["epochs_completed"] == RunDir(run).checkpoint_epoch() >= 1
+
+
+@pytest.mark.slow
+def test_a_run_killed_outright_by_a_stop_is_left_interrupted_not_running(tmp_path):
+    """A launcher that kills its runs outright (past the grace; Ray ends a job's workers and,
+    with them, their children): the sweep writes each one's last summary for it (before,
+    'running', though nobody trains it), at its checkpoint's epoch."""
+
+    class Killing(_Remembering):
+        def stop(self, handles, grace=0.0):
+            for proc in handles:
+                proc.kill()
+                proc.wait()
+
+    run = _stop_once_training(tmp_path, Killing())
+    summary = read_json(run / "summary.json")
+    assert summary["status"] == "interrupted"
+    assert summary["epochs_completed"] == RunDir(run).checkpoint_epoch() >= 1
 
 
 _CHILD = """
@@ -557,3 +590,89 @@ def test_a_cancelled_ray_task_ends_only_once_its_run_has_stopped(tmp_path, monke
         for proc in spawned:
             proc.kill()
             proc.wait()
+
+
+def test_a_ray_cancel_whose_interrupt_a_finalizer_drops_still_stops_the_run(tmp_path, monkeypatch):
+    """``ray.cancel`` interrupts the task's main thread through its SIGINT handler, which may
+    run inside a weakref callback or a ``__del__``, where Python drops what it raises. The
+    task still stops its run and ends once the run has (before, the task waited on while its
+    run trained, until the sweep's grace ran out and Ray killed both, the summary 'running')."""
+    import types
+    import weakref
+
+    from pyro_dvae.sweep import launchers
+
+    fake_ray = types.SimpleNamespace(
+        get_runtime_context=lambda: types.SimpleNamespace(get_node_id=lambda: "node")
+    )
+    monkeypatch.setitem(sys.modules, "ray", fake_ray)
+    out, turns, dropped = tmp_path / "state", [], []
+
+    class Thing:
+        pass
+
+    def sleep(seconds):  # the task's wait for its run: the cancel comes once the run is up
+        turns.append(seconds)
+        assert len(turns) < 100, "the cancel was lost: the task waits on"
+        if out.exists() and len(dropped) == 0:
+            thing = Thing()
+            ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGINT))
+            del thing  # the callback runs here, and what the handler raises is dropped
+            assert ref() is None and len(dropped) == 1
+        time.sleep(seconds)
+
+    monkeypatch.setattr(launchers, "time", types.SimpleNamespace(sleep=sleep))
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a Ray worker
+    procs, real_spawn = [], launchers._spawn
+
+    def spawn(cmd, log):
+        procs.append(real_spawn(cmd, log))
+        return procs[-1]
+
+    monkeypatch.setattr(launchers, "_spawn", spawn)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            launchers._run_command(["python", "-c", _CHILD, str(out)], str(tmp_path / "log"))
+        assert issubclass(dropped[0].exc_type, KeyboardInterrupt)
+        assert procs[0].poll() == 143 and out.read_text() == "stopped"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_second_signal_while_a_ray_sweep_stops_does_not_end_its_wait():
+    """Ray's wait runs our signal handler and, if it raises, raises a bare KeyboardInterrupt
+    of its own. A second signal while the stopped runs are waited for must not end the
+    wait (before, it left the sweep at once: Ray then ended the job's workers and, with
+    them, the runs still writing their last summary, which stayed 'running')."""
+    from pyro_dvae.signals import stop_on_signals
+    from pyro_dvae.sweep.launchers import RayLauncher
+
+    class Ray:  # the parts of ray that RayLauncher.stop uses
+        def __init__(self):
+            self.cancels, self.waits = [], 0
+
+        def cancel(self, ref, force=False):
+            self.cancels.append((ref, force))
+
+        def wait(self, refs, timeout=None):
+            self.waits += 1
+            if self.waits == 1:
+                try:  # a signal lands in the wait, as Ray's C++ wait checks for them
+                    signal.raise_signal(signal.SIGTERM)
+                except KeyboardInterrupt:
+                    raise KeyboardInterrupt from None
+            return refs, []
+
+    launcher = RayLauncher.__new__(RayLauncher)  # no cluster: the fake above
+    launcher.ray = Ray()
+    with stop_on_signals():  # the sweep's
+        try:
+            launcher.stop([("a", None), ("b", None)], grace=60)
+        except KeyboardInterrupt:
+            pytest.fail("the second signal ended the wait for the runs")
+    assert launcher.ray.cancels == [("a", False), ("b", False)]  # no kill: each run stops
+    assert launcher.ray.waits == 2

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..signals import Stopped, deferred_stop
+from ..signals import Stopped, deferred_stop, raise_if_stopped, stop_on_signals
 
 #: seconds a stopped run is given to write its checkpoint before it is killed
 STOP_GRACE = 120.0
@@ -202,21 +202,21 @@ class RayLauncher(Launcher):
         return f"node {node[:12]}" if node else ""
 
     def stop(self, handles: list[tuple[Any, Path]], grace: float = STOP_GRACE) -> None:
-        """Cancel every task (each sends its run SIGTERM and waits for it), then wait."""
+        """Cancel every task (each sends its run SIGTERM and waits for it), then wait.
+
+        A second signal meanwhile changes nothing: it is dropped before Ray sees it, as
+        Ray's wait raises a bare ``KeyboardInterrupt`` for it that nothing here could tell
+        from any other, and leaving on it would end the sweep, and with it (Ray ends a job's
+        workers and their children) the runs still writing their last summary."""
         ray, refs = self.ray, [ref for ref, _ in handles]
         with deferred_stop(ignore=True):
             for ref in refs:
                 ray.cancel(ref, force=False)
-        deadline = time.monotonic() + grace
-        for ref in refs:
-            while True:
-                try:
-                    ready, _ = ray.wait([ref], timeout=max(0.1, deadline - time.monotonic()))
-                    if not ready:
-                        ray.cancel(ref, force=True)  # past the grace: its last checkpoint stands
-                    break
-                except Stopped:
-                    continue
+            deadline = time.monotonic() + grace
+            for ref in refs:
+                ready, _ = ray.wait([ref], timeout=max(0.1, deadline - time.monotonic()))
+                if not ready:
+                    ray.cancel(ref, force=True)  # past the grace: its last checkpoint stands
 
     def close(self) -> None:
         if self.owned and self.ray.is_initialized():
@@ -287,13 +287,15 @@ def _run_command(cmd: list[str], log_path: str) -> tuple[int, str]:
     node = ray.get_runtime_context().get_node_id()
     proc = None
     try:
-        with open(log_path, "a") as log:
-            log.write(f"(Ray task on node {node})\n")
-            log.flush()
-            with deferred_stop():  # ray.cancel interrupts the main thread as SIGINT would
-                proc = _spawn(cmd, log)
-        while proc.poll() is None:
-            time.sleep(0.2)
+        with stop_on_signals():  # ray.cancel interrupts the main thread as SIGINT would
+            with open(log_path, "a") as log:
+                log.write(f"(Ray task on node {node})\n")
+                log.flush()
+                with deferred_stop():
+                    proc = _spawn(cmd, log)
+            while proc.poll() is None:
+                raise_if_stopped()  # a cancel whose interrupt a finalizer dropped
+                time.sleep(0.2)
     except KeyboardInterrupt:  # ray.cancel: the run stops at a resumable checkpoint
         if proc is None:
             raise

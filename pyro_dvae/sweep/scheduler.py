@@ -17,7 +17,7 @@ from ..evaluation import read_evaluation
 from ..fileio import FolderLock, atomic_write_text
 from ..naming import named_grid
 from ..rundir import CONFIG, RunDir
-from ..signals import deferred_stop, stop_on_signals
+from ..signals import deferred_stop, raise_if_stopped, stop_on_signals
 from ..wording import plural
 from .launchers import STOP_GRACE, Launcher, LocalLauncher
 from .plan import PlannedRun, Task, grouped, make_run_dir, plan, tasks_for
@@ -197,6 +197,7 @@ class _Scheduler:
             if self.queue:
                 self.launcher.check_storage(self.sweep_dir)
             while self.queue or self.running:
+                raise_if_stopped()
                 self.start_ready()
                 time.sleep(settings.poll)
                 for job in list(self.running):
@@ -274,15 +275,19 @@ class _Scheduler:
 def _wait_until_let_go(runs: list[PlannedRun], log, grace: float = STOP_GRACE) -> None:
     """Wait until no process holds a stopped run's lock (it has written its last summary and
     exited), for up to ``grace``: a launcher's command can end before the run it started
-    (a Ray task whose worker or node is lost, while its run stops on the SIGTERM it got)."""
+    (a Ray task whose worker or node is lost, while its run stops on the SIGTERM it got).
+    The summary of a run killed before it wrote its last one is written for it."""
     deadline = time.monotonic() + grace
     with deferred_stop(ignore=True):  # a second signal changes nothing
-        while runs := [r for r in runs if RunDir(r.path).holder() is not None]:
+        while any(RunDir(r.path).holder() is not None for r in runs):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-    for run in runs:
-        log(f"[stop] {run.name}: still in use by {RunDir(run.path).holder() or 'a process'}")
+        for run in runs:
+            if (holder := RunDir(run.path).holder()) is not None:
+                log(f"[stop] {run.name}: still in use by {holder}")
+            elif RunDir(run.path).settle_summary():  # past the grace; or Ray, with its worker
+                log(f"[stop] {run.name}: killed before its last summary, written for it")
 
 
 def _group_log(sweep_dir: Path, members: list[PlannedRun]) -> Path:
