@@ -1,8 +1,9 @@
 """The ELBO step compiled by ``torch.compile`` (``--compile``).
 
 The particle loss (guide, model, log-densities, KL) is captured once as one ATen graph
-(:class:`~.loss_graph.LossGraph`) and compiled by ``torch.compile`` (TorchInductor, with
-AOTAutograd for its backward). Only public torch APIs are used: no TorchScript. The loss
+(:class:`~.loss_graph.LossGraph`), traced through its own backward (``torch.autograd.grad``),
+and compiled by ``torch.compile`` (TorchInductor): one graph whose outputs are the loss and
+the gradients. Only public torch APIs are used: no TorchScript. The loss
 is computed from the traces here (:func:`particle_loss`), not by Pyro's
 ``_differentiable_loss_particle``, whose ``torch_item`` reads no tracer follows; for a
 reparameterised guide the two are the same sum.
@@ -15,8 +16,7 @@ temperature, the KL weight) come from ``step_inputs``, an object with ``step_inp
 tuple of tensors`` and ``use_step_inputs(tensors or None)``: graph inputs, not constants.
 
 An estimator whose gradient is not the backward of one surrogate (DReG, which hooks its
-draws' gradients) computes its gradients itself (:attr:`CompiledELBO.returns_gradients`):
-the capture then traces through that backward too, and the compiled graph returns them.
+draws' gradients) computes its gradients itself in its :meth:`CompiledELBO.graph_outputs`.
 """
 
 from __future__ import annotations
@@ -93,6 +93,11 @@ def trace_parameters(trace) -> list[torch.Tensor]:
         for site in trace.nodes.values()
         if site["type"] == "param" and site["value"].unconstrained().requires_grad
     ]
+
+
+def learned_inputs(args: tuple) -> list[torch.Tensor]:
+    """The step's inputs that take a gradient (a group's member weights)."""
+    return [a for a in args if torch.is_tensor(a) and a.requires_grad]
 
 
 def unique(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -187,23 +192,14 @@ class CompiledELBO:
         graph = self._graph
         with self.noise_mode or nullcontext():
             noise = graph.draw_noise()
-        if self.returns_gradients:
-            with torch.no_grad():
-                loss, recon, *grads = self._compiled(*graph.params, *noise, *step_inputs, *args)
-            learned = self._grad_params + [
-                a for a in args if torch.is_tensor(a) and a.requires_grad
-            ]
-            for p, g in zip(learned, grads, strict=True):
-                if g.stride() != p.stride():  # a graph's gradient may come out transposed
-                    g = torch.empty_like(p).copy_(g)  # fused Adam reads it in p's layout
-                p.grad = g if p.grad is None else p.grad + g
-            self.last_recon = recon
-            return loss.item()
-        surrogate, recon = self._compiled(*graph.params, *noise, *step_inputs, *args)
-        surrogate.backward()
-        self.last_recon = recon.detach()
-        # For a reparameterised guide the surrogate's value is the loss itself.
-        return surrogate.item()
+        with torch.no_grad():
+            loss, recon, *grads = self._compiled(*graph.params, *noise, *step_inputs, *args)
+        for p, g in zip(self._grad_params + learned_inputs(args), grads, strict=True):
+            if g.stride() != p.stride():  # a graph's gradient may come out transposed
+                g = torch.empty_like(p).copy_(g)  # fused Adam reads it in p's layout
+            p.grad = g if p.grad is None else p.grad + g
+        self.last_recon = recon
+        return loss.item()
 
     def _build(self, model, guide, step_inputs, args, kwargs) -> None:
         elbo, n_step = self, len(step_inputs)
@@ -219,21 +215,21 @@ class CompiledELBO:
 
         start = time.perf_counter()
         graph = LossGraph(outputs, (*step_inputs, *args))
-        if self.returns_gradients:
-            store = dict(zip(graph.names, graph.params, strict=True))
-            if not set(self.gradient_names) <= set(store):
-                raise NotCapturable("the loss differentiates tensors outside Pyro's param store")
-            self._grad_params = [store[name] for name in self.gradient_names]
-        compiled = _compile(graph, (*step_inputs, *args), self.returns_gradients)
+        store = dict(zip(graph.names, graph.params, strict=True))
+        if not set(self.gradient_names) <= set(store):
+            raise NotCapturable("the loss differentiates tensors outside Pyro's param store")
+        self._grad_params = [store[name] for name in self.gradient_names]
+        compiled = _compile(graph, (*step_inputs, *args))
         self.compile_seconds += time.perf_counter() - start
         self.graphs += 1
         self._graph, self._compiled = graph, compiled
 
     def graph_outputs(self, model, guide, args, kwargs) -> tuple[torch.Tensor, ...]:
         """What the captured graph computes from a step's inputs: the surrogate loss per
-        image (its value the loss) and the mean −log p(x | z); with
-        :attr:`returns_gradients`, the loss, that mean, and the gradient of each
-        parameter that :attr:`gradient_names` names, in its order."""
+        image (its value the loss), the mean −log p(x | z), the gradient of each parameter
+        that :attr:`gradient_names` names, in its order, and those of :func:`learned_inputs`:
+        the graph is traced through its own backward (one graph, faster on a CPU than
+        AOTAutograd's forward/backward pair, and what DReG's hooked backward needs)."""
         surrogate = recon = 0.0
         learned: list[torch.Tensor] = []
         for model_trace, guide_trace in particle_traces(self, model, guide, args, kwargs):
@@ -243,10 +239,7 @@ class CompiledELBO:
             surrogate = surrogate + loss / n
             recon = recon + reconstruction(model_trace) / n
             learned += trace_parameters(model_trace) + trace_parameters(guide_trace)
-        if not self.returns_gradients:
-            return surrogate, recon
-        learned = unique(learned)
-        inputs = [a for a in args if torch.is_tensor(a) and a.requires_grad]  # a group's weights
+        learned, inputs = unique(learned), learned_inputs(args)
         grads = torch.autograd.grad(surrogate, learned + inputs, allow_unused=True)
         of_inputs = [
             torch.zeros_like(a) if g is None else g
@@ -256,12 +249,7 @@ class CompiledELBO:
         self.gradient_names = tuple(of_params)
         return (surrogate.detach(), recon, *of_params.values(), *of_inputs)
 
-    #: whether :meth:`graph_outputs` returns the gradients itself: its graph traced through
-    #: its own backward, forward and backward one graph (faster on a CPU than AOTAutograd's
-    #: pair, and what an estimator that hooks its backward, as DReG does, needs); else
-    #: AOTAutograd derives the backward of the surrogate
-    returns_gradients = True
-    #: with :attr:`returns_gradients`, the param-store names of the gradients the last
+    #: the param-store names of the gradients the last
     #: :meth:`graph_outputs` returned
     gradient_names: tuple[str, ...] = ()
 
@@ -275,10 +263,10 @@ class CompiledELBO:
     analytic_kl = False
 
 
-def _compile(graph: LossGraph, inputs: tuple, returns_gradients: bool = False) -> Callable:
-    """``graph`` compiled, forward and backward (``returns_gradients``: its forward, which
-    returns them), now: on a fork of torch's random state (noise drawn without any member
-    streams), so a failure leaves no trace in the run."""
+def _compile(graph: LossGraph, inputs: tuple) -> Callable:
+    """``graph`` (forward and backward, returning the gradients) compiled, now: on a fork
+    of torch's random state (noise drawn without any member streams), so a failure leaves
+    no trace in the run."""
     devices = cuda_devices(inputs)
     # Inductor's C++ toolchain lookup notes a CUDA_HOME without a CUDA runtime at WARNING
     # level, which says nothing about a CPU step: keep it off the run's output
@@ -291,13 +279,8 @@ def _compile(graph: LossGraph, inputs: tuple, returns_gradients: bool = False) -
             graph.graph, backend=backend(), mode=mode, dynamic=False, fullgraph=True
         )
         with torch.random.fork_rng(devices=devices):
-            if returns_gradients:
-                with torch.no_grad():
-                    compiled(*graph.params, *graph.draw_noise(), *inputs)
-            else:
-                surrogate, _ = compiled(*graph.params, *graph.draw_noise(), *inputs)
-                learned = [t for t in (*graph.params, *inputs) if t.requires_grad]
-                torch.autograd.grad(surrogate, learned, allow_unused=True)
+            with torch.no_grad():
+                compiled(*graph.params, *graph.draw_noise(), *inputs)
     except Exception as err:  # Inductor's errors have no public base class
         raise NotCapturable(f"torch.compile failed: {reason(err)}") from err
     finally:

@@ -117,7 +117,8 @@ def raise_if_stopped() -> None:
     is still going after it: Python runs a handler wherever the main thread is, in a weakref
     callback or a ``__del__`` too (torch's compiler runs many), and there it drops the
     handler's exception ("Exception ignored in ..."). :func:`stop_on_signals` delivers such a
-    signal again; called each turn, this stops the loop even if that delivery too is lost."""
+    signal again, but 10 ms later, when a short loop may have taken more steps or ended;
+    called each turn, this stops the loop at its next one."""
     if _open and _received:
         raise Stopped(_received[-1])
 
