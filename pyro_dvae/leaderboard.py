@@ -97,8 +97,9 @@ class Row:
     runs: list[RunResult] = field(default_factory=list)
 
     def seconds_per_epoch(self) -> float | str:
-        """The cost of an epoch: the median epoch time of the least-slowed seed."""
-        medians = [s for r in self.scored if (s := median_epoch_seconds(r)) is not None]
+        """The cost of an epoch: the median epoch time of the least-slowed seed (evaluated
+        or not: the plot draws a run still training)."""
+        medians = [s for r in self.runs if (s := median_epoch_seconds(r)) is not None]
         return min(medians) if medians else ""
 
     @property
@@ -244,44 +245,60 @@ def _relaxed(r: RunResult) -> bool:
 
 
 def plot(rows: list[Row], path: Path) -> Path:
-    """Per model, each estimator's discrete test −ELBO against training hours at the row's
-    cost per epoch (seed 0's curve and the others', thin)."""
-    models = sorted({row.model for row in rows})
-    fig = Figure(figsize=(7 * len(models), 5))
-    axes = fig.subplots(1, len(models), squeeze=False)[0]
-    for ax, model in zip(axes, models, strict=True):
-        for row in (row for row in rows if row.model == model):
-            color, cost = None, row.seconds_per_epoch()
-            if cost == "":
-                continue
-            for i, r in enumerate(sorted(row.scored, key=lambda r: r.config.seed)):
-                hours, losses = curve(r, cost)
-                if not hours:
-                    continue
-                (line,) = ax.plot(
-                    hours,
-                    losses,
-                    color=color,
-                    lw=1.6 if i == 0 else 0.6,
-                    label=row.estimator if color is None else None,
-                )
-                color = line.get_color()
-        ends = [
-            r.evaluation["discrete"]["test_loss"]
-            for row in rows
-            if row.model == model
-            for r in row.scored
-        ]
-        if ends:  # the first epochs' losses would squash the race at the end
-            ax.set_ylim(min(ends) - 5, max(ends) + 25)
-        ax.set_title(f"{model}: test −ELBO of the discrete model")
-        ax.set_xlabel("training time (hours, one CPU thread: epochs × the row's s / epoch)")
-        ax.set_ylabel("−ELBO (nats), hard codes")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+    """``draw(rows)`` written to ``path``."""
+    fig = draw(rows)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110, bbox_inches="tight")
     except OSError as err:
         raise StorageError(f"cannot write {path}: {err.strerror or err}") from None
     return path
+
+
+#: the y axis shows this many nats above the best row; a row beyond it is marked ↑ in the legend
+Y_RANGE = 100.0
+
+
+def draw(rows: list[Row]) -> Figure:
+    """Per model, each estimator's discrete test −ELBO against training hours at the row's
+    cost per epoch (seed 0's curve thick, the others' thin), runs still training included.
+    The legend gives each row's value: the table's mean where evaluated, else the last
+    epoch's test score of its first seed."""
+    models = sorted({row.model for row in rows})
+    fig = Figure(figsize=(7 * len(models), 5))
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, model in zip(axes, models, strict=True):
+        drawn: list[tuple[Any, str, float]] = []  # line, estimator, its row's value
+        for row in (row for row in rows if row.model == model):
+            color, cost = None, row.seconds_per_epoch()
+            if cost == "":
+                continue
+            for r in sorted(row.runs, key=lambda r: r.config.seed):
+                hours, losses = curve(r, cost)
+                if not hours:
+                    continue
+                (line,) = ax.plot(hours, losses, color=color, lw=1.6 if color is None else 0.6)
+                if color is None:
+                    mean = row.values()["discrete_neg_elbo_mean"]
+                    drawn.append((line, row.estimator, mean if mean != "" else losses[-1]))
+                color = line.get_color()
+        ax.set_title(f"{model}: test −ELBO of the discrete model")
+        ax.set_xlabel("training time (hours, one CPU thread: epochs × the row's s / epoch)")
+        ax.set_ylabel("−ELBO (nats), hard codes")
+        ax.grid(alpha=0.3)
+        if not drawn:
+            ax.text(
+                0.5, 0.5, "no run has finished an epoch yet", ha="center", transform=ax.transAxes
+            )
+            continue
+        # the first epochs' losses, and a row far behind, would squash the race at the end
+        ends = [value for _, _, value in drawn]
+        top = min(max(ends) + 25, min(ends) + Y_RANGE)
+        ax.set_ylim(min(ends) - 5, top)
+        drawn.sort(key=lambda d: d[2])
+        ax.legend(
+            [line for line, _, _ in drawn],
+            [f"{name} {value:.1f}" + (" ↑" if value > top else "") for _, name, value in drawn],
+            fontsize=8,
+        )
+    return fig

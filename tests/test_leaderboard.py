@@ -4,12 +4,13 @@ row per estimator whose numbers are the means of its runs' evaluation.json."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import statistics
 
 import pytest
 
-from pyro_dvae.leaderboard import COLUMNS, curve, leaderboard
+from pyro_dvae.leaderboard import COLUMNS, Row, curve, draw, leaderboard
 
 from .helpers import invoke, run_ok
 
@@ -114,3 +115,24 @@ def test_a_run_folder_is_refused_in_one_line(tmp_path):
     result = invoke(["leaderboard", str(run)])
     assert result.exit_code != 0 and "Error:" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_plot_draws_runs_still_training_and_says_when_a_model_has_none(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["fit", "--dataset", "digits", "--family", "bernoulli", "--latent-dim", "3"]
+    args += ["--estimator", "nvil", "--epochs", "2", "--hidden", "8", "--compile", "off"]
+    run_ok([*args, "--no-progress", "--out", str(sweep / "runs" / "nvil")])
+    (row,) = leaderboard([sweep])  # trained, not evaluated: no value in the table
+    assert row.scored == [] and row.values()["discrete_neg_elbo_mean"] == ""
+    (run,) = row.runs
+    never = dataclasses.replace(run, path=tmp_path / "never-started")  # no metrics.jsonl
+    fig = draw([row, Row("categorical 2x3", "reinforce", "", [never])])
+    bits, categorical = fig.axes
+    records = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["test_loss"] for r in records if "test_loss" in r]  # nvil: the discrete model's
+    (line,) = bits.get_lines()
+    assert list(line.get_ydata()) == pytest.approx(losses) and len(losses) == 2
+    (label,) = [t.get_text() for t in bits.get_legend().get_texts()]
+    assert label == f"nvil {losses[-1]:.1f}"  # unevaluated: its last epoch's score
+    assert categorical.get_lines() == [] and categorical.get_legend() is None
+    assert [t.get_text() for t in categorical.texts] == ["no run has finished an epoch yet"]
