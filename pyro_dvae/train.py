@@ -205,9 +205,10 @@ class Trainer:
         """Mean test −ELBO and parts with the training estimator's KL, one sample per image
         (``--elbo enum``: exact, summed over every code); for a relaxed latent, also the
         −ELBO of the discrete model it stands for (``discrete_loss``: hard codes, analytic KL);
-        and ``active_units``, which tell a collapsed posterior (:mod:`.collapse`)."""
+        and ``active_units`` of ``latent_units``, which tell a collapsed posterior
+        (:mod:`.collapse`)."""
         x = self.data.test if x is None else x
-        active = {"active_units": count_active(self.vae, x, EVAL_SEED, self.device)}
+        active = count_active(self.vae, x, EVAL_SEED, self.device)
         if getattr(self.elbo, "exact", False):  # the exact sum the run trains on
             return enumerated_parts(self.vae, x) | active
         with seeded(EVAL_SEED, self.device):
