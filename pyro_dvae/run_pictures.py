@@ -204,7 +204,8 @@ def draw_panels(panels: list[Panel], title: str, cell: float = 0.42):
 
 def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train", "test")):
     """−ELBO, reconstruction and KL per epoch of each run (train dashed, test solid), and
-    the temperature where a run anneals it."""
+    the temperature where a run anneals it. A run that trains an importance-weighted bound
+    has no train KL; its train loss is that bound, and its legend says so."""
     series = [(label, curve_series(records)) for label, records in runs]
     tempered = any(len(set(s.get("temperature", ((), ()))[1])) > 1 for _, s in series)
     fig, axes = figure(1, 3 + tempered, figsize=(4.6 * (3 + tempered), 4.0), squeeze=False)
@@ -217,13 +218,14 @@ def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train",
             for split, style in (("train", "--"), ("test", "-")):
                 key = f"{split}_{part}"
                 if split in splits and key in s:
+                    bound = key == "train_loss" and "train_kl" not in s  # train_parts
                     dots = "o" if len(s[key][0]) == 1 else None  # one epoch: a point, not a line
                     ax.plot(
                         *s[key],
                         style,
                         marker=dots,
                         color=colours(i % 10),
-                        label=f"{label}, {split}",
+                        label=f"{label}, {split}" + (" (IWAE bound)" if bound else ""),
                     )
             ax.set_title(name, fontsize=10)
         if tempered and "temperature" in s:

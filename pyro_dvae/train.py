@@ -254,8 +254,7 @@ class Trainer:
             recon_sum += self.elbo.last_recon * len(idx)
             self.step += 1
             self.callbacks.step(self, loss)
-        recon = float(recon_sum) / n
-        return {"train_loss": loss_sum / n, "train_recon": recon, "train_kl": loss_sum / n - recon}
+        return train_parts(self.elbo, loss_sum / n, float(recon_sum) / n)
 
     def fit(self, epochs: int | None = None) -> dict[str, Any]:
         """Train up to ``epochs`` (default: the config's) and return the summary."""
@@ -382,3 +381,14 @@ def train_epochs(
     if stop is not None:
         raise TrainingInterrupted(reached(), signal_of(stop)) from None
     return result
+
+
+def train_parts(elbo, loss: float, recon: float) -> dict[str, float]:
+    """An epoch's mean training loss and reconstruction, and the KL where the loss is an
+    ELBO (recon + KL). A K > 1 importance-weighted bound (``--elbo iwae``, VIMCO) is tighter
+    than the ELBO, its loss under recon + KL, so loss − recon is no KL (it can be negative):
+    such a record has none."""
+    parts = {"train_loss": loss, "train_recon": recon}
+    if not (getattr(elbo, "importance_weighted", False) and elbo.num_particles > 1):
+        parts["train_kl"] = loss - recon
+    return parts
