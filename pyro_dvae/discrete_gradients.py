@@ -295,7 +295,7 @@ def exact_table(rows: list[dict[str, Any]], title: str) -> Table:
 def plot_mse(rows: list[dict[str, Any]], path, title: str) -> None:
     """MSE and bias² of each relaxation against τ; the unbiased estimators' MSE as
     horizontal lines (estimators whose MSE coincide are drawn once, named together)."""
-    from .paper_figures import figure, save_figure
+    from .plotting import figure, save_figure
 
     fig, ax = figure(figsize=(7, 4.5))
     relaxed: dict[str, list[dict[str, Any]]] = {}

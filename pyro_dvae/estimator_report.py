@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .fileio import atomic_write_text
-from .paper_figures import epoch_axis, figure, save_figure
+from .plotting import epoch_axis, figure, save_figure
 from .table import Table
 
 #: (heading, row key, format) of the estimator table's columns

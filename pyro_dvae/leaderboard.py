@@ -246,6 +246,8 @@ def _relaxed(r: RunResult) -> bool:
 def plot(rows: list[Row], path: Path) -> Path:
     """Per model, each estimator's discrete test −ELBO against training hours at the row's
     cost per epoch (seed 0's curve and the others', thin)."""
+    from .plotting import point_marker
+
     models = sorted({row.model for row in rows})
     fig = Figure(figsize=(7 * len(models), 5))
     axes = fig.subplots(1, len(models), squeeze=False)[0]
@@ -263,6 +265,8 @@ def plot(rows: list[Row], path: Path) -> Path:
                     losses,
                     color=color,
                     lw=1.6 if i == 0 else 0.6,
+                    marker=point_marker(len(hours)),
+                    ms=4 if i == 0 else 2,
                     label=row.estimator if color is None else None,
                 )
                 color = line.get_color()

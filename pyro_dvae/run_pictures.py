@@ -23,7 +23,7 @@ from .families import FAMILIES
 from .families.enumeration import enumerated_reconstructions
 from .fileio import atomic_write_text
 from .inference import seeded
-from .paper_figures import epoch_axis, figure, save_figure
+from .plotting import epoch_axis, figure, point_marker, save_figure
 from .rundir import RunDir
 from .vae import VAE
 from .wording import capped, plural
@@ -203,9 +203,10 @@ def draw_panels(panels: list[Panel], title: str, cell: float = 0.42):
 
 
 def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train", "test")):
-    """−ELBO, reconstruction and KL per epoch of each run (train dashed, test solid), and
-    the temperature where a run anneals it. A run that trains an importance-weighted bound
-    has no train KL; its train loss is that bound, and its legend says so."""
+    """−ELBO, reconstruction and KL per epoch of each run (train dashed, test solid; on a
+    short curve, train's markers hollow, test's filled), and the temperature where a run
+    anneals it. A run that trains an importance-weighted bound has no train KL; its train
+    loss is that bound, and its legend says so."""
     series = [(label, curve_series(records)) for label, records in runs]
     tempered = any(len(set(s.get("temperature", ((), ()))[1])) > 1 for _, s in series)
     fig, axes = figure(1, 3 + tempered, figsize=(4.6 * (3 + tempered), 4.0), squeeze=False)
@@ -219,17 +220,19 @@ def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train",
                 key = f"{split}_{part}"
                 if split in splits and key in s:
                     bound = key == "train_loss" and "train_kl" not in s  # train_parts
-                    dots = "o" if len(s[key][0]) == 1 else None  # one epoch: a point, not a line
                     ax.plot(
                         *s[key],
                         style,
-                        marker=dots,
+                        marker=point_marker(len(s[key][0])),
+                        ms=4,
+                        mfc="none" if split == "train" else None,
                         color=colours(i % 10),
                         label=f"{label}, {split}" + (" (IWAE bound)" if bound else ""),
                     )
             ax.set_title(name, fontsize=10)
         if tempered and "temperature" in s:
-            axes[3].plot(*s["temperature"], color=colours(i % 10), label=label)
+            marker = point_marker(len(s["temperature"][0]))
+            axes[3].plot(*s["temperature"], color=colours(i % 10), label=label, marker=marker, ms=4)
             axes[3].set_title("posterior temperature τ", fontsize=10)
     for ax in axes:
         epoch_axis(ax)

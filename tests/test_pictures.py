@@ -188,6 +188,22 @@ def test_the_curve_figure_draws_metrics_jsonl(runs):
     assert len(draw_curves([("ln", _metrics(runs["ln"]))], "t").axes) == 3  # no temperature
 
 
+@pytest.mark.parametrize("epochs, marked", [(1, True), (3, True), (40, False)])
+def test_a_short_curve_has_markers_a_long_one_a_line(epochs, marked):
+    """One point draws no line, so it would be invisible: few points are drawn as markers
+    (the temperature's too); a long curve stays a plain line."""
+    records = [
+        {"epoch": e, "train_loss": 30.0 - e / 10, "test_loss": 29.0, "temperature": 1 / e}
+        for e in range(1, epochs + 1)
+    ]
+    fig = draw_curves([("r", records)], "t")
+    lines = [ln for ax in fig.axes for ln in ax.get_lines()]
+    assert len(lines) == 2 + (epochs > 1)  # train and test -ELBO; a temperature that changes
+    for line in lines:
+        assert len(line.get_xdata()) == epochs
+        assert (line.get_marker() not in (None, "None", "")) == marked
+
+
 def test_show_writes_the_pictures_and_the_readme(runs, tmp_path):
     out = tmp_path / "pics"
     result = run_ok(
