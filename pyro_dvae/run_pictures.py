@@ -66,6 +66,7 @@ class Panel:
     images: np.ndarray
     row_labels: list[str] | None = None
     col_labels: list[str] | None = None
+    x_label: str | None = None  #: what the column labels are
 
     @property
     def gap(self) -> int:
@@ -195,6 +196,8 @@ def draw_panels(panels: list[Panel], title: str, cell: float = 0.42):
         ax.set_title(panel.title, fontsize=9)
         ax.set_xticks([c * (w + g) + (w - 1) / 2 for c in range(cols)] if panel.col_labels else [])
         ax.set_xticklabels(panel.col_labels or [], fontsize=7, rotation=90)
+        if panel.x_label:
+            ax.set_xlabel(panel.x_label, fontsize=8)
         ax.set_yticks([r * (h + g) + (h - 1) / 2 for r in range(rows)] if panel.row_labels else [])
         ax.set_yticklabels(panel.row_labels or [], fontsize=7)
     fig.suptitle(title, fontsize=10)
@@ -305,6 +308,7 @@ def weight_pictures(loaded, title: str, options: dict, out: Path, log=None) -> l
         images.reshape(len(units), z.shape[1], *shape).cpu().numpy(),
         rows,
         labels,
+        vae.family.traversal_axis(),
     )
     written.append(
         save_figure(draw_panels([panel], f"traversals · {title}"), out / "traversals.png")

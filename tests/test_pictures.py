@@ -229,6 +229,32 @@ def test_show_writes_the_pictures_and_the_readme(runs, tmp_path):
     assert said is None or said in readme
 
 
+@pytest.mark.parametrize(
+    "run, axis", [("ln", "the swept unit's value z"), ("cc", "the swept variable's category")]
+)
+def test_the_traversal_picture_names_its_x_axis(runs, tmp_path, monkeypatch, run, axis):
+    """The column labels are values of z (0.071 ... 0.93) or categories (k=1 ... k=4): the x
+    axis says which, under the labels the picture draws."""
+    import pyro_dvae.run_pictures as run_pictures
+
+    drawn = {}
+    save = run_pictures.save_figure
+
+    def capture(fig, path):
+        drawn[path.name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(run_pictures, "save_figure", capture)
+    run_ok(["show", str(runs[run]), "--out", str(tmp_path / "pics"), "--steps", "7"])
+    (ax,) = drawn["traversals.png"].axes
+    assert ax.get_xlabel().startswith(axis)
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    if run == "ln":  # the sweep's seven values of z, as the family's traversal gives them
+        assert ticks == [f"{v:.2g}" for v in (np.arange(7) + 0.5) / 7]
+    else:
+        assert ticks == ["k=1", "k=2", "k=3", "k=4"]
+
+
 def test_show_without_weights_draws_the_curves_and_says_so(runs, tmp_path):
     bare = tmp_path / "committed"
     bare.mkdir()

@@ -39,6 +39,10 @@ class CategoricalShape:
     categories: int
     slug_params = ("categories",)
     unit_word = "variable"
+
+    def traversal_axis(self) -> str:
+        return "the swept variable's category (one-hot)"
+
     code_is_z = False
 
     @classmethod
