@@ -43,6 +43,11 @@ WHAT = {
     "traversals.png": "the most active units, each swept alone, the others at the prior's centre",
     "curves.png": "train (dashed) and test (solid) −ELBO, reconstruction and KL per epoch",
 }
+#: ``samples.png`` of a relaxed run (Concrete, a relaxed estimator): its two priors' panels
+RELAXED_SAMPLES = WHAT["samples.png"].replace("the prior", "two priors") + (
+    ": the relaxed prior the run trains with, and the discrete prior (hard codes: one-hot or "
+    "bits) of the discrete model it stands for, whose −ELBO is the 'hard codes' one"
+)
 
 #: ``pyro-dvae show``'s settings (the options of :func:`show_run`), as its CLI defaults them
 SHOW_DEFAULTS = {
@@ -273,7 +278,8 @@ def weight_pictures(loaded, title: str, options: dict, out: Path, log=None) -> l
         capped("--reconstructions", options["reconstructions"], len(test), whose, "image"),
         capped("--activity-images", options["activity_images"], len(test), whose, "image"),
     ]
-    priors = [("prior", False)] + ([("discrete prior", True)] if vae.family.relaxed else [])
+    relaxed = vae.family.relaxed  # RELAXED_SAMPLES says what its two panels are
+    priors = [("relaxed prior", False), ("discrete prior", True)] if relaxed else [("prior", False)]
     panels = []
     for name, discrete in priors:
         for binary in (False, True) if options["binary"] else (False,):
@@ -325,10 +331,14 @@ def _reconstructed_from(vae: VAE) -> str:
     return "Σ_c q(c|x) E[x|c] over every code"
 
 
-def readme(out: Path, title: str, command: list[str], written: list[Path], note: str) -> Path:
-    """The figure folder's README: what was drawn, of which run and epoch, by which command."""
+def readme(
+    out: Path, title: str, command: list[str], written: list[Path], note: str, relaxed=False
+) -> Path:
+    """The figure folder's README: what was drawn, of which run and epoch, by which command;
+    ``relaxed``: the run's samples have the panels of two priors."""
+    what = WHAT | ({"samples.png": RELAXED_SAMPLES} if relaxed else {})
     lines = [f"# {title}", "", "Drawn with", "", "```bash", shlex.join(command), "```", ""]
-    lines += [f"- `{p.name}`: {WHAT.get(p.name, '')}".rstrip(": ") for p in written]
+    lines += [f"- `{p.name}`: {what.get(p.name, '')}".rstrip(": ") for p in written]
     if note:
         lines += ["", note]
     path = out / "README.md"
@@ -377,7 +387,10 @@ def show_run(
         if records:
             fig = draw_curves([(run_dir.path.name, records)], f"curves · {title}")
             drawn.append(save_figure(fig, scratch / "curves.png"))
-        drawn.append(readme(scratch, f"{run_dir.path.name}: {title}", command, drawn, note))
+        relaxed = loaded is not None and loaded.vae.family.relaxed
+        drawn.append(
+            readme(scratch, f"{run_dir.path.name}: {title}", command, drawn, note, relaxed)
+        )
         out.mkdir(parents=True, exist_ok=True)
         for stale in set(WHAT) - {p.name for p in drawn}:  # this command's, from a rerun
             (out / stale).unlink(missing_ok=True)

@@ -220,6 +220,9 @@ def test_show_writes_the_pictures_and_the_readme(runs, tmp_path):
     readme = (out / "README.md").read_text()
     assert "concrete(3x4" in readme and "12 units" in readme and "digits" in readme
     assert "epoch 2" in readme and "pyro-dvae show" in readme
+    # a relaxed run's samples have two priors' panels, and the README names both
+    samples = next(line for line in readme.splitlines() if line.startswith("- `samples.png`"))
+    assert "relaxed prior" in samples and "discrete prior (hard codes" in samples
     lines = stderr_lines(result)
     notes = [line for line in lines if not line.startswith("written: ")]
     # the 2-epoch fixture run has not left the prior yet, and show says so (docs/collapse.md)
