@@ -85,7 +85,9 @@ class ConcreteFamily(CategoricalShape, AnnealedTemperature, LatentFamily):
             "temperature",
             float,
             0.5,
-            "Concrete: posterior temperature (initial value when annealed).",
+            "Concrete: the posterior's temperature tau_q (initial value when annealed); the "
+            "prior's is --prior-temperature. Not --tau: that is the bernoulli and categorical "
+            "families' relaxation temperature (its own default).",
             positive=True,
             short="tq",
         ),
