@@ -150,11 +150,16 @@ class EpochLog(Callback):
 
 def epoch_line(r: dict[str, Any], epochs: int, config=None) -> str:
     """``epoch 3/20  train -ELBO 101.20 (recon 80.10, KL 21.10)  test -ELBO 99.80  4.1s``, and
-    a word when the posterior collapsed (:mod:`pyro_dvae.collapse`)."""
-    msg = (
-        f"epoch {r['epoch']}/{epochs}  train -ELBO {r['train_loss']:.2f} "
-        f"(recon {r['train_recon']:.2f}, KL {r['train_kl']:.2f})"
-    )
+    a word when the posterior collapsed (:mod:`pyro_dvae.collapse`). A run that trains an
+    importance-weighted bound has no train KL (:func:`~pyro_dvae.train.train_parts`): its
+    line says ``train -IWAE bound (K=5) 99.10 (recon 80.10)``; its test -ELBO is one-sample."""
+    loss, recon = f"{r['train_loss']:.2f}", f"recon {r['train_recon']:.2f}"
+    if "train_kl" in r:
+        train = f"-ELBO {loss} ({recon}, KL {r['train_kl']:.2f})"
+    else:
+        k = f" (K={config.num_particles})" if config is not None else ""
+        train = f"-IWAE bound{k} {loss} ({recon})"
+    msg = f"epoch {r['epoch']}/{epochs}  train {train}"
     if "test_loss" in r:
         msg += f"  test -ELBO {r['test_loss']:.2f}"
     if "test_discrete_loss" in r:

@@ -26,14 +26,17 @@ REMEDY = "try --kl-warmup 10 or --free-bits 0.5 (docs/collapse.md)"
 ACTIVE_IMAGES, ACTIVE_SAMPLES = 500, 50
 
 
-def count_active(vae, x: torch.Tensor, seed: int, device: torch.device) -> int:
-    """Active units of ``vae`` on the first :data:`ACTIVE_IMAGES` of ``x``; its draws come
-    from ``seed``, leaving training's alone."""
+def count_active(vae, x: torch.Tensor, seed: int, device: torch.device) -> dict[str, int]:
+    """``active_units`` of ``vae`` on the first :data:`ACTIVE_IMAGES` of ``x``, out of its
+    ``latent_units`` (what the decoder reads); its draws come from ``seed``, leaving
+    training's alone."""
     from .evaluation import active_units, posterior_means  # evaluation reads run folders
     from .inference import seeded
 
     with seeded(seed, device):
-        return active_units(posterior_means(vae, x[:ACTIVE_IMAGES], num_samples=ACTIVE_SAMPLES))[0]
+        means = posterior_means(vae, x[:ACTIVE_IMAGES], num_samples=ACTIVE_SAMPLES)
+    active, variances = active_units(means)
+    return {"active_units": active, "latent_units": len(variances)}
 
 
 def remedy(config=None) -> str:

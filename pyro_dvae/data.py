@@ -156,13 +156,15 @@ def _torchvision_loader(name: str, class_name: str):
                     f"{name} files in {raw} are damaged ({_short(err)}); "
                     f"delete them to download them again"
                 ) from None
+            missing = [f for f in _raw_names(cls) if not (raw / f).is_file()]
             try:
                 _download_into(cls, root, raw)
             except Exception as err:  # no network, mirror down, disk full...
                 raise DataError(
-                    f"{name} is not in {raw} and could not be downloaded ({_short(err)}); "
-                    f"copy the four raw files there, point --data-dir or ${ENV_DATA} at their "
-                    f"root, or use --dataset digits, which needs no download"
+                    f"{name} is not in {raw} (missing {', '.join(missing)}) and could not be "
+                    f"downloaded ({_short(err)}); copy those files there, point --data-dir or "
+                    f"${ENV_DATA} at the folder that holds {raw.parent.name}/raw, or use "
+                    "--dataset digits, which needs no download"
                 ) from None
         except Exception as err:
             raise DataError(f"cannot read {name} from {raw}: {_short(err)}") from None
@@ -247,5 +249,11 @@ def load_dataset(name: str, data_dir: str | Path | None = None, subset: int = 0)
 
 
 def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+    """An error in one line: its first, and where that only introduces the rest (as
+    torchvision's ``Error downloading x.gz:`` before each mirror's failure), the last."""
+    text = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not text:
+        return type(err).__name__
+    if len(text) > 1 and text[0].endswith(":"):
+        return f"{text[0]} {text[-1]}"
+    return text[0]

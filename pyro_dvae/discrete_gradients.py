@@ -22,7 +22,7 @@ from typing import Any
 import pyro
 import torch
 
-from .estimator_comparison import clock
+from .estimator_comparison import clock, estimate_bar
 from .families import BitsFamily, make_family
 from .families.enumeration import exact_config
 from .inference import make_elbo
@@ -122,12 +122,13 @@ def _gradient(vae: VAE, elbo, x: torch.Tensor, params: list[torch.Tensor]) -> to
 
 
 def _draws(
-    est: GradientEstimator, x: torch.Tensor, params: list, repeats: int, warmup: int, seed: int
+    est: GradientEstimator, x: torch.Tensor, params: list, repeats: int, warmup: int, seed: int, bar
 ) -> tuple[torch.Tensor, float]:
     """``repeats`` gradients of ``est`` after ``warmup`` (repeats, parameters), and the
-    seconds one takes."""
+    seconds one takes; ``bar`` counts each draw."""
     torch.manual_seed(seed)
     draws, elapsed = [], 0.0
+    bar.set_description(est.name)
     with pyro.validation_enabled(False):
         for i in range(warmup + repeats):
             t0 = clock(x)
@@ -135,6 +136,7 @@ def _draws(
             if i >= warmup:
                 elapsed += clock(x) - t0
                 draws.append(g)
+            bar.update(1)
     return torch.stack(draws), elapsed / repeats
 
 
@@ -145,12 +147,14 @@ def compare_to_exact(
     repeats: int = 200,
     warmup: int = 20,
     seed: int = 0,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Per estimator: MSE of its gradient to the exact one, bias², variance, seconds a draw.
 
     ``warmup`` draws come first (a decaying baseline needs a few steps to mean anything);
     bias² is ``‖mean − exact‖² − variance / repeats``, an unbiased estimate (it can come
-    out slightly below zero when the bias is below the Monte Carlo noise).
+    out slightly below zero when the bias is below the Monte Carlo noise). ``progress``: a
+    bar of the draws.
     """
     groups = {"encoder": vae.encoder_parameters(), "decoder": list(vae.decoder.parameters())}
     params = [p for ps in groups.values() for p in ps]
@@ -164,8 +168,9 @@ def compare_to_exact(
         exact_seconds = (clock(x) - t0) / EXACT_TIMINGS
     norm = float(exact.square().sum())
     rows = [_row("enum (exact)", "TraceEnum_ELBO: the sum over every code", None, exact_seconds)]
+    bar = estimate_bar(len(estimators) * (warmup + repeats), progress)
     for est in estimators:
-        g, seconds = _draws(est, x, params, repeats, warmup, seed)
+        g, seconds = _draws(est, x, params, repeats, warmup, seed, bar)
         row = _row(est.name, est.description, est.temperature, seconds)
         for name, part in zip(["all", *groups], [slice(None), *_slices(sizes)], strict=True):
             gp, ep = g[:, part], exact[part]
@@ -175,6 +180,7 @@ def compare_to_exact(
             row[f"var_{name}"] = variance
         row["relative_mse"] = row["mse_all"] / norm
         rows.append(row)
+    bar.close()
     for row in rows:
         row.update(repeats=repeats, exact_norm2=norm)
     return rows
@@ -187,16 +193,19 @@ def compare_spread(
     repeats: int = 200,
     warmup: int = 20,
     seed: int = 0,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Where no exact gradient exists (too many codes): per estimator, the variance of its
     gradient (summed over parameters), its signal-to-noise ratio (the mean over parameters
-    of |mean| / sd, for the encoder and the decoder) and seconds a draw."""
+    of |mean| / sd, for the encoder and the decoder) and seconds a draw; ``progress``: a
+    bar of the draws."""
     groups = {"encoder": vae.encoder_parameters(), "decoder": list(vae.decoder.parameters())}
     params = [p for ps in groups.values() for p in ps]
     sizes = [sum(p.numel() for p in ps) for ps in groups.values()]
     rows = []
+    bar = estimate_bar(len(estimators) * (warmup + repeats), progress)
     for est in estimators:
-        g, seconds = _draws(est, x, params, repeats, warmup, seed)
+        g, seconds = _draws(est, x, params, repeats, warmup, seed, bar)
         row = {"estimator": est.name, "description": est.description}
         row.update(temperature=est.temperature, seconds=seconds, repeats=repeats)
         for name, part in zip(["all", *groups], [slice(None), *_slices(sizes)], strict=True):
@@ -204,6 +213,7 @@ def compare_spread(
             row[f"var_{name}"] = float(sd.square().sum())
             row[f"snr_{name}"] = float((mean.abs() / sd.clamp_min(1e-30)).mean())
         rows.append(row)
+    bar.close()
     return rows
 
 
@@ -295,7 +305,7 @@ def exact_table(rows: list[dict[str, Any]], title: str) -> Table:
 def plot_mse(rows: list[dict[str, Any]], path, title: str) -> None:
     """MSE and bias² of each relaxation against τ; the unbiased estimators' MSE as
     horizontal lines (estimators whose MSE coincide are drawn once, named together)."""
-    from .paper_figures import figure, save_figure
+    from .plotting import figure, save_figure
 
     fig, ax = figure(figsize=(7, 4.5))
     relaxed: dict[str, list[dict[str, Any]]] = {}

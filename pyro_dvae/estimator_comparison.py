@@ -92,6 +92,14 @@ def clock(like: torch.Tensor) -> float:
     return time.perf_counter()
 
 
+def estimate_bar(total: int, progress: bool):
+    """A tqdm bar of ``total`` estimates, named by the estimator at work (``set_description``),
+    gone once closed, as ``fit``'s bar of steps."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="estimate", disable=not progress, leave=False, dynamic_ncols=True)
+
+
 def _flat_grads(
     loss: torch.Tensor, groups: dict[str, list[torch.Tensor]]
 ) -> dict[str, torch.Tensor]:
@@ -114,6 +122,7 @@ def compare(
     estimators: list[Estimator] | None = None,
     repeats: int = 100,
     seed: int = 0,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """For each estimator, ``repeats`` estimates on the same batch ``x`` at fixed parameters.
 
@@ -121,7 +130,7 @@ def compare(
     batch of binary images (batch, D) on its device; ``estimators``: what to compare
     (``None``: :func:`default_estimators`: Trace_ELBO with 1 and 10 samples,
     TraceMeanField_ELBO, the family's variants, IWAE with k = 5 and 50); ``seed``: torch's
-    global seed, set before each estimator's repeats.
+    global seed, set before each estimator's repeats; ``progress``: a bar of the estimates.
 
     Returns a dict per estimator (``estimator``, ``description``, ``kl``: each latent site's
     KL kind, ``repeats``): mean and standard deviation of the per-image loss
@@ -136,40 +145,48 @@ def compare(
         "decoder": list(vae.decoder.parameters()),
     }
     rows = []
-    for est in estimators:
-        target = est.vae_for(vae)
-        elbo = est.make()
-        analytic = isinstance(elbo, TraceMeanField_ELBO)
-        with pyro.validation_enabled(False):
-            kinds = kl_kinds(target.model, target.guide, x[:2], analytic=analytic)
-        torch.manual_seed(seed)
-        losses, grads = [], {k: [] for k in (*groups, "all")}
-        elapsed = 0.0
-        for _ in range(repeats):
-            t0 = clock(x)
-            with pyro.validation_enabled(False):
-                loss = elbo.differentiable_loss(target.model, target.guide, x) / x.shape[0]
-            g = _flat_grads(loss, groups)
-            elapsed += clock(x) - t0
-            losses.append(float(loss.detach()))
-            for k, v in g.items():
-                grads[k].append(v)
-            grads["all"].append(torch.cat([g[k] for k in groups]))
-        row = {
-            "estimator": est.name,
-            "description": est.description,
-            "kl": kinds,
-            "repeats": repeats,
-            "loss_mean": float(torch.tensor(losses).mean()),
-            "loss_sd": float(torch.tensor(losses).std()),
-            "seconds": elapsed / repeats,
-        }
-        for k, vs in grads.items():
-            stack = torch.stack(vs).double()
-            row[f"grad_var_{k}"] = float((stack.std(0) ** 2).sum())
-            row[f"grad_snr_{k}"] = gradient_snr(stack)
-        rows.append(row)
+    with estimate_bar(len(estimators) * repeats, progress) as bar:
+        for est in estimators:
+            bar.set_description(est.name)
+            rows.append(_compare_one(vae, x, est, groups, repeats, seed, bar))
     return rows
+
+
+def _compare_one(vae, x, est: Estimator, groups, repeats: int, seed: int, bar) -> dict[str, Any]:
+    """:func:`compare`'s row of one estimator."""
+    target = est.vae_for(vae)
+    elbo = est.make()
+    analytic = isinstance(elbo, TraceMeanField_ELBO)
+    with pyro.validation_enabled(False):
+        kinds = kl_kinds(target.model, target.guide, x[:2], analytic=analytic)
+    torch.manual_seed(seed)
+    losses, grads = [], {k: [] for k in (*groups, "all")}
+    elapsed = 0.0
+    for _ in range(repeats):
+        t0 = clock(x)
+        with pyro.validation_enabled(False):
+            loss = elbo.differentiable_loss(target.model, target.guide, x) / x.shape[0]
+        g = _flat_grads(loss, groups)
+        elapsed += clock(x) - t0
+        losses.append(float(loss.detach()))
+        for k, v in g.items():
+            grads[k].append(v)
+        grads["all"].append(torch.cat([g[k] for k in groups]))
+        bar.update(1)
+    row = {
+        "estimator": est.name,
+        "description": est.description,
+        "kl": kinds,
+        "repeats": repeats,
+        "loss_mean": float(torch.tensor(losses).mean()),
+        "loss_sd": float(torch.tensor(losses).std()),
+        "seconds": elapsed / repeats,
+    }
+    for k, vs in grads.items():
+        stack = torch.stack(vs).double()
+        row[f"grad_var_{k}"] = float((stack.std(0) ** 2).sum())
+        row[f"grad_snr_{k}"] = gradient_snr(stack)
+    return row
 
 
 def gradient_snr(stack: torch.Tensor) -> float:
@@ -191,12 +208,14 @@ def iwae_gradient_snr(
     gradients: tuple[str, ...] = GRADIENTS,
     repeats: int = 100,
     seed: int = 0,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """The encoder's and the decoder's gradient SNR (:func:`gradient_snr`) of the IWAE bound
     with each of ``gradients`` and K particles, on the batch ``x`` at fixed parameters
     (Rainforth et al., 2018, Figure 1): one row per (gradient, K), with seconds per estimate
     and ``ess``, the images' mean effective sample size of the K weights (one more draw):
-    DReG's SNR rises with K only once the weights are spread over many draws."""
+    DReG's SNR rises with K only once the weights are spread over many draws. ``progress``:
+    a bar of the estimates."""
     groups = {"encoder": vae.encoder_parameters(), "decoder": list(vae.decoder.parameters())}
     ess = {}  # how degenerate the weights are at each K: the same draws for every gradient
     for k in ks:
@@ -204,8 +223,10 @@ def iwae_gradient_snr(
         with pyro.validation_enabled(False):
             ess[k] = float(effective_sample_size(vae.model, vae.guide, x, k).mean())
     rows = []
+    bar = estimate_bar(len(gradients) * len(ks) * repeats, progress)
     for gradient in gradients:
         for k in ks:
+            bar.set_description(f"IWAE {gradient}, K={k}")
             elbo = IWAEELBO(num_particles=k, gradient=gradient)
             torch.manual_seed(seed)
             estimates: dict[str, list[torch.Tensor]] = {name: [] for name in groups}
@@ -220,12 +241,14 @@ def iwae_gradient_snr(
                 for name, ps in groups.items():
                     flat = [torch.zeros_like(p) if p.grad is None else p.grad for p in ps]
                     estimates[name].append(torch.cat([g.reshape(-1) for g in flat]))
+                bar.update(1)
             row: dict[str, Any] = {"gradient": gradient, "k": k, "repeats": repeats}
             for name, vs in estimates.items():
                 row[f"snr_{name}"] = gradient_snr(torch.stack(vs).double())
             row["seconds"] = elapsed / repeats
             row["ess"] = ess[k]
             rows.append(row)
+    bar.close()
     for p in (p for ps in groups.values() for p in ps):
         p.grad = None
     return rows
@@ -237,6 +260,7 @@ __all__ = [
     "clock",
     "compare",
     "default_estimators",
+    "estimate_bar",
     "gradient_snr",
     "iwae_gradient_snr",
 ]
@@ -258,6 +282,7 @@ def train_side_by_side(
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
     guide: str | None = None,
+    progress: bool = False,
 ) -> dict[str, list[float]]:
     """Train one model per training objective from the same seed; the test −ELBO per epoch.
 
@@ -266,6 +291,7 @@ def train_side_by_side(
 
     Every model is scored with the same estimator (one-sample Monte Carlo −ELBO with the
     relaxed densities, the paper's), so the curves compare what each objective learns.
+    ``progress``: each model's bar of training steps, as ``fit``'s.
     """
     from .inference import EVAL_SEED, evaluate_elbo, seeded
     from .train import Trainer
@@ -278,7 +304,7 @@ def train_side_by_side(
             changes["num_particles"] = num_particles
         cfg = replace(config, epochs=epochs, eval_every=epochs, guide=guide or "", **changes)
         label = f"trace-{num_particles}" if name == "trace-N" else name
-        trainer = Trainer(cfg, dataset, device, progress=False, log=lambda m: None, guide=guide)
+        trainer = Trainer(cfg, dataset, device, progress=progress, log=lambda m: None, guide=guide)
         curve = []
         for epoch in range(1, epochs + 1):
             trainer.fit(epochs=epoch)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .fileio import atomic_write_text
-from .paper_figures import epoch_axis, figure, save_figure
+from .plotting import epoch_axis, figure, save_figure
 from .table import Table
 
 #: (heading, row key, format) of the estimator table's columns
@@ -105,18 +105,19 @@ def write_training_curves(curves: dict[str, list[float]], out: Path, title: str)
 
 
 def write_discrete_comparison(
-    vae, x, ests, repeats: int, seed: int, out: Path, head: str, note: str = ""
+    vae, x, ests, repeats: int, seed: int, out: Path, head: str, note: str = "", progress=False
 ) -> str:
     """A discrete model's estimators against its exact, enumerated gradient (past
     ``ENUM_LIMIT`` codes: their variance, SNR and time): ``estimators.{md,csv,json}`` and
-    ``gradient_mse.png``; returns the Markdown. ``head`` and ``note`` frame the title."""
+    ``gradient_mse.png``; returns the Markdown. ``head`` and ``note`` frame the title;
+    ``progress``: a bar of the draws."""
     from . import discrete_gradients as dg
 
     if not vae.family.summable:
-        rows = dg.compare_spread(vae, x, ests, repeats, seed=seed)
+        rows = dg.compare_spread(vae, x, ests, repeats, seed=seed, progress=progress)
         table = dg.spread_table(rows, f"{head}, their spread{note}")
     else:
-        rows = dg.compare_to_exact(vae, x, ests, repeats, seed=seed)
+        rows = dg.compare_to_exact(vae, x, ests, repeats, seed=seed, progress=progress)
         table = dg.exact_table(rows, f"{head} against the exact gradient{note}")
         dg.plot_mse(rows, out / "gradient_mse.png", table.title)
     md = table.markdown()
@@ -124,11 +125,14 @@ def write_discrete_comparison(
     return md
 
 
-def write_iwae_snr(vae, x, ks, repeats: int, seed: int, out: Path, title: str) -> str:
-    """The IWAE gradients' SNR against K: ``iwae_snr.{md,csv,json,png}``; the Markdown."""
+def write_iwae_snr(
+    vae, x, ks, repeats: int, seed: int, out: Path, title: str, progress: bool = False
+) -> str:
+    """The IWAE gradients' SNR against K: ``iwae_snr.{md,csv,json,png}``; the Markdown.
+    ``progress``: a bar of the estimates."""
     from .estimator_comparison import iwae_gradient_snr
 
-    rows = iwae_gradient_snr(vae, x, ks, repeats=repeats, seed=seed)
+    rows = iwae_gradient_snr(vae, x, ks, repeats=repeats, seed=seed, progress=progress)
     cells = [
         (
             r["gradient"],

@@ -46,7 +46,7 @@ from .optim import FusedClippedAdam, member_optim_state, stack_optim_states
 from .rundir import RunDir
 from .schedules import is_standard, remedies
 from .signals import deferred_stop, raise_if_stopped
-from .train import COMPILE_NOTE, Trainer, train_epochs
+from .train import COMPILE_NOTE, Trainer, train_epochs, train_parts
 from .vae import VAE
 
 #: the ELBOs a group trains with (their per-image particle loss; see :mod:`.pyro_internals`)
@@ -257,10 +257,7 @@ class GroupTrainer:
             self._tell_step(losses)
         loss, recon = [v / n for v in loss_sum.tolist()], [v / n for v in recon_sum.tolist()]
         self._stop_failed(bad_step.tolist())
-        return [
-            {"train_loss": lo, "train_recon": r, "train_kl": lo - r}
-            for lo, r in zip(loss, recon, strict=True)
-        ]
+        return [train_parts(self.elbo, lo, r) for lo, r in zip(loss, recon, strict=True)]
 
     def _tell_step(self, losses: torch.Tensor) -> None:
         """The step's callbacks: the group's (its progress bar) and each live member's."""

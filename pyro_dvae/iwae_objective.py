@@ -65,6 +65,8 @@ class ImportanceWeightedBound(SurrogateELBO):
 
     #: how the trainer and its messages name this objective
     objective = "--elbo iwae"
+    #: its loss is the K-particle bound, for K > 1 tighter than the ELBO: loss − recon is no KL
+    importance_weighted = True
 
     def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, **options: Any):
         gradient = options.pop("gradient", "standard")
@@ -203,6 +205,7 @@ class STLTraceELBO(IWAEELBO):
     the exact posterior."""
 
     objective = "--elbo trace"
+    importance_weighted = False  # the mean of the log-weights: the ELBO, recon + KL
 
     def __init__(self, *args, **options):
         options.setdefault("gradient", "stl")

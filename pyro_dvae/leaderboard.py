@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from .errors import RunDirError, StorageError
 from .fileio import atomic_write_text
+from .plotting import point_marker
 from .results import RunResult, collect
 
 COLUMNS = (
@@ -277,7 +278,15 @@ def draw(rows: list[Row]) -> Figure:
                 hours, losses = curve(r, cost)
                 if not hours:
                     continue
-                (line,) = ax.plot(hours, losses, color=color, lw=1.6 if color is None else 0.6)
+                first = color is None
+                (line,) = ax.plot(
+                    hours,
+                    losses,
+                    color=color,
+                    lw=1.6 if first else 0.6,
+                    marker=point_marker(len(hours)),
+                    ms=4 if first else 2,
+                )
                 if color is None:
                     mean = row.values()["discrete_neg_elbo_mean"]
                     drawn.append((line, row.estimator, mean if mean != "" else losses[-1]))

@@ -10,24 +10,15 @@ import numpy as np
 import torch
 
 from .data import IMAGE_SHAPES, load_dataset
-from .errors import ConfigError, RunDirError, StorageError
+from .errors import ConfigError, RunDirError
 from .families import FAMILIES
 from .paper import PAPER_DATASET
+from .plotting import epoch_axis, figure, point_marker, save_figure
 from .results import RunResult, collect, epochs_span, find_run, table3_cells
 from .sweep import PAPER_ALPHAS, PAPER_SIZES
 from .wording import capped
 
 FIGURES: dict[str, Callable[..., Path]] = {}
-
-
-def figure(*args, figsize=None, layout=None, **kwargs):
-    """A figure and its axes, as ``Figure.subplots`` makes them: matplotlib's object API,
-    so no pyplot state is kept and no backend is chosen (files need none). matplotlib is
-    imported here, by the commands that draw, not by every command that starts."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, layout=layout)
-    return fig, fig.subplots(*args, **kwargs)
 
 
 def register_figure(name: str):
@@ -54,29 +45,6 @@ def _suptitle(fig, text: str, dataset: str = PAPER_DATASET) -> None:
     fig.suptitle(text if dataset == PAPER_DATASET else f"{text} · {dataset}")
 
 
-def epoch_axis(ax) -> None:
-    """An x axis of epochs: labelled so, its ticks whole numbers (epoch 1, 2, never 1.5)."""
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Write ``fig`` to ``path`` atomically (a reader never sees half a figure); the format
-    follows the suffix (``.png``, ``.pdf``, ``.svg``)."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.png'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        tmp.replace(path)
-    except OSError as err:
-        raise StorageError(f"cannot write {path}: {err.strerror or err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 # --------------------------------------------------------------------------- Figure 2
 
 
@@ -96,7 +64,8 @@ def reconstruction_curves(
             records = r.run_dir_metrics()
             epochs = [m["epoch"] for m in records]
             unique = labels.count(label) == 1  # else the run's name tells it apart (seed, τ, ...)
-            ax.plot(epochs, [m["train_recon"] for m in records], label=label if unique else r.name)
+            recon, name = [m["train_recon"] for m in records], label if unique else r.name
+            ax.plot(epochs, recon, label=name, marker=point_marker(len(epochs)), ms=4)
         ax.set_title(f"latent dimension {size}")
         epoch_axis(ax)
         ax.set_ylabel("−log p(x | z) (train, nats)")
@@ -306,8 +275,8 @@ def table3_curves(runs, out: Path, notes=None, **_) -> Path:
                 for r in cells[name].runs:
                     epochs, losses = _test_curve(r)
                     seed = f", seed {r.config.seed}" if len(cells[name].runs) > 1 else ""
-                    marker = "o" if len(epochs) == 1 else None  # one point: a line is invisible
-                    ax.plot(epochs, losses, label=f"{_label(r)}{seed}", lw=1, marker=marker)
+                    marker = point_marker(len(epochs))
+                    ax.plot(epochs, losses, label=f"{_label(r)}{seed}", lw=1, marker=marker, ms=4)
                     tails += losses[len(losses) // 20 :]  # the first twentieth falls off the top
             if tails:
                 span = max(tails) - min(tails)

@@ -23,7 +23,7 @@ from .families import FAMILIES
 from .families.enumeration import enumerated_reconstructions
 from .fileio import atomic_write_text
 from .inference import seeded
-from .paper_figures import epoch_axis, figure, save_figure
+from .plotting import epoch_axis, figure, point_marker, save_figure
 from .rundir import RunDir
 from .vae import VAE
 from .wording import capped, plural
@@ -43,6 +43,11 @@ WHAT = {
     "traversals.png": "the most active units, each swept alone, the others at the prior's centre",
     "curves.png": "train (dashed) and test (solid) −ELBO, reconstruction and KL per epoch",
 }
+#: ``samples.png`` of a relaxed run (Concrete, a relaxed estimator): its two priors' panels
+RELAXED_SAMPLES = WHAT["samples.png"].replace("the prior", "two priors") + (
+    ": the relaxed prior the run trains with, and the discrete prior (hard codes: one-hot or "
+    "bits) of the discrete model it stands for, whose −ELBO is the 'hard codes' one"
+)
 
 #: ``pyro-dvae show``'s settings (the options of :func:`show_run`), as its CLI defaults them
 SHOW_DEFAULTS = {
@@ -66,6 +71,7 @@ class Panel:
     images: np.ndarray
     row_labels: list[str] | None = None
     col_labels: list[str] | None = None
+    x_label: str | None = None  #: what the column labels are
 
     @property
     def gap(self) -> int:
@@ -195,6 +201,8 @@ def draw_panels(panels: list[Panel], title: str, cell: float = 0.42):
         ax.set_title(panel.title, fontsize=9)
         ax.set_xticks([c * (w + g) + (w - 1) / 2 for c in range(cols)] if panel.col_labels else [])
         ax.set_xticklabels(panel.col_labels or [], fontsize=7, rotation=90)
+        if panel.x_label:
+            ax.set_xlabel(panel.x_label, fontsize=8)
         ax.set_yticks([r * (h + g) + (h - 1) / 2 for r in range(rows)] if panel.row_labels else [])
         ax.set_yticklabels(panel.row_labels or [], fontsize=7)
     fig.suptitle(title, fontsize=10)
@@ -203,8 +211,10 @@ def draw_panels(panels: list[Panel], title: str, cell: float = 0.42):
 
 
 def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train", "test")):
-    """−ELBO, reconstruction and KL per epoch of each run (train dashed, test solid), and
-    the temperature where a run anneals it."""
+    """−ELBO, reconstruction and KL per epoch of each run (train dashed, test solid; on a
+    short curve, train's markers hollow, test's filled), and the temperature where a run
+    anneals it. A run that trains an importance-weighted bound has no train KL; its train
+    loss is that bound, and its legend says so."""
     series = [(label, curve_series(records)) for label, records in runs]
     tempered = any(len(set(s.get("temperature", ((), ()))[1])) > 1 for _, s in series)
     fig, axes = figure(1, 3 + tempered, figsize=(4.6 * (3 + tempered), 4.0), squeeze=False)
@@ -217,17 +227,20 @@ def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train",
             for split, style in (("train", "--"), ("test", "-")):
                 key = f"{split}_{part}"
                 if split in splits and key in s:
-                    dots = "o" if len(s[key][0]) == 1 else None  # one epoch: a point, not a line
+                    bound = key == "train_loss" and "train_kl" not in s  # train_parts
                     ax.plot(
                         *s[key],
                         style,
-                        marker=dots,
+                        marker=point_marker(len(s[key][0])),
+                        ms=4,
+                        mfc="none" if split == "train" else None,
                         color=colours(i % 10),
-                        label=f"{label}, {split}",
+                        label=f"{label}, {split}" + (" (IWAE bound)" if bound else ""),
                     )
             ax.set_title(name, fontsize=10)
         if tempered and "temperature" in s:
-            axes[3].plot(*s["temperature"], color=colours(i % 10), label=label)
+            marker = point_marker(len(s["temperature"][0]))
+            axes[3].plot(*s["temperature"], color=colours(i % 10), label=label, marker=marker, ms=4)
             axes[3].set_title("posterior temperature τ", fontsize=10)
     for ax in axes:
         epoch_axis(ax)
@@ -265,7 +278,8 @@ def weight_pictures(loaded, title: str, options: dict, out: Path, log=None) -> l
         capped("--reconstructions", options["reconstructions"], len(test), whose, "image"),
         capped("--activity-images", options["activity_images"], len(test), whose, "image"),
     ]
-    priors = [("prior", False)] + ([("discrete prior", True)] if vae.family.relaxed else [])
+    relaxed = vae.family.relaxed  # RELAXED_SAMPLES says what its two panels are
+    priors = [("relaxed prior", False), ("discrete prior", True)] if relaxed else [("prior", False)]
     panels = []
     for name, discrete in priors:
         for binary in (False, True) if options["binary"] else (False,):
@@ -300,6 +314,7 @@ def weight_pictures(loaded, title: str, options: dict, out: Path, log=None) -> l
         images.reshape(len(units), z.shape[1], *shape).cpu().numpy(),
         rows,
         labels,
+        vae.family.traversal_axis(),
     )
     written.append(
         save_figure(draw_panels([panel], f"traversals · {title}"), out / "traversals.png")
@@ -316,10 +331,14 @@ def _reconstructed_from(vae: VAE) -> str:
     return "Σ_c q(c|x) E[x|c] over every code"
 
 
-def readme(out: Path, title: str, command: list[str], written: list[Path], note: str) -> Path:
-    """The figure folder's README: what was drawn, of which run and epoch, by which command."""
+def readme(
+    out: Path, title: str, command: list[str], written: list[Path], note: str, relaxed=False
+) -> Path:
+    """The figure folder's README: what was drawn, of which run and epoch, by which command;
+    ``relaxed``: the run's samples have the panels of two priors."""
+    what = WHAT | ({"samples.png": RELAXED_SAMPLES} if relaxed else {})
     lines = [f"# {title}", "", "Drawn with", "", "```bash", shlex.join(command), "```", ""]
-    lines += [f"- `{p.name}`: {WHAT.get(p.name, '')}".rstrip(": ") for p in written]
+    lines += [f"- `{p.name}`: {what.get(p.name, '')}".rstrip(": ") for p in written]
     if note:
         lines += ["", note]
     path = out / "README.md"
@@ -368,7 +387,10 @@ def show_run(
         if records:
             fig = draw_curves([(run_dir.path.name, records)], f"curves · {title}")
             drawn.append(save_figure(fig, scratch / "curves.png"))
-        drawn.append(readme(scratch, f"{run_dir.path.name}: {title}", command, drawn, note))
+        relaxed = loaded is not None and loaded.vae.family.relaxed
+        drawn.append(
+            readme(scratch, f"{run_dir.path.name}: {title}", command, drawn, note, relaxed)
+        )
         out.mkdir(parents=True, exist_ok=True)
         for stale in set(WHAT) - {p.name for p in drawn}:  # this command's, from a rerun
             (out / stale).unlink(missing_ok=True)

@@ -68,7 +68,7 @@ def write_samples(
     if out.suffix.lower() == ".pt":
         atomic_write(out, lambda fh: torch.save(images, fh))
     else:
-        from .paper_figures import save_figure
+        from .plotting import save_figure
         from .run_pictures import Panel, draw_panels, run_title, tiled
 
         title = f"{n} prior samples, seed {seed} · {run_title(loaded.run_dir, loaded.epoch)}"

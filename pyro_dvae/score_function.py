@@ -96,6 +96,9 @@ class VIMCOELBO(SurrogateELBO):
     """Variational inference for Monte Carlo objectives (Mnih & Rezende, 2016); its loss is
     the K-sample bound −log (1/K) Σ_k p(x, z_k) / q(z_k | x), K = ``num_particles`` ≥ 2."""
 
+    #: for K > 1 the bound is tighter than the ELBO: loss − recon is no KL
+    importance_weighted = True
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.num_particles < 2:

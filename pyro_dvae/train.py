@@ -205,9 +205,10 @@ class Trainer:
         """Mean test −ELBO and parts with the training estimator's KL, one sample per image
         (``--elbo enum``: exact, summed over every code); for a relaxed latent, also the
         −ELBO of the discrete model it stands for (``discrete_loss``: hard codes, analytic KL);
-        and ``active_units``, which tell a collapsed posterior (:mod:`.collapse`)."""
+        and ``active_units`` of ``latent_units``, which tell a collapsed posterior
+        (:mod:`.collapse`)."""
         x = self.data.test if x is None else x
-        active = {"active_units": count_active(self.vae, x, EVAL_SEED, self.device)}
+        active = count_active(self.vae, x, EVAL_SEED, self.device)
         if getattr(self.elbo, "exact", False):  # the exact sum the run trains on
             return enumerated_parts(self.vae, x) | active
         with seeded(EVAL_SEED, self.device):
@@ -253,8 +254,7 @@ class Trainer:
             recon_sum += self.elbo.last_recon * len(idx)
             self.step += 1
             self.callbacks.step(self, loss)
-        recon = float(recon_sum) / n
-        return {"train_loss": loss_sum / n, "train_recon": recon, "train_kl": loss_sum / n - recon}
+        return train_parts(self.elbo, loss_sum / n, float(recon_sum) / n)
 
     def fit(self, epochs: int | None = None) -> dict[str, Any]:
         """Train up to ``epochs`` (default: the config's) and return the summary."""
@@ -381,3 +381,14 @@ def train_epochs(
     if stop is not None:
         raise TrainingInterrupted(reached(), signal_of(stop)) from None
     return result
+
+
+def train_parts(elbo, loss: float, recon: float) -> dict[str, float]:
+    """An epoch's mean training loss and reconstruction, and the KL where the loss is an
+    ELBO (recon + KL). A K > 1 importance-weighted bound (``--elbo iwae``, VIMCO) is tighter
+    than the ELBO, its loss under recon + KL, so loss − recon is no KL (it can be negative):
+    such a record has none."""
+    parts = {"train_loss": loss, "train_recon": recon}
+    if not (getattr(elbo, "importance_weighted", False) and elbo.num_particles > 1):
+        parts["train_kl"] = loss - recon
+    return parts

@@ -415,6 +415,8 @@ def test_missing_data_without_network(tmp_path, monkeypatch, before):
     assert "network unreachable" in msg
     assert "--dataset digits" in msg and "--data-dir" in msg
     assert str(data_dir / "MNIST" / "raw") in msg
+    missing = [n for n in MNIST_RAW if before != "one raw file" or n != kept.name]
+    assert f"(missing {', '.join(missing)})" in msg  # the files to copy there, by name
     assert not out.exists()
     # the failed download leaves nothing behind, and takes nothing that was there
     if before == "one raw file":
@@ -424,6 +426,23 @@ def test_missing_data_without_network(tmp_path, monkeypatch, before):
         assert data_dir.exists() == (before == "empty folder")
         assert not data_dir.exists() or list(data_dir.iterdir()) == []
     assert_one_error_line(result)
+
+
+def test_a_failed_download_says_why_in_the_same_line(tmp_path, monkeypatch):
+    """torchvision's error is lines: a heading ending in ':', then each mirror's failure.
+    The one error line keeps the heading and the last failure (the cause), not the bare
+    heading alone."""
+    text = (
+        "Error downloading train-images-idx3-ubyte.gz:\n"
+        "Tried https://mirror-a/mnist/, got:\n<urlopen error [Errno -2] Name unknown>\n"
+        "Tried http://mirror-b/mnist/, got:\n<urlopen error [Errno -3] Temporary failure>\n"
+    )
+    _no_network(monkeypatch, RuntimeError(text))
+    result = invoke(fit_args(tmp_path / "run", dataset="mnist", data_dir=tmp_path / "data"))
+    assert result.exit_code == 1
+    assert_one_error_line(result)
+    heading = "Error downloading train-images-idx3-ubyte.gz:"
+    assert f"({heading} <urlopen error [Errno -3] Temporary failure>)" in error_message(result)
 
 
 def test_a_data_dir_that_is_a_file_is_one_error_line_and_stays(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from pyro_dvae.iwae_bound import importance_weighted
 from pyro_dvae.train import Trainer
 from pyro_dvae.vae import VAE
 
-from .helpers import assert_one_error_line, fit_args, invoke, run_ok
+from .helpers import assert_one_error_line, fit_args, invoke, run_ok, stderr_lines
 
 REPEATS = 300
 
@@ -104,6 +104,13 @@ def test_compare_estimators_command(tmp_path, monkeypatch):
     assert "| analytic | z: analytic |" in result.stdout
     assert (out / "estimators.csv").read_text().count("\n") == 5
     assert (out / "estimators.png").read_bytes()[:4] == b"\x89PNG"
+    # a bar of the 4 estimators x 5 estimates, as fit's and evaluate's; --no-progress: none
+    assert "0/20 [" in result.stderr and "estimate" in result.stderr
+    quiet = run_ok(["compare-estimators", str(run), "--repeats", "5", "--no-progress"])
+    assert stderr_lines(quiet) == [
+        "5 estimators x 5 estimates on 50 test images",
+        f"written: {out}",
+    ]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -23,8 +23,17 @@ from pyro_dvae.errors import ConfigError
 from pyro_dvae.inference import make_elbo
 from pyro_dvae.iwae_bound import vectorized
 from pyro_dvae.iwae_objective import IWAEELBO, STLTraceELBO
+from pyro_dvae.train import train_parts
 
-from .helpers import assert_one_error_line, assert_steps_agree, fit_args, invoke, read_json, run_ok
+from .helpers import (
+    assert_one_error_line,
+    assert_steps_agree,
+    fit_args,
+    invoke,
+    read_json,
+    read_metrics,
+    run_ok,
+)
 
 SIGMA = 0.8
 W = 1.2
@@ -337,6 +346,32 @@ def test_fit_trains_with_iwae_dreg(tmp_path):
     assert summary["elbo"] == "iwae" and config["gradient"] == "dreg"
     assert summary["compiled"] is False  # one epoch: --compile auto does not pay
     assert math.isfinite(summary["final"]["test_loss"])
+
+
+def test_an_iwae_run_reports_its_bound_not_a_kl(tmp_path):
+    """The K-particle bound is tighter than the ELBO, so loss − recon is no KL: an IWAE epoch
+    records and prints the bound and its reconstruction only, and names the bound."""
+    out = tmp_path / "run"
+    result = run_ok(fit_args(out, elbo="iwae", num_particles=5, epochs=1))
+    record = read_metrics(out)[-1]
+    assert "train_kl" not in record and "train_recon" in record
+    line = next(x for x in result.stderr.splitlines() if x.startswith("epoch 1/1"))
+    bound = f"train -IWAE bound (K=5) {record['train_loss']:.2f} "
+    assert bound in line and f"(recon {record['train_recon']:.2f})" in line
+    assert "KL" not in line.split("test")[0]
+    assert f"test -ELBO {record['test_loss']:.2f}" in line  # the test score is still an ELBO
+
+
+@pytest.mark.parametrize(
+    "name, k, kl",
+    [("iwae", 5, False), ("vimco", 5, False), ("iwae", 1, True), ("trace", 5, True)],
+)
+def test_train_parts_give_a_kl_only_where_the_loss_is_an_elbo(name, k, kl):
+    """K > 1 importance-weighted bounds (IWAE, VIMCO) have no KL part; one particle of IWAE
+    is the ELBO, and K particles of Trace_ELBO average K ELBOs."""
+    parts = train_parts(make_elbo(name, num_particles=k), 100.0, 80.0)
+    assert parts["train_loss"] == 100.0 and parts["train_recon"] == 80.0
+    assert parts.get("train_kl") == (20.0 if kl else None)
 
 
 def test_fit_refuses_a_gradient_the_objective_does_not_take(tmp_path):

@@ -188,6 +188,22 @@ def test_the_curve_figure_draws_metrics_jsonl(runs):
     assert len(draw_curves([("ln", _metrics(runs["ln"]))], "t").axes) == 3  # no temperature
 
 
+@pytest.mark.parametrize("epochs, marked", [(1, True), (3, True), (40, False)])
+def test_a_short_curve_has_markers_a_long_one_a_line(epochs, marked):
+    """One point draws no line, so it would be invisible: few points are drawn as markers
+    (the temperature's too); a long curve stays a plain line."""
+    records = [
+        {"epoch": e, "train_loss": 30.0 - e / 10, "test_loss": 29.0, "temperature": 1 / e}
+        for e in range(1, epochs + 1)
+    ]
+    fig = draw_curves([("r", records)], "t")
+    lines = [ln for ax in fig.axes for ln in ax.get_lines()]
+    assert len(lines) == 2 + (epochs > 1)  # train and test -ELBO; a temperature that changes
+    for line in lines:
+        assert len(line.get_xdata()) == epochs
+        assert (line.get_marker() not in (None, "None", "")) == marked
+
+
 def test_show_writes_the_pictures_and_the_readme(runs, tmp_path):
     out = tmp_path / "pics"
     result = run_ok(
@@ -204,6 +220,9 @@ def test_show_writes_the_pictures_and_the_readme(runs, tmp_path):
     readme = (out / "README.md").read_text()
     assert "concrete(3x4" in readme and "12 units" in readme and "digits" in readme
     assert "epoch 2" in readme and "pyro-dvae show" in readme
+    # a relaxed run's samples have two priors' panels, and the README names both
+    samples = next(line for line in readme.splitlines() if line.startswith("- `samples.png`"))
+    assert "relaxed prior" in samples and "discrete prior (hard codes" in samples
     lines = stderr_lines(result)
     notes = [line for line in lines if not line.startswith("written: ")]
     # the 2-epoch fixture run has not left the prior yet, and show says so (docs/collapse.md)
@@ -211,6 +230,32 @@ def test_show_writes_the_pictures_and_the_readme(runs, tmp_path):
     said = json.loads((runs["cc"] / "summary.json").read_text())["collapse"]
     assert (said is not None) == bool(notes)
     assert said is None or said in readme
+
+
+@pytest.mark.parametrize(
+    "run, axis", [("ln", "the swept unit's value z"), ("cc", "the swept variable's category")]
+)
+def test_the_traversal_picture_names_its_x_axis(runs, tmp_path, monkeypatch, run, axis):
+    """The column labels are values of z (0.071 ... 0.93) or categories (k=1 ... k=4): the x
+    axis says which, under the labels the picture draws."""
+    import pyro_dvae.run_pictures as run_pictures
+
+    drawn = {}
+    save = run_pictures.save_figure
+
+    def capture(fig, path):
+        drawn[path.name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(run_pictures, "save_figure", capture)
+    run_ok(["show", str(runs[run]), "--out", str(tmp_path / "pics"), "--steps", "7"])
+    (ax,) = drawn["traversals.png"].axes
+    assert ax.get_xlabel().startswith(axis)
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    if run == "ln":  # the sweep's seven values of z, as the family's traversal gives them
+        assert ticks == [f"{v:.2g}" for v in (np.arange(7) + 0.5) / 7]
+    else:
+        assert ticks == ["k=1", "k=2", "k=3", "k=4"]
 
 
 def test_show_without_weights_draws_the_curves_and_says_so(runs, tmp_path):

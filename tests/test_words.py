@@ -21,7 +21,7 @@ from pyro_dvae.config import FitConfig
 from pyro_dvae.errors import ConfigError
 from pyro_dvae.naming import named_grid, run_name
 
-from .helpers import fit_args, invoke
+from .helpers import fit_args, invoke, read_metrics
 
 
 def _shown_options() -> dict[str, list[tuple[str, click.Option, str]]]:
@@ -180,6 +180,9 @@ def test_a_concrete_run_is_one_size_in_show_and_evaluate(tmp_path):
     args = fit_args(out, family="concrete", latent_dim=1, categories=20, epochs=1)
     done = invoke(args)
     assert done.exit_code == 0 and "done: 1 epoch," in done.stderr  # one epoch, not "1 epochs"
+    # the last evaluation's active units, of the 1 x 20 one-hot units the decoder reads
+    last = read_metrics(out)[-1]
+    assert f", {last['test_active_units']} of 20 units active;" in done.stderr
     title = run_title(RunDir(out), 1)
     assert "20 units" in title and "digits" in title  # the paper's "dimension 20"
     assert title.lower().count("concrete") == 1  # the family is named once

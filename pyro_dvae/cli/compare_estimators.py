@@ -12,6 +12,7 @@ from ..config import FitConfig, check_family_field
 from ..wording import capped, plural
 from .main import (
     GUIDE_HELP,
+    PROGRESS_HELP,
     SEED_HELP,
     cli,
     data_dir_option,
@@ -88,6 +89,7 @@ from .options import model_options
 @data_dir_option
 @device_option()
 @threads_option
+@click.option("--progress/--no-progress", default=True, show_default=True, help=PROGRESS_HELP)
 def compare_estimators(
     run_dir,
     batch_size,
@@ -103,6 +105,7 @@ def compare_estimators(
     data_dir,
     device,
     threads,
+    progress,
     **model,
 ):
     """Compare ELBO estimators on one test batch at fixed parameters.
@@ -189,25 +192,26 @@ def compare_estimators(
             f"{vae.family.describe()}, {config.dataset}, epoch {epoch}, batch {x.shape[0]}: "
             "gradient estimators"
         )
-        md = write_discrete_comparison(vae, x, ests, repeats, seed, out, head, device_note(device))
+        note = device_note(device)
+        md = write_discrete_comparison(vae, x, ests, repeats, seed, out, head, note, progress)
         click.echo(md)
         log_line(f"written: {out}")
         return
     ests = default_estimators(vae, num_particles, tuple(iwae_k) or (5, 50))
     log_line(f"{len(ests)} estimators x {repeats} estimates on {x.shape[0]} test images")
-    rows = compare(vae, x, ests, repeats, seed)
+    rows = compare(vae, x, ests, repeats, seed, progress)
     title = f"{vae.family.describe()}, {config.dataset}, epoch {epoch}, batch {x.shape[0]}"
     title += f", {repeats} repeats"
     title += device_note(device)
     click.echo(write_comparison(rows, out, title, vae.family.describe()))
     if snr_k:
         log_line(f"IWAE gradient SNR: {len(snr_k)} K values x 3 gradients x {repeats} estimates")
-        click.echo(write_iwae_snr(vae, x, snr_k, repeats, seed, out, title))
+        click.echo(write_iwae_snr(vae, x, snr_k, repeats, seed, out, title, progress))
     if train_epochs:
         from ..estimator_comparison import train_side_by_side
 
         curves = train_side_by_side(
-            config, data, train_epochs, num_particles, device, log=log_line, guide=guide
+            config, data, train_epochs, num_particles, device, log_line, guide, progress
         )
         write_training_curves(curves, out, f"{vae.family.describe()}, seed {config.seed}")
         for name, curve in curves.items():

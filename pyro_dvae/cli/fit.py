@@ -86,12 +86,21 @@ def fit(ctx: click.Context, out, resume_dirs, data_dir, device, threads, progres
         where = f"after epoch {err.epoch}; continue with: pyro-dvae fit {again}"
         click.echo(interrupted_line(err.signum, where), err=True)
         return err.exit_code
-    final = summary.get("final_test", {})
-    msg = f"done: {plural(summary['epochs_completed'], 'epoch')}"
-    if final:
-        msg += f", test -ELBO {final['test_loss']:.2f}"
+    msg = f"done: {plural(summary['epochs_completed'], 'epoch')}{_scores(summary)}"
     click.echo(f"{msg}; run directory {out}", err=True)
     return 0
+
+
+def _scores(summary: dict) -> str:
+    """The last evaluation in words: test -ELBO and how many units are active (runs from
+    before ``latent_units`` was recorded give the -ELBO alone)."""
+    final = summary.get("final_test", {})
+    if not final:
+        return ""
+    said = f", test -ELBO {final['test_loss']:.2f}"
+    if "test_active_units" in final and "test_latent_units" in final:
+        said += f", {final['test_active_units']} of {final['test_latent_units']} units active"
+    return said
 
 
 def _check_unchanged(path: Path, options: dict, given: set[str]) -> None:
@@ -112,9 +121,6 @@ def _check_unchanged(path: Path, options: dict, given: set[str]) -> None:
 def _group_done(summaries: list[dict], paths: tuple[Path, ...]) -> int:
     """One line per member; exit status 1 if any member failed."""
     for path, summary in zip(paths, summaries, strict=True):
-        final = summary.get("final_test", {})
-        msg = f"{path}: {summary['status']}, {plural(summary.get('epochs_completed', 0), 'epoch')}"
-        if final:
-            msg += f", test -ELBO {final['test_loss']:.2f}"
-        click.echo(msg, err=True)
+        epochs = plural(summary.get("epochs_completed", 0), "epoch")
+        click.echo(f"{path}: {summary['status']}, {epochs}{_scores(summary)}", err=True)
     return 1 if any(s["status"] == "failed" for s in summaries) else 0

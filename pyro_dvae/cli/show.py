@@ -192,7 +192,7 @@ def curves(paths, out, labels, title, split):
     """Several runs' curves in one figure: -ELBO, reconstruction and KL per epoch (train
     dashed, test solid) and the temperature where a run records one. PATHS are run
     directories or sweep folders holding runs; no weights are needed."""
-    from ..paper_figures import save_figure
+    from ..plotting import save_figure
     from ..run_pictures import draw_curves
     from ..rundir import RunDir
     from .evaluate import run_dirs

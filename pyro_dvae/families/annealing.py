@@ -17,8 +17,11 @@ TAU = Param(
     float,
     1.0,
     "bernoulli and categorical: the relaxation's temperature (initial value when annealed): "
-    "logitnormal reads z = sigmoid(y / tau), concrete and straight-through a Concrete at tau; "
-    "1 is the paper's Logit-normal and Jang et al.'s start.",
+    "logitnormal reads z = sigmoid(y / tau) in q and p alike; concrete and straight-through "
+    "draw q's Concrete at tau (their KL is the discrete codes', so no prior temperature "
+    "enters); 1 is the paper's Logit-normal and Jang et al.'s start. Not --temperature: "
+    "that is --family concrete's posterior temperature (its own default), beside its "
+    "--prior-temperature.",
     positive=True,
     short="tau",
 )
@@ -26,8 +29,9 @@ ANNEAL_RATE = Param(
     "anneal_rate",
     float,
     0.0,
-    "Concrete and bernoulli relaxations: temperature = max(min, initial * exp(-rate * step)); "
-    "0 keeps it fixed.",
+    "Relaxations (the initial temperature: concrete's --temperature, bernoulli's and "
+    "categorical's --tau): temperature = max(min, initial * exp(-rate * step)); 0 keeps it "
+    "fixed.",
     low=0.0,
     short="anneal",
 )
@@ -35,7 +39,7 @@ MIN_TEMPERATURE = Param(
     "min_temperature",
     float,
     0.5,
-    "Concrete and bernoulli relaxations: floor of the annealed temperature.",
+    "Relaxations: floor of the annealed temperature (--temperature, --tau).",
     positive=True,
     short="tmin",
 )

@@ -197,6 +197,10 @@ class PictureHooks:
         z[:, unit] = self.from_unit_interval(u)
         return z, [f"{v:.2g}" for v in z[:, unit].tolist()]
 
+    def traversal_axis(self) -> str:
+        """What a traversal's labels are, for its picture's x axis."""
+        return f"the swept {self.unit_word}'s value z"
+
     def unit_activity(self, codes: torch.Tensor) -> torch.Tensor:
         """Var_x of each unit's mean code (``codes``: one row per image, as ``code_mean``
         gives them): what picks the units a traversal shows."""

@@ -185,6 +185,11 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
         z[:, unit] = torch.tensor([0.0, 1.0], dtype=like.dtype, device=like.device)
         return z, ["b=0", "b=1"]
 
+    def traversal_axis(self):
+        if self.relaxed and self.estimator != "straight-through":
+            return super().traversal_axis()
+        return "the swept bit b"
+
     # ------------------------------------------------------------------ the discrete model
     def discrete(self) -> BitsFamily:
         return BitsFamily(self.latent_dim, probit=self.estimator == "logitnormal")

@@ -39,6 +39,10 @@ class CategoricalShape:
     categories: int
     slug_params = ("categories",)
     unit_word = "variable"
+
+    def traversal_axis(self) -> str:
+        return "the swept variable's category (one-hot)"
+
     code_is_z = False
 
     @classmethod
@@ -81,7 +85,9 @@ class ConcreteFamily(CategoricalShape, AnnealedTemperature, LatentFamily):
             "temperature",
             float,
             0.5,
-            "Concrete: posterior temperature (initial value when annealed).",
+            "Concrete: the posterior's temperature tau_q (initial value when annealed); the "
+            "prior's is --prior-temperature. Not --tau: that is the bernoulli and categorical "
+            "families' relaxation temperature (its own default).",
             positive=True,
             short="tq",
         ),
