@@ -1,9 +1,10 @@
 """Pictures of one run: prior samples, reconstructions, latent traversals, training curves.
 
 What a picture shows is computed apart from the drawing (``prior_samples``,
-``reconstructions``, ``traversals``, ``curve_series``), so a test can check the arrays and
-that the drawn figure holds exactly them. ``show_run`` writes the four PNGs of a run and a
-README with the command that drew them; a run without weights still gets its curves.
+``reconstructions``, ``traversals``; the curves in ``training_curves``), so a test can check
+the arrays and that the drawn figure holds exactly them. ``show_run`` writes the four PNGs of
+a run and a README with the command that drew them; a run without weights still gets its
+curves.
 """
 
 from __future__ import annotations
@@ -23,18 +24,11 @@ from .families import FAMILIES
 from .families.enumeration import enumerated_reconstructions
 from .fileio import atomic_write_text
 from .inference import seeded
-from .plotting import epoch_axis, figure, point_marker, save_figure
+from .plotting import figure, save_figure
 from .rundir import RunDir
+from .training_curves import draw_curves
 from .vae import VAE
 from .wording import capped, plural
-
-#: the per-epoch numbers a curve figure draws: (metric suffix, panel title)
-CURVE_PANELS = (
-    ("loss", "−ELBO (nats)"),
-    ("recon", "reconstruction −log p(x|z) (nats)"),
-    ("kl", "KL(q‖p) (nats)"),
-)
-
 
 #: what each picture of ``show`` holds, for the README beside them
 WHAT = {
@@ -165,18 +159,6 @@ def traversals(
     return z, images, list(labels[0])
 
 
-def curve_series(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
-    """Per metric (``train_loss``, ``test_kl``, ``temperature``, ...): epochs and values,
-    as ``metrics.jsonl`` holds them (an epoch without the metric is skipped)."""
-    names = [f"{split}_{part}" for part, _ in CURVE_PANELS for split in ("train", "test")]
-    series = {}
-    for name in [*names, "temperature"]:
-        rows = [r for r in records if name in r]
-        if rows:
-            series[name] = ([r["epoch"] for r in rows], [float(r[name]) for r in rows])
-    return series
-
-
 # --------------------------------------------------------------------------- drawing
 
 
@@ -205,47 +187,6 @@ def draw_panels(panels: list[Panel], title: str, cell: float = 0.42):
             ax.set_xlabel(panel.x_label, fontsize=8)
         ax.set_yticks([r * (h + g) + (h - 1) / 2 for r in range(rows)] if panel.row_labels else [])
         ax.set_yticklabels(panel.row_labels or [], fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def draw_curves(runs: list[tuple[str, list[dict]]], title: str, splits=("train", "test")):
-    """−ELBO, reconstruction and KL per epoch of each run (train dashed, test solid; on a
-    short curve, train's markers hollow, test's filled), and the temperature where a run
-    anneals it. A run that trains an importance-weighted bound has no train KL; its train
-    loss is that bound, and its legend says so."""
-    series = [(label, curve_series(records)) for label, records in runs]
-    tempered = any(len(set(s.get("temperature", ((), ()))[1])) > 1 for _, s in series)
-    fig, axes = figure(1, 3 + tempered, figsize=(4.6 * (3 + tempered), 4.0), squeeze=False)
-    axes = axes[0]
-    from matplotlib import colormaps
-
-    colours = colormaps["tab10"]
-    for i, (label, s) in enumerate(series):
-        for ax, (part, name) in zip(axes, CURVE_PANELS, strict=False):
-            for split, style in (("train", "--"), ("test", "-")):
-                key = f"{split}_{part}"
-                if split in splits and key in s:
-                    bound = key == "train_loss" and "train_kl" not in s  # train_parts
-                    ax.plot(
-                        *s[key],
-                        style,
-                        marker=point_marker(len(s[key][0])),
-                        ms=4,
-                        mfc="none" if split == "train" else None,
-                        color=colours(i % 10),
-                        label=f"{label}, {split}" + (" (IWAE bound)" if bound else ""),
-                    )
-            ax.set_title(name, fontsize=10)
-        if tempered and "temperature" in s:
-            marker = point_marker(len(s["temperature"][0]))
-            axes[3].plot(*s["temperature"], color=colours(i % 10), label=label, marker=marker, ms=4)
-            axes[3].set_title("posterior temperature τ", fontsize=10)
-    for ax in axes:
-        epoch_axis(ax)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

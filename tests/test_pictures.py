@@ -21,7 +21,6 @@ from pyro_dvae.evaluation import active_units, load_run, posterior_means
 from pyro_dvae.families import make_family
 from pyro_dvae.run_pictures import (
     Panel,
-    draw_curves,
     draw_panels,
     most_active_units,
     pick_test_images,
@@ -30,6 +29,7 @@ from pyro_dvae.run_pictures import (
     tiled,
     traversals,
 )
+from pyro_dvae.training_curves import draw_curves
 
 from .helpers import assert_one_error_line, fit_args, invoke, run_ok, stderr_lines
 

@@ -193,8 +193,8 @@ def curves(paths, out, labels, title, split):
     dashed, test solid) and the temperature where a run records one. PATHS are run
     directories or sweep folders holding runs; no weights are needed."""
     from ..plotting import save_figure
-    from ..run_pictures import draw_curves
     from ..rundir import RunDir
+    from ..training_curves import draw_curves
     from .evaluate import run_dirs
 
     suffix = out.suffix.lower().lstrip(".")
