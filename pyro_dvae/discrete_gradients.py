@@ -9,9 +9,10 @@ family's own (``--estimator``): the score function without a baseline (``Trace_E
 ELBO's gradient is partly by design) and ``disarm`` — unbiased, variance is their cost — and
 the relaxations at several temperatures: ``concrete`` and ``straight-through`` (the same
 networks reading relaxed codes, the discrete KL; Jang et al.), low variance but a biased
-estimate of this model's gradient. A run trained with the Logit-normal relaxation has its own
-encoder head (μ, σ): it is compared at its temperatures against the exact gradient of the
-Bernoulli model it stands for, b = 1[y > 0].
+estimate of this model's gradient. A run trained with a Logit-normal relaxation has its own
+encoder head (μ, σ): both Logit-normal relaxations (the paper's, with the Logit-normals' KL;
+and ``logitnormal-discrete-kl``, with the KL of the bits) are compared at each temperature
+against the exact gradient of the Bernoulli model it stands for, b = 1[y > 0].
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from .estimator_comparison import clock, estimate_bar
 from .families import BitsFamily, make_family
+from .families.bernoulli import LOGIT_NORMAL
 from .families.enumeration import exact_config
 from .inference import make_elbo
 from .table import Table
@@ -53,14 +55,14 @@ def discrete_estimators(
     temperature, and the score function without a baseline."""
     family = vae.family
     config = family.config
-    if getattr(family, "estimator", "") == "logitnormal":  # its own head: only itself
-        return [_relaxed(vae, "logitnormal", tau) for tau in temperatures]
+    if getattr(family, "estimator", "") in LOGIT_NORMAL:  # its own head: its two relaxations
+        return [_relaxed(vae, name, tau) for name in LOGIT_NORMAL for tau in temperatures]
     plain = vae.with_family(make_family(replace(config, estimator="", elbo="tracegraph")))
     ests = [
         GradientEstimator("score-function", "Trace_ELBO: no baseline", plain, make_elbo("trace"))
     ]
     for name in family.estimators:
-        if name in ("enum", "logitnormal"):
+        if name == "enum" or name in LOGIT_NORMAL:
             continue
         if name in ("concrete", "straight-through"):
             ests += [_relaxed(vae, name, tau) for tau in temperatures]
@@ -84,6 +86,7 @@ DESCRIPTIONS = {
     "concrete": "Concrete relaxation, discrete KL (Jang et al.)",
     "straight-through": "straight-through Gumbel-softmax (Jang et al.)",
     "logitnormal": "Logit-normal relaxation (the paper's)",
+    "logitnormal-discrete-kl": "Logit-normal relaxation, the KL of the bits it stands for",
 }
 
 
@@ -109,7 +112,7 @@ def exact_vae(vae: VAE) -> VAE:
     """The networks under the exact, enumerated ELBO of the discrete model (a Logit-normal
     run's: the bits 1[y > 0], q(b = 1) = Φ(μ / σ))."""
     family = vae.family
-    if getattr(family, "estimator", "") == "logitnormal":
+    if getattr(family, "estimator", "") in LOGIT_NORMAL:
         return vae.with_family(BitsFamily(family.latent_dim, probit=True, joint=True))
     return vae.with_family(make_family(exact_config(family.config)))
 

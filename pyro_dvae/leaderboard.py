@@ -26,6 +26,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from .errors import RunDirError, StorageError
+from .families.bernoulli import LOGIT_NORMAL, RELAXED
 from .fileio import atomic_write_text
 from .plotting import point_marker
 from .results import RunResult, collect
@@ -64,7 +65,7 @@ def estimator_name(r: RunResult) -> str:
     name = getattr(c, "estimator", "") or c.elbo
     if c.family in ("logitnormal", "concrete"):
         name = f"{c.family} (trained continuous)"
-    if name == "logitnormal":
+    if name in LOGIT_NORMAL:
         name += "-annealed" if c.anneal_rate else ""
         name += "-bimodal" if c.alpha > BIMODAL_ALPHA else ""
     return name
@@ -73,11 +74,7 @@ def estimator_name(r: RunResult) -> str:
 def settings(r: RunResult) -> str:
     c = r.config
     parts = []
-    if c.family in ("bernoulli", "categorical") and c.estimator in (
-        "logitnormal",
-        "concrete",
-        "straight-through",
-    ):
+    if c.family in ("bernoulli", "categorical") and c.estimator in RELAXED:
         tau = f"tau={c.tau:g}" + (f"->{c.min_temperature:g}" if c.anneal_rate else "")
         parts.append(tau + (f" (rate {c.anneal_rate:g})" if c.anneal_rate else ""))
     if c.family == "logitnormal" or getattr(c, "estimator", "") == "logitnormal":
@@ -238,11 +235,7 @@ def curve(r: RunResult, seconds_per_epoch: float) -> tuple[list[float], list[flo
 
 def _relaxed(r: RunResult) -> bool:
     c = r.config
-    return c.family in ("logitnormal", "concrete") or getattr(c, "estimator", "") in (
-        "logitnormal",
-        "concrete",
-        "straight-through",
-    )
+    return c.family in ("logitnormal", "concrete") or getattr(c, "estimator", "") in RELAXED
 
 
 def plot(rows: list[Row], path: Path) -> Path:

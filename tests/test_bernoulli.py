@@ -13,7 +13,12 @@ import torch.nn.functional as F
 from torch.distributions import Bernoulli, kl_divergence
 
 from pyro_dvae.config import FitConfig
-from pyro_dvae.distributions import BinaryConcrete, LogitNormal, StraightThroughBinaryConcrete
+from pyro_dvae.distributions import (
+    BinaryConcrete,
+    LogitNormal,
+    LogitNormalDiscreteKL,
+    StraightThroughBinaryConcrete,
+)
 from pyro_dvae.errors import ConfigError
 from pyro_dvae.families import BitsFamily, make_family
 
@@ -326,3 +331,48 @@ def test_estimator_only_objectives_and_disarm_refuse_what_they_cannot_do():
 
     with pytest.raises(ConfigError, match="one Bernoulli site; this one has 2"):
         DisARMELBO().loss(model, guide, torch.zeros(3, 4))
+
+
+def test_the_discrete_kl_logit_normal_has_the_kl_of_its_bits():
+    """KL(LogitNormalDiscreteKL(μ, σ) ‖ LogitNormalDiscreteKL(0, s)) is that of Bernoulli(Φ(μ/σ))
+    to Bernoulli(½) (Φ from math.erf, float64), unchanged by a temperature dividing μ and σ."""
+    torch.manual_seed(0)
+    loc, scale = torch.randn(50).double() * 3, torch.rand(50).double() * 2 + 0.1
+    phi = [0.5 * (1 + math.erf(u / math.sqrt(2))) for u in (loc / scale).tolist()]
+    q1 = torch.tensor(phi, dtype=torch.float64)
+    xlogy = torch.special.xlogy  # 0 log 0 = 0 where Φ rounds to 1
+    expected = xlogy(q1, 2 * q1) + xlogy(1 - q1, 2 * (1 - q1))
+    prior = LogitNormalDiscreteKL(torch.zeros(50).double(), torch.full((50,), 1.3).double())
+    for tau in (1.0, 0.1):
+        kl = kl_divergence(LogitNormalDiscreteKL(loc / tau, scale / tau), prior)
+        assert torch.allclose(kl, expected, rtol=1e-9, atol=1e-12)
+    expanded = LogitNormalDiscreteKL(loc[:3], scale[:3]).expand((4, 3))
+    assert isinstance(expanded, LogitNormalDiscreteKL)
+    small_prior = LogitNormalDiscreteKL(torch.zeros(3).double(), torch.ones(3).double())
+    assert torch.allclose(kl_divergence(expanded, small_prior.expand((4, 3)))[2], expected[:3])
+    unit = LogitNormalDiscreteKL(torch.tensor(0.0), torch.tensor(1.0))
+    far = kl_divergence(LogitNormalDiscreteKL(torch.tensor(60.0), torch.tensor(1.0)), unit)
+    assert far.item() == pytest.approx(math.log(2))
+
+
+def test_with_the_bits_kl_a_cold_logit_normal_relaxation_is_the_discrete_elbo():
+    """``logitnormal-discrete-kl`` trains the discrete model's own KL, and as τ → 0 its codes
+    become the hard codes b = 1[y > 0]: its objective tends to the discrete ELBO. The paper's
+    ``logitnormal`` keeps the Logit-normals' KL, a different number at any τ."""
+    head = torch.tensor([[0.3, -1.0, 2.0, 0.0, -0.7, 0.4]])
+    bits = make_family(FitConfig(family="bernoulli", latent_dim=3, estimator="logitnormal"))
+    discrete_kl = kl_divergence(bits.discrete().posterior(head), bits.discrete().prior(head))
+    for tau in (1.0, 0.02):
+        config = FitConfig(
+            family="bernoulli", latent_dim=3, estimator="logitnormal-discrete-kl", tau=tau
+        )
+        family = make_family(config)
+        q, p = family.posterior(head), family.prior(head)
+        assert torch.allclose(kl_divergence(q, p), discrete_kl)
+        assert not torch.allclose(
+            kl_divergence(bits.posterior(head), bits.prior(head)), discrete_kl
+        )
+    torch.manual_seed(1)
+    z = q.rsample((2000,))  # τ = 0.02: all but the draws within 0.1 σ of y = 0 are hard
+    hard = (z > 0.5).to(z.dtype)
+    assert (z - hard).abs().lt(0.01).double().mean() > 0.95

@@ -7,7 +7,7 @@ from .exp_relaxed_categorical import (
     StraightThroughCategorical,
     log_simplex,
 )
-from .logit_normal import LogitNormal
+from .logit_normal import LogitNormal, LogitNormalDiscreteKL
 from .multivariate_logit_normal import MultivariateLogitNormal
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "ExpRelaxedCategorical",
     "ExpRelaxedCategoricalDiscreteKL",
     "LogitNormal",
+    "LogitNormalDiscreteKL",
     "MultivariateLogitNormal",
     "log_simplex",
 ]

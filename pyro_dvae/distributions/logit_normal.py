@@ -11,6 +11,7 @@ from torch.distributions.constraint_registry import biject_to, transform_to
 from torch.distributions.kl import kl_divergence
 from torch.distributions.transforms import SigmoidTransform
 
+from .binary_concrete import bernoulli_kl
 from .sigmoid_normal import sigmoid_log_jacobian, sigmoid_mean, sigmoid_variance
 
 
@@ -156,3 +157,32 @@ def _rebuild(cls, *args):
 def _kl_logitnormal_logitnormal(p: LogitNormal, q: LogitNormal) -> torch.Tensor:
     # KL is invariant under the shared bijection, so it is the KL of the bases.
     return kl_divergence(p.base_dist, q.base_dist)
+
+
+class LogitNormalDiscreteKL(LogitNormal):
+    """A :class:`LogitNormal` whose KL to another is that of the bits it stands for,
+    ``b = 1[y > 0]``: KL(Bernoulli(Φ(μ_q / σ_q)) ‖ Bernoulli(Φ(μ_p / σ_p))), not the
+    Logit-normals' KL.
+
+    Samples and densities are the Logit-normal's; only ``kl_divergence`` differs, so
+    ``TraceMeanField_ELBO`` trains the relaxation with the discrete model's KL, as Jang et al.
+    pair the binary Concrete with the Bernoullis' KL. A temperature that divides both ``loc``
+    and ``scale`` leaves the KL unchanged. Takes ``loc``, ``scale`` and ``validate_args`` as
+    :class:`LogitNormal` does.
+    """
+
+    def expand(self, batch_shape, _instance=None):
+        if _instance is None and torch.Size(batch_shape) == self.batch_shape:
+            return self
+        new = self._get_checked_instance(LogitNormalDiscreteKL, _instance)
+        return super().expand(batch_shape, _instance=new)
+
+    def bit_logits(self) -> torch.Tensor:
+        """logit P(b = 1) = log Φ(μ / σ) − log Φ(−μ / σ), stable in both tails."""
+        u = self.loc / self.scale
+        return torch.special.log_ndtr(u) - torch.special.log_ndtr(-u)
+
+
+@register_kl(LogitNormalDiscreteKL, LogitNormalDiscreteKL)
+def _kl_bits(q: LogitNormalDiscreteKL, p: LogitNormalDiscreteKL) -> torch.Tensor:
+    return bernoulli_kl(q.bit_logits(), p.bit_logits())

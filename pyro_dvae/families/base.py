@@ -22,8 +22,8 @@ ESTIMATOR = Param(
     str,
     "",
     "bernoulli and categorical: the gradient estimator (docs/discrete.md): logitnormal "
-    "(bernoulli), concrete, straight-through (relaxations); reinforce, nvil, vimco, disarm "
-    "(bernoulli) (unbiased); enum (exact).",
+    "and logitnormal-discrete-kl (bernoulli), concrete, straight-through (relaxations); "
+    "reinforce, nvil, vimco, disarm (bernoulli) (unbiased); enum (exact).",
     choices=lambda: {"", *(name for f in FAMILIES.values() for name in f.estimators)},
     short=None,
     axis=True,

@@ -6,6 +6,9 @@ The family owns how each estimator draws the code the decoder reads:
 - ``logitnormal``: the paper's relaxation. y ~ N(μ, σ²) reparameterised, the decoder reads
   z = σ(y / τ), prior LN(0, α) on σ(y) (so LN(0, α/τ²) on z); it stands for b = 1[y > 0],
   q(b = 1 | x) = Φ(μ / σ).
+- ``logitnormal-discrete-kl``: the same relaxed codes, with the KL of the bits they stand
+  for, KL(Bernoulli(Φ(μ / σ)) ‖ Bernoulli(½)), in place of the Logit-normals' (as Jang et
+  al. pair the binary Concrete with the Bernoullis' KL).
 - ``concrete``: a binary Concrete at τ (Maddison et al.; Jang et al.), the discrete KL of
   the underlying Bernoullis (Jang et al.'s objective); it stands for Bernoulli(σ(logits)).
 - ``straight-through``: hard codes forward, the binary Concrete's gradient backward.
@@ -26,7 +29,12 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
-from ..distributions import BinaryConcrete, LogitNormal, StraightThroughBinaryConcrete
+from ..distributions import (
+    BinaryConcrete,
+    LogitNormal,
+    LogitNormalDiscreteKL,
+    StraightThroughBinaryConcrete,
+)
 from ..errors import ConfigError
 from .annealing import (
     ANNEAL_RATE,
@@ -54,6 +62,7 @@ if TYPE_CHECKING:
 #: each estimator of the Bernoulli family → the objective it trains (an ``--elbo``)
 ESTIMATOR_ELBOS = {
     "logitnormal": "trace",
+    "logitnormal-discrete-kl": "analytic",
     "concrete": "analytic",
     "straight-through": "analytic",
     "reinforce": "tracegraph",
@@ -63,7 +72,9 @@ ESTIMATOR_ELBOS = {
     "enum": "enum",
 }
 #: the estimators whose decoder reads relaxed codes (biased for the discrete model)
-RELAXED = ("logitnormal", "concrete", "straight-through")
+RELAXED = ("logitnormal", "logitnormal-discrete-kl", "concrete", "straight-through")
+#: the estimators whose encoder gives y ~ N(μ, σ²) (a head of 2M), standing for b = 1[y > 0]
+LOGIT_NORMAL = ("logitnormal", "logitnormal-discrete-kl")
 
 
 @register_family
@@ -99,15 +110,16 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
         estimator = config.estimator or _estimator_of(config.elbo)
         if config.elbo == "analytic" and estimator not in RELAXED:
             raise ConfigError(
-                "--elbo analytic needs reparameterised samples: give --estimator concrete or "
-                "straight-through (relaxed codes, analytic KL of the Bernoullis)"
+                "--elbo analytic needs reparameterised samples: give --estimator concrete, "
+                "straight-through or logitnormal-discrete-kl (relaxed codes, analytic KL of "
+                "the Bernoullis)"
             )
         if new and estimator != "logitnormal" and config.alpha != ALPHA.default:
             raise ConfigError(
                 "--alpha is the Logit-normal prior's: use it with --estimator logitnormal"
             )
         check_schedule(
-            config, estimator in RELAXED, new, "logitnormal, concrete or straight-through"
+            config, estimator in RELAXED, new, "a relaxation (logitnormal, concrete, ...)"
         )
         if config.elbo == "enum" and 2**config.latent_dim > ENUM_LIMIT:
             raise ConfigError(
@@ -119,7 +131,7 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
     # ------------------------------------------------------------------ shapes
     @property
     def head_size(self) -> int:
-        return 2 * self.latent_dim if self.estimator == "logitnormal" else self.latent_dim
+        return 2 * self.latent_dim if self.estimator in LOGIT_NORMAL else self.latent_dim
 
     @property
     def codes(self) -> int:
@@ -143,9 +155,9 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
     # ------------------------------------------------------------------ q and p
     def posterior(self, head):
         tau = self.temperature_tensor(head)
-        if self.estimator == "logitnormal":
+        if self.estimator in LOGIT_NORMAL:
             loc, scale = loc_scale(head)
-            return LogitNormal(loc / tau, scale / tau).to_event(1)
+            return self._logit_normal(loc / tau, scale / tau).to_event(1)
         if self.estimator == "concrete":
             return BinaryConcrete(tau, head).to_event(1)
         if self.estimator == "straight-through":
@@ -158,10 +170,10 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
     def prior(self, like):
         shape = (*like.shape[:-1], self.latent_dim)
         zeros = filled(like, *shape)
-        if self.estimator == "logitnormal":
+        if self.estimator in LOGIT_NORMAL:
             tau = self.temperature_tensor(like)
             scale = filled(like, *shape, value=member_sqrt(self.alpha)) / tau
-            return LogitNormal(zeros, scale).to_event(1)
+            return self._logit_normal(zeros, scale).to_event(1)
         if self.estimator in ("concrete", "straight-through"):
             relaxed = (
                 BinaryConcrete if self.estimator == "concrete" else StraightThroughBinaryConcrete
@@ -170,6 +182,11 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
         if self.joint:
             return dist.OneHotCategorical(logits=filled(like, *like.shape[:-1], self.codes))
         return dist.Bernoulli(logits=zeros).to_event(1)
+
+    @property
+    def _logit_normal(self) -> type[LogitNormal]:
+        """The Logit-normal class whose registered KL the estimator trains with."""
+        return LogitNormalDiscreteKL if self.estimator == "logitnormal-discrete-kl" else LogitNormal
 
     def decoder_input(self, z):
         """The bits; in the joint form (``enum``), a joint code's bits (bit vectors, as
@@ -192,7 +209,7 @@ class BernoulliFamily(AnnealedTemperature, LatentFamily):
 
     # ------------------------------------------------------------------ the discrete model
     def discrete(self) -> BitsFamily:
-        return BitsFamily(self.latent_dim, probit=self.estimator == "logitnormal")
+        return BitsFamily(self.latent_dim, probit=self.estimator in LOGIT_NORMAL)
 
     @property
     def relaxed(self) -> bool:
