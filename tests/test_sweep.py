@@ -433,12 +433,12 @@ def test_a_launcher_opens_only_once_the_sweep_holds_its_folder(tmp_path):
 
 
 def test_sweep_json_of_an_older_version_keeps_its_grid_and_runs(tmp_path):
-    from pyro_dvae.sweep.scheduler import SWEEP, _write_sweep_json
+    from pyro_dvae.sweep.folder import SWEEP, write_sweep_json
 
     old = {"preset": "paper", "options": {"epochs": 200}, "runs": {"a": {"seed": 0}}}
     (tmp_path / SWEEP).write_text(json.dumps(old))
     new = {"preset": None, "options": {"family": ["gaussian"]}}
-    _write_sweep_json(tmp_path, {"b": FitConfig()}, new)
+    write_sweep_json(tmp_path, {"b": FitConfig()}, new)
     doc = json.loads((tmp_path / SWEEP).read_text())
     assert doc["grids"] == [{"preset": "paper", "options": {"epochs": 200}}, new]
     assert doc["runs"]["a"] == {"seed": 0} and doc["runs"]["b"] == FitConfig().to_dict()
