@@ -23,6 +23,10 @@ cluster_utils = pytest.importorskip("ray.cluster_utils")
 
 TINY = ["--dataset", "digits", "--hidden", "16", "--latent-dim", "2"]
 GRID = ["--family", "gaussian", "--family", "logitnormal", "--alpha", "1.78", *TINY]
+#: a third run, which groups with the grid's Logit-normal
+GROUPED = ["--alpha", "0.5", "--group-size", "2"]
+EAGER = ["--compile", "off"]
+RUNS = ("gaussian-d2-digits", "logitnormal-d2-a0.5-digits", "logitnormal-d2-a1.78-digits")
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +50,12 @@ def sweep(out: Path, *extra: str, epochs: int = 2, backend: str = "ray") -> list
 
 @pytest.fixture(scope="module")
 def ray_sweep(cluster, tmp_path_factory) -> Path:
-    """The grid's two runs trained for two epochs on the cluster, once for the tests that
-    read it; a test that changes it works on a copy."""
+    """The grid's runs and a second Logit-normal (α 0.5) trained for two epochs on the
+    cluster, the two Logit-normals as a group: once, for the tests that read it; a test
+    that changes it works on a copy."""
     out = tmp_path_factory.mktemp("ray-sweep") / "ray"
-    result = run_ok(sweep(out))
-    assert "2 of 2 runs finished" in result.stderr
+    result = run_ok(sweep(out, *GROUPED))
+    assert "as a group of 2" in result.stderr and "3 of 3 runs finished" in result.stderr
     return out
 
 
@@ -61,29 +66,41 @@ def _nodes(sweep_dir: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_a_ray_sweep_equals_the_local_one_and_uses_both_nodes(ray_sweep, tmp_path):
-    run_ok(sweep(tmp_path / "local", backend="local"))
-    for name in ("gaussian-d2-digits", "logitnormal-d2-a1.78-digits"):
+    """The Gaussian trains alone and the Logit-normals as a group, on Ray as locally."""
+    run_ok(sweep(tmp_path / "local", *GROUPED, backend="local"))
+    for name in RUNS:
         a = load_checkpoint(ray_sweep / "runs" / name)["model"]
         b = load_checkpoint(tmp_path / "local" / "runs" / name)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    assert len(_nodes(ray_sweep)) == 2  # one CPU per node: a run on each
-    again = run_ok(sweep(ray_sweep))
-    assert "2 already finished, 0 to run" in again.stderr
+        group = read_json(ray_sweep / "runs" / name / "summary.json").get("group")
+        assert group == (None if name.startswith("gaussian") else 2), name
+    assert len(_nodes(ray_sweep)) == 2  # one CPU per node: the run and the group, one on each
+    again = run_ok(sweep(ray_sweep, *GROUPED))
+    assert "3 already finished, 0 to run" in again.stderr
 
 
 @pytest.mark.slow
-def test_runs_that_take_a_gpu_go_one_per_gpu_to_the_node_that_has_it(cluster, tmp_path):
+def test_runs_that_take_a_gpu_go_one_per_gpu_to_the_node_that_has_it(
+    cluster, tmp_path, monkeypatch
+):
+    """Also: a relative sweep folder is the same folder on every node (the runs go to the
+    worker node, whose processes' working directory is elsewhere)."""
     gpu_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")}
     assert len(gpu_nodes) == 1
-    result = run_ok(sweep(tmp_path / "sw", "--gpus-per-run", "1", epochs=1))
+    monkeypatch.chdir(tmp_path)
+    result = run_ok(sweep(Path("sw"), "--gpus-per-run", "1", epochs=1))
     assert "(1 at a time" in result.stderr  # the cluster's one GPU, not its two CPUs
     assert "2 of 2 runs finished" in result.stderr
     assert _nodes(tmp_path / "sw") == gpu_nodes
+    for name in ("gaussian-d2-digits", "logitnormal-d2-a1.78-digits"):
+        assert RunDir(tmp_path / "sw" / "runs" / name).checkpoint_epoch() == 1
+    refused = invoke(sweep(Path("sw"), "--threads", "2"))
+    assert refused.exit_code != 0 and "--cpus-per-run sets each run's threads" in refused.stderr
 
 
 @pytest.mark.slow
 def test_a_run_with_a_damaged_checkpoint_fails_alone_on_ray(ray_sweep, tmp_path):
-    shutil.copytree(ray_sweep, tmp_path / "sw")  # two runs at epoch 2
+    shutil.copytree(ray_sweep, tmp_path / "sw")  # runs at epoch 2; the grid's two alone
     broken = tmp_path / "sw" / "runs" / "logitnormal-d2-a1.78-digits"
     (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
     result = invoke(sweep(tmp_path / "sw", epochs=3))
@@ -126,8 +143,9 @@ def _fits_of(sweep_dir: Path) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_stopping_a_ray_sweep_leaves_resumable_runs_and_nothing_running(cluster, tmp_path):
     out = tmp_path / "sw"
-    # more epochs than any run can reach before the stop, however late its Ray worker starts
-    args = sweep(out, "--address", cluster.address, epochs=100_000)
+    # more epochs than any run can reach before the stop, however late its Ray worker starts;
+    # not about the compiled step: the runs train at once, without compiling first
+    args = sweep(out, "--address", cluster.address, *EAGER, epochs=100_000)
     env = {**os.environ, "PYRO_DVAE_DATA": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pyro_dvae", *args],
@@ -155,23 +173,10 @@ def test_stopping_a_ray_sweep_leaves_resumable_runs_and_nothing_running(cluster,
     # the sweep run again (to fewer epochs than planned) resumes every run where it stopped
     done = {r.name: RunDir(r).checkpoint_epoch() for r in runs}
     target = max(done.values()) + 2
-    result = run_ok(sweep(out, epochs=target))
+    result = run_ok(sweep(out, *EAGER, epochs=target))
     for run in runs:
         assert f"{run.name}: resume from epoch {done[run.name]}" in result.stderr
         assert read_json(run / "summary.json")["epochs_completed"] == target
-
-
-@pytest.mark.slow
-def test_a_ray_sweep_trains_groups_as_the_local_one_does(cluster, tmp_path):
-    grid = [*GRID, "--alpha", "0.5", "--group-size", "2", "--epochs", "2"]
-    ray_run = run_ok(["sweep", *grid, "--backend", "ray", "--out", str(tmp_path / "ray")])
-    assert "as a group of 2" in ray_run.stderr and "3 of 3 runs finished" in ray_run.stderr
-    run_ok(["sweep", *grid, "--threads", "1", "--out", str(tmp_path / "local")])
-    for name in ("logitnormal-d2-a0.5-digits", "logitnormal-d2-a1.78-digits"):
-        assert read_json(tmp_path / "ray" / "runs" / name / "summary.json")["group"] == 2
-        a = load_checkpoint(tmp_path / "ray" / "runs" / name)["model"]
-        b = load_checkpoint(tmp_path / "local" / "runs" / name)["model"]
-        assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
 @pytest.mark.slow
@@ -187,12 +192,13 @@ def test_a_tune_search_finishes_and_its_trials_are_runs(cluster, tmp_path):
     fields = {"dataset": "digits", "hidden": 16, "latent_dim": 2, "epochs": 2}
     tuner = tune.Tuner(
         trainable,
-        param_space={**fields, "alpha": tune.grid_search([0.5, 1.0, 2.0]), "threads": 1},
+        # two trials, one on each of the cluster's CPUs: a search, with a best to pick
+        param_space={**fields, "alpha": tune.grid_search([0.5, 2.0]), "threads": 1},
         tune_config=tune.TuneConfig(metric="test_loss", mode="min"),
         run_config=tune.RunConfig(name="t", storage_path=str(tmp_path), verbose=0),
     )
     results = tuner.fit()
-    assert len(results) == 3 and not results.errors
+    assert len(results) == 2 and not results.errors
     best = results.get_best_result()
     state = load_state(best.checkpoint)  # a run's checkpoint, as torch.load(weights_only) reads
     assert state["epoch"] == best.metrics["epoch"] == 2
@@ -252,18 +258,6 @@ def test_an_errored_trial_resumes_from_its_checkpoint_on_restore(cluster, tmp_pa
     # one more report, from the checkpoint of epoch 1 (a restart from scratch would make three)
     assert results[0].metrics["epoch"] == results[0].metrics["training_iteration"] == 2
     assert results[0].metrics["test_loss"] == solo.history[-1]["test_loss"]
-
-
-@pytest.mark.slow
-def test_a_relative_sweep_folder_is_the_same_folder_on_every_node(cluster, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the workers' working directory is elsewhere
-    result = run_ok(["sweep", *TINY, "--family", "gaussian", "--epochs", "1", "--out", "sw",
-                     "--backend", "ray"])  # fmt: skip
-    assert "1 of 1 runs finished" in result.stderr
-    assert RunDir(tmp_path / "sw" / "runs" / "gaussian-d2-digits").checkpoint_epoch() == 1
-    refused = invoke(["sweep", *TINY, "--family", "gaussian", "--out", "sw", "--backend", "ray",
-                      "--threads", "2"])  # fmt: skip
-    assert refused.exit_code != 0 and "--cpus-per-run sets each run's threads" in refused.stderr
 
 
 def test_a_trials_checkpoint_reads_back_as_a_runs_checkpoint(tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import pyro_dvae as pd
 from pyro_dvae.rundir import RunDir
 from pyro_dvae.signals import Stopped, deferred_stop, signal_of, stop_on_signals
 
@@ -38,6 +39,8 @@ LONG = 100_000  # epochs: a run that is stopped long before it ends
 #: where a test is not about the compiled step: a LONG run would compile its step first
 #: (``--compile auto``), seconds each test spends before its run trains
 EAGER = ["--compile", "off"]
+#: the sweeps' one-run grid (``--family gaussian --latent-dim 2`` on TINY), as a config
+GAUSSIAN = dict(family="gaussian", latent_dim=2, dataset="digits", hidden=16)
 #: a failed run's files (the .lock its fit made is removed when the fit fails)
 RUN_FILES = {"config.json", "metrics.jsonl", "checkpoint.pt", "summary.json"}
 
@@ -244,9 +247,10 @@ def test_a_stop_signal_stops_fit_at_a_resumable_checkpoint(tmp_path, sig):
 
 @pytest.mark.slow
 @needs_proc
-@pytest.mark.parametrize(
-    "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name
-)
+# SIGHUP stops a sweep as SIGTERM does (the same handler; LocalLauncher.stop sends each run
+# SIGTERM): tests/test_sweep.py stops an in-process sweep by SIGHUP, and the fit test above
+# stops a process by SIGHUP
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_stopping_a_sweep_stops_every_run_and_leaves_no_process(tmp_path, sig):
     if sig == signal.SIGKILL and not sys.platform.startswith("linux"):
         pytest.skip("runs outlive a SIGKILLed sweep where there is no PR_SET_PDEATHSIG")
@@ -261,12 +265,6 @@ def test_stopping_a_sweep_stops_every_run_and_leaves_no_process(tmp_path, sig):
     assert proc.returncode in (128 + sig, -sig), err.decode()
     wait_for(lambda: not processes_mentioning(str(sweep)), "the runs to stop", timeout=60)
     done = {r.name: assert_consistent(r, "interrupted") for r in runs}
-    if sig == signal.SIGHUP:
-        # the sweep turns SIGHUP into the same stop as SIGTERM (each run gets SIGTERM from
-        # LocalLauncher.stop, the sweep's lock is released): the folder is SIGTERM's, whose
-        # resume is tested. SIGKILL's differs (a stale lock; the runs stopped by their
-        # parent-death signal)
-        return
     # running the sweep again resumes each run where it stopped, no row twice
     result = run_ok([*args, "--threads", "1", "--epochs", str(max(done.values()) + 1)])
     for r in runs:
@@ -566,8 +564,9 @@ def test_a_sweep_resumes_a_run_killed_before_its_first_checkpoint(tmp_path):
     sweep = tmp_path / "sw"
     args = ["sweep", "--family", "gaussian", "--latent-dim", "2", "--out", str(sweep)]
     args += ["--dataset", "digits", "--hidden", "16", "--threads", "1", "--epochs", "2"]
-    run_ok(args)
     run = sweep / "runs" / "gaussian-d2-digits"
+    # the sweep's run, trained here (no process to start): its config.json is all it keeps
+    pd.fit(pd.FitConfig(**GAUSSIAN, epochs=2), out=run, progress=False, log=lambda m: None)
     for name in ("checkpoint.pt", "metrics.jsonl", "summary.json"):
         (run / name).unlink()
     result = run_ok(args)
@@ -746,8 +745,9 @@ def test_a_sweep_waits_for_a_run_that_another_process_is_finishing(tmp_path):
     sweep = tmp_path / "sw"
     args = ["sweep", "--family", "gaussian", "--latent-dim", "2", "--out", str(sweep)]
     args += ["--dataset", "digits", "--hidden", "16", "--threads", "1"]
-    run_ok([*args, "--epochs", "1"])
     run = sweep / "runs" / "gaussian-d2-digits"
+    # the sweep's run at epoch 1, trained here (no process to start)
+    pd.fit(pd.FitConfig(**GAUSSIAN, epochs=1), out=run, progress=False, log=lambda m: None)
     lock = FolderLock(run).acquire()  # this process stands for the run still saving
     proc = start(*args, "--epochs", "2")
     said = []

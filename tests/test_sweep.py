@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import pyro_dvae as pd
 from pyro_dvae.config import FitConfig
 from pyro_dvae.rundir import RunDir
 from pyro_dvae.sweep import PAPER_ALPHAS, PAPER_SIZES, grid, named_grid, paper_grid, run_name
@@ -112,29 +113,6 @@ def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_runs_the_grid_then_skips_finished_runs(tmp_path):
-    sweep = tmp_path / "sw"
-    result = run_ok(sweep_args(sweep, "--jobs", "2"))
-    names = {"gaussian-d2-digits", "logitnormal-d2-a1.78-digits"}
-    assert {p.name for p in (sweep / "runs").iterdir()} == names
-    for name in names:
-        summary = read_json(sweep / "runs" / name / "summary.json")
-        assert summary["status"] == "finished" and summary["epochs_completed"] == 2
-        assert load_checkpoint(sweep / "runs" / name)["epoch"] == 2
-    assert set(read_json(sweep / "sweep.json")["runs"]) == names
-    assert "2 of 2 runs finished" in result.stderr
-    progress = [line for line in result.stderr.splitlines() if line.startswith("[progress]")]
-    assert progress[-1].startswith(
-        "[progress] 2/2 runs finished, 0 running, 0 failed; epochs 4/4 (100%)"
-    )  # one line as each run ends, counted from the checkpoints
-
-    before = run_files(sweep)
-    again = run_ok(sweep_args(sweep))
-    assert "2 already finished, 0 to run" in again.stderr
-    assert run_files(sweep) == before
-
-
-@pytest.mark.slow
 def test_raising_epochs_resumes_every_run_to_the_uninterrupted_result(tmp_path, one_epoch):
     sweep = one_epoch  # the grid's two runs at epoch 1 (and a third, of another grid)
     # the dry run's estimate: epochs to go × the runs' mean seconds per epoch / runs at a time
@@ -148,8 +126,17 @@ def test_raising_epochs_resumes_every_run_to_the_uninterrupted_result(tmp_path, 
     )
     wider = run_ok([*sweep_args(sweep, epochs=3), "--jobs", "4", "--dry-run"]).stdout
     assert f"about {hours:.1f} h at 2 at a time" in wider  # two runs left: two at once
-    result = run_ok(sweep_args(sweep, epochs=3))
+    doc = read_json(sweep / "sweep.json")  # the grid of the one-epoch sweep
+    cfg = FitConfig.from_dict(doc["runs"]["logitnormal-d2-a1.78-digits"])
+    assert cfg.alpha == 1.78 and cfg.dataset == "digits" and cfg.epochs == 1
+    assert [g["options"]["family"] for g in doc["grids"]] == [["gaussian", "logitnormal"]]
+    result = run_ok(sweep_args(sweep, "--jobs", "2", epochs=3))
     assert result.stderr.count("resume from epoch 1") == 2
+    # a second grid into the folder joins it: both grids and all runs are recorded
+    doc = read_json(sweep / "sweep.json")
+    assert [g["options"]["epochs"] for g in doc["grids"]] == [1, 3]
+    assert set(doc["runs"]) == {*grid, "logitnormal-d2-a0.5-digits"}  # not in the second
+    assert doc["runs"]["logitnormal-d2-a1.78-digits"]["epochs"] == 3
     # the same configuration trained in one go
     direct = tmp_path / "direct"
     run_ok(
@@ -174,8 +161,9 @@ def test_raising_epochs_resumes_every_run_to_the_uninterrupted_result(tmp_path, 
 @pytest.mark.slow
 def test_interrupted_sweep_continues_where_it_stopped(tmp_path):
     sweep = tmp_path / "sw"
-    # 200 short epochs (300 images each): more than it reaches before the stop, few to resume
-    args = ["--family", "gaussian", "--latent-dim", "2", "--epochs", "200", "--out", str(sweep)]
+    # 100 short epochs (300 images each): more than it reaches before the stop (which comes
+    # once it has two), few to resume
+    args = ["--family", "gaussian", "--latent-dim", "2", "--epochs", "100", "--out", str(sweep)]
     args += ["--subset", "300"]
     cmd = [sys.executable, "-m", "pyro_dvae", "sweep", *args, *TINY[:4], "--threads", "1"]
     env = {**os.environ, "PYRO_DVAE_DATA": str(tmp_path)}
@@ -198,14 +186,14 @@ def test_interrupted_sweep_continues_where_it_stopped(tmp_path):
     assert proc.returncode == 130, err.decode()
     summary = read_json(run / "summary.json")
     done = summary["epochs_completed"]
-    assert summary["status"] == "interrupted" and 2 <= done < 200
+    assert summary["status"] == "interrupted" and 2 <= done < 100
     assert load_checkpoint(run)["epoch"] == done
     assert "run the same command again" in err.decode()
 
     result = run_ok(["sweep", *args, *TINY])
     assert f"resume from epoch {done}" in result.stderr
-    assert read_json(run / "summary.json")["epochs_completed"] == 200
-    assert [r["epoch"] for r in read_metrics(run)] == list(range(1, 201))
+    assert read_json(run / "summary.json")["epochs_completed"] == 100
+    assert [r["epoch"] for r in read_metrics(run)] == list(range(1, 101))
 
 
 @pytest.mark.slow
@@ -271,21 +259,6 @@ def test_bad_sweep_options_are_one_error_line(tmp_path, args):
     assert not (tmp_path / "sw").exists()
 
 
-@pytest.mark.slow
-def test_sweep_json_records_the_grid(one_epoch):
-    sweep = one_epoch
-    doc = json.loads((sweep / "sweep.json").read_text())
-    cfg = FitConfig.from_dict(doc["runs"]["logitnormal-d2-a1.78-digits"])
-    assert cfg.alpha == 1.78 and cfg.dataset == "digits" and cfg.epochs == 1
-    assert [g["options"]["family"] for g in doc["grids"]] == [["gaussian", "logitnormal"]]
-    # a second grid into the folder joins it: both grids and all runs are recorded
-    run_ok(["sweep", "--family", "gaussian", "--latent-dim", "3", "--dataset", "digits",
-            "--hidden", "8", "--epochs", "1", "--out", str(sweep), "--threads", "1"])  # fmt: skip
-    doc = json.loads((sweep / "sweep.json").read_text())
-    assert [g["options"].get("latent_dim") for g in doc["grids"]] == [[2], [3]]
-    assert {"logitnormal-d2-a1.78-digits", "gaussian-d3-digits"} <= set(doc["runs"])
-
-
 def test_concrete_preset_covers_the_investigation():
     from pyro_dvae.sweep import PRESETS
 
@@ -347,20 +320,33 @@ def group_sweep_args(out: Path, *extra: str, epochs: int = 2) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_grouped_sweep_trains_compatible_runs_together_as_ordinary_runs(tmp_path):
+def test_a_sweep_runs_the_grid_grouped_then_skips_finished_runs(tmp_path):
+    """The Gaussian trains alone, the two Logit-normals together as a group; each is an
+    ordinary run, and a second sweep finds them all finished."""
     sweep = tmp_path / "sw"
     result = run_ok(group_sweep_args(sweep, "--group-size", "2", "--jobs", "2"))
     assert "1 groups of up to 2" in result.stderr
     assert "3 of 3 runs finished" in result.stderr
     grouped = {"logitnormal-d2-a0.5-digits", "logitnormal-d2-a1.78-digits"}
-    for name in [*grouped, "gaussian-d2-digits"]:
+    names = {*grouped, "gaussian-d2-digits"}
+    assert {p.name for p in (sweep / "runs").iterdir()} == names
+    for name in names:
         summary = read_json(sweep / "runs" / name / "summary.json")
         assert summary["status"] == "finished" and summary["epochs_completed"] == 2
         assert summary.get("group") == (2 if name in grouped else None)
+        assert load_checkpoint(sweep / "runs" / name)["epoch"] == 2
+    assert set(read_json(sweep / "sweep.json")["runs"]) == names
+    progress = [line for line in result.stderr.splitlines() if line.startswith("[progress]")]
+    assert progress[-1].startswith(
+        "[progress] 3/3 runs finished, 0 running, 0 failed; epochs 6/6 (100%)"
+    )  # one line as each run (or group) ends, counted from the checkpoints
     logs = sorted((sweep / "logs" / f"{name}.log").read_text() for name in grouped)
     assert "--resume" in logs[0] and "trained in a group of 2: see" in logs[1]
+
+    before = run_files(sweep)
     again = run_ok(group_sweep_args(sweep, "--group-size", "2"))
     assert "3 already finished, 0 to run" in again.stderr
+    assert run_files(sweep) == before
     # a member continues alone, or with its group, to a longer length
     longer = run_ok(group_sweep_args(sweep, "--group-size", "2", "--jobs", "2", epochs=3))
     assert longer.stderr.count("resume from epoch 2 as a group of 2") == 2
@@ -374,10 +360,13 @@ def test_a_group_member_with_a_damaged_checkpoint_fails_alone(one_epoch):
     sweep = one_epoch  # trained alone (a group size of 1)
     broken = sweep / "runs" / "logitnormal-d2-a0.5-digits"
     (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    result = invoke(group_sweep_args(sweep, "--group-size", "4", "--jobs", "2"))
+    # the two Logit-normals, which would train as a group (the Gaussian trains alone anyway)
+    args = ["sweep", "--family", "logitnormal", "--alpha", "0.5", "--alpha", "1.78"]
+    args += ["--epochs", "2", "--out", str(sweep), *TINY, "--group-size", "4", "--jobs", "2"]
+    result = invoke(args)
     assert result.exit_code == 1
     assert "logitnormal-d2-a0.5-digits: failed" in result.stderr and "damaged" in result.stderr
-    assert "2 of 3 runs finished" in result.stderr
+    assert "1 of 2 runs finished" in result.stderr
     healthy = sweep / "runs" / "logitnormal-d2-a1.78-digits" / "summary.json"
     assert read_json(healthy)["epochs_completed"] == 2
 
@@ -422,61 +411,28 @@ def test_a_launcher_opens_only_once_the_sweep_holds_its_folder(tmp_path):
             self.calls.append("close")
 
     sweep, config = tmp_path / "sw", FitConfig(dataset="digits", hidden=8, epochs=1, latent_dim=2)
-    sweep.mkdir()
+    # the run trained already, here (the sweep has nothing to start: no process to wait for)
+    (name,) = named_grid([config])
+    pd.fit(config, out=sweep / "runs" / name, progress=False, log=lambda m: None)
     with FolderLock(sweep, "held"), pytest.raises(LockError):
         run_sweep(sweep, [config], SweepSettings(jobs=None), launcher=Counting(), log=len)
     assert Counting.calls == ["close"]
     lines: list[str] = []
     run_sweep(sweep, [config], SweepSettings(jobs=None), launcher=Counting(), log=lines.append)
     assert Counting.calls == ["close", "open", "slots", "close"]
-    assert "(3 at a time" in lines[0]
+    assert "(3 at a time" in lines[0] and "1 already finished, 0 to run" in lines[0]
 
 
 def test_sweep_json_of_an_older_version_keeps_its_grid_and_runs(tmp_path):
-    from pyro_dvae.sweep.scheduler import SWEEP, _write_sweep_json
+    from pyro_dvae.sweep.folder import SWEEP, write_sweep_json
 
     old = {"preset": "paper", "options": {"epochs": 200}, "runs": {"a": {"seed": 0}}}
     (tmp_path / SWEEP).write_text(json.dumps(old))
     new = {"preset": None, "options": {"family": ["gaussian"]}}
-    _write_sweep_json(tmp_path, {"b": FitConfig()}, new)
+    write_sweep_json(tmp_path, {"b": FitConfig()}, new)
     doc = json.loads((tmp_path / SWEEP).read_text())
     assert doc["grids"] == [{"preset": "paper", "options": {"epochs": 200}}, new]
     assert doc["runs"]["a"] == {"seed": 0} and doc["runs"]["b"] == FitConfig().to_dict()
-
-
-def _stop_once_training(tmp_path: Path, launcher) -> Path:
-    """A one-run sweep through ``launcher``, stopped by SIGTERM once its run has an epoch;
-    its run folder, with no process left in it."""
-    import threading
-
-    from pyro_dvae.signals import Stopped
-    from pyro_dvae.sweep import SweepSettings, run_sweep
-
-    sweep, run = tmp_path / "sw", tmp_path / "sw" / "runs" / "gaussian-d2-digits"
-    # not about the compiled step: the run trains at once, without compiling first
-    config = FitConfig(
-        family="gaussian", dataset="digits", hidden=16, latent_dim=2, epochs=100_000, compile="off"
-    )
-
-    def stop_once_training():
-        deadline = time.time() + 120
-        while time.time() < deadline and not (
-            (RunDir(run).checkpoint_epoch() or 0) >= 1 and (run / "summary.json").exists()
-        ):
-            time.sleep(0.1)
-        os.kill(os.getpid(), signal.SIGTERM)  # to the sweep, which runs in this process
-
-    threading.Thread(target=stop_once_training, daemon=True).start()
-    try:
-        with pytest.raises(Stopped):
-            settings = SweepSettings(threads=1)
-            run_sweep(sweep, [config], settings, launcher=launcher, log=lambda m: None)
-        assert RunDir(run).holder() is None
-        return run
-    finally:
-        for proc in launcher.procs:
-            proc.kill()
-            proc.wait()
 
 
 class _Remembering(LocalLauncher):
@@ -491,39 +447,64 @@ class _Remembering(LocalLauncher):
 
 
 @pytest.mark.slow
-def test_a_stopped_sweep_returns_only_once_its_runs_have_let_go(tmp_path):
-    """A launcher whose commands end before their runs do (a Ray task whose worker or node is
-    lost, while its run stops on the SIGTERM it got): the sweep waits for each run's lock,
-    so when it returns every run has written its last summary (before: still 'running')."""
+def test_a_stopped_sweep_returns_once_its_runs_let_go_and_settles_those_killed(tmp_path):
+    """Two ways a launcher's stop can leave a run, one for each of the sweep's two runs.
+    The Gaussian's command ends before its run does (a Ray task whose worker or node is
+    lost, while its run stops on the SIGTERM it got): the sweep waits for the run's lock,
+    so when it returns the run has written its last summary (before: still 'running').
+    The Logit-normal's run is killed outright (past the grace; Ray ends a job's workers
+    and, with them, their children): the sweep writes its last summary for it (before,
+    'running', though nobody trains it), at its checkpoint's epoch. The stop is a SIGHUP,
+    which the sweep takes as it takes SIGTERM (exit 129; tests/test_reliability.py stops a
+    sweep process by SIGTERM, and a fit process by each signal)."""
     import threading
 
-    class Forgetful(_Remembering):
-        def stop(self, handles, grace=0.0):  # the SIGTERM lands after the command "ended"
-            for proc in handles:
-                threading.Timer(1.0, proc.send_signal, [signal.SIGTERM]).start()
+    from pyro_dvae.signals import Stopped
+    from pyro_dvae.sweep import SweepSettings, run_sweep
 
-    run = _stop_once_training(tmp_path, Forgetful())
-    summary = read_json(run / "summary.json")
-    assert summary["status"] == "interrupted"
-    assert summary["epochs_completed"] == RunDir(run).checkpoint_epoch() >= 1
-
-
-@pytest.mark.slow
-def test_a_run_killed_outright_by_a_stop_is_left_interrupted_not_running(tmp_path):
-    """A launcher that kills its runs outright (past the grace; Ray ends a job's workers and,
-    with them, their children): the sweep writes each one's last summary for it (before,
-    'running', though nobody trains it), at its checkpoint's epoch."""
-
-    class Killing(_Remembering):
+    class Stopping(_Remembering):
         def stop(self, handles, grace=0.0):
             for proc in handles:
-                proc.kill()
-                proc.wait()
+                if any("gaussian" in arg for arg in proc.args):  # SIGTERM after it "ended"
+                    threading.Timer(1.0, proc.send_signal, [signal.SIGTERM]).start()
+                else:
+                    proc.kill()
+                    proc.wait()
 
-    run = _stop_once_training(tmp_path, Killing())
-    summary = read_json(run / "summary.json")
-    assert summary["status"] == "interrupted"
-    assert summary["epochs_completed"] == RunDir(run).checkpoint_epoch() >= 1
+    sweep = tmp_path / "sw"
+    runs = [sweep / "runs" / n for n in ("gaussian-d2-digits", "logitnormal-d2-a1-digits")]
+    # not about the compiled step: the runs train at once, without compiling first
+    tiny = dict(dataset="digits", hidden=16, latent_dim=2, epochs=100_000, compile="off")
+    configs = [FitConfig(family=family, **tiny) for family in ("gaussian", "logitnormal")]
+
+    def stop_once_training():
+        deadline = time.time() + 120
+        while time.time() < deadline and not all(
+            (RunDir(run).checkpoint_epoch() or 0) >= 1 and (run / "summary.json").exists()
+            for run in runs
+        ):
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGHUP)  # to the sweep, which runs in this process
+
+    threading.Thread(target=stop_once_training, daemon=True).start()
+    launcher = Stopping()
+    # at its default, as in a terminal: under nohup the sweep would rightly keep it ignored
+    hangup = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        with pytest.raises(Stopped) as stopped:
+            settings = SweepSettings(jobs=2, threads=1)
+            run_sweep(sweep, configs, settings, launcher=launcher, log=lambda m: None)
+        assert stopped.value.exit_code == 128 + signal.SIGHUP
+        for run in runs:
+            assert RunDir(run).holder() is None
+            summary = read_json(run / "summary.json")
+            assert summary["status"] == "interrupted", run.name
+            assert summary["epochs_completed"] == RunDir(run).checkpoint_epoch() >= 1
+    finally:
+        signal.signal(signal.SIGHUP, hangup)
+        for proc in launcher.procs:
+            proc.kill()
+            proc.wait()
 
 
 _CHILD = """

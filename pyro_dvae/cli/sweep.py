@@ -144,8 +144,8 @@ def sweep(
     """
     from ..naming import grid, named_grid, with_seeds
     from ..sweep import SweepSettings, plan, run_sweep
+    from ..sweep.folder import check_sweep_dir
     from ..sweep.plan import plan_summary
-    from ..sweep.scheduler import check_sweep_dir
 
     axes = {k: v for k, v in fields.items() if PARAMS[k].axis and k != "seed" and v}
     common = {k: v for k, v in fields.items() if not PARAMS[k].axis and v is not None}

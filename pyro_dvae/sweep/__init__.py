@@ -8,9 +8,10 @@ starts missing ones; one failing run is reported and leaves the others alone.
 """
 
 from ..naming import grid, named_grid, run_name, with_seeds
+from .folder import SWEEP
 from .plan import PlannedRun, Task, make_run_dir, plan, tasks_for
 from .presets import PAPER_ALPHAS, PAPER_SIZES, PRESETS, paper_grid, register_preset
-from .scheduler import SWEEP, run_sweep
+from .scheduler import run_sweep
 from .settings import SweepSettings, available_cores
 
 __all__ = [

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -14,17 +12,15 @@ from typing import Any
 from ..config import FitConfig
 from ..errors import PyroDvaeError, RunDirError
 from ..evaluation import read_evaluation
-from ..fileio import FolderLock, atomic_write_text
+from ..fileio import FolderLock
 from ..naming import named_grid
-from ..rundir import CONFIG, RunDir
+from ..rundir import RunDir
 from ..signals import deferred_stop, raise_if_stopped, stop_on_signals
 from ..wording import plural
+from .folder import check_sweep_dir, write_sweep_json
 from .launchers import STOP_GRACE, Launcher, LocalLauncher
 from .plan import PlannedRun, Task, grouped, make_run_dir, plan, tasks_for
 from .settings import SweepSettings
-
-SWEEP = "sweep.json"
-
 
 #: how long a run locked by another process (a killed sweep's child still saving) is waited for
 LOCKED_RUN_WAIT = 60.0
@@ -76,33 +72,6 @@ def _last_error(log_path: Path, offset: int = 0) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
-def check_sweep_dir(sweep_dir: str | Path) -> Path:
-    """``sweep_dir`` if it can be a sweep folder (missing, or a folder that is not a run's);
-    else :class:`~pyro_dvae.errors.RunDirError`, before anything is written."""
-    sweep_dir = Path(sweep_dir)
-    try:
-        sweep_dir.stat()
-    except FileNotFoundError:
-        if sweep_dir.is_symlink():  # mkdir cannot make a folder where a link points nowhere
-            where = os.readlink(sweep_dir)
-            raise RunDirError(
-                f"{sweep_dir} is a link to {where}, which does not exist; choose another --out"
-            ) from None
-        return sweep_dir
-    except OSError as err:  # a link loop, a file on the way to it, no permission
-        raise RunDirError(
-            f"cannot use {sweep_dir} as a sweep folder: {err.strerror or err}; choose another --out"
-        ) from None
-    if not sweep_dir.is_dir():
-        raise RunDirError(f"{sweep_dir} exists and is not a folder; choose another --out")
-    if (sweep_dir / CONFIG).is_file():
-        raise RunDirError(
-            f"{sweep_dir} is a run folder (it holds {CONFIG}), not a sweep folder; "
-            "choose another --out"
-        )
-    return sweep_dir
-
-
 def run_sweep(
     sweep_dir: str | Path,
     configs: list[FitConfig],
@@ -142,7 +111,7 @@ def run_sweep(
         launcher.open()
         settings = settings.resolved(launcher.slots())
         planned = plan(sweep_dir, named, settings.evaluate_k, settings.evaluate_images)
-        _write_sweep_json(sweep_dir, named, description)
+        write_sweep_json(sweep_dir, named, description)
         return _Scheduler(sweep_dir, planned, settings, log, launcher).run()
 
 
@@ -380,25 +349,3 @@ def _result_text(path: Path) -> str:
     if "test_log_likelihood" in ev:
         text += f", log p(x) {ev['test_log_likelihood']:.2f} (k={ev['k']})"
     return text
-
-
-def _write_sweep_json(
-    sweep_dir: Path, named: dict[str, FitConfig], description: dict[str, Any] | None
-) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    try:  # a sweep folder may be filled by several grids: keep every grid and its runs
-        before = json.loads((sweep_dir / SWEEP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # none, not JSON, not UTF-8
-        before = {}
-    before = before if isinstance(before, dict) else {}
-    earlier = before.get("runs") if isinstance(before.get("runs"), dict) else {}
-    grids = before.get("grids") if isinstance(before.get("grids"), list) else []
-    if "grids" not in before and "options" in before:  # written before grids were kept
-        grids = [{k: before[k] for k in ("preset", "options") if k in before}]
-    if description is not None and description not in grids:
-        grids.append(description)
-    doc = {
-        "grids": grids,  # each command that ran into this folder: preset and options
-        "runs": {**earlier, **{name: config.to_dict() for name, config in named.items()}},
-    }
-    atomic_write_text(sweep_dir / SWEEP, json.dumps(doc, indent=2) + "\n")
