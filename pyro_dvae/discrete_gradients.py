@@ -171,19 +171,18 @@ def compare_to_exact(
         exact_seconds = (clock(x) - t0) / EXACT_TIMINGS
     norm = float(exact.square().sum())
     rows = [_row("enum (exact)", "TraceEnum_ELBO: the sum over every code", None, exact_seconds)]
-    bar = estimate_bar(len(estimators) * (warmup + repeats), progress)
-    for est in estimators:
-        g, seconds = _draws(est, x, params, repeats, warmup, seed, bar)
-        row = _row(est.name, est.description, est.temperature, seconds)
-        for name, part in zip(["all", *groups], [slice(None), *_slices(sizes)], strict=True):
-            gp, ep = g[:, part], exact[part]
-            variance = float(gp.var(0).sum())
-            row[f"mse_{name}"] = float((gp - ep).square().sum(1).mean())
-            row[f"bias2_{name}"] = float((gp.mean(0) - ep).square().sum()) - variance / repeats
-            row[f"var_{name}"] = variance
-        row["relative_mse"] = row["mse_all"] / norm
-        rows.append(row)
-    bar.close()
+    with estimate_bar(len(estimators) * (warmup + repeats), progress) as bar:
+        for est in estimators:
+            g, seconds = _draws(est, x, params, repeats, warmup, seed, bar)
+            row = _row(est.name, est.description, est.temperature, seconds)
+            for name, part in zip(["all", *groups], [slice(None), *_slices(sizes)], strict=True):
+                gp, ep = g[:, part], exact[part]
+                variance = float(gp.var(0).sum())
+                row[f"mse_{name}"] = float((gp - ep).square().sum(1).mean())
+                row[f"bias2_{name}"] = float((gp.mean(0) - ep).square().sum()) - variance / repeats
+                row[f"var_{name}"] = variance
+            row["relative_mse"] = row["mse_all"] / norm
+            rows.append(row)
     for row in rows:
         row.update(repeats=repeats, exact_norm2=norm)
     return rows
@@ -206,17 +205,16 @@ def compare_spread(
     params = [p for ps in groups.values() for p in ps]
     sizes = [sum(p.numel() for p in ps) for ps in groups.values()]
     rows = []
-    bar = estimate_bar(len(estimators) * (warmup + repeats), progress)
-    for est in estimators:
-        g, seconds = _draws(est, x, params, repeats, warmup, seed, bar)
-        row = {"estimator": est.name, "description": est.description}
-        row.update(temperature=est.temperature, seconds=seconds, repeats=repeats)
-        for name, part in zip(["all", *groups], [slice(None), *_slices(sizes)], strict=True):
-            mean, sd = g[:, part].mean(0), g[:, part].std(0)
-            row[f"var_{name}"] = float(sd.square().sum())
-            row[f"snr_{name}"] = float((mean.abs() / sd.clamp_min(1e-30)).mean())
-        rows.append(row)
-    bar.close()
+    with estimate_bar(len(estimators) * (warmup + repeats), progress) as bar:
+        for est in estimators:
+            g, seconds = _draws(est, x, params, repeats, warmup, seed, bar)
+            row = {"estimator": est.name, "description": est.description}
+            row.update(temperature=est.temperature, seconds=seconds, repeats=repeats)
+            for name, part in zip(["all", *groups], [slice(None), *_slices(sizes)], strict=True):
+                mean, sd = g[:, part].mean(0), g[:, part].std(0)
+                row[f"var_{name}"] = float(sd.square().sum())
+                row[f"snr_{name}"] = float((mean.abs() / sd.clamp_min(1e-30)).mean())
+            rows.append(row)
     return rows
 
 

@@ -223,32 +223,31 @@ def iwae_gradient_snr(
         with pyro.validation_enabled(False):
             ess[k] = float(effective_sample_size(vae.model, vae.guide, x, k).mean())
     rows = []
-    bar = estimate_bar(len(gradients) * len(ks) * repeats, progress)
-    for gradient in gradients:
-        for k in ks:
-            bar.set_description(f"IWAE {gradient}, K={k}")
-            elbo = IWAEELBO(num_particles=k, gradient=gradient)
-            torch.manual_seed(seed)
-            estimates: dict[str, list[torch.Tensor]] = {name: [] for name in groups}
-            elapsed = 0.0
-            for _ in range(repeats):
-                for p in (p for ps in groups.values() for p in ps):
-                    p.grad = None
-                t0 = clock(x)
-                with pyro.validation_enabled(False):
-                    elbo.loss_and_grads(vae.model, vae.guide, x)
-                elapsed += clock(x) - t0
-                for name, ps in groups.items():
-                    flat = [torch.zeros_like(p) if p.grad is None else p.grad for p in ps]
-                    estimates[name].append(torch.cat([g.reshape(-1) for g in flat]))
-                bar.update(1)
-            row: dict[str, Any] = {"gradient": gradient, "k": k, "repeats": repeats}
-            for name, vs in estimates.items():
-                row[f"snr_{name}"] = gradient_snr(torch.stack(vs).double())
-            row["seconds"] = elapsed / repeats
-            row["ess"] = ess[k]
-            rows.append(row)
-    bar.close()
+    with estimate_bar(len(gradients) * len(ks) * repeats, progress) as bar:
+        for gradient in gradients:
+            for k in ks:
+                bar.set_description(f"IWAE {gradient}, K={k}")
+                elbo = IWAEELBO(num_particles=k, gradient=gradient)
+                torch.manual_seed(seed)
+                estimates: dict[str, list[torch.Tensor]] = {name: [] for name in groups}
+                elapsed = 0.0
+                for _ in range(repeats):
+                    for p in (p for ps in groups.values() for p in ps):
+                        p.grad = None
+                    t0 = clock(x)
+                    with pyro.validation_enabled(False):
+                        elbo.loss_and_grads(vae.model, vae.guide, x)
+                    elapsed += clock(x) - t0
+                    for name, ps in groups.items():
+                        flat = [torch.zeros_like(p) if p.grad is None else p.grad for p in ps]
+                        estimates[name].append(torch.cat([g.reshape(-1) for g in flat]))
+                    bar.update(1)
+                row: dict[str, Any] = {"gradient": gradient, "k": k, "repeats": repeats}
+                for name, vs in estimates.items():
+                    row[f"snr_{name}"] = gradient_snr(torch.stack(vs).double())
+                row["seconds"] = elapsed / repeats
+                row["ess"] = ess[k]
+                rows.append(row)
     for p in (p for ps in groups.values() for p in ps):
         p.grad = None
     return rows

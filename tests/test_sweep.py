@@ -559,18 +559,7 @@ def test_a_cancelled_ray_task_ends_only_once_its_run_has_stopped(tmp_path, monke
                 time.sleep(0.3)
 
         threading.Thread(target=cancel_twice, daemon=True).start()
-    # the interrupt must raise as ray.cancel's does: a handler an earlier test left behind
-    # (Ray Tune installs its own SIGINT handler) would swallow it
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            launchers._run_command(["python", "-c", _CHILD, str(out)], str(tmp_path / "log"))
-        assert spawned[0].poll() == 143 and out.read_text() == "stopped"
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        for proc in spawned:
-            proc.kill()
-            proc.wait()
+    _cancelled_task_stops_its_run(launchers, out, tmp_path, spawned)
 
 
 def test_a_ray_cancel_whose_interrupt_a_finalizer_drops_still_stops_the_run(tmp_path, monkeypatch):
@@ -605,7 +594,6 @@ def test_a_ray_cancel_whose_interrupt_a_finalizer_drops_still_stops_the_run(tmp_
         time.sleep(seconds)
 
     monkeypatch.setattr(launchers, "time", types.SimpleNamespace(sleep=sleep))
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a Ray worker
     procs, real_spawn = [], launchers._spawn
 
     def spawn(cmd, log):
@@ -613,13 +601,22 @@ def test_a_ray_cancel_whose_interrupt_a_finalizer_drops_still_stops_the_run(tmp_
         return procs[-1]
 
     monkeypatch.setattr(launchers, "_spawn", spawn)
+    _cancelled_task_stops_its_run(launchers, out, tmp_path, procs)
+
+
+def _cancelled_task_stops_its_run(launchers, out, tmp_path, spawned: list) -> None:
+    """A Ray task's run of ``_CHILD``, cancelled as the test arranged: the task raises
+    KeyboardInterrupt only once its run has stopped at its checkpoint (exit 143). SIGINT
+    raises as in a Ray worker (a handler an earlier test left behind, Ray Tune's, would
+    swallow the interrupt); the run's processes are killed whatever happens."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             launchers._run_command(["python", "-c", _CHILD, str(out)], str(tmp_path / "log"))
-        assert procs[0].poll() == 143 and out.read_text() == "stopped"
+        assert spawned[0].poll() == 143 and out.read_text() == "stopped"
     finally:
         signal.signal(signal.SIGINT, previous)
-        for proc in procs:
+        for proc in spawned:
             proc.kill()
             proc.wait()
 
