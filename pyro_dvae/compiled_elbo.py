@@ -275,8 +275,14 @@ def _compile(graph: LossGraph, inputs: tuple) -> Callable:
     toolchain.setLevel(max(level, logging.ERROR))
     try:
         mode = os.environ.get(MODE_VARIABLE) or None
+        options = None if mode is not None or devices else inductor_options(backend())
         compiled = torch.compile(
-            graph.graph, backend=backend(), mode=mode, dynamic=False, fullgraph=True
+            graph.graph,
+            backend=backend(),
+            mode=mode,
+            options=options,
+            dynamic=False,
+            fullgraph=True,
         )
         with torch.random.fork_rng(devices=devices):
             with torch.no_grad():
@@ -286,6 +292,26 @@ def _compile(graph: LossGraph, inputs: tuple) -> Callable:
     finally:
         toolchain.setLevel(level)
     return compiled
+
+
+def inductor_options(backend_name: str) -> dict[str, Any] | None:
+    """Inductor's options for a CPU graph: its vector width pinned to the ISA whose kernels
+    ATen runs (``ATEN_CPU_CAPABILITY``, else the CPU's best).
+
+    Inductor generates its C++ for the ISA that ``ATEN_CPU_CAPABILITY`` names, but its
+    on-disk cache key (torch 2.14) leaves that variable out: a graph compiled under
+    ``ATEN_CPU_CAPABILITY=avx2`` was reused by a later process on an AVX-512 machine, its
+    8-wide loops compiled 16-wide, and the step wrote past its buffers (heap corruption, or
+    a NaN loss). An explicit width is part of the key, so each ISA gets its own entry.
+    """
+    if backend_name != "inductor":
+        return None
+    width = VECTOR_BITS.get(torch.backends.cpu.get_cpu_capability().split("_")[0])
+    return None if width is None else {"cpp.simdlen": width}
+
+
+#: the vector width in bits of ATen's x86 CPU capabilities
+VECTOR_BITS = {"AVX512": 512, "AVX2": 256}
 
 
 def _refuse_score_functions(guide_trace) -> None:
