@@ -299,10 +299,10 @@ def inductor_options(backend_name: str) -> dict[str, Any] | None:
     ATen runs (``ATEN_CPU_CAPABILITY``, else the CPU's best).
 
     Inductor generates its C++ for the ISA that ``ATEN_CPU_CAPABILITY`` names, but its
-    on-disk cache key (torch 2.14) leaves that variable out: a graph compiled under
-    ``ATEN_CPU_CAPABILITY=avx2`` was reused by a later process on an AVX-512 machine, its
-    8-wide loops compiled 16-wide, and the step wrote past its buffers (heap corruption, or
-    a NaN loss). An explicit width is part of the key, so each ISA gets its own entry.
+    on-disk cache key (torch 2.14) leaves that variable out: on an AVX-512 machine a graph
+    compiled under ``ATEN_CPU_CAPABILITY=avx2`` and reused without it ran its 8-wide loops
+    16-wide and wrote past its buffers (heap corruption); the other way round, the loss came
+    out NaN. An explicit width is part of the key, so each ISA gets its own entry.
     """
     if backend_name != "inductor":
         return None
