@@ -372,14 +372,21 @@ def evaluate_run(
     return result
 
 
-def evaluation_is_current(run_path: str | Path, k: int, images: int) -> bool:
+def evaluation_is_current(
+    run_path: str | Path, k: int, images: int, discrete_k: int | None = None
+) -> bool:
     """Whether ``evaluation.json`` scores the run's latest epoch at least this thoroughly:
-    with ``k`` or more samples, on ``images`` or more test images (0: all)."""
+    with ``k`` or more samples, on ``images`` or more test images (0: all), and its
+    ``discrete`` block, where it has one, with ``discrete_k`` or more (None: the default
+    the same ``k`` gives)."""
     ev = read_evaluation(run_path)
     if not ev or ev.get("epoch") != RunDir(run_path).epochs_completed():
         return False
     done_k, done_images = ev.get("k", 0), ev.get("images_requested", -1)
     covers = done_images == 0 or (images != 0 and done_images >= images)
+    if "discrete" in ev:
+        wanted = min(k, DISCRETE_K) if discrete_k is None else discrete_k
+        covers = covers and ev["discrete"].get("k", 0) >= wanted
     return done_k >= k and covers
 
 

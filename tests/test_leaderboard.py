@@ -18,35 +18,40 @@ from .helpers import invoke, run_ok
 @pytest.mark.slow
 def test_a_sweep_of_estimators_becomes_one_row_each(tmp_path):
     sweep = tmp_path / "sweep"
-    run_ok(
-        [
-            "sweep",
-            "--family",
-            "bernoulli",
-            "--latent-dim",
-            "4",
-            "--estimator",
-            "concrete",
-            "--estimator",
-            "nvil",
-            "--seeds",
-            "2",
-            "--dataset",
-            "digits",
-            "--epochs",
-            "1",
-            "--hidden",
-            "16",
-            "--threads",
-            "1",
-            "--evaluate",
-            "10",
-            "--jobs",
-            "2",  # four runs, each trained then evaluated: two at a time
-            "--out",
-            str(sweep),
-        ]
-    )
+    grid = [
+        "sweep",
+        "--family",
+        "bernoulli",
+        "--latent-dim",
+        "4",
+        "--estimator",
+        "concrete",
+        "--estimator",
+        "nvil",
+        "--seeds",
+        "2",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--hidden",
+        "16",
+        "--threads",
+        "1",
+        "--out",
+        str(sweep),
+        "--evaluate",
+        "10",
+    ]
+    # four runs, each trained then evaluated (the hard codes' IWAE with more draws than
+    # the relaxed pass's), two at a time
+    run_ok([*grid, "--discrete-k", "20", "--jobs", "2"])
+    evaluations = [json.loads(p.read_text()) for p in sweep.glob("runs/*/evaluation.json")]
+    assert len(evaluations) == 4
+    assert {(e["k"], e["discrete"]["k"]) for e in evaluations} == {(10, 20)}
+    # the same sweep asked for more hard-code draws has every run to evaluate again
+    assert run_ok([*grid, "--discrete-k", "20", "--dry-run"]).stdout.count("finished ") == 4
+    assert run_ok([*grid, "--discrete-k", "40", "--dry-run"]).stdout.count("evaluate ") == 4
     out = tmp_path / "board"
     result = run_ok(["leaderboard", str(sweep), "--out", str(out)])
     rows = list(csv.DictReader((out / "leaderboard.csv").open()))

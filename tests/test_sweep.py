@@ -249,6 +249,8 @@ def test_a_failing_run_is_reported_and_leaves_the_others_whole(one_epoch):
         ["--preset", "paper", "--epochs", "0"],
         ["--preset", "paper", "--jobs", "0"],
         ["--preset", "nope"],
+        ["--preset", "paper", "--discrete-k", "100"],  # nothing is evaluated
+        ["--preset", "paper", "--evaluate", "10", "--discrete-k", "0"],
     ],
 )
 def test_bad_sweep_options_are_one_error_line(tmp_path, args):

@@ -191,7 +191,7 @@ def evaluate(
     rows, failed = [], []
     found = run_dirs(paths)
     for path in found:
-        if skip_done and evaluation_is_current(path, k, images):
+        if skip_done and evaluation_is_current(path, k, images, discrete_k):
             log_line(f"{path}: evaluation of its latest epoch with k={k} is up to date")
             rows.append(read_evaluation(path))
             continue

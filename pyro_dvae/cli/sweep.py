@@ -112,6 +112,13 @@ DEFAULT_GROUP_SIZE = 1
     show_default=True,
     help="First N test images: those the evaluation scores (0: all).",
 )
+@click.option(
+    "--discrete-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --evaluate: IWAE samples for the discrete model behind each relaxed run "
+    "(evaluate --discrete-k) [default: the smaller of --evaluate and 1000].",
+)
 @data_dir_option
 @device_option()
 @click.option("--dry-run", is_flag=True, help="Print what each run needs, run nothing.")
@@ -128,6 +135,7 @@ def sweep(
     gpus_per_run,
     evaluate_k,
     images,
+    discrete_k,
     data_dir,
     device,
     dry_run,
@@ -173,9 +181,11 @@ def sweep(
         configs = with_seeds(configs, seeds or range(n_seeds))
     if backend != "ray" and (address or cpus_per_run != 1 or gpus_per_run):
         raise click.UsageError("--address, --cpus-per-run and --gpus-per-run go with --backend ray")
+    if discrete_k is not None and not evaluate_k:
+        raise click.UsageError("--discrete-k goes with --evaluate K (the runs' evaluation)")
     out = check_sweep_dir(out or Path("sweeps") / (preset or "grid"))
     if dry_run:
-        runs = plan(out, named_grid(configs, out), evaluate_k, images)
+        runs = plan(out, named_grid(configs, out), evaluate_k, images, discrete_k)
         for run in runs:
             detail = run.reason or (
                 f"{run.epochs_done}/{plural(run.config.epochs, 'epoch')}" if run.epochs_done else ""
@@ -211,6 +221,7 @@ def sweep(
             device=device,
             evaluate_k=evaluate_k,
             evaluate_images=images,
+            evaluate_discrete_k=discrete_k,
             group_size=group_size,
         )
         outcome = run_sweep(out, configs, settings, description, log_line, launcher)

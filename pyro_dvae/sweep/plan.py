@@ -27,7 +27,11 @@ class PlannedRun:
 
 
 def plan(
-    sweep_dir: Path, configs: dict[str, FitConfig], evaluate_k: int = 0, images: int = 0
+    sweep_dir: Path,
+    configs: dict[str, FitConfig],
+    evaluate_k: int = 0,
+    images: int = 0,
+    discrete_k: int | None = None,
 ) -> list[PlannedRun]:
     """What each configuration needs: a new run, a resume, nothing, or (a conflict) a report."""
     planned = []
@@ -60,7 +64,7 @@ def plan(
                     finished = run.epochs_done >= config.epochs
                     run.state = "finished" if finished else "resume"
         if run.state == "finished" and evaluate_k:
-            if not evaluation_is_current(path, evaluate_k, images):
+            if not evaluation_is_current(path, evaluate_k, images, discrete_k):
                 run.state = "evaluate"
         planned.append(run)
     return planned
@@ -112,6 +116,8 @@ class Task:
             (run,) = self.runs
             cmd += ["evaluate", str(run.path), "--k", str(settings.evaluate_k)]
             cmd += ["--images", str(settings.evaluate_images), "--skip-done"]
+            if settings.evaluate_discrete_k is not None:
+                cmd += ["--discrete-k", str(settings.evaluate_discrete_k)]
         cmd += ["--threads", str(settings.threads), "--device", settings.device, "--no-progress"]
         if settings.data_dir is not None:
             cmd += ["--data-dir", str(settings.data_dir)]

@@ -110,7 +110,13 @@ def run_sweep(
     ):
         launcher.open()
         settings = settings.resolved(launcher.slots())
-        planned = plan(sweep_dir, named, settings.evaluate_k, settings.evaluate_images)
+        planned = plan(
+            sweep_dir,
+            named,
+            settings.evaluate_k,
+            settings.evaluate_images,
+            settings.evaluate_discrete_k,
+        )
         write_sweep_json(sweep_dir, named, description)
         return _Scheduler(sweep_dir, planned, settings, log, launcher).run()
 

@@ -24,9 +24,11 @@ class SweepSettings:
     ``threads``: torch threads per run, None: the cores shared out among the jobs;
     ``data_dir``: where every run reads its data (None: the default); ``device``: each
     run's; ``evaluate_k``/``evaluate_images``: evaluate each finished run with this many
-    IWAE samples on this many test images (0: none / all); ``group_size``: runs of one shape
-    trained as one group in one process; ``poll``: seconds between looks at the children (a
-    look is a few cheap calls, so a run that ends is followed by the next within 0.1 s)."""
+    IWAE samples on this many test images (0: none / all), and ``evaluate_discrete_k``
+    samples for the hard codes' IWAE (None: evaluate's default); ``group_size``: runs of
+    one shape trained as one group in one process; ``poll``: seconds between looks at the
+    children (a look is a few cheap calls, so a run that ends is followed by the next
+    within 0.1 s)."""
 
     jobs: int | None = 1
     threads: int | None = None
@@ -34,6 +36,7 @@ class SweepSettings:
     device: str = "auto"
     evaluate_k: int = 0
     evaluate_images: int = 0
+    evaluate_discrete_k: int | None = None
     group_size: int = 1
     poll: float = 0.1
 
@@ -45,6 +48,11 @@ class SweepSettings:
                 raise ConfigError(f"{flag} must be >= {low}, got {value}")
         if self.evaluate_k < 0 or self.evaluate_images < 0:
             raise ConfigError("--evaluate and its number of images must be >= 0")
+        if self.evaluate_discrete_k is not None:
+            if self.evaluate_discrete_k < 1:
+                raise ConfigError(f"--discrete-k must be >= 1, got {self.evaluate_discrete_k}")
+            if not self.evaluate_k:
+                raise ConfigError("--discrete-k goes with --evaluate K (the runs' evaluation)")
 
     def resolved(self, slots: int | None) -> SweepSettings:
         """Every choice made: jobs (``slots``: the launcher's room, if it knows), threads,
