@@ -93,8 +93,8 @@ BERNOULLI_ROWS: dict[str, dict[str, Any]] = {
     "nvil": {"estimator": "nvil"},
     "vimco": {"estimator": "vimco", "num_particles": 5},
     "disarm": {"estimator": "disarm"},
-    # the relaxation with the bits' KL, annealed like the Concrete (added in a second sweep
-    # folder of the published leaderboard: sweeps/discrete-benchmark-discrete-kl)
+    # the relaxation with the bits' KL, annealed like the Concrete (added once the gradients
+    # had been measured: results/discrete-benchmark/estimators)
     "logitnormal-discrete-kl-annealed": {"estimator": "logitnormal-discrete-kl", **BIT_ANNEAL},
 }
 
