@@ -274,15 +274,8 @@ def _compile(graph: LossGraph, inputs: tuple) -> Callable:
     level = toolchain.level
     toolchain.setLevel(max(level, logging.ERROR))
     try:
-        mode = os.environ.get(MODE_VARIABLE) or None
-        options = None if mode is not None or devices else inductor_options(backend())
         compiled = torch.compile(
-            graph.graph,
-            backend=backend(),
-            mode=mode,
-            options=options,
-            dynamic=False,
-            fullgraph=True,
+            graph.graph, **compile_settings(bool(devices)), dynamic=False, fullgraph=True
         )
         with torch.random.fork_rng(devices=devices):
             with torch.no_grad():
@@ -292,6 +285,15 @@ def _compile(graph: LossGraph, inputs: tuple) -> Callable:
     finally:
         toolchain.setLevel(level)
     return compiled
+
+
+def compile_settings(on_cuda: bool) -> dict[str, Any]:
+    """``torch.compile``'s ``backend``, ``mode`` and ``options`` for a step, from
+    ``$PYRO_DVAE_COMPILE_BACKEND`` and ``$PYRO_DVAE_COMPILE_MODE`` (``scripts/benchmark.py``
+    compiles its hand-written peer with the same, so that the two compare like for like)."""
+    mode = os.environ.get(MODE_VARIABLE) or None
+    options = None if mode is not None or on_cuda else inductor_options(backend())
+    return {"backend": backend(), "mode": mode, "options": options}
 
 
 def inductor_options(backend_name: str) -> dict[str, Any] | None:

@@ -66,17 +66,18 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pyro_dvae.compiled_elbo import inductor_options
+from pyro_dvae.compiled_elbo import compile_settings
 from pyro_dvae.config import PARAMS, FitConfig
 from pyro_dvae.data import binarize, load_dataset
 from pyro_dvae.errors import DataError
 from pyro_dvae.train import Trainer
 
 
-def compiled_peer(loss_of):
-    """A hand-written loss under ``torch.compile`` as pyro-dvae compiles its step: Inductor's
-    vector width pinned to ATen's ISA, so ``ATEN_CPU_CAPABILITY`` gets its own cache entry."""
-    return torch.compile(loss_of, dynamic=False, options=inductor_options("inductor"))
+def compiled_peer(loss_of, device: torch.device):
+    """A hand-written loss under ``torch.compile`` as pyro-dvae compiles its step: the same
+    backend and mode (``$PYRO_DVAE_COMPILE_BACKEND``, ``$PYRO_DVAE_COMPILE_MODE``), and on a
+    CPU Inductor's vector width pinned to ATen's ISA."""
+    return torch.compile(loss_of, dynamic=False, **compile_settings(device.type == "cuda"))
 
 
 def hand_written(trainer: Trainer, family: str, alpha: float, compiled: bool = False):
@@ -107,7 +108,7 @@ def hand_written(trainer: Trainer, family: str, alpha: float, compiled: bool = F
         log_p = (-0.5 * (y / prior_scale) ** 2 - math.log(prior_scale)).sum(-1)
         return (recon + log_q - log_p).mean()
 
-    loss_fn = compiled_peer(loss_of) if compiled else loss_of
+    loss_fn = compiled_peer(loss_of, trainer.device) if compiled else loss_of
     latent = trainer.family.code_size
 
     def epoch(x_grey: torch.Tensor, batch: int) -> None:
@@ -397,7 +398,7 @@ def hand_written_group(group, alpha: torch.Tensor, compiled: bool = False):
         log_p = (-0.5 * (y / prior_scale) ** 2 - prior_scale.log()).sum(-1)
         return (recon + log_q - log_p).mean(-1)  # (M,)
 
-    loss_fn = compiled_peer(loss_of) if compiled else loss_of
+    loss_fn = compiled_peer(loss_of, group.device) if compiled else loss_of
 
     def epoch(x_grey: torch.Tensor, batch: int) -> None:
         n = x_grey.shape[0]

@@ -40,14 +40,16 @@ def quiet(msg: str) -> None:
     pass
 
 
-def compiled_against_eager(data, device: str) -> bool:
+def compiled_against_eager(data, device: str, hidden: int) -> bool:
     """One epoch of 500 images of each family, compiled and eager, from the same seed."""
     ok = True
     for family, extra in FAMILIES:
         losses = []
         for compile in ("on", "off"):
             pyro.clear_param_store()
-            cfg = FitConfig(family=family, subset=500, epochs=1, compile=compile, **extra)
+            cfg = FitConfig(
+                family=family, subset=500, epochs=1, compile=compile, hidden=hidden, **extra
+            )
             trainer = Trainer(cfg, data, device, progress=False, log=quiet)
             trainer.begin()
             losses.append(trainer.train_epoch()["train_loss"])
@@ -58,11 +60,12 @@ def compiled_against_eager(data, device: str) -> bool:
     return ok
 
 
-def group_against_solo(data, device: str) -> bool:
+def group_against_solo(data, device: str, hidden: int) -> bool:
     """A group of four Logit-normal priors, one epoch of 500 images, against each alone."""
     alphas = [0.32, 0.56, 1.0, 1.78]
     configs = [
-        FitConfig(alpha=a, seed=i, subset=500, epochs=1, compile="on") for i, a in enumerate(alphas)
+        FitConfig(alpha=a, seed=i, subset=500, epochs=1, compile="on", hidden=hidden)
+        for i, a in enumerate(alphas)
     ]
     pyro.clear_param_store()
     group = GroupTrainer(configs, data, device, progress=False, log=quiet)
@@ -126,24 +129,26 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--sweep-epochs", type=int, default=2, help="0: skip the paper grid")
     p.add_argument("--sweep-subset", type=int, default=0, help="train images (0: all)")
+    p.add_argument("--hidden", type=int, default=500, help="hidden width of every network")
+    p.add_argument("--images", type=int, default=5000, help="images per timed epoch")
     args = p.parse_args()
     if args.device.startswith("cuda"):
         print(f"device: {torch.cuda.get_device_name(torch.device(args.device))}")
     print(f"torch {torch.__version__}, pyro {pyro.__version__}")
     data = load_dataset("mnist", args.data_dir, subset=500)
     failures = sum(not ok for ok in (
-        compiled_against_eager(data, args.device),
-        group_against_solo(data, args.device),
+        compiled_against_eager(data, args.device, args.hidden),
+        group_against_solo(data, args.device, args.hidden),
     ))  # fmt: skip
     bench = [sys.executable, str(Path(__file__).with_name("benchmark.py"))]
-    bench += ["--device", args.device, "--rounds", str(args.rounds)]
+    bench += ["--device", args.device, "--rounds", str(args.rounds), "--hidden", str(args.hidden)]
     if args.data_dir:
         bench += ["--data-dir", args.data_dir]
     modes = ["", "reduce-overhead"] if args.device.startswith("cuda") else [""]
     for mode in modes:
         env = {**os.environ, "PYRO_DVAE_COMPILE_MODE": mode}
         print(f"---- torch.compile mode: {mode or 'default'}", flush=True)
-        failures += subprocess.call([*bench, "--images", "5000"], env=env) != 0
+        failures += subprocess.call([*bench, "--images", str(args.images)], env=env) != 0
         failures += subprocess.call([*bench, "--members", args.members], env=env) != 0
     if args.sweep_epochs:
         failures += not paper_sweep(args)
