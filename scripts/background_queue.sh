@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The project's long experiments, one after another in the background, from a frozen copy of
+# the code (so that edits to the checkout cannot change a running sweep); each step resumes
+# where it stopped, a finished step is marked done. Steps: the discrete leaderboard (issue 27:
+# 45 runs, each scored as soon as it has trained), the paper's runs again (issue 28; its
+# Logit-normal runs read as bits for issue 27), the IWAE training runs (issue 29) and their
+# k = 5000 evaluation.
+#
+#   scripts/background_queue.sh freeze     # clone this checkout's HEAD to $WORK/code, venv
+#   scripts/background_queue.sh start      # start (or continue) the queue, detached
+#   scripts/background_queue.sh stop       # stop it at resumable checkpoints
+#   scripts/background_queue.sh status     # the steps and the leaderboard's runs
+#
+# WORK (default ~/pyro-dvae-work) holds the frozen code, the sweeps and the queue's logs;
+# PYRO_DVAE_DATA is passed on (default ../shared/data from this checkout). Copy the results
+# into the checkout with scripts/export_runs.sh [--scored] as runs finish.
+set -u
+WORK=${WORK:-$HOME/pyro-dvae-work}
+here=$(cd "$(dirname "$0")/.." && pwd)
+export PYRO_DVAE_DATA=${PYRO_DVAE_DATA:-$here/../shared/data} MPLBACKEND=Agg
+code=$WORK/code
+bin=$code/.venv/bin/pyro-dvae
+queue=$WORK/queue
+leaderboard=$WORK/discrete-benchmark/sweep
+# a run's evaluation on ATen's AVX2 kernels (a 1.28x faster IWAE pass on this project's
+# AVX-512 machine; docs/speed.md), with Inductor's cache of its own
+avx2=(env ATEN_CPU_CAPABILITY=avx2 TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor_avx2)
+
+log() { echo "$(date -u +%FT%TZ) $*" >> "$queue/queue.log"; }
+
+# each step in its own process group, so that a stop reaches all of its processes
+step() {
+  local name=$1; shift
+  [ -e "$queue/done/$name" ] && return 0
+  log "start $name"
+  setsid "$@" >> "$queue/logs/$name.log" 2>&1 &
+  child=$!
+  wait $child; local rc=$?
+  child=
+  log "end $name rc=$rc"
+  [ $rc -eq 0 ] && touch "$queue/done/$name"
+  return $rc
+}
+
+run_queue() {
+  mkdir -p "$queue/logs" "$queue/done"
+  echo $$ > "$queue/pid"
+  child=
+  trap '[ -n "$child" ] && kill -TERM -- "-$child" 2>/dev/null; wait; log paused; rm -f "$queue/pid"; exit 143' TERM INT
+  step leaderboard "$0" leaderboard || exit 1
+  step paper-rerun "$0" paper || exit 1
+  step iwae-train "$bin" sweep --preset iwae-training --out "$WORK/iwae-training/sweep" \
+    --jobs 2 --threads 1 || exit 1
+  step iwae-evaluate "${avx2[@]}" "$bin" evaluate "$WORK/iwae-training/sweep" --k 5000 \
+    --skip-done --threads 2 --no-progress || exit 1
+  log "all done"
+  rm -f "$queue/pid"
+}
+
+# one finished, not yet scored leaderboard run: its hard codes' IWAE (k = 1000); a relaxed
+# run's first pass, its relaxed model's IWAE, is not on the leaderboard: k = 10 there
+evaluate_one() {
+  local run k
+  for run in "$leaderboard"/runs/*/; do
+    run=${run%/}
+    [ -e "$run/evaluation.json" ] && continue
+    grep -qxF "$run" "$queue/eval-failed.txt" 2> /dev/null && continue
+    grep -q '"status": "finished"' "$run/summary.json" 2> /dev/null || continue
+    case "$run" in
+      *-reinforce* | *-nvil* | *-vimco* | *-disarm*) k=1000 ;;
+      *) k=10 ;;
+    esac
+    echo "$(date -u +%FT%TZ) evaluate $(basename "$run") --k $k --discrete-k 1000"
+    "${avx2[@]}" "$bin" evaluate "$run" --k $k --discrete-k 1000 --threads 1 --no-progress &
+    children=("$trainer" $!)
+    wait $!
+    local rc=$?
+    # a failure (not a stop) is not tried again
+    if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ ! -e "$run/evaluation.json" ]; then
+      echo "$run" >> "$queue/eval-failed.txt"
+    fi
+    return 0
+  done
+  return 1
+}
+
+# the 45 runs, two at a time with one thread each, and beside them one scoring at a time
+run_leaderboard() {
+  children=()
+  trap 'kill -TERM "${children[@]}" 2> /dev/null; wait; exit 143' TERM INT
+  "$bin" sweep --preset discrete-benchmark --out "$leaderboard" --jobs 2 --threads 1 &
+  trainer=$!
+  children=("$trainer")
+  while :; do
+    if ! evaluate_one; then
+      kill -0 "$trainer" 2> /dev/null || break
+      sleep 60 &
+      children=("$trainer" $!)
+      wait $!
+    fi
+  done
+  wait "$trainer"
+  local rc=$?
+  while evaluate_one; do :; done # the runs that finished after the last look
+  return $rc
+}
+
+# the project's own script: the grid, seeds 1-2 at size 20, the working Concrete, k = 1000
+# on all test images for every run (k = 5000 for Table 3's); each size's four Logit-normal
+# alphas as one group
+run_paper() {
+  # shellcheck disable=SC1091
+  . "$code/.venv/bin/activate"
+  cd "$code" || return 1
+  SWEEP=$WORK/paper-rerun/sweep RESULTS=$WORK/paper-rerun/results \
+    FIGURES=$WORK/paper-rerun/figures GROUP_SIZE=4 exec scripts/reproduce_paper.sh
+}
+
+case ${1:-} in
+  freeze)
+    [ -e "$code" ] && { echo "Error: $code exists; stop the queue and move it away first" >&2; exit 1; }
+    mkdir -p "$WORK" && git clone -q "$here" "$code" && python3 -m venv "$code/.venv" &&
+      "$code/.venv/bin/pip" install -q "$code" && git -C "$code" log --oneline -1
+    ;;
+  start)
+    [ -x "$bin" ] || { echo "Error: no frozen copy in $code (run: $0 freeze)" >&2; exit 1; }
+    [ -e "$queue/pid" ] && kill -0 "$(cat "$queue/pid")" 2> /dev/null &&
+      { echo "Error: the queue is running (pid $(cat "$queue/pid"))" >&2; exit 1; }
+    mkdir -p "$queue"
+    setsid nohup "$0" run > /dev/null 2>&1 < /dev/null &
+    echo "queue started; log: $queue/queue.log"
+    ;;
+  stop)
+    pid=$(cat "$queue/pid" 2> /dev/null)
+    { [ -n "$pid" ] && kill -TERM "$pid" 2> /dev/null; } || { echo "the queue is not running"; exit 0; }
+    while kill -0 "$pid" 2> /dev/null; do sleep 2; done
+    tail -1 "$queue/queue.log"
+    ;;
+  status)
+    tail -5 "$queue/queue.log" 2> /dev/null
+    [ -x "$bin" ] && "$bin" sweep --preset discrete-benchmark --out "$leaderboard" --dry-run | tail -1
+    ;;
+  run) run_queue ;;
+  leaderboard) run_leaderboard ;;
+  paper) run_paper ;;
+  *)
+    echo "usage: $0 {freeze|start|stop|status}" >&2
+    exit 2
+    ;;
+esac
