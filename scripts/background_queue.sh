@@ -6,17 +6,20 @@
 # Logit-normal runs read as bits for issue 27), the IWAE training runs (issue 29) and their
 # k = 5000 evaluation.
 #
-#   scripts/background_queue.sh freeze     # clone this checkout's HEAD to $WORK/code, venv
-#   scripts/background_queue.sh start      # start (or continue) the queue, detached
-#   scripts/background_queue.sh stop       # stop it at resumable checkpoints
-#   scripts/background_queue.sh status     # the steps and the leaderboard's runs
+#   scripts/background_queue.sh freeze        # clone this checkout's HEAD to $WORK/code, venv
+#   $WORK/code/scripts/background_queue.sh start    # start (or continue) the queue, detached
+#   $WORK/code/scripts/background_queue.sh stop     # stop it at resumable checkpoints
+#   $WORK/code/scripts/background_queue.sh status   # the steps and the leaderboard's runs
 #
-# WORK (default ~/pyro-dvae-work) holds the frozen code, the sweeps and the queue's logs;
-# PYRO_DVAE_DATA is passed on (default ../shared/data from this checkout). Copy the results
-# into the checkout with scripts/export_runs.sh [--scored] as runs finish.
+# (start it from the frozen copy: bash reads a script as it runs it, so the checkout's copy
+# must stay free to edit). WORK (default ~/pyro-dvae-work) holds the frozen code, the sweeps
+# and the queue's logs; the data folder is the one $PYRO_DVAE_DATA names at `freeze` (default
+# this checkout's ../shared/data), kept in $WORK/data_dir. Copy the results into the checkout
+# with scripts/export_runs.sh [--scored] as runs finish.
 set -u
 WORK=${WORK:-$HOME/pyro-dvae-work}
 here=$(cd "$(dirname "$0")/.." && pwd)
+if [ -f "$WORK/data_dir" ]; then PYRO_DVAE_DATA=$(cat "$WORK/data_dir"); fi
 export PYRO_DVAE_DATA=${PYRO_DVAE_DATA:-$here/../shared/data} MPLBACKEND=Agg
 code=$WORK/code
 bin=$code/.venv/bin/pyro-dvae
@@ -119,7 +122,8 @@ run_paper() {
 case ${1:-} in
   freeze)
     [ -e "$code" ] && { echo "Error: $code exists; stop the queue and move it away first" >&2; exit 1; }
-    mkdir -p "$WORK" && git clone -q "$here" "$code" && python3 -m venv "$code/.venv" &&
+    mkdir -p "$WORK" && (cd "$PYRO_DVAE_DATA" && pwd) > "$WORK/data_dir" &&
+      git clone -q "$here" "$code" && python3 -m venv "$code/.venv" &&
       "$code/.venv/bin/pip" install -q "$code" && git -C "$code" log --oneline -1
     ;;
   start)

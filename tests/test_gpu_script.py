@@ -32,6 +32,6 @@ def test_the_gpu_script_checks_and_measures_on_the_cpu():
     assert "PASS group of 4 vs alone" in out and "PASS group of one == solo run" in out
     # the solo benchmark's three variants, each with a time and the compiled ones a compile time
     for variant in ("(a) hand-written", "(c) (a) with its loss", "(b) pyro-dvae"):
-        assert re.search(re.escape(variant) + r".*: [\d.]+ ms/step", out), variant
+        assert re.search(re.escape(variant) + r".*:\s+[\d.]+ ms/step", out), variant
     assert len(re.findall(r"compile [\d.]+ s", out)) >= 2
     assert "solo pyro-dvae step" in out  # the groups' benchmark

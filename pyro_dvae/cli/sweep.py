@@ -116,8 +116,8 @@ DEFAULT_GROUP_SIZE = 1
     "--discrete-k",
     type=click.IntRange(min=1),
     default=None,
-    help="With --evaluate: IWAE samples for the discrete model behind each relaxed run "
-    "(evaluate --discrete-k) [default: the smaller of --evaluate and 1000].",
+    help="IWAE samples per image for the discrete model behind a relaxed run (hard codes), "
+    "when --evaluate scores each run [default: the smaller of --evaluate and 1000].",
 )
 @data_dir_option
 @device_option()
