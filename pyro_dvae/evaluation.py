@@ -150,6 +150,12 @@ def check_options(k: int, images: int, n_neighbors: int) -> None:
         raise ConfigError(f"--neighbors must be >= 1, got {n_neighbors}")
 
 
+def discrete_draws(k: int, discrete_k: int | None) -> int:
+    """The IWAE draws of the hard codes' pass: ``discrete_k``, by default the smaller of
+    ``k`` and :data:`DISCRETE_K`."""
+    return min(k, DISCRETE_K) if discrete_k is None else discrete_k
+
+
 def evaluate(
     run: LoadedRun,
     data: Dataset,
@@ -169,7 +175,7 @@ def evaluate(
     they stopped; the caller deletes it once the result is stored.
     """
     check_options(k, images, n_neighbors)
-    discrete_k = min(k, DISCRETE_K) if discrete_k is None else discrete_k
+    discrete_k = discrete_draws(k, discrete_k)
     x_test = data.test if images == 0 else data.test[:images]
     t0 = time.perf_counter()
     device, n = x_test.device, int(x_test.shape[0])
@@ -385,8 +391,7 @@ def evaluation_is_current(
     done_k, done_images = ev.get("k", 0), ev.get("images_requested", -1)
     covers = done_images == 0 or (images != 0 and done_images >= images)
     if "discrete" in ev:
-        wanted = min(k, DISCRETE_K) if discrete_k is None else discrete_k
-        covers = covers and ev["discrete"].get("k", 0) >= wanted
+        covers = covers and ev["discrete"].get("k", 0) >= discrete_draws(k, discrete_k)
     return done_k >= k and covers
 
 

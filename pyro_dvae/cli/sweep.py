@@ -154,6 +154,7 @@ def sweep(
     from ..sweep import SweepSettings, plan, run_sweep
     from ..sweep.folder import check_sweep_dir
     from ..sweep.plan import plan_summary
+    from ..sweep.settings import check_evaluation
 
     axes = {k: v for k, v in fields.items() if PARAMS[k].axis and k != "seed" and v}
     common = {k: v for k, v in fields.items() if not PARAMS[k].axis and v is not None}
@@ -181,8 +182,7 @@ def sweep(
         configs = with_seeds(configs, seeds or range(n_seeds))
     if backend != "ray" and (address or cpus_per_run != 1 or gpus_per_run):
         raise click.UsageError("--address, --cpus-per-run and --gpus-per-run go with --backend ray")
-    if discrete_k is not None and not evaluate_k:
-        raise click.UsageError("--discrete-k goes with --evaluate K (the runs' evaluation)")
+    check_evaluation(evaluate_k, images, discrete_k)  # before the folder, and for --dry-run
     out = check_sweep_dir(out or Path("sweeps") / (preset or "grid"))
     if dry_run:
         runs = plan(out, named_grid(configs, out), evaluate_k, images, discrete_k)

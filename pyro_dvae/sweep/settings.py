@@ -18,6 +18,17 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_evaluation(k: int, images: int, discrete_k: int | None) -> None:
+    """Raise :class:`ConfigError` unless a sweep's evaluation settings make sense."""
+    if k < 0 or images < 0:
+        raise ConfigError("--evaluate and its number of images must be >= 0")
+    if discrete_k is not None:
+        if discrete_k < 1:
+            raise ConfigError(f"--discrete-k must be >= 1, got {discrete_k}")
+        if not k:
+            raise ConfigError("--discrete-k goes with --evaluate K (the runs' evaluation)")
+
+
 @dataclass(frozen=True)
 class SweepSettings:
     """``jobs``: runs (or groups) at a time, None: as many as the launcher has room for;
@@ -46,13 +57,7 @@ class SweepSettings:
             if value is not None and value < low:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag} must be >= {low}, got {value}")
-        if self.evaluate_k < 0 or self.evaluate_images < 0:
-            raise ConfigError("--evaluate and its number of images must be >= 0")
-        if self.evaluate_discrete_k is not None:
-            if self.evaluate_discrete_k < 1:
-                raise ConfigError(f"--discrete-k must be >= 1, got {self.evaluate_discrete_k}")
-            if not self.evaluate_k:
-                raise ConfigError("--discrete-k goes with --evaluate K (the runs' evaluation)")
+        check_evaluation(self.evaluate_k, self.evaluate_images, self.evaluate_discrete_k)
 
     def resolved(self, slots: int | None) -> SweepSettings:
         """Every choice made: jobs (``slots``: the launcher's room, if it knows), threads,
