@@ -391,6 +391,54 @@ def test_groups_are_even_and_follow_the_grid_not_the_jobs(tmp_path):
     assert names(4) == [["r0", "r3", "r4"], ["r1"], ["r2"], ["r5"]]
 
 
+def test_the_costliest_runs_start_first(tmp_path):
+    """Epochs left × particles ranks the jobs (a group counts each member), plan order among
+    equals; a sweep starts them in that order (its launcher sees the commands)."""
+    from pyro_dvae.sweep import SweepSettings, run_sweep
+    from pyro_dvae.sweep.plan import PlannedRun, costliest_first, work
+
+    configs = {
+        "elbo": FitConfig(),
+        "iwae5": FitConfig(elbo="iwae", num_particles=5),
+        "iwae50": FitConfig(elbo="iwae", num_particles=50),
+        "elbo-b": FitConfig(seed=1),
+    }
+    runs = {n: PlannedRun(n, c, tmp_path / n, "new") for n, c in configs.items()}
+    assert work([runs["iwae5"]]) == 5 * FitConfig().epochs
+    runs["iwae50"].epochs_done = FitConfig().epochs - 5  # 5 epochs of 50 particles left: 250
+    order = costliest_first([[runs["elbo"]], [runs["iwae5"]], [runs["iwae50"]], [runs["elbo-b"]]])
+    assert [[r.name for r in job] for job in order] == [["iwae5"], ["iwae50"], ["elbo"], ["elbo-b"]]
+    pair = [runs["elbo"], runs["elbo-b"]]  # a group of two ELBO runs: 2 × 200 epochs
+    assert costliest_first([[runs["iwae50"]], pair, [runs["iwae5"]]]) == [
+        [runs["iwae5"]],
+        pair,
+        [runs["iwae50"]],
+    ]
+    runs["elbo"].state = "evaluate"  # nothing to train: no work
+    assert work([runs["elbo"]]) == 0
+
+    class Recording(LocalLauncher):
+        started: list[str] = []
+
+        def start(self, cmd, log_path):
+            self.started.append(Path(cmd[cmd.index("--resume") + 1]).name)
+            return super().start([sys.executable, "-c", "pass"], log_path)
+
+    grid = [
+        FitConfig(dataset="digits", hidden=8, epochs=2, elbo=e, num_particles=k)
+        for e, k in (("trace", 1), ("iwae", 5), ("iwae", 2))
+    ]
+    run_sweep(
+        tmp_path / "sw",
+        grid,
+        SweepSettings(jobs=1, poll=0.01),
+        launcher=Recording(),
+        log=lambda m: None,
+    )
+    names = list(named_grid(grid))
+    assert Recording.started == [names[i] for i in (1, 2, 0)]
+
+
 @pytest.mark.slow
 def test_a_launcher_opens_only_once_the_sweep_holds_its_folder(tmp_path):
     """A busy folder is refused before the launcher connects (Ray would start a cluster);

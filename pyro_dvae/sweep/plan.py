@@ -163,6 +163,23 @@ def grouped(runs: list[PlannedRun], size: int) -> list[list[PlannedRun]]:
     return groups
 
 
+def work(runs: list[PlannedRun]) -> int:
+    """Epochs left to train × particles per image, summed over ``runs``: a job's size
+    against the other jobs of its sweep (a K = 50 IWAE run is the costliest of its grid)."""
+    return sum(
+        (r.config.epochs - r.epochs_done) * r.config.num_particles
+        for r in runs
+        if r.state in ("new", "resume")
+    )
+
+
+def costliest_first(jobs: list[list[PlannedRun]]) -> list[list[PlannedRun]]:
+    """``jobs`` (runs or groups) with the most :func:`work` first, in plan order among
+    equals: the long runs start first, so that runs side by side end near together and a
+    sweep's last hours are not one long run on one core while the others sit idle."""
+    return sorted(jobs, key=lambda runs: -work(runs))
+
+
 def make_run_dir(run: PlannedRun) -> None:
     """The folder of a new run, holding its ``config.json`` (training resumes it from 0)."""
     if run.state == "new":

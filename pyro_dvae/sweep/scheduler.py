@@ -19,7 +19,7 @@ from ..signals import deferred_stop, raise_if_stopped, stop_on_signals
 from ..wording import plural
 from .folder import check_sweep_dir, write_sweep_json
 from .launchers import STOP_GRACE, Launcher, LocalLauncher
-from .plan import PlannedRun, Task, grouped, make_run_dir, plan, tasks_for
+from .plan import PlannedRun, Task, costliest_first, grouped, make_run_dir, plan, tasks_for
 from .settings import SweepSettings
 
 #: how long a run locked by another process (a killed sweep's child still saving) is waited for
@@ -140,7 +140,7 @@ class _Scheduler:
                 log(f"[skip] {run.name}: {run.reason}")
             else:
                 runnable.append(run)
-        for members in grouped(runnable, settings.group_size):
+        for members in costliest_first(grouped(runnable, settings.group_size)):
             if len(members) > 1:
                 path = _group_log(sweep_dir, members)
                 tasks = tasks_for(members, 0)
