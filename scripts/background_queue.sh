@@ -6,24 +6,28 @@
 # Logit-normal runs read as bits for issue 27), the IWAE training runs (issue 29) and their
 # k = 5000 evaluation.
 #
-#   scripts/background_queue.sh freeze        # clone this checkout's HEAD to $WORK/code, venv
+#   scripts/background_queue.sh freeze        # clone HEAD to $WORK/code-<commit> with a venv;
+#                                             # $WORK/code points at it
 #   $WORK/code/scripts/background_queue.sh start    # start (or continue) the queue, detached
 #   $WORK/code/scripts/background_queue.sh stop     # stop it at resumable checkpoints
 #   $WORK/code/scripts/background_queue.sh status   # the steps and the leaderboard's runs
 #
 # (start it from the frozen copy: bash reads a script as it runs it, so the checkout's copy
-# must stay free to edit). WORK (default ~/pyro-dvae-work) holds the frozen code, the sweeps
-# and the queue's logs; the data folder is the one $PYRO_DVAE_DATA names at `freeze` (default
-# this checkout's ../shared/data), kept in $WORK/data_dir. Copy the results into the checkout
-# with scripts/export_runs.sh [--scored] as runs finish.
+# must stay free to edit). A step runs, to its end, the frozen copy it started with (kept as
+# $WORK/queue/code/<step>), so its runs are all one code's; freezing again (with the queue
+# stopped) gives the newer copy to the steps not yet started. WORK (default ~/pyro-dvae-work)
+# holds the frozen code, the sweeps and the queue's logs; the data folder is the one
+# $PYRO_DVAE_DATA names at `freeze` (default this checkout's ../shared/data), kept in
+# $WORK/data_dir. Copy the results into the checkout with scripts/export_runs.sh [--scored] as
+# runs finish.
 set -u
 WORK=${WORK:-$HOME/pyro-dvae-work}
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -f "$WORK/data_dir" ]; then PYRO_DVAE_DATA=$(cat "$WORK/data_dir"); fi
 export PYRO_DVAE_DATA=${PYRO_DVAE_DATA:-$here/../shared/data} MPLBACKEND=Agg
-code=$WORK/code
-bin=$code/.venv/bin/pyro-dvae
 queue=$WORK/queue
+code=${CODE:-$WORK/code} # a step's own: see step()
+bin=$code/.venv/bin/pyro-dvae
 leaderboard=$WORK/discrete-benchmark/sweep
 # a run's evaluation on ATen's AVX2 kernels (a 1.28x faster IWAE pass on this project's
 # AVX-512 machine; docs/speed.md), with Inductor's cache of its own
@@ -31,12 +35,22 @@ avx2=(env ATEN_CPU_CAPABILITY=avx2 TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor_av
 
 log() { echo "$(date -u +%FT%TZ) $*" >> "$queue/queue.log"; }
 
-# each step in its own process group, so that a stop reaches all of its processes
+# the frozen copy a step runs: the one it started with
+pinned() {
+  mkdir -p "$queue/code"
+  [ -e "$queue/code/$1" ] || ln -s "$(readlink -f "$WORK/code")" "$queue/code/$1"
+  readlink -f "$queue/code/$1"
+}
+
+# each step (a command of this script) in its own process group, so that a stop reaches all
+# of its processes, on its own frozen copy
 step() {
-  local name=$1; shift
+  local name=$1
   [ -e "$queue/done/$name" ] && return 0
-  log "start $name"
-  setsid "$@" >> "$queue/logs/$name.log" 2>&1 &
+  local mine
+  mine=$(pinned "$name")
+  log "start $name (code: $(git -C "$mine" log --oneline -1 2> /dev/null | cut -c1-60))"
+  CODE=$mine setsid "$0" "$name" >> "$queue/logs/$name.log" 2>&1 &
   child=$!
   wait $child; local rc=$?
   child=
@@ -50,12 +64,9 @@ run_queue() {
   echo $$ > "$queue/pid"
   child=
   trap '[ -n "$child" ] && kill -TERM -- "-$child" 2>/dev/null; wait; log paused; rm -f "$queue/pid"; exit 143' TERM INT
-  step leaderboard "$0" leaderboard || exit 1
-  step paper-rerun "$0" paper || exit 1
-  step iwae-train "$bin" sweep --preset iwae-training --out "$WORK/iwae-training/sweep" \
-    --jobs 2 --threads 1 || exit 1
-  step iwae-evaluate "${avx2[@]}" "$bin" evaluate "$WORK/iwae-training/sweep" --k 5000 \
-    --skip-done --threads 2 --no-progress || exit 1
+  for name in leaderboard paper-rerun iwae-train iwae-evaluate; do
+    step $name || exit 1
+  done
   log "all done"
   rm -f "$queue/pid"
 }
@@ -121,10 +132,16 @@ run_paper() {
 
 case ${1:-} in
   freeze)
-    [ -e "$code" ] && { echo "Error: $code exists; stop the queue and move it away first" >&2; exit 1; }
+    [ -e "$WORK/code" ] && [ ! -L "$WORK/code" ] &&
+      { echo "Error: $WORK/code is a folder; stop the queue and move it away first" >&2; exit 1; }
+    [ -e "$queue/pid" ] && kill -0 "$(cat "$queue/pid")" 2> /dev/null &&
+      { echo "Error: the queue is running; stop it first" >&2; exit 1; }
+    new=$WORK/code-$(git -C "$here" rev-parse --short HEAD)
+    [ -e "$new" ] && { echo "Error: $new exists (HEAD is frozen already)" >&2; exit 1; }
     mkdir -p "$WORK" && (cd "$PYRO_DVAE_DATA" && pwd) > "$WORK/data_dir" &&
-      git clone -q "$here" "$code" && python3 -m venv "$code/.venv" &&
-      "$code/.venv/bin/pip" install -q "$code" && git -C "$code" log --oneline -1
+      git clone -q "$here" "$new" && python3 -m venv "$new/.venv" &&
+      "$new/.venv/bin/pip" install -q "$new" && ln -sfn "$new" "$WORK/code" &&
+      git -C "$new" log --oneline -1
     ;;
   start)
     [ -x "$bin" ] || { echo "Error: no frozen copy in $code (run: $0 freeze)" >&2; exit 1; }
@@ -142,11 +159,20 @@ case ${1:-} in
     ;;
   status)
     tail -5 "$queue/queue.log" 2> /dev/null
-    [ -x "$bin" ] && "$bin" sweep --preset discrete-benchmark --out "$leaderboard" --dry-run | tail -1
+    lb=$queue/code/leaderboard/.venv/bin/pyro-dvae
+    [ -x "$lb" ] || lb=$bin
+    [ -x "$lb" ] && "$lb" sweep --preset discrete-benchmark --out "$leaderboard" --dry-run | tail -1
     ;;
   run) run_queue ;;
   leaderboard) run_leaderboard ;;
-  paper) run_paper ;;
+  paper-rerun) run_paper ;;
+  iwae-train)
+    exec "$bin" sweep --preset iwae-training --out "$WORK/iwae-training/sweep" --jobs 2 --threads 1
+    ;;
+  iwae-evaluate)
+    exec "${avx2[@]}" "$bin" evaluate "$WORK/iwae-training/sweep" --k 5000 --skip-done \
+      --threads 2 --no-progress
+    ;;
   *)
     echo "usage: $0 {freeze|start|stop|status}" >&2
     exit 2
