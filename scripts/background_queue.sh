@@ -9,6 +9,7 @@
 #   scripts/background_queue.sh freeze        # clone HEAD to $WORK/code-<commit> with a venv;
 #                                             # $WORK/code points at it
 #   $WORK/code/scripts/background_queue.sh start    # start (or continue) the queue, detached
+#                                             # (a frozen copy knows its WORK)
 #   $WORK/code/scripts/background_queue.sh stop     # stop it at resumable checkpoints
 #   $WORK/code/scripts/background_queue.sh status   # the steps and the leaderboard's runs
 #
@@ -21,8 +22,10 @@
 # $WORK/data_dir. Copy the results into the checkout with scripts/export_runs.sh [--scored] as
 # runs finish.
 set -u
+here=$(cd "$(dirname "$0")/.." && pwd -P)
+# a frozen copy, $WORK/code-<commit>, knows its WORK
+case $here in */code-*) [ -f "${here%/*}/data_dir" ] && WORK=${WORK:-${here%/*}} ;; esac
 WORK=${WORK:-$HOME/pyro-dvae-work}
-here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -f "$WORK/data_dir" ]; then PYRO_DVAE_DATA=$(cat "$WORK/data_dir"); fi
 export PYRO_DVAE_DATA=${PYRO_DVAE_DATA:-$here/../shared/data} MPLBACKEND=Agg
 queue=$WORK/queue
@@ -144,7 +147,7 @@ case ${1:-} in
       git -C "$new" log --oneline -1
     ;;
   start)
-    [ -x "$bin" ] || { echo "Error: no frozen copy in $code (run: $0 freeze)" >&2; exit 1; }
+    [ -x "$bin" ] || { echo "Error: no frozen copy in $code (run scripts/background_queue.sh freeze in a checkout)" >&2; exit 1; }
     [ -e "$queue/pid" ] && kill -0 "$(cat "$queue/pid")" 2> /dev/null &&
       { echo "Error: the queue is running (pid $(cat "$queue/pid"))" >&2; exit 1; }
     mkdir -p "$queue"
