@@ -124,13 +124,14 @@ run_leaderboard() {
 
 # the project's own script: the grid, seeds 1-2 at size 20, the working Concrete, k = 1000
 # on all test images for every run (k = 5000 for Table 3's); each size's four Logit-normal
-# alphas as one group
+# alphas as one group; on the AVX2 kernels throughout (its evaluation 1.2-1.5x faster, its
+# training the same: docs/speed.md), so that a stopped evaluation continues as it began
 run_paper() {
   # shellcheck disable=SC1091
   . "$code/.venv/bin/activate"
   cd "$code" || return 1
   SWEEP=$WORK/paper-rerun/sweep RESULTS=$WORK/paper-rerun/results \
-    FIGURES=$WORK/paper-rerun/figures GROUP_SIZE=4 exec scripts/reproduce_paper.sh
+    FIGURES=$WORK/paper-rerun/figures GROUP_SIZE=4 exec "${avx2[@]}" scripts/reproduce_paper.sh
 }
 
 case ${1:-} in
