@@ -2,9 +2,10 @@
 scored as the discrete model each stands for (``evaluate``'s ``discrete`` block).
 
 It writes ``leaderboard.csv`` (one row per model and estimator, means and standard
-deviations over seeds), ``leaderboard.md`` (the same table, and the runs still missing an
-evaluation) and ``leaderboard.png`` (each estimator's test −ELBO of the discrete model
-against training time).
+deviations over seeds, and the published number where one exists: :data:`PUBLISHED`),
+``leaderboard.md`` (the same table, and the runs still missing an evaluation) and
+``leaderboard.png`` (each estimator's test −ELBO of the discrete model against training
+time, the published numbers dotted).
 
 Time is a row's *cost*, not the clock its runs happened to see: on a shared machine other
 jobs slow some epochs (3.5× between two seeds of one row of the MNIST leaderboard), so a
@@ -45,7 +46,19 @@ COLUMNS = (
     "relaxed_neg_elbo_mean",
     "relaxation_gap_mean",
     "seconds_per_epoch",
+    "published_neg_elbo",
 )
+#: the published test −ELBO of a row's model and estimator: Jang et al. (2016), their Table 2
+#: (MNIST VAEs with their networks, binarisation and training, not this leaderboard's), set
+#: beside the rows they correspond to: Gumbel-Softmax (concrete), straight-through
+#: Gumbel-Softmax, and the score function (reinforce)
+PUBLISHED = {
+    ("bernoulli 200", "concrete"): 105.0,
+    ("bernoulli 200", "straight-through"): 111.5,
+    ("bernoulli 200", "reinforce"): 112.2,
+    ("categorical 20x10", "concrete"): 101.5,
+}
+PUBLISHED_SOURCE = "Jang et al. (2016, Table 2)"
 #: LN(0, α) is bimodal for α > 2: its density has its mass at the edges of (0, 1)
 BIMODAL_ALPHA = 2.0
 
@@ -124,7 +137,12 @@ class Row:
             "relaxed_neg_elbo_mean": _mean(relaxed),
             "relaxation_gap_mean": _mean(gaps),
             "seconds_per_epoch": self.seconds_per_epoch(),
+            "published_neg_elbo": self.published(),
         }
+
+    def published(self) -> float | str:
+        """:data:`PUBLISHED`'s number for this row, or ``""``."""
+        return PUBLISHED.get((self.model, self.estimator), "")
 
 
 def _mean(xs: list[float]) -> float | str:
@@ -178,7 +196,7 @@ def write_leaderboard(sweep_dirs: list[Path], out: Path, command: str) -> list[P
 def markdown(rows: list[Row], values: list[dict[str, Any]], command: str) -> str:
     head = (
         "| model | estimator | settings | seeds | epochs | discrete −ELBO | −log p(x) (IWAE) "
-        "| relaxed −ELBO | gap | s / epoch |\n" + "| --- " * 10 + "|\n"
+        "| relaxed −ELBO | gap | s / epoch | published |\n" + "| --- " * 11 + "|\n"
     )
     lines = []
     for v in values:
@@ -187,7 +205,7 @@ def markdown(rows: list[Row], values: list[dict[str, Any]], command: str) -> str
             f"| {_pm(v['discrete_neg_elbo_mean'], v['discrete_neg_elbo_sd'])} "
             f"| {_pm(v['discrete_neg_log_px_mean'], v['discrete_neg_log_px_sd'])} "
             f"| {_num(v['relaxed_neg_elbo_mean'])} | {_num(v['relaxation_gap_mean'])} "
-            f"| {_num(v['seconds_per_epoch'], 1)} |"
+            f"| {_num(v['seconds_per_epoch'], 1)} | {_num(v['published_neg_elbo'], 1)} |"
         )
     pending = [r for row in rows for r in row.runs if "discrete" not in r.evaluation]
     notes = [
@@ -195,7 +213,9 @@ def markdown(rows: list[Row], values: list[dict[str, Any]], command: str) -> str
         "the uniform prior; −log p(x): its IWAE bound (the k of each run's evaluation.json); "
         "relaxed −ELBO: the objective the relaxation trains; gap = discrete − relaxed; "
         "mean ± sd over seeds; s / epoch: the median training epoch of the seed that other "
-        "jobs slowed least (the plot's time axis is epochs × it).",
+        "jobs slowed least (the plot's time axis is epochs × it); published: the test −ELBO that "
+        f"{PUBLISHED_SOURCE} report for the same kind of model and estimator, with their "
+        "networks, binarisation and training, not these (dotted in the plot).",
     ]
     if pending:
         names = ", ".join(f"{r.name} ({r.progress()})" for r in pending)
@@ -283,6 +303,8 @@ def draw(rows: list[Row]) -> Figure:
                 if color is None:
                     mean = row.values()["discrete_neg_elbo_mean"]
                     drawn.append((line, row.estimator, mean if mean != "" else losses[-1]))
+                    if row.published() != "":
+                        ax.axhline(row.published(), color=line.get_color(), ls=":", lw=1.2)
                 color = line.get_color()
         ax.set_title(f"{model}: test −ELBO of the discrete model")
         ax.set_xlabel("training time (hours, one CPU thread: epochs × the row's s / epoch)")
@@ -296,11 +318,21 @@ def draw(rows: list[Row]) -> Figure:
         # the first epochs' losses, and a row far behind, would squash the race at the end
         ends = [value for _, _, value in drawn]
         top = min(max(ends) + 25, min(ends) + Y_RANGE)
-        ax.set_ylim(min(ends) - 5, top)
+        marks = [PUBLISHED[model, name] for _, name, _ in drawn if (model, name) in PUBLISHED]
+        ax.set_ylim(min(ends + marks) - 5, top)
         drawn.sort(key=lambda d: d[2])
         ax.legend(
             [line for line, _, _ in drawn],
-            [f"{name} {value:.1f}" + (" ↑" if value > top else "") for _, name, value in drawn],
+            [
+                f"{name} {value:.1f}"
+                + (" ↑" if value > top else "")
+                + (
+                    f" (published {PUBLISHED[model, name]:.1f})"
+                    if (model, name) in PUBLISHED
+                    else ""
+                )
+                for _, name, value in drawn
+            ],
             fontsize=8,
         )
     return fig

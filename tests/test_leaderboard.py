@@ -7,10 +7,22 @@ import csv
 import dataclasses
 import json
 import statistics
+from types import SimpleNamespace
 
 import pytest
 
-from pyro_dvae.leaderboard import COLUMNS, Row, curve, draw, leaderboard
+from pyro_dvae.config import FitConfig
+from pyro_dvae.leaderboard import (
+    COLUMNS,
+    PUBLISHED,
+    Row,
+    curve,
+    draw,
+    estimator_name,
+    leaderboard,
+    markdown,
+    model_name,
+)
 
 from .helpers import invoke, run_ok
 
@@ -83,6 +95,29 @@ def test_a_sweep_of_estimators_becomes_one_row_each(tmp_path):
     for r in row.scored:
         hours, losses = curve(r, row.seconds_per_epoch())
         assert hours == pytest.approx([quick / 3600]) and len(losses) == 1
+
+
+def test_published_numbers_sit_beside_the_rows_of_their_model_and_estimator():
+    """Each published number's key is a row the leaderboard makes (its model and estimator
+    names, from the configurations that train them); a row of another model or estimator
+    has none, in the CSV's values and in the markdown table."""
+    made = {}
+    for family, size, categories in (("bernoulli", 200, 2), ("categorical", 20, 10)):
+        for estimator in ("concrete", "straight-through", "reinforce", "nvil"):
+            c = FitConfig(
+                family=family, latent_dim=size, categories=categories, estimator=estimator
+            )
+            run = SimpleNamespace(config=c)
+            made[model_name(run), estimator_name(run)] = c
+    assert set(PUBLISHED) <= set(made)
+    rows = [Row(model, name, "") for model, name in made] + [Row("bernoulli 4", "concrete", "")]
+    values = [row.values() for row in rows]
+    table = markdown(rows, values, "pyro-dvae leaderboard sweep").splitlines()
+    for row, v in zip(rows, values, strict=True):
+        number = PUBLISHED.get((row.model, row.estimator))
+        assert v["published_neg_elbo"] == (number if number is not None else "")
+        (line,) = [x for x in table if x.startswith(f"| {row.model} | {row.estimator} |")]
+        assert line.endswith(f"| {number:.1f} |" if number is not None else "| – |")
 
 
 def _slow_down(run, factor: float) -> list[float]:
