@@ -163,9 +163,22 @@ case ${1:-} in
     ;;
   status)
     tail -5 "$queue/queue.log" 2> /dev/null
+    python3 - "$WORK"/{discrete-benchmark,paper-rerun,iwae-training}/sweep <<'EOF'
+import json, pathlib, sys
+for folder in map(pathlib.Path, sys.argv[1:]):
+    paths = sorted(folder.glob("runs/*/summary.json"))
+    if paths:
+        runs = [json.loads(p.read_text()) for p in paths]
+        finished = sum(r.get("status") == "finished" for r in runs)
+        scored = sum((p.parent / "evaluation.json").exists() for p in paths)
+        done = sum(r.get("epochs_completed", 0) for r in runs)
+        planned = sum(r.get("epochs_planned", 0) for r in runs)
+        print(f"{folder}: {len(runs)} runs begun, {finished} finished, {scored} evaluated; "
+              f"{done} of their {planned} epochs")
+EOF
     lb=$queue/code/leaderboard/.venv/bin/pyro-dvae
     [ -x "$lb" ] || lb=$bin
-    [ -x "$lb" ] && "$lb" sweep --preset discrete-benchmark --out "$leaderboard" --dry-run | tail -1
+    [ -x "$lb" ] && "$lb" sweep --preset discrete-benchmark --out "$leaderboard" --jobs 2 --dry-run | tail -1
     ;;
   run) run_queue ;;
   leaderboard) run_leaderboard ;;
