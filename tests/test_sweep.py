@@ -392,8 +392,9 @@ def test_groups_are_even_and_follow_the_grid_not_the_jobs(tmp_path):
 
 
 def test_the_costliest_runs_start_first(tmp_path):
-    """Epochs left × particles ranks the jobs (a group counts each member), plan order among
-    equals; a sweep starts them in that order (its launcher sees the commands)."""
+    """Runs waiting only for their evaluation start first, then epochs left × particles
+    ranks the jobs (a group counts each member), plan order among equals; a sweep starts
+    them in that order (its launcher sees the commands)."""
     from pyro_dvae.sweep import SweepSettings, run_sweep
     from pyro_dvae.sweep.plan import PlannedRun, costliest_first, work
 
@@ -414,8 +415,9 @@ def test_the_costliest_runs_start_first(tmp_path):
         pair,
         [runs["iwae50"]],
     ]
-    runs["elbo"].state = "evaluate"  # nothing to train: no work
+    runs["elbo"].state = "evaluate"  # trained, waiting for its evaluation: no work, first
     assert work([runs["elbo"]]) == 0
+    assert costliest_first([[runs["iwae5"]], [runs["elbo"]]]) == [[runs["elbo"]], [runs["iwae5"]]]
 
     class Recording(LocalLauncher):
         started: list[str] = []

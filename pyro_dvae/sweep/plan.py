@@ -174,10 +174,12 @@ def work(runs: list[PlannedRun]) -> int:
 
 
 def costliest_first(jobs: list[list[PlannedRun]]) -> list[list[PlannedRun]]:
-    """``jobs`` (runs or groups) with the most :func:`work` first, in plan order among
-    equals: the long runs start first, so that runs side by side end near together and a
-    sweep's last hours are not one long run on one core while the others sit idle."""
-    return sorted(jobs, key=lambda runs: -work(runs))
+    """``jobs`` (runs or groups) in the order a sweep starts them: trained runs that only
+    wait for their evaluation (short, and their scores are then safe), then the rest with
+    the most :func:`work` first, so that runs side by side end near together and a sweep's
+    last hours are not one long run on one core while the others sit idle; plan order
+    among equals."""
+    return sorted(jobs, key=lambda runs: (work(runs) > 0, -work(runs)))
 
 
 def make_run_dir(run: PlannedRun) -> None:
