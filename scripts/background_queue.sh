@@ -20,7 +20,8 @@
 # holds the frozen code, the sweeps and the queue's logs; the data folder is the one
 # $PYRO_DVAE_DATA names at `freeze` (default this checkout's ../shared/data), kept in
 # $WORK/data_dir. Copy the results into the checkout with scripts/export_runs.sh [--scored] as
-# runs finish.
+# runs finish. POLL: seconds between the leaderboard's looks for a trained run to score (60).
+# tests/test_background_queue.py runs it against stand-in frozen copies.
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd -P)
 # a frozen copy, $WORK/code-<commit>, knows its WORK
@@ -111,7 +112,7 @@ run_leaderboard() {
   while :; do
     if ! evaluate_one; then
       kill -0 "$trainer" 2> /dev/null || break
-      sleep 60 &
+      sleep "${POLL:-60}" &
       children=("$trainer" $!)
       wait $!
     fi
