@@ -151,13 +151,14 @@ def compare_to_exact(
     warmup: int = 20,
     seed: int = 0,
     progress: bool = False,
+    clip: float | None = None,
 ) -> list[dict[str, Any]]:
     """Per estimator: MSE of its gradient to the exact one, bias², variance, seconds a draw.
 
     ``warmup`` draws come first (a decaying baseline needs a few steps to mean anything);
     bias² is ``‖mean − exact‖² − variance / repeats``, an unbiased estimate (it can come
     out slightly below zero when the bias is below the Monte Carlo noise). ``progress``: a
-    bar of the draws.
+    bar of the draws; ``clip``: a run's ``clip_norm``, for :func:`clipped_share`.
     """
     groups = {"encoder": vae.encoder_parameters(), "decoder": list(vae.decoder.parameters())}
     params = [p for ps in groups.values() for p in ps]
@@ -171,6 +172,7 @@ def compare_to_exact(
         exact_seconds = (clock(x) - t0) / EXACT_TIMINGS
     norm = float(exact.square().sum())
     rows = [_row("enum (exact)", "TraceEnum_ELBO: the sum over every code", None, exact_seconds)]
+    rows[0].update(clipped_share(exact[None], clip))
     with estimate_bar(len(estimators) * (warmup + repeats), progress) as bar:
         for est in estimators:
             g, seconds = _draws(est, x, params, repeats, warmup, seed, bar)
@@ -182,6 +184,7 @@ def compare_to_exact(
                 row[f"bias2_{name}"] = float((gp.mean(0) - ep).square().sum()) - variance / repeats
                 row[f"var_{name}"] = variance
             row["relative_mse"] = row["mse_all"] / norm
+            row.update(clipped_share(g, clip))
             rows.append(row)
     for row in rows:
         row.update(repeats=repeats, exact_norm2=norm)
@@ -196,11 +199,12 @@ def compare_spread(
     warmup: int = 20,
     seed: int = 0,
     progress: bool = False,
+    clip: float | None = None,
 ) -> list[dict[str, Any]]:
     """Where no exact gradient exists (too many codes): per estimator, the variance of its
     gradient (summed over parameters), its signal-to-noise ratio (the mean over parameters
     of |mean| / sd, for the encoder and the decoder) and seconds a draw; ``progress``: a
-    bar of the draws."""
+    bar of the draws; ``clip``: a run's ``clip_norm``, for :func:`clipped_share`."""
     groups = {"encoder": vae.encoder_parameters(), "decoder": list(vae.decoder.parameters())}
     params = [p for ps in groups.values() for p in ps]
     sizes = [sum(p.numel() for p in ps) for ps in groups.values()]
@@ -214,13 +218,37 @@ def compare_spread(
                 mean, sd = g[:, part].mean(0), g[:, part].std(0)
                 row[f"var_{name}"] = float(sd.square().sum())
                 row[f"snr_{name}"] = float((mean.abs() / sd.clamp_min(1e-30)).mean())
+            row.update(clipped_share(g, clip))
             rows.append(row)
     return rows
+
+
+def clipped_share(draws: torch.Tensor, clip: float | None) -> dict[str, float]:
+    """``{"clipped": s}``: the share ``s`` of the gradient elements in ``draws`` (draws,
+    parameters) beyond ±``clip``, the elements ClippedAdam's clamp would change in
+    training; ``{}`` without ``clip``."""
+    if clip is None:
+        return {}
+    return {"clipped": float((draws.abs() > clip).double().mean())}
+
+
+def _clipped_cell(r: dict[str, Any]) -> list[str]:
+    return [f"{100 * r['clipped']:.3g} %"] if "clipped" in r else []
+
+
+def _clipped_note(rows: list[dict[str, Any]]) -> str:
+    if "clipped" not in rows[0]:
+        return ""
+    return (
+        " clipped: the share of gradient elements beyond ± the run's --clip-norm, which "
+        "ClippedAdam clamps in training (a clamp the estimator's theory does not have)."
+    )
 
 
 def spread_table(rows: list[dict[str, Any]], title: str) -> Table:
     """:func:`compare_spread` as a report table."""
     columns = ["variance", "variance encoder", "SNR encoder", "SNR decoder", "ms / draw"]
+    columns += ["clipped"] if "clipped" in rows[0] else []
     cells = [
         (
             r["estimator"],
@@ -230,6 +258,7 @@ def spread_table(rows: list[dict[str, Any]], title: str) -> Table:
                 f"{r['snr_encoder']:.3g}",
                 f"{r['snr_decoder']:.3g}",
                 f"{1000 * r['seconds']:.1f}",
+                *_clipped_cell(r),
             ],
         )
         for r in rows
@@ -238,7 +267,7 @@ def spread_table(rows: list[dict[str, Any]], title: str) -> Table:
         f"No exact gradient at this size (too many codes to sum): {rows[0]['repeats']} draws "
         "each after a warm-up; variance summed over parameters; SNR = mean over parameters of "
         "|mean| / sd. A relaxation's low variance buys a bias this table cannot show (see the "
-        "exact comparison on a small model)."
+        "exact comparison on a small model)." + _clipped_note(rows)
     )
     return Table(title, columns, cells, note=note, first="estimator")
 
@@ -278,6 +307,7 @@ def exact_table(rows: list[dict[str, Any]], title: str) -> Table:
         "MSE decoder",
         "ms / draw",
     ]
+    columns += ["clipped"] if "clipped" in rows[0] else []
     cells = [
         (
             r["estimator"],
@@ -289,6 +319,7 @@ def exact_table(rows: list[dict[str, Any]], title: str) -> Table:
                 f"{r['mse_encoder']:.4g}",
                 f"{r['mse_decoder']:.4g}",
                 f"{1000 * r['seconds']:.1f}",
+                *_clipped_cell(r),
             ],
         )
         for r in rows
@@ -298,7 +329,7 @@ def exact_table(rows: list[dict[str, Any]], title: str) -> Table:
         f"warm-up; ‖exact‖² = {rows[0]['exact_norm2']:.4g}. MSE = bias² + variance; bias² is "
         "‖mean − exact‖² − variance / draws, corrected for the noise of the mean; a value "
         "below zero within its Monte Carlo error (√2 · variance / draws bounds its sd at "
-        "zero bias) is shown as ≈ 0 (within noise)."
+        "zero bias) is shown as ≈ 0 (within noise)." + _clipped_note(rows)
     )
     return Table(title, columns, cells, note=note, first="estimator")
 

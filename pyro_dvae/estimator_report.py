@@ -105,19 +105,29 @@ def write_training_curves(curves: dict[str, list[float]], out: Path, title: str)
 
 
 def write_discrete_comparison(
-    vae, x, ests, repeats: int, seed: int, out: Path, head: str, note: str = "", progress=False
+    vae,
+    x,
+    ests,
+    repeats: int,
+    seed: int,
+    out: Path,
+    head: str,
+    note: str = "",
+    progress=False,
+    clip: float | None = None,
 ) -> str:
     """A discrete model's estimators against its exact, enumerated gradient (past
     ``ENUM_LIMIT`` codes: their variance, SNR and time): ``estimators.{md,csv,json}`` and
     ``gradient_mse.png``; returns the Markdown. ``head`` and ``note`` frame the title;
-    ``progress``: a bar of the draws."""
+    ``progress``: a bar of the draws; ``clip``: the run's ``clip_norm`` (the share of
+    gradient elements its training would clamp)."""
     from . import discrete_gradients as dg
 
     if not vae.family.summable:
-        rows = dg.compare_spread(vae, x, ests, repeats, seed=seed, progress=progress)
+        rows = dg.compare_spread(vae, x, ests, repeats, seed=seed, progress=progress, clip=clip)
         table = dg.spread_table(rows, f"{head}, their spread{note}")
     else:
-        rows = dg.compare_to_exact(vae, x, ests, repeats, seed=seed, progress=progress)
+        rows = dg.compare_to_exact(vae, x, ests, repeats, seed=seed, progress=progress, clip=clip)
         table = dg.exact_table(rows, f"{head} against the exact gradient{note}")
         dg.plot_mse(rows, out / "gradient_mse.png", table.title)
     md = table.markdown()

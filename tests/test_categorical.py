@@ -169,6 +169,15 @@ def test_estimators_against_the_exact_gradient():
     assert hot["bias2_all"] > rows["concrete-0.1"]["bias2_all"]  # more so at a high τ
 
 
+def test_the_clipped_share_counts_the_elements_beyond_the_clamp():
+    from pyro_dvae.discrete_gradients import clipped_share
+
+    draws = torch.tensor([[0.5, -11.0, 10.0, 12.0], [0.0, -10.0, 3.0, -9.99]])
+    assert clipped_share(draws, 10.0) == {"clipped": 2 / 8}  # -11 and 12; ±10 is kept as is
+    assert clipped_share(draws, 0.0) == {"clipped": 7 / 8}  # every non-zero element
+    assert clipped_share(draws, None) == {}
+
+
 def test_the_exact_table_says_a_negative_bias2_within_noise_is_zero():
     from pyro_dvae.discrete_gradients import exact_table
 
@@ -214,6 +223,19 @@ def test_compare_estimators_on_a_categorical_run(tmp_path):
         "vimco-5",
     ]
     assert (out / "gradient_mse.png").stat().st_size > 0
+    assert all(0 <= r["clipped"] <= 1 for r in rows)
+    assert "| clipped |" in (out / "estimators.md").read_text()
+    # the share is of the run's own --clip-norm: a clamp at 1e-9 would change nearly every
+    # element of the score function's noisy gradient
+    run_ok(fit_args(tmp_path / "tight", family="categorical", latent_dim=1, categories=3,
+                    elbo="enum", clip_norm=1e-9))  # fmt: skip
+    tight = tmp_path / "tight-est"
+    run_ok(["compare-estimators", str(tmp_path / "tight"), "--repeats", "20", "--batch-size", "5",
+            "--out", str(tight)])  # fmt: skip
+    shares = {
+        r["estimator"]: r["clipped"] for r in json.loads((tight / "estimators.json").read_text())
+    }
+    assert shares["score-function"] > 0.5 > max(r["clipped"] for r in rows)
     result = invoke([*args, "--temperatures", "0,1"])
     assert result.exit_code != 0
     assert_one_error_line(result)

@@ -193,7 +193,9 @@ def compare_estimators(
             "gradient estimators"
         )
         note = device_note(device)
-        md = write_discrete_comparison(vae, x, ests, repeats, seed, out, head, note, progress)
+        md = write_discrete_comparison(
+            vae, x, ests, repeats, seed, out, head, note, progress, clip=config.clip_norm
+        )
         click.echo(md)
         log_line(f"written: {out}")
         return
