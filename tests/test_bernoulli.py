@@ -401,3 +401,39 @@ def test_the_bits_kl_relaxation_compiles_to_its_eager_step():
             vae.zero_grad(set_to_none=True)
         assert elbo.graphs == compile  # compiled, not fallen back to the eager step
     assert_steps_agree(results[:2], results[2:])
+
+
+def test_the_posterior_noise_script_reads_the_bits_certainty(tmp_path):
+    """scripts/posterior_noise.py's |μ / σ| of a Logit-normal relaxation's units is the
+    certainty of the bits the run is scored as: Φ⁻¹ of q(b = 1 | x) from the run's discrete
+    view (its bits' logits); its quantiles are in order; a Gaussian run is one error line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pyro_dvae.data import load_dataset
+    from pyro_dvae.evaluation import load_run
+
+    run = tmp_path / "ln"
+    run_ok(fit_args(run, family="bernoulli", latent_dim=3, estimator="logitnormal", epochs=1))
+    script = [sys.executable, str(Path(__file__).parents[1] / "scripts" / "posterior_noise.py")]
+    out = subprocess.run([*script, str(run), "--images", "40"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    row = out.stdout.splitlines()[2].strip("| ").split(" | ")
+    assert row[:2] == ["ln", "1"]
+    scale, ratio = [float(v) for v in row[2:7]], [float(v) for v in row[7:12]]
+    assert scale == sorted(scale) and ratio == sorted(ratio)
+    loaded = load_run(run, device="cpu")
+    x = load_dataset("digits", None).test[:40]
+    with torch.no_grad():
+        bits = loaded.vae.family.discrete().posterior(loaded.vae.encoder(x)).base_dist
+        certainty = torch.special.ndtri(bits.probs.double()).abs()
+    median = torch.quantile(certainty.flatten(), 0.5)  # the middle two averaged
+    assert ratio[2] == pytest.approx(float(median), rel=2e-3)
+    gauss = tmp_path / "g"
+    run_ok(fit_args(gauss, family="gaussian", epochs=1))
+    out = subprocess.run([*script, str(gauss)], capture_output=True, text=True)
+    assert (
+        out.returncode == 1
+        and out.stderr.strip() == f"Error: {gauss} has no Logit-normal posterior"
+    )
