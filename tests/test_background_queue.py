@@ -17,6 +17,13 @@ FAKE_CLI = """#!/usr/bin/env bash
 echo "{name} pyro-dvae $* avx=${{ATEN_CPU_CAPABILITY:-}}" >> "$CALLS"
 # an evaluation leaves its file, as the real one does
 [ "$1" = evaluate ] && [ -d "$2" ] && echo '{{}}' > "$2/evaluation.json"
+# a sweep that ends with failed runs, or one that cannot start
+if [ "$1" = sweep ] && [ "${{SWEEP_ENDS:-}}" = failed ]; then
+    echo "[FAILED] r1: Error: the loss became nan" >&2
+    echo "1 of 2 runs finished in $4" >&2
+    exit 1
+fi
+[ "$1" = sweep ] && [ "${{SWEEP_ENDS:-}}" = error ] && echo "Error: busy" >&2 && exit 1
 exit 0
 """
 FAKE_PAPER = """#!/usr/bin/env bash
@@ -117,3 +124,23 @@ def test_freeze_refuses_a_code_folder_it_did_not_make(work):
         f"Error: {work}/code is a folder; stop the queue and move it away first"
     )
     assert not any(p.name.startswith("code-") for p in work.iterdir())
+
+
+@pytest.mark.parametrize("ends", ["failed", "error"])
+def test_a_sweep_with_failed_runs_is_done_and_any_other_error_stops_the_queue(work, tmp_path, ends):
+    """A sweep that ran to its end with failed runs (a NaN fails again at the same step) lets
+    the queue go on to its next steps; one that could not run stops it, its step not done."""
+    (work / "code").symlink_to(frozen_copy(work, "c"))
+    calls = tmp_path / "calls.txt"
+    env = {k: v for k, v in os.environ.items() if k not in ("WORK", "CODE")}
+    env.update(CALLS=str(calls), POLL="0.1", SWEEP_ENDS=ends)
+    result = queue(work / "code" / "scripts" / SCRIPT.name, "run", env=env)
+    done = sorted(p.name for p in (work / "queue" / "done").glob("*"))
+    log = (work / "queue" / "queue.log").read_text()
+    if ends == "failed":
+        assert result.returncode == 0
+        assert done == ["iwae-evaluate", "iwae-train", "leaderboard", "paper-rerun"]
+        assert "leaderboard: ran to its end, some runs failed" in log
+    else:
+        assert result.returncode == 1 and done == []
+        assert "end leaderboard rc=1" in log and "paper-rerun" not in log
