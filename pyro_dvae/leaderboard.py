@@ -31,6 +31,7 @@ from .families.bernoulli import LOGIT_NORMAL, RELAXED
 from .fileio import atomic_write_text
 from .plotting import point_marker
 from .results import RunResult, collect
+from .rundir import RunDir
 
 COLUMNS = (
     "model",
@@ -207,7 +208,9 @@ def markdown(rows: list[Row], values: list[dict[str, Any]], command: str) -> str
             f"| {_num(v['relaxed_neg_elbo_mean'])} | {_num(v['relaxation_gap_mean'])} "
             f"| {_num(v['seconds_per_epoch'], 1)} | {_num(v['published_neg_elbo'], 1)} |"
         )
-    pending = [r for row in rows for r in row.runs if "discrete" not in r.evaluation]
+    unscored = [r for row in rows for r in row.runs if "discrete" not in r.evaluation]
+    pending = [r for r in unscored if r.status != "failed"]
+    failed = [r for r in unscored if r.status == "failed"]
     notes = [
         "Test set; discrete −ELBO: the decoder at hard codes, the analytic KL of q(b | x) to "
         "the uniform prior; −log p(x): its IWAE bound (the k of each run's evaluation.json); "
@@ -220,6 +223,12 @@ def markdown(rows: list[Row], values: list[dict[str, Any]], command: str) -> str
     if pending:
         names = ", ".join(f"{r.name} ({r.progress()})" for r in pending)
         notes.append(f"Not yet in the table (no evaluation of their last epoch): {names}.")
+    if failed:
+        why = [RunDir(r.path).read_summary().get("error", "no error recorded") for r in failed]
+        names = "; ".join(
+            f"{r.name} ({r.progress()}: {w})" for r, w in zip(failed, why, strict=True)
+        )
+        notes.append(f"Failed, so not in the table: {names}.")
     return (
         f"# Discrete-estimator leaderboard\n\n```bash\n{command}\n```\n\n"
         + head

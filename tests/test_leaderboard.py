@@ -176,3 +176,16 @@ def test_the_plot_draws_runs_still_training_and_says_when_a_model_has_none(tmp_p
     assert label == f"nvil {losses[-1]:.1f}"  # unevaluated: its last epoch's score
     assert categorical.get_lines() == [] and categorical.get_legend() is None
     assert [t.get_text() for t in categorical.texts] == ["no run has finished an epoch yet"]
+    # a run still training is pending; one that failed says why, and is not "not yet"
+    (row,) = leaderboard([sweep])
+    assert "Not yet in the table (no evaluation of their last epoch): nvil (epoch 2 of 2)" in (
+        markdown([row], [row.values()], "c")
+    )
+    summary = json.loads((run.path / "summary.json").read_text())
+    summary.update(status="failed", error="the loss became nan at epoch 3, step 9")
+    (run.path / "summary.json").write_text(json.dumps(summary))
+    (row,) = leaderboard([sweep])
+    notes = markdown([row], [row.values()], "c")
+    assert "Not yet" not in notes
+    assert "Failed, so not in the table: nvil (failed at epoch 2 of 2: the loss became nan at " \
+        "epoch 3, step 9)." in notes  # fmt: skip
