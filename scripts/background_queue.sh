@@ -25,8 +25,8 @@
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd -P)
 # a frozen copy, $WORK/code-<commit>, knows its WORK
-case $here in */code-*) [ -f "${here%/*}/data_dir" ] && WORK=${WORK:-${here%/*}} ;; esac
-WORK=${WORK:-$HOME/pyro-dvae-work}
+case ${here##*/} in code-*) [ -f "${here%/*}/data_dir" ] && WORK=${WORK:-${here%/*}} ;; esac
+export WORK=${WORK:-$HOME/pyro-dvae-work}
 if [ -f "$WORK/data_dir" ]; then PYRO_DVAE_DATA=$(cat "$WORK/data_dir"); fi
 export PYRO_DVAE_DATA=${PYRO_DVAE_DATA:-$here/../shared/data} MPLBACKEND=Agg
 queue=$WORK/queue
@@ -42,27 +42,35 @@ log() { echo "$(date -u +%FT%TZ) $*" >> "$queue/queue.log"; }
 # the frozen copy a step runs: the one it started with
 pinned() {
   mkdir -p "$queue/code"
-  [ -e "$queue/code/$1" ] || ln -s "$(readlink -f "$WORK/code")" "$queue/code/$1"
+  [ -L "$queue/code/$1" ] || ln -s "$(readlink -f "$WORK/code")" "$queue/code/$1"
   readlink -f "$queue/code/$1"
 }
 
 # each step (a command of this script) in its own process group, so that a stop reaches all
-# of its processes, on its own frozen copy. A sweep that ran to its end with runs that failed
-# (exit 1 after its "N of M runs finished" line: a NaN loss fails again at the same step) is
-# done, its failures in the log; any other error stops the queue
+# of its processes, on its own frozen copy (its script too, where the copy has one). A step
+# that is one sweep (leaderboard, iwae-train) and ran to its end with runs that failed (exit
+# 1 after its "N of M runs finished" line: a NaN loss fails again at the same step) is done,
+# its failures in its log; any other error stops the queue
 step() {
   local name=$1
   [ -e "$queue/done/$name" ] && return 0
-  local mine start
+  local mine start script
   mine=$(pinned "$name")
+  if [ ! -x "$mine/.venv/bin/pyro-dvae" ]; then
+    log "Error: $name's frozen copy $queue/code/$name is gone; freeze again and remove that link"
+    return 1
+  fi
+  script=$mine/scripts/background_queue.sh
+  [ -x "$script" ] || script=$0 # a copy frozen before this script existed
   log "start $name (code: $(git -C "$mine" log --oneline -1 2> /dev/null | cut -c1-60))"
-  start=$(wc -c < "$queue/logs/$name.log" 2> /dev/null || echo 0)
-  CODE=$mine setsid "$0" "$name" >> "$queue/logs/$name.log" 2>&1 &
+  start=$(wc -c 2> /dev/null < "$queue/logs/$name.log" || echo 0)
+  CODE=$mine setsid "$script" "$name" >> "$queue/logs/$name.log" 2>&1 &
   child=$!
   wait $child; local rc=$?
   child=
   log "end $name rc=$rc"
-  if [ $rc -eq 1 ] && tail -c +$((start + 1)) "$queue/logs/$name.log" | grep -q "runs finished in"; then
+  if [ $rc -eq 1 ] && { [ "$name" = leaderboard ] || [ "$name" = iwae-train ]; } &&
+    tail -c +$((start + 1)) "$queue/logs/$name.log" | grep -q "runs finished in"; then
     log "$name: ran to its end, some runs failed (their [FAILED] lines: logs/$name.log); going on"
     rc=0
   fi

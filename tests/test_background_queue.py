@@ -5,7 +5,6 @@ frozen copy of the code it started with, run here against stand-in copies whose
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -45,7 +44,12 @@ def frozen_copy(work: Path, name: str) -> Path:
     for path, text in files.items():
         (code / path).write_text(text)
         (code / path).chmod(0o755)
-    shutil.copy(SCRIPT, code / "scripts" / SCRIPT.name)
+    # the copy's queue script, saying whose it is when it runs
+    text = SCRIPT.read_text().replace(
+        "set -u\n", f'set -u\necho "{name} script $*" >> "$CALLS"\n', 1
+    )
+    (code / "scripts" / SCRIPT.name).write_text(text)
+    (code / "scripts" / SCRIPT.name).chmod(0o755)
     return code
 
 
@@ -80,6 +84,16 @@ def test_each_step_runs_the_frozen_copy_it_started_with(work, tmp_path):
     result = queue(work / "code" / "scripts" / SCRIPT.name, "run", env=env)
     assert result.returncode == 0, result.stderr
     lines = calls.read_text().splitlines()
+    # each step runs its own copy's script and commands
+    scripts = [line for line in lines if " script " in line]
+    assert scripts == [
+        "new script run",
+        "old script leaderboard",
+        "new script paper-rerun",
+        "new script iwae-train",
+        "new script iwae-evaluate",
+    ]
+    lines = [line for line in lines if " script " not in line]
     assert lines[0].startswith("old pyro-dvae sweep --preset discrete-benchmark")
     scored = {line.split()[3]: line for line in lines if " evaluate " in line and "runs/" in line}
     nvil, concrete = (
@@ -109,7 +123,7 @@ def test_each_step_runs_the_frozen_copy_it_started_with(work, tmp_path):
     # run again: every step is done, nothing is called
     before = calls.read_text()
     assert queue(work / "code" / "scripts" / SCRIPT.name, "run", env=env).returncode == 0
-    assert calls.read_text() == before
+    assert calls.read_text() == before + "new script run\n"
     status = queue(work / "code" / "scripts" / SCRIPT.name, "status", env=env)
     assert "2 runs begun, 2 finished, 2 evaluated" in status.stdout
 
@@ -124,6 +138,24 @@ def test_freeze_refuses_a_code_folder_it_did_not_make(work):
         f"Error: {work}/code is a folder; stop the queue and move it away first"
     )
     assert not any(p.name.startswith("code-") for p in work.iterdir())
+
+
+def test_a_paper_rerun_that_fails_after_its_sweeps_stops_the_queue(work, tmp_path):
+    """The paper rerun is a script of several commands: its exit 1 after a sweep's
+    "runs finished" line (a failed report, say) is an error, not a finished step."""
+    code = frozen_copy(work, "c")
+    (code / "scripts" / "reproduce_paper.sh").write_text(
+        '#!/usr/bin/env bash\necho "2 of 2 runs finished in x" >&2\n'
+        'echo "Error: no report" >&2\nexit 1\n'
+    )
+    (work / "code").symlink_to(code)
+    (work / "queue" / "done").mkdir(parents=True)
+    (work / "queue" / "done" / "leaderboard").touch()
+    env = {k: v for k, v in os.environ.items() if k not in ("WORK", "CODE")}
+    env.update(CALLS=str(tmp_path / "calls.txt"), POLL="0.1")
+    result = queue(work / "code" / "scripts" / SCRIPT.name, "run", env=env)
+    assert result.returncode == 1
+    assert sorted(p.name for p in (work / "queue" / "done").iterdir()) == ["leaderboard"]
 
 
 @pytest.mark.parametrize("ends", ["failed", "error"])
