@@ -392,9 +392,9 @@ def test_groups_are_even_and_follow_the_grid_not_the_jobs(tmp_path):
 
 
 def test_the_costliest_runs_start_first(tmp_path):
-    """Runs waiting only for their evaluation start first, then epochs left × particles
-    ranks the jobs (a group counts each member), plan order among equals; a sweep starts
-    them in that order (its launcher sees the commands)."""
+    """Runs waiting only for their evaluation start first, then seed by seed, epochs left ×
+    particles ranks the jobs (a group counts each member), plan order among equals; a sweep
+    starts them in that order (its launcher sees the commands)."""
     from pyro_dvae.sweep import SweepSettings, run_sweep
     from pyro_dvae.sweep.plan import PlannedRun, costliest_first, work
 
@@ -414,6 +414,15 @@ def test_the_costliest_runs_start_first(tmp_path):
         [runs["iwae5"]],
         pair,
         [runs["iwae50"]],
+    ]
+    # seed by seed: a costly run of a later seed waits for every run of an earlier one
+    later = PlannedRun(
+        "iwae50-seed2", FitConfig(elbo="iwae", num_particles=50, seed=2), tmp_path, "new"
+    )
+    assert costliest_first([[later], [runs["elbo"]], [runs["elbo-b"]]]) == [
+        [runs["elbo"]],
+        [runs["elbo-b"]],
+        [later],
     ]
     runs["elbo"].state = "evaluate"  # trained, waiting for its evaluation: no work, first
     assert work([runs["elbo"]]) == 0

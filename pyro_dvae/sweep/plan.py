@@ -175,11 +175,16 @@ def work(runs: list[PlannedRun]) -> int:
 
 def costliest_first(jobs: list[list[PlannedRun]]) -> list[list[PlannedRun]]:
     """``jobs`` (runs or groups) in the order a sweep starts them: trained runs that only
-    wait for their evaluation (short, and their scores are then safe), then the rest with
-    the most :func:`work` first, so that runs side by side end near together and a sweep's
-    last hours are not one long run on one core while the others sit idle; plan order
-    among equals."""
-    return sorted(jobs, key=lambda runs: (work(runs) > 0, -work(runs)))
+    wait for their evaluation (short, and their scores are then safe); then seed by seed
+    (every configuration's first seed before any one's second, so that a sweep stopped
+    early has whole rows), and within a seed the most :func:`work` first, so that runs side
+    by side end near together and a sweep's last hours are not one long run on one core
+    while the others sit idle; plan order among equals."""
+
+    def key(runs: list[PlannedRun]) -> tuple:
+        return (work(runs) > 0, min(r.config.seed for r in runs), -work(runs))
+
+    return sorted(jobs, key=key)
 
 
 def make_run_dir(run: PlannedRun) -> None:
