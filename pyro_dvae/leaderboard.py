@@ -3,7 +3,8 @@ scored as the discrete model each stands for (``evaluate``'s ``discrete`` block)
 
 It writes ``leaderboard.csv`` (one row per model and estimator, means and standard
 deviations over seeds, and the published number where one exists: :data:`PUBLISHED`),
-``leaderboard.md`` (the same table, and the runs still missing an evaluation) and
+``leaderboard.md`` (the same table, the runs still missing an evaluation and those that
+failed, with their errors) and
 ``leaderboard.png`` (each estimator's test −ELBO of the discrete model against training
 time, the published numbers dotted).
 

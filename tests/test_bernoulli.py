@@ -429,7 +429,7 @@ def test_the_posterior_noise_script_reads_the_bits_certainty(tmp_path):
         bits = loaded.vae.family.discrete().posterior(loaded.vae.encoder(x)).base_dist
         certainty = torch.special.ndtri(bits.probs.double()).abs()
     median = torch.quantile(certainty.flatten(), 0.5)  # the middle two averaged
-    assert ratio[2] == pytest.approx(float(median), rel=2e-3)
+    assert ratio[2] == pytest.approx(float(median), rel=6e-3)  # printed to 3 digits
     gauss = tmp_path / "g"
     run_ok(fit_args(gauss, family="gaussian", epochs=1))
     out = subprocess.run([*script, str(gauss)], capture_output=True, text=True)
