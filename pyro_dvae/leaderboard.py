@@ -32,7 +32,6 @@ from .families.bernoulli import LOGIT_NORMAL, RELAXED
 from .fileio import atomic_write_text
 from .plotting import point_marker
 from .results import RunResult, collect
-from .rundir import RunDir
 
 COLUMNS = (
     "model",
@@ -225,9 +224,8 @@ def markdown(rows: list[Row], values: list[dict[str, Any]], command: str) -> str
         names = ", ".join(f"{r.name} ({r.progress()})" for r in pending)
         notes.append(f"Not yet in the table (no evaluation of their last epoch): {names}.")
     if failed:
-        why = [RunDir(r.path).read_summary().get("error", "no error recorded") for r in failed]
         names = "; ".join(
-            f"{r.name} ({r.progress()}: {w})" for r, w in zip(failed, why, strict=True)
+            f"{r.name} ({r.progress()}: {r.error or 'no error recorded'})" for r in failed
         )
         notes.append(f"Failed, so not in the table: {names}.")
     return (
@@ -292,7 +290,7 @@ def draw(rows: list[Row]) -> Figure:
     fig = Figure(figsize=(7 * len(models), 5))
     axes = fig.subplots(1, len(models), squeeze=False)[0]
     for ax, model in zip(axes, models, strict=True):
-        drawn: list[tuple[Any, str, float]] = []  # line, estimator, its row's value
+        drawn: list[tuple[Any, str, float, Any]] = []  # line, estimator, value, published
         for row in (row for row in rows if row.model == model):
             color, cost = None, row.seconds_per_epoch()
             if cost == "":
@@ -312,9 +310,12 @@ def draw(rows: list[Row]) -> Figure:
                 )
                 if color is None:
                     mean = row.values()["discrete_neg_elbo_mean"]
-                    drawn.append((line, row.estimator, mean if mean != "" else losses[-1]))
-                    if row.published() != "":
-                        ax.axhline(row.published(), color=line.get_color(), ls=":", lw=1.2)
+                    published = row.published()
+                    drawn.append(
+                        (line, row.estimator, mean if mean != "" else losses[-1], published)
+                    )
+                    if published != "":
+                        ax.axhline(published, color=line.get_color(), ls=":", lw=1.2)
                 color = line.get_color()
         ax.set_title(f"{model}: test −ELBO of the discrete model")
         ax.set_xlabel("training time (hours, one CPU thread: epochs × the row's s / epoch)")
@@ -326,22 +327,18 @@ def draw(rows: list[Row]) -> Figure:
             )
             continue
         # the first epochs' losses, and a row far behind, would squash the race at the end
-        ends = [value for _, _, value in drawn]
+        ends = [value for _, _, value, _ in drawn]
         top = min(max(ends) + 25, min(ends) + Y_RANGE)
-        marks = [PUBLISHED[model, name] for _, name, _ in drawn if (model, name) in PUBLISHED]
+        marks = [published for *_, published in drawn if published != ""]
         ax.set_ylim(min(ends + marks) - 5, top)
         drawn.sort(key=lambda d: d[2])
         ax.legend(
-            [line for line, _, _ in drawn],
+            [line for line, *_ in drawn],
             [
                 f"{name} {value:.1f}"
                 + (" ↑" if value > top else "")
-                + (
-                    f" (published {PUBLISHED[model, name]:.1f})"
-                    if (model, name) in PUBLISHED
-                    else ""
-                )
-                for _, name, value in drawn
+                + (f" (published {published:.1f})" if published != "" else "")
+                for _, name, value, published in drawn
             ],
             fontsize=8,
         )

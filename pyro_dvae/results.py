@@ -33,6 +33,7 @@ class RunResult:
     train_seconds: float = 0.0  # the training epochs' time, summed (no test passes)
     planned: int = 0  # the epochs it is to reach: its sweep's plan (sweep.json) or its config's
     device: str = "cpu"  # where it trained (its summary's; the last piece, if resumed elsewhere)
+    error: str = ""  # a failed run's error line (its summary's)
 
     def run_dir_metrics(self) -> list[dict[str, Any]]:
         return RunDir(self.path).read_metrics()
@@ -107,6 +108,7 @@ def collect(sweep_dir: str | Path) -> list[RunResult]:
                 sum(r.get("seconds", 0.0) for r in metrics),
                 max(planned.get(path.name, 0), config.epochs),
                 summary.get("device", "cpu"),
+                summary.get("error", ""),
             )
         )
     return results
